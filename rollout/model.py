@@ -1,0 +1,221 @@
+"""The rollout's vocabulary: frozen dataclasses, no I/O.
+
+State is changed with ``dataclasses.replace`` only; the Tables adapter owns the conversion to and
+from entities (``rollout.adapters.tables``). Times are timezone-aware UTC ``datetime``s passed in by
+the caller: nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Phase(str, enum.Enum):
+    """Where a rollout is. See DESIGN.md section 3 for the transitions."""
+
+    QUEUED = "Queued"
+    CANARY = "Canary"
+    BAKING = "Baking"
+    PROMOTING = "Promoting"
+    PAUSED = "Paused"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+    @property
+    def is_active(self) -> bool:
+        """Active rollouts hold the scale set: the timer advances them and no other may start."""
+        return self in ACTIVE_PHASES
+
+
+ACTIVE_PHASES = frozenset(
+    {Phase.CANARY, Phase.BAKING, Phase.PROMOTING, Phase.PAUSED, Phase.ROLLING_BACK, Phase.FAILED}
+)
+TERMINAL_PHASES = frozenset(
+    {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.REJECTED}
+)
+
+
+class ReleaseKind(str, enum.Enum):
+    SCRIPT = "script"  # a new CustomScript extension script (install_nginx.v7.sh)
+    IMAGE = "image"  # a new managed image id (install_nginx.v7.image.json manifest)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release as parsed from the blob that announced it."""
+
+    kind: ReleaseKind
+    app: str  # "install_nginx"
+    version: int  # 7, compared numerically
+    blob_name: str  # "install_nginx.v7.sh"
+    blob_url: str  # where the VMs fetch the script from (or where the manifest was)
+    sha256: str  # of the blob content: identifies the release for duplicate detection
+    image_id: str | None = None  # IMAGE releases only
+
+    @property
+    def label(self) -> str:
+        return f"{self.app} v{self.version}"
+
+
+@dataclass(frozen=True)
+class ExtensionSpec:
+    """The CustomScript extension as it stands (or should stand) on the scale set model.
+
+    ``protected_settings`` cannot be read back from Azure. ``None`` means "not known": the rollout
+    that wrote it is not ours. ``protected_settings_known`` distinguishes "known to be empty" from that.
+    """
+
+    name: str
+    publisher: str
+    type: str
+    type_handler_version: str
+    settings: Mapping[str, Any]
+    protected_settings: Mapping[str, Any] | None = None
+    auto_upgrade_minor_version: bool = True
+    force_update_tag: str | None = None
+
+    def same_public_model(self, other: ExtensionSpec | None) -> bool:
+        """True when ``other`` is this extension as far as Azure lets us read it back."""
+        if other is None:
+            return False
+        return (
+            self.name == other.name
+            and self.publisher == other.publisher
+            and self.type == other.type
+            and self.type_handler_version.split(".")[0] == other.type_handler_version.split(".")[0]
+            and dict(self.settings) == dict(other.settings)
+            and (self.force_update_tag or None) == (other.force_update_tag or None)
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The part of the scale set model a release changes: the extension, the image, or both."""
+
+    extension: ExtensionSpec | None = None
+    image_id: str | None = None
+
+    def matches(self, observed: ModelSpec) -> bool:
+        """Does the observed (read-back) model already hold this spec?
+
+        Only the parts this spec sets are compared: a script release says nothing about the image.
+        """
+        if self.extension is not None and not self.extension.same_public_model(observed.extension):
+            return False
+        if self.image_id is not None and (observed.image_id or "").lower() != self.image_id.lower():
+            return False
+        return True
+
+
+class Health(str, enum.Enum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    UPDATING = "Updating"  # an upgrade or reimage is running: neither healthy nor a failure yet
+    FAILED = "Failed"  # the extension or provisioning reported failure: no point waiting
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    detail: str  # "200 in 12 ms", "connection refused", "body did not match 'Welcome'"
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One scale set instance as observed in one tick."""
+
+    instance_id: str
+    latest_model_applied: bool
+    provisioning_state: str  # Succeeded, Updating, Creating, Failed, ...
+    power_state: str | None = None  # "running", "stopped", ... (PowerState/<x> code)
+    extension_status: str | None = None  # Succeeded, Failed, Transitioning, or None if absent
+    extension_message: str = ""
+    vm_health: str | None = None  # HealthState/<x> from the application health extension
+    private_ip: str | None = None
+    probe: ProbeResult | None = None
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """The scale set in one observation: its model and its instances."""
+
+    model: ModelSpec
+    provisioning_state: str  # of the scale set itself; "Updating" while a model write runs
+    instances: tuple[InstanceView, ...]
+    orchestration_mode: str = "Uniform"
+    upgrade_mode: str = "Manual"
+
+    def by_id(self) -> dict[str, InstanceView]:
+        return {i.instance_id: i for i in self.instances}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The persisted status of one release on one scale set. It *is* the state (Argo-style)."""
+
+    id: str
+    target: str  # the scale set key (PartitionKey)
+    release: Release
+    phase: Phase
+    desired: ModelSpec  # what the release writes on the scale set model
+    baseline: ModelSpec | None  # what rollback restores; recorded at start
+    created_at: datetime
+    updated_at: datetime
+    phase_since: datetime
+    last_progress_at: datetime
+    canary_ids: tuple[str, ...] = ()
+    batch_ids: tuple[str, ...] = ()  # the batch being upgraded now (or the canary)
+    batch_started_at: datetime | None = None
+    batch_number: int = 0
+    upgraded_ids: tuple[str, ...] = ()  # every instance this rollout moved to the new model
+    rollback_ids: tuple[str, ...] = ()  # instances moved back to the baseline so far
+    unhealthy_streak: int = 0
+    paused_from: Phase | None = None
+    skip_bake: bool = False
+    promote_full: bool = False
+    reason: str = ""
+    rollback_reason: str = ""
+    etag: str | None = field(default=None, compare=False)
+
+    def evolve(self, **changes: Any) -> Rollout:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TargetRecord:
+    """One row per scale set: who holds it and what is stable on it."""
+
+    key: str
+    active_rollout_id: str | None = None
+    stable_version: int | None = None
+    stable_release: Release | None = None
+    stable_model: ModelSpec | None = None
+    updated_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    """One line of the audit trail: what happened, to which rollout, why, and the evidence."""
+
+    rollout_id: str
+    target: str
+    at: datetime
+    kind: str  # "PhaseChanged", "UpgradeStarted", "ProbeFailed", "Aborted", ...
+    message: str
+    actor: str = "controller"
+    phase: Phase | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)

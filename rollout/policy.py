@@ -1,0 +1,48 @@
+"""RolloutPolicy: how careful a rollout is. Pure; built from settings by ``rollout.settings``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    canary_count: int = 1
+    bake_seconds: int = 300
+    batch_percent: int = 20  # of the fleet, rounded up, at least 1
+    batch_size: int = 0  # fixed batch size; 0 = use batch_percent
+    max_unavailable: int = 1  # instances updating or unhealthy at once, the canary included
+    failure_threshold: int = 3  # consecutive unhealthy observations before rolling back
+    progress_deadline_seconds: int = 900  # no step forward for this long -> roll back
+    upgrade_retry_seconds: int = 300  # re-issue an upgrade that never started after this long
+    min_healthy_instances: int = 1  # pre-flight: at least this many healthy instances
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.canary_count < 1:
+            problems.append("canary_count must be at least 1")
+        if self.bake_seconds < 0:
+            problems.append("bake_seconds must not be negative")
+        if not 1 <= self.batch_percent <= 100:
+            problems.append("batch_percent must be between 1 and 100")
+        if self.batch_size < 0:
+            problems.append("batch_size must not be negative (0 = use batch_percent)")
+        if self.max_unavailable < 1:
+            problems.append("max_unavailable must be at least 1, or nothing could ever be upgraded")
+        if self.failure_threshold < 1:
+            problems.append("failure_threshold must be at least 1")
+        if self.progress_deadline_seconds < 1:
+            problems.append("progress_deadline_seconds must be at least 1")
+        if self.upgrade_retry_seconds < 1:
+            problems.append("upgrade_retry_seconds must be at least 1")
+        if self.min_healthy_instances < 1:
+            problems.append("min_healthy_instances must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def calculate_batch_size(self, fleet_size: int) -> int:
+        """The number of instances one promotion batch may hold, before the unavailability budget."""
+        if self.batch_size:
+            return self.batch_size
+        return max(1, math.ceil(fleet_size * self.batch_percent / 100))

@@ -1,0 +1,137 @@
+"""The abstractions the service depends on. Real adapters live in ``rollout.adapters``; in-memory
+fakes that implement the same Protocols live in ``tests/fakes.py``.
+
+Errors the adapters raise are the ones defined here, so the service never sees an ``azure.*``
+exception type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from rollout.model import (
+    FleetView,
+    InstanceView,
+    ModelSpec,
+    ProbeResult,
+    Rollout,
+    RolloutEvent,
+    TargetRecord,
+)
+
+
+class PortError(Exception):
+    """Base of the errors an adapter may raise."""
+
+
+class NotFoundError(PortError):
+    """The scale set (or a record) does not exist."""
+
+
+class TransientError(PortError):
+    """Throttled, timed out, 5xx: try again on the next tick."""
+
+
+class ConflictError(PortError):
+    """ARM refused the operation because of the resource's state (409)."""
+
+
+class ConcurrencyError(PortError):
+    """An optimistic-concurrency write lost: somebody else changed the row first."""
+
+
+class AlreadyExistsError(PortError):
+    """An insert found the row already there."""
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    instance_id: str
+    address: str  # the private IP
+
+
+class Compute(Protocol):
+    """The target scale set, through ARM (azure-mgmt-compute + azure-mgmt-network)."""
+
+    def observe(self) -> FleetView:
+        """The scale set model and every instance in ONE paged VM list (expand=instanceView) plus ONE
+        network-interface listing for the private IPs. ``InstanceView.probe`` is left ``None``."""
+        ...
+
+    def read_model(self) -> FleetView:
+        """The scale set alone (GET), with ``instances`` empty: for pre-flight checks."""
+        ...
+
+    def update_model(self, spec: ModelSpec) -> None:
+        """Write the parts ``spec`` sets (extension and/or image) to the scale set model.
+
+        Starts the ARM operation and may wait a short bounded time for it; never raises because the
+        operation is still running: the next observation shows where it got to."""
+        ...
+
+    def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
+        """ONE ``manualupgrade`` call for all of ``instance_ids``; does not wait for completion."""
+        ...
+
+    def reimage_instances(self, instance_ids: Sequence[str]) -> None:
+        """ONE reimage call for all of ``instance_ids``; does not wait for completion."""
+        ...
+
+
+class Prober(Protocol):
+    def probe(self, targets: Sequence[ProbeTarget]) -> dict[str, ProbeResult]:
+        """Probe every target concurrently; the result maps instance id -> ProbeResult."""
+        ...
+
+
+class StateStore(Protocol):
+    """Rollouts, targets and events in Azure Tables, with ETag-based optimistic concurrency.
+
+    Every ``put``/``update`` takes the record's ``etag`` (``None`` = insert) and returns the record
+    with its new ``etag``; a lost race raises ``ConcurrencyError``, an insert of an existing row
+    raises ``AlreadyExistsError``.
+    """
+
+    def get_target(self, key: str) -> TargetRecord | None: ...
+
+    def save_target(self, record: TargetRecord) -> TargetRecord: ...
+
+    def get_rollout(self, target: str, rollout_id: str) -> Rollout | None: ...
+
+    def insert_rollout(self, rollout: Rollout) -> Rollout: ...
+
+    def update_rollout(self, rollout: Rollout) -> Rollout: ...
+
+    def list_rollouts(self, target: str) -> list[Rollout]: ...
+
+    def append_event(self, event: RolloutEvent) -> None: ...
+
+    def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]: ...
+
+
+class Notifier(Protocol):
+    def notify(self, rollout: Rollout, message: str) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+__all__ = [
+    "AlreadyExistsError",
+    "Clock",
+    "Compute",
+    "ConcurrencyError",
+    "ConflictError",
+    "InstanceView",
+    "NotFoundError",
+    "Notifier",
+    "PortError",
+    "ProbeTarget",
+    "Prober",
+    "StateStore",
+    "TransientError",
+]
