@@ -1,0 +1,52 @@
+# Everything installs itself: `make test` and `make demo` work on a fresh Debian machine (root).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+AZURITE := .tools/node_modules/.bin/azurite
+AZURITE_VERSION := 3.37.0
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help setup system-deps test test-fast lint typecheck demo bench clean
+
+help:
+	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
+	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10')"
+	@echo "make lint   - ruff and mypy --strict on rollout/"
+	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(AZURITE):
+	mkdir -p .tools
+	cd .tools && npm install --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+
+# nginx and bubblewrap run the emulated VMs of the local twin.
+system-deps:
+	@command -v nginx >/dev/null && command -v bwrap >/dev/null || { \
+	  echo "installing nginx-light and bubblewrap (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light bubblewrap >/dev/null; }
+
+setup: $(BIN)/.installed $(AZURITE) system-deps
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/unit tests/service $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check rollout emulator tests function_app.py
+	$(BIN)/mypy
+
+demo: setup
+	$(BIN)/python -m emulator.demo $(ARGS)
+
+bench: setup
+	$(BIN)/python -m bench.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
