@@ -1,0 +1,136 @@
+"""NCRONTAB parsing and next-fire times, table-driven (emulator/ncrontab.py).
+
+The expected times are worked out by hand from the calendar (2026-03-06 is a Friday), not computed by
+the code under test.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from emulator.ncrontab import CronSchedule, NCrontabError, TimeSpanSchedule, parse_schedule
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+FRIDAY = utc(2026, 3, 6, 10, 15, 7)  # Friday 2026-03-06 10:15:07 UTC
+
+NEXT_CASES = [
+    # (expression, after, expected next fire time)
+    ("*/30 * * * * *", FRIDAY, utc(2026, 3, 6, 10, 15, 30)),
+    ("*/30 * * * * *", utc(2026, 3, 6, 10, 15, 30), utc(2026, 3, 6, 10, 16, 0)),  # strictly after
+    ("* * * * * *", FRIDAY, utc(2026, 3, 6, 10, 15, 8)),
+    ("0 * * * * *", FRIDAY, utc(2026, 3, 6, 10, 16, 0)),
+    ("15,45 * * * * *", FRIDAY, utc(2026, 3, 6, 10, 15, 15)),
+    ("10-12 * * * * *", utc(2026, 3, 6, 10, 15, 11), utc(2026, 3, 6, 10, 15, 12)),
+    ("10-12 * * * * *", utc(2026, 3, 6, 10, 15, 12), utc(2026, 3, 6, 10, 16, 10)),
+    ("0-30/10 * * * * *", utc(2026, 3, 6, 10, 15, 21), utc(2026, 3, 6, 10, 15, 30)),
+    ("0-30/10 * * * * *", utc(2026, 3, 6, 10, 15, 30), utc(2026, 3, 6, 10, 16, 0)),
+    ("5/20 * * * * *", utc(2026, 3, 6, 10, 15, 26), utc(2026, 3, 6, 10, 15, 45)),  # from 5, every 20
+    ("0 */5 * * * *", FRIDAY, utc(2026, 3, 6, 10, 20, 0)),
+    ("0 0 * * * *", FRIDAY, utc(2026, 3, 6, 11, 0, 0)),
+    ("0 30 9 * * *", FRIDAY, utc(2026, 3, 7, 9, 30, 0)),  # today's 09:30 has passed
+    ("0 0 9-17 * * 1-5", utc(2026, 3, 6, 17, 0, 0), utc(2026, 3, 9, 9, 0, 0)),  # Fri evening -> Mon
+    ("0 0 0 * * SUN", FRIDAY, utc(2026, 3, 8, 0, 0, 0)),
+    ("0 0 0 * * 0", FRIDAY, utc(2026, 3, 8, 0, 0, 0)),
+    ("0 0 12 * * mon,wed", FRIDAY, utc(2026, 3, 9, 12, 0, 0)),
+    ("0 0 0 1 * *", FRIDAY, utc(2026, 4, 1, 0, 0, 0)),
+    ("0 0 0 1 JAN *", FRIDAY, utc(2027, 1, 1, 0, 0, 0)),
+    ("0 0 0 1 jan-mar *", FRIDAY, utc(2027, 1, 1, 0, 0, 0)),
+    ("0 0 0 29 2 *", FRIDAY, utc(2028, 2, 29, 0, 0, 0)),  # next leap day
+    ("0 0 0 31 * *", utc(2026, 3, 31, 0, 0, 1), utc(2026, 5, 31, 0, 0, 0)),  # April has no 31st
+    # Day-of-month AND day-of-week, as NCrontab combines them: the next Friday the 13th.
+    ("0 0 0 13 * FRI", FRIDAY, utc(2026, 3, 13, 0, 0, 0)),
+    ("0 0 0 13 * FRI", utc(2026, 3, 13, 0, 0, 0), utc(2026, 11, 13, 0, 0, 0)),
+    ("59 59 23 31 12 *", FRIDAY, utc(2026, 12, 31, 23, 59, 59)),
+    # Five fields: classic cron, seconds implied 0.
+    ("*/5 * * * *", FRIDAY, utc(2026, 3, 6, 10, 20, 0)),
+]
+
+
+@pytest.mark.parametrize(("expression", "after", "expected"), NEXT_CASES)
+def test_next_fire_time(expression: str, after: datetime, expected: datetime) -> None:
+    assert CronSchedule.parse(expression).next_after(after) == expected
+
+
+def test_sub_second_moments_round_up_to_the_next_whole_second() -> None:
+    schedule = CronSchedule.parse("* * * * * *")
+    assert schedule.next_after(utc(2026, 3, 6, 10, 15, 7) + timedelta(microseconds=999_000)) == utc(
+        2026, 3, 6, 10, 15, 8
+    )
+
+
+def test_other_time_zones_are_converted_to_utc() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    after = datetime(2026, 3, 6, 12, 15, 7, tzinfo=plus_two)  # = 10:15:07 UTC
+    assert CronSchedule.parse("0 0 11 * * *").next_after(after) == utc(2026, 3, 6, 11, 0, 0)
+
+
+def test_occurrences_list_successive_fire_times() -> None:
+    times = CronSchedule.parse("*/20 * * * * *").occurrences(FRIDAY)
+    assert [next(times) for _ in range(4)] == [
+        utc(2026, 3, 6, 10, 15, 20),
+        utc(2026, 3, 6, 10, 15, 40),
+        utc(2026, 3, 6, 10, 16, 0),
+        utc(2026, 3, 6, 10, 16, 20),
+    ]
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        CronSchedule.parse("* * * * * *").next_after(datetime(2026, 3, 6))
+
+
+INVALID_CASES = [
+    # (expression, fragment the error message must contain)
+    ("* * * *", "has 4 fields"),
+    ("* * * * * * *", "has 7 fields"),
+    ("60 * * * * *", "second value 60 out of range 0-59"),
+    ("* 60 * * * *", "minute value 60 out of range"),
+    ("* * 24 * * *", "hour value 24 out of range 0-23"),
+    ("* * * 0 * *", "day value 0 out of range 1-31"),
+    ("* * * * 13 *", "month value 13 out of range 1-12"),
+    ("* * * * * 7", "day-of-week value 7 out of range 0-6"),
+    ("*/0 * * * * *", "invalid step '0'"),
+    ("*/x * * * * *", "invalid step 'x'"),
+    ("30-10 * * * * *", "runs backwards"),
+    ("1,,2 * * * * *", "empty list item"),
+    ("* * * * FOO *", "invalid month value 'FOO'"),
+    ("* * * * * FUNDAY", "invalid day-of-week value 'FUNDAY'"),
+    ("a * * * * *", "invalid second value 'a'"),
+    ("0 0 0 30 2 *", "never fires"),
+    ("", "empty schedule"),
+]
+
+
+@pytest.mark.parametrize(("expression", "message"), INVALID_CASES)
+def test_invalid_expressions_are_reported_clearly(expression: str, message: str) -> None:
+    with pytest.raises(NCrontabError, match=message.replace("(", r"\(").replace(")", r"\)")) as raised:
+        parse_schedule(expression)
+    if expression:
+        assert repr(expression) in str(raised.value)  # the message names the expression
+
+
+TIMESPAN_CASES = [
+    ("00:00:30", timedelta(seconds=30)),
+    ("01:00:00", timedelta(hours=1)),
+    ("1.02:03:04", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+    ("00:05", timedelta(minutes=5)),
+]
+
+
+@pytest.mark.parametrize(("expression", "interval"), TIMESPAN_CASES)
+def test_timespan_schedules_are_intervals(expression: str, interval: timedelta) -> None:
+    schedule = parse_schedule(expression)
+    assert isinstance(schedule, TimeSpanSchedule)
+    assert schedule.next_after(FRIDAY) == FRIDAY + interval
+
+
+@pytest.mark.parametrize("expression", ["00:00:00", "25:00:00", "00:61:00", "1:2:3:4"])
+def test_invalid_timespans_are_refused(expression: str) -> None:
+    with pytest.raises(NCrontabError, match="TimeSpan"):
+        parse_schedule(expression)
