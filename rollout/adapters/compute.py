@@ -1,0 +1,573 @@
+"""The ``Compute`` port over ARM: azure-mgmt-compute 39 and azure-mgmt-network 33.
+
+Design decisions
+----------------
+* **Few, predictable calls.** ``observe`` is exactly one scale set GET, one paged VM list with
+  ``$expand=instanceView`` and one paged scale-set NIC listing, whatever the fleet size (DESIGN.md
+  "few ARM calls"; Compute throttles per scale set). There is no per-instance GET anywhere.
+* **Raw REST shapes in, domain values out.** The SDK 39 models are ``MutableMapping``s over the REST
+  JSON; we read them through ``as_dict()`` so the mapping helpers below (``assess_*`` /
+  ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
+  plain dicts and do not depend on the SDK's attribute naming, which changed between the msrest and
+  TypeSpec generations of these packages.
+* **Never block on long-running operations.** ``upgrade_instances`` and ``reimage_instances`` send
+  the initial request with ``polling=False``: the 202 means ARM accepted the work and the next tick
+  observes the result. No poller thread is left behind. ``update_model`` is the one place that waits,
+  for at most ``model_write_wait_s`` (the model write is quick in Azure, and the canary upgrade that
+  follows it in the same tick would otherwise race it). Its poller runs under a deadline
+  (``_DeadlineARMPolling``) so the SDK's background thread ends when we stop waiting, instead of
+  polling on for the life of the process as ``LROPoller.result(timeout=...)`` would leave it.
+* **Bounded retries.** The SDK retry policy handles 408/429/5xx and connection errors, but its
+  defaults (10 retries, exponential backoff to 120 s, obeying any ``Retry-After``) can hold a tick for
+  minutes. We use a small total and refuse to sleep through a ``Retry-After`` longer than
+  ``max_retry_after_s``: that throttle is surfaced as ``TransientError`` and the next timer tick,
+  30-60 s later, is the retry.
+* **One error vocabulary.** Every ``azure.core`` exception is turned into a ``rollout.ports`` error
+  whose message carries the HTTP status and the ARM error code and message, so the service and the
+  audit trail never see an SDK type.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.compute import models as compute_models
+from azure.mgmt.core.polling.arm_polling import ARMPolling
+from azure.mgmt.network import NetworkManagementClient
+
+from rollout.model import ExtensionSpec, FleetView, InstanceView, ModelSpec
+from rollout.ports import ConflictError, NotFoundError, PortError, TransientError
+
+Json = Mapping[str, Any]
+
+# Azure's own spelling of the lower-case state names found in instance view status codes
+# ("ProvisioningState/succeeded" -> "Succeeded"), so views compare equal to ``provisioningState``.
+_AZURE_STATE_SPELLING = {
+    "succeeded": "Succeeded",
+    "failed": "Failed",
+    "updating": "Updating",
+    "creating": "Creating",
+    "deleting": "Deleting",
+    "canceled": "Canceled",
+    "cancelled": "Canceled",
+    "transitioning": "Transitioning",
+    "migrating": "Migrating",
+    "healthy": "Healthy",
+    "unhealthy": "Unhealthy",
+    "unknown": "Unknown",
+    "initializing": "Initializing",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Credentials
+# --------------------------------------------------------------------------------------------------
+
+
+class StaticTokenCredential:
+    """A bearer token given in configuration (``ARM_TOKEN``): the local emulator, or a token minted
+    outside the app. It is returned as is for every scope; ARM decides whether it is still valid."""
+
+    # An hour ahead, so azure-core's bearer policy never tries to refresh it before each request.
+    _LIFETIME_S = 3600
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("StaticTokenCredential needs a non-empty token")
+        self._token = token
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + self._LIFETIME_S)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo(self._token, int(time.time()) + self._LIFETIME_S)
+
+    def close(self) -> None:
+        """Nothing to release; present so callers can treat every credential alike."""
+
+
+def credential_for(arm_token: str | None) -> TokenCredential:
+    """The static ``ARM_TOKEN`` when set, else the managed identity chain (DefaultAzureCredential).
+
+    ``azure.identity`` is imported lazily: with a static token (tests, the emulator) it is never
+    needed, and its import is the slowest part of cold start."""
+    if arm_token:
+        return StaticTokenCredential(arm_token)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure mapping helpers: REST JSON -> domain values
+# --------------------------------------------------------------------------------------------------
+
+
+def _get(obj: Json | None, *path: str) -> Any:
+    """``obj[path[0]][path[1]]...`` or ``None`` where any step is missing (ARM omits empty parts)."""
+    cur: Any = obj
+    for key in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def calculate_azure_state(word: str) -> str:
+    """``"succeeded"`` -> ``"Succeeded"``: the spelling ARM uses in ``provisioningState``."""
+    lowered = word.lower()
+    return _AZURE_STATE_SPELLING.get(lowered, word[:1].upper() + word[1:])
+
+
+def _status_value(statuses: Iterable[Json] | None, prefix: str) -> tuple[str, Json] | None:
+    """The first status whose code is ``<prefix>/<value>[/<detail>]``: (value, the status)."""
+    for status in statuses or ():
+        code = str(status.get("code") or "")
+        head, sep, rest = code.partition("/")
+        if sep and head.lower() == prefix.lower():
+            # "ProvisioningState/failed/-1": the value is the first segment after the prefix.
+            return rest.split("/", 1)[0], status
+    return None
+
+
+def assess_extension_spec(vmss: Json, extension_name: str) -> ExtensionSpec | None:
+    """The extension called ``extension_name`` on the scale set model, as ARM lets us read it back:
+    ``protectedSettings`` is never returned, so ``protected_settings`` is ``None`` (not known)."""
+    extensions = _get(vmss, "properties", "virtualMachineProfile", "extensionProfile", "extensions")
+    for ext in extensions or ():
+        if str(ext.get("name", "")).lower() != extension_name.lower():
+            continue
+        props: Json = ext.get("properties") or {}
+        return ExtensionSpec(
+            name=str(ext["name"]),
+            publisher=str(props.get("publisher", "")),
+            type=str(props.get("type", "")),
+            type_handler_version=str(props.get("typeHandlerVersion", "")),
+            settings=dict(props.get("settings") or {}),
+            protected_settings=None,
+            # ARM treats an absent flag as false.
+            auto_upgrade_minor_version=bool(props.get("autoUpgradeMinorVersion", False)),
+            force_update_tag=props.get("forceUpdateTag") or None,
+        )
+    return None
+
+
+def assess_fleet_model(vmss: Json, extension_name: str) -> FleetView:
+    """The scale set GET body -> a ``FleetView`` with no instances (the model and the set's state)."""
+    image_id = _get(vmss, "properties", "virtualMachineProfile", "storageProfile", "imageReference", "id")
+    return FleetView(
+        model=ModelSpec(extension=assess_extension_spec(vmss, extension_name), image_id=image_id or None),
+        provisioning_state=str(_get(vmss, "properties", "provisioningState") or "Unknown"),
+        instances=(),
+        # ARM omits orchestrationMode on older Uniform sets and upgradePolicy when it is the
+        # default (Manual); the defaults here are ARM's.
+        orchestration_mode=str(_get(vmss, "properties", "orchestrationMode") or "Uniform"),
+        upgrade_mode=str(_get(vmss, "properties", "upgradePolicy", "mode") or "Manual"),
+    )
+
+
+def calculate_instance_id(vm_or_nic_owner_id: str) -> str | None:
+    """``.../virtualMachineScaleSets/x/virtualMachines/3[/networkInterfaces/n]`` -> ``"3"``."""
+    parts = vm_or_nic_owner_id.strip("/").split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part.lower() == "virtualmachines":
+            return parts[i + 1]
+    return None
+
+
+def calculate_private_ips(nics: Iterable[Json]) -> dict[str, str]:
+    """The scale-set NIC listing -> {instance id: private IP of its primary NIC's primary IP config}.
+
+    A VM with several NICs is listed once per NIC; the primary one wins, whatever the order."""
+    found: dict[str, tuple[bool, str]] = {}
+    for nic in nics:
+        props: Json = nic.get("properties") or {}
+        owner = _get(props, "virtualMachine", "id") or str(nic.get("id", ""))
+        instance_id = calculate_instance_id(owner)
+        if instance_id is None:
+            continue
+        configs = list(props.get("ipConfigurations") or ())
+        # The primary IP configuration, else the first one that has an address.
+        configs.sort(key=lambda c: not bool(_get(c, "properties", "primary")))
+        address = next((str(a) for c in configs if (a := _get(c, "properties", "privateIPAddress"))), None)
+        if address is None:
+            continue
+        primary = bool(props.get("primary", True))
+        if instance_id not in found or (primary and not found[instance_id][0]):
+            found[instance_id] = (primary, address)
+    return {iid: addr for iid, (_, addr) in found.items()}
+
+
+def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> InstanceView:
+    """One element of ``VirtualMachineScaleSetVMs_List`` (``$expand=instanceView``) -> InstanceView.
+
+    The provisioning state comes from the instance view's ``ProvisioningState/<x>`` status, which is
+    what changes while an upgrade runs; ``properties.provisioningState`` is the fallback."""
+    props: Json = vm.get("properties") or {}
+    view: Json = props.get("instanceView") or {}
+    statuses = view.get("statuses")
+
+    provisioning = _status_value(statuses, "ProvisioningState")
+    if provisioning is not None:
+        provisioning_state = calculate_azure_state(provisioning[0])
+    else:
+        provisioning_state = str(props.get("provisioningState") or "Unknown")
+
+    power = _status_value(statuses, "PowerState")
+
+    extension_status: str | None = None
+    extension_message = ""
+    for ext in view.get("extensions") or ():
+        if str(ext.get("name", "")).lower() != extension_name.lower():
+            continue
+        ext_statuses = list(ext.get("statuses") or ())
+        found = _status_value(ext_statuses, "ProvisioningState")
+        if found is not None:
+            extension_status = calculate_azure_state(found[0])
+            chosen: Json = found[1]
+        elif ext_statuses:
+            # No ProvisioningState code: judge by the level, as the portal does.
+            chosen = ext_statuses[0]
+            extension_status = "Failed" if str(chosen.get("level", "")).lower() == "error" else "Succeeded"
+        else:
+            extension_status = "Transitioning"  # listed but no status yet: the agent has not reported
+            chosen = {}
+        extension_message = str(chosen.get("message") or chosen.get("displayStatus") or "")
+        break
+
+    health = _status_value([_get(view, "vmHealth", "status") or {}], "HealthState")
+
+    instance_id = vm.get("instanceId") or calculate_instance_id(str(vm.get("id", ""))) or str(vm.get("name"))
+    return InstanceView(
+        instance_id=str(instance_id),
+        # Missing only in malformed answers; "outdated" is the safe reading: upgrading an instance
+        # that is already current is a no-op, skipping one that is not would leave it behind.
+        latest_model_applied=bool(props.get("latestModelApplied", False)),
+        provisioning_state=provisioning_state,
+        power_state=power[0] if power else None,
+        extension_status=extension_status,
+        extension_message=extension_message,
+        vm_health=calculate_azure_state(health[0]) if health else None,
+        private_ip=private_ip,
+    )
+
+
+def calculate_extension_body(spec: ExtensionSpec) -> dict[str, Any]:
+    """The ``VirtualMachineScaleSetExtensions_CreateOrUpdate`` body for ``spec``.
+
+    ``protectedSettings`` is sent only when known: ``None`` means a baseline we could not read back,
+    and sending ``{}`` would wipe what is there."""
+    props: dict[str, Any] = {
+        "publisher": spec.publisher,
+        "type": spec.type,
+        "typeHandlerVersion": spec.type_handler_version,
+        "autoUpgradeMinorVersion": spec.auto_upgrade_minor_version,
+        "settings": dict(spec.settings),
+    }
+    if spec.protected_settings is not None:
+        props["protectedSettings"] = dict(spec.protected_settings)
+    if spec.force_update_tag:
+        props["forceUpdateTag"] = spec.force_update_tag
+    return {"name": spec.name, "properties": props}
+
+
+def calculate_image_patch(image_id: str) -> dict[str, Any]:
+    """The ``VirtualMachineScaleSets_Update`` (PATCH) body that changes only the image reference."""
+    return {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image_id}}}}}
+
+
+def assess_error(err: AzureError, action: str) -> PortError:
+    """An azure-core exception -> the port error the service understands, with ARM's code/message."""
+    if isinstance(err, HttpResponseError):
+        status = err.status_code
+        odata = err.error
+        code = getattr(odata, "code", None) or (err.reason or "")
+        message = getattr(odata, "message", None) or err.message
+        text = f"{action}: HTTP {status} {code}: {message}".rstrip(": ")
+        if status == 404:
+            return NotFoundError(text)
+        if status == 409:
+            return ConflictError(text)
+        if status in (408, 429) or (status is not None and status >= 500):
+            return TransientError(text)
+        return PortError(text)
+    if isinstance(err, ClientAuthenticationError):
+        return PortError(f"{action}: authentication failed: {err.message}")
+    if isinstance(err, (ServiceRequestError, ServiceResponseError)):
+        # Connection refused/reset, TLS failure, timeouts (the *TimeoutError types subclass these).
+        return TransientError(f"{action}: {type(err).__name__}: {err.message}")
+    return TransientError(f"{action}: {type(err).__name__}: {err}")
+
+
+# --------------------------------------------------------------------------------------------------
+# SDK plumbing: bounded retries and bounded LRO waits
+# --------------------------------------------------------------------------------------------------
+
+
+class _BoundedRetryPolicy(RetryPolicy[Any, Any]):
+    """azure-core's RetryPolicy, except that a ``Retry-After`` longer than ``max_retry_after_s`` is not
+    slept through: the response is returned as is (429 -> TransientError) and the next tick retries."""
+
+    def __init__(self, *, max_retry_after_s: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_retry_after_s = max_retry_after_s
+
+    def is_retry(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after is not None and retry_after > self._max_retry_after_s:
+            return False
+        return bool(super().is_retry(settings, response))
+
+
+class _StillRunningError(Exception):
+    """Raised inside the poller thread when the wait deadline passes: the LRO is still running."""
+
+
+class _DeadlineARMPolling(ARMPolling):
+    """ARMPolling that gives up at ``deadline`` (``time.monotonic()``) instead of polling forever.
+
+    The poller's thread ends with ``_StillRunningError``, which ``LROPoller.result()`` re-raises."""
+
+    def __init__(self, interval_s: float, deadline: float, **kwargs: Any) -> None:
+        super().__init__(interval_s, **kwargs)
+        self._deadline = deadline
+
+    def _delay(self) -> None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _StillRunningError()
+        # Retry-After from ARM may be long; never sleep past the deadline.
+        self._sleep(min(float(self._extract_delay()), remaining))
+
+
+# --------------------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------------------
+
+
+class AzureCompute:
+    """``rollout.ports.Compute`` for one Uniform scale set."""
+
+    def __init__(
+        self,
+        *,
+        subscription_id: str,
+        resource_group: str,
+        vmss_name: str,
+        extension_name: str,
+        arm_endpoint: str,
+        credential: TokenCredential,
+        ca_bundle: str | None = None,
+        max_retries: int = 3,
+        max_retry_after_s: float = 5.0,
+        connection_timeout_s: float = 5.0,
+        read_timeout_s: float = 20.0,
+        model_write_wait_s: float = 30.0,
+        lro_poll_interval_s: float = 1.0,
+    ) -> None:
+        self.subscription_id = subscription_id
+        self.resource_group = resource_group
+        self.vmss_name = vmss_name
+        self.extension_name = extension_name
+        self.arm_endpoint = arm_endpoint.rstrip("/")
+        self._model_write_wait_s = model_write_wait_s
+        self._lro_poll_interval_s = lro_poll_interval_s
+
+        def client_kwargs() -> dict[str, Any]:
+            # A policy instance per client: policies are linked into one pipeline each.
+            kwargs: dict[str, Any] = {
+                "base_url": self.arm_endpoint,
+                "credential_scopes": [self.arm_endpoint + "/.default"],
+                "retry_policy": _BoundedRetryPolicy(
+                    max_retry_after_s=max_retry_after_s,
+                    retry_total=max_retries,
+                    retry_connect=max_retries,
+                    retry_read=max_retries,
+                    retry_status=max_retries,
+                    retry_backoff_factor=0.5,
+                    retry_backoff_max=4,
+                    # An absolute budget per call, sleeps included: a tick stays in seconds.
+                    timeout=max(read_timeout_s, 30.0),
+                ),
+                "connection_timeout": connection_timeout_s,
+                "read_timeout": read_timeout_s,
+                "polling_interval": lro_poll_interval_s,
+            }
+            if ca_bundle:
+                kwargs["connection_verify"] = ca_bundle
+            return kwargs
+
+        self._compute = ComputeManagementClient(credential, subscription_id, **client_kwargs())
+        self._network = NetworkManagementClient(credential, subscription_id, **client_kwargs())
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both clients' HTTP sessions (pooled connections)."""
+        self._compute.close()
+        self._network.close()
+
+    def __enter__(self) -> AzureCompute:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- Compute port --------------------------------------------------------------------------------
+
+    def observe(self) -> FleetView:
+        # The scale set first: a 404 here is the clear "no such scale set" answer, before the lists.
+        with _mapped_errors(f"GET scale set {self.vmss_name}"):
+            fleet = assess_fleet_model(self._get_scale_set(), self.extension_name)
+        with _mapped_errors(f"list VMs of {self.vmss_name}"):
+            vms = [
+                _as_json(vm)
+                for vm in self._compute.virtual_machine_scale_set_vms.list(
+                    self.resource_group, self.vmss_name, expand="instanceView"
+                )
+            ]
+        with _mapped_errors(f"list NICs of {self.vmss_name}"):
+            ips = calculate_private_ips(
+                _as_json(nic)
+                for nic in self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
+                    self.resource_group, self.vmss_name
+                )
+            )
+        instances = tuple(assess_instance(vm, self.extension_name, ips.get(str(vm.get("instanceId")))) for vm in vms)
+        return FleetView(
+            model=fleet.model,
+            provisioning_state=fleet.provisioning_state,
+            instances=instances,
+            orchestration_mode=fleet.orchestration_mode,
+            upgrade_mode=fleet.upgrade_mode,
+        )
+
+    def read_model(self) -> FleetView:
+        with _mapped_errors(f"GET scale set {self.vmss_name}"):
+            return assess_fleet_model(self._get_scale_set(), self.extension_name)
+
+    def update_model(self, spec: ModelSpec) -> None:
+        # One deadline for the whole call: with both parts set the two writes share the wait.
+        deadline = time.monotonic() + self._model_write_wait_s
+        if spec.extension is not None:
+            ext = spec.extension
+            with _mapped_errors(f"write extension {ext.name} on {self.vmss_name}"):
+                poller = self._compute.virtual_machine_scale_set_extensions.begin_create_or_update(
+                    self.resource_group,
+                    self.vmss_name,
+                    ext.name,
+                    # The SDK models take the raw REST JSON: the body builders stay pure dicts.
+                    compute_models.VirtualMachineScaleSetExtension(calculate_extension_body(ext)),
+                    polling=self._bounded_polling(deadline),
+                )
+                _wait_until_done_or_deadline(poller)
+        if spec.image_id is not None:
+            with _mapped_errors(f"write image of {self.vmss_name}"):
+                image_poller = self._compute.virtual_machine_scale_sets.begin_update(
+                    self.resource_group,
+                    self.vmss_name,
+                    compute_models.VirtualMachineScaleSetUpdate(calculate_image_patch(spec.image_id)),
+                    polling=self._bounded_polling(deadline),
+                )
+                _wait_until_done_or_deadline(image_poller)
+
+    def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
+        if not instance_ids:
+            return
+        with _mapped_errors(f"manualupgrade {list(instance_ids)} of {self.vmss_name}"):
+            # polling=False: the initial POST is sent (and its errors raised) inside begin_*; the
+            # 202 is ARM's acceptance. Nothing keeps polling once we return.
+            self._compute.virtual_machine_scale_sets.begin_update_instances(
+                self.resource_group,
+                self.vmss_name,
+                compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs(
+                    {"instanceIds": [str(i) for i in instance_ids]}
+                ),
+                polling=False,
+            )
+
+    def reimage_instances(self, instance_ids: Sequence[str]) -> None:
+        if not instance_ids:
+            return
+        with _mapped_errors(f"reimage {list(instance_ids)} of {self.vmss_name}"):
+            self._compute.virtual_machine_scale_sets.begin_reimage(
+                self.resource_group,
+                self.vmss_name,
+                compute_models.VirtualMachineScaleSetReimageParameters({"instanceIds": [str(i) for i in instance_ids]}),
+                polling=False,
+            )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _get_scale_set(self) -> Json:
+        return _as_json(self._compute.virtual_machine_scale_sets.get(self.resource_group, self.vmss_name))
+
+    def _bounded_polling(self, deadline: float) -> _DeadlineARMPolling:
+        return _DeadlineARMPolling(
+            self._lro_poll_interval_s,
+            deadline,
+            # What the generated begin_* methods pass to ARMPolling: the URL template's {endpoint}.
+            path_format_arguments={"endpoint": self.arm_endpoint},
+        )
+
+
+def _as_json(model: Any) -> Json:
+    """An SDK 39 model (a MutableMapping over the REST JSON) -> a plain dict of REST names."""
+    as_dict: Callable[[], dict[str, Any]] | None = getattr(model, "as_dict", None)
+    if as_dict is not None:
+        return as_dict()
+    return dict(model)
+
+
+def _wait_until_done_or_deadline(poller: Any) -> None:
+    """Join the LRO poller; a deadline reached is not an error (the next tick observes the result),
+    a failed operation is (``HttpResponseError``, mapped by the caller)."""
+    try:
+        poller.result()
+    except _StillRunningError:
+        return
+
+
+@contextmanager
+def _mapped_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except AzureError as err:
+        raise assess_error(err, action) from err
+
+
+__all__ = [
+    "AzureCompute",
+    "StaticTokenCredential",
+    "assess_error",
+    "assess_extension_spec",
+    "assess_fleet_model",
+    "assess_instance",
+    "calculate_azure_state",
+    "calculate_extension_body",
+    "calculate_image_patch",
+    "calculate_instance_id",
+    "calculate_private_ips",
+    "credential_for",
+]
