@@ -304,7 +304,7 @@ def assess_error(err: AzureError, action: str) -> PortError:
         odata = err.error
         code = getattr(odata, "code", None) or (err.reason or "")
         message = getattr(odata, "message", None) or err.message
-        text = f"{action}: HTTP {status} {code}: {message}".rstrip(": ")
+        text = f"{action}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
         if status == 404:
             return NotFoundError(text)
         if status == 409:
