@@ -1,0 +1,668 @@
+"""The state store on Azure Tables (azure-data-tables 12.7), with ETag optimistic concurrency.
+
+Layout (every table name carries the optional ``STATE_TABLE_PREFIX``):
+
+=====================  =====================  ==================================================
+table                  PartitionKey           RowKey
+=====================  =====================  ==================================================
+``{p}rollouts``        target key             rollout id
+``{p}rolloutevents``   target key             ``<rollout id>~<yyyymmddHHMMSSffffff>~<sequence>``
+``{p}targets``         ``"target"``           target key
+=====================  =====================  ==================================================
+
+Why this layout:
+
+- A target's rollouts share a partition, so ``list_rollouts`` is one partition query and the
+  rollout row and its target row can never be on different sides of a partition split that matters.
+- An event's RowKey starts with the rollout id and then a fixed-width UTC timestamp, so a rollout's
+  events are ONE range query inside one partition (``RowKey gt 'id~' and lt 'id~~'``: the timestamp
+  starts with a digit, which sorts below ``~``), returned by the service already in time order. The
+  tail is a per-process strictly increasing sequence (nanoseconds) plus random hex: events of one
+  tick usually share the same ``at`` (the tick's ``now``), and the sequence keeps them in the order
+  this host appended them, while the random part keeps two hosts from ever colliding. Appending is
+  an insert, never an upsert, so the audit trail is never overwritten.
+- Targets sit in one partition of their own: "every scale set we manage" is one partition query.
+
+Entities: queryable scalars (``phase``, ``app``, ``version``, ``kind``, ``created_at``...) are their
+own typed properties; nested structures (Release, ModelSpec with its ExtensionSpec, id tuples, event
+data) are compact JSON strings. Datetimes are ``Edm.DateTime`` (tz-aware UTC in and out; naive ones
+are refused rather than guessed). ``None`` is stored as an absent property for scalars and as JSON
+``null`` for structures, so ``None`` and ``{}`` stay different (``protected_settings`` relies on it:
+``None`` = unknown, ``{}`` = known to be empty). Every entity carries ``schema`` so a later layout
+change can be recognised. Table limits are checked before the request, with the property named:
+a string property holds at most 32 K UTF-16 code units (64 KiB) and an entity at most 1 MiB; nothing is
+truncated silently.
+
+``protected_settings`` of the baseline are stored because rollback has to write them back and Azure
+never returns them. Table storage is encrypted at rest and only the function's identity can read it;
+do not point STATE_TABLE_PREFIX at a shared account you would not trust with the extension's secrets.
+
+Errors: the service only ever sees ``rollout.ports`` errors. ResourceNotFound -> ``None`` on reads
+(``NotFoundError`` on updates), ResourceExists -> ``AlreadyExistsError``, HTTP 412 ->
+``ConcurrencyError``, 408/429/5xx and connection failures -> ``TransientError``, anything else ->
+``PortError`` with the service's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from rollout.model import (
+    ExtensionSpec,
+    ModelSpec,
+    Phase,
+    Release,
+    ReleaseKind,
+    Rollout,
+    RolloutEvent,
+    TargetRecord,
+)
+from rollout.ports import (
+    AlreadyExistsError,
+    ConcurrencyError,
+    NotFoundError,
+    PortError,
+    TransientError,
+)
+
+SCHEMA_VERSION: Final = 1
+TARGETS_PARTITION: Final = "target"
+EVENT_KEY_SEPARATOR: Final = "~"
+
+# Azure Table limits (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model)
+MAX_STRING_PROPERTY_BYTES: Final = 64 * 1024  # UTF-16: 32 K code units
+MAX_ENTITY_BYTES: Final = 1024 * 1024
+MAX_KEY_CHARS: Final = 512  # keys are at most 1 KiB of UTF-16
+_FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+_PREFIX_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]{0,30})?$")
+
+# A tick must finish in seconds: fail over to the next tick instead of the SDK's default
+# of ten retries with exponential back-off. Callers may override any of these.
+DEFAULT_CLIENT_OPTIONS: Final[Mapping[str, Any]] = {
+    "retry_total": 2,
+    "retry_backoff_factor": 0.4,
+    "connection_timeout": 5,
+    "read_timeout": 20,
+}
+
+
+class EntityEncodingError(ValueError):
+    """A record cannot be stored as a Table entity (bad key, naive datetime, unknown JSON value)."""
+
+
+class EntityTooLargeError(EntityEncodingError):
+    """A property or the whole entity exceeds what Azure Tables accepts."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure conversions: records <-> entities (no I/O; unit-tested in tests/unit/test_entities.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_key(value: str, what: str) -> str:
+    if not value:
+        raise EntityEncodingError(f"{what} must not be empty")
+    if len(value) > MAX_KEY_CHARS:
+        raise EntityEncodingError(f"{what} is {len(value)} characters; Azure Tables keys hold at most 512")
+    if _FORBIDDEN_KEY_CHARS.search(value):
+        raise EntityEncodingError(
+            f"{what}={value!r} contains a character Azure Tables forbids in keys ('/', '\\', '#', '?', control)"
+        )
+    return value
+
+
+def _encode_dt(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise EntityEncodingError(f"{what} is a naive datetime; the state store takes tz-aware UTC only")
+    return value.astimezone(UTC)
+
+
+def _decode_dt(value: Any) -> datetime:
+    """Plain tz-aware UTC datetime from whatever the SDK or a test hands us."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise EntityEncodingError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        # The service stores UTC; the SDK marks it so, but a raw mapping might not.
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    # Drop the SDK's TablesEntityDatetime subclass: records hold plain datetimes.
+    return datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, UTC
+    )
+
+
+def _opt_dt(value: Any) -> datetime | None:
+    return None if value is None else _decode_dt(value)
+
+
+def _json_default(value: Any) -> Any:
+    """Event evidence may carry datetimes, enums, sets or dataclasses; they come back as JSON types."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise EntityEncodingError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False,
+                      default=_json_default)
+
+
+def release_to_dict(release: Release) -> dict[str, Any]:
+    return {
+        "kind": release.kind.value,
+        "app": release.app,
+        "version": release.version,
+        "blob_name": release.blob_name,
+        "blob_url": release.blob_url,
+        "sha256": release.sha256,
+        "image_id": release.image_id,
+    }
+
+
+def release_from_dict(data: Mapping[str, Any]) -> Release:
+    return Release(
+        kind=ReleaseKind(data["kind"]),
+        app=data["app"],
+        version=int(data["version"]),
+        blob_name=data["blob_name"],
+        blob_url=data["blob_url"],
+        sha256=data["sha256"],
+        image_id=data.get("image_id"),
+    )
+
+
+def extension_to_dict(ext: ExtensionSpec) -> dict[str, Any]:
+    return {
+        "name": ext.name,
+        "publisher": ext.publisher,
+        "type": ext.type,
+        "type_handler_version": ext.type_handler_version,
+        "settings": dict(ext.settings),
+        # null (unknown) and {} (known empty) must stay distinct: see ExtensionSpec.
+        "protected_settings": None if ext.protected_settings is None else dict(ext.protected_settings),
+        "auto_upgrade_minor_version": ext.auto_upgrade_minor_version,
+        "force_update_tag": ext.force_update_tag,
+    }
+
+
+def extension_from_dict(data: Mapping[str, Any]) -> ExtensionSpec:
+    return ExtensionSpec(
+        name=data["name"],
+        publisher=data["publisher"],
+        type=data["type"],
+        type_handler_version=data["type_handler_version"],
+        settings=data["settings"],
+        protected_settings=data.get("protected_settings"),
+        auto_upgrade_minor_version=bool(data.get("auto_upgrade_minor_version", True)),
+        force_update_tag=data.get("force_update_tag"),
+    )
+
+
+def model_to_dict(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "extension": None if spec.extension is None else extension_to_dict(spec.extension),
+        "image_id": spec.image_id,
+    }
+
+
+def model_from_dict(data: Mapping[str, Any]) -> ModelSpec:
+    ext = data.get("extension")
+    return ModelSpec(extension=None if ext is None else extension_from_dict(ext), image_id=data.get("image_id"))
+
+
+def _opt_json(value: Any) -> Any:
+    """JSON property -> Python; a missing property reads as None (the ``null`` we would have written)."""
+    return None if value is None else json.loads(value)
+
+
+def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": _check_key(rollout.target, "rollout.target"),
+        "RowKey": _check_key(rollout.id, "rollout.id"),
+        "schema": SCHEMA_VERSION,
+        "phase": rollout.phase.value,
+        "kind": rollout.release.kind.value,
+        "app": rollout.release.app,
+        "version": rollout.release.version,
+        "release": _dumps(release_to_dict(rollout.release)),
+        "desired": _dumps(model_to_dict(rollout.desired)),
+        "baseline": _dumps(None if rollout.baseline is None else model_to_dict(rollout.baseline)),
+        "created_at": _encode_dt(rollout.created_at, "created_at"),
+        "updated_at": _encode_dt(rollout.updated_at, "updated_at"),
+        "phase_since": _encode_dt(rollout.phase_since, "phase_since"),
+        "last_progress_at": _encode_dt(rollout.last_progress_at, "last_progress_at"),
+        "canary_ids": _dumps(list(rollout.canary_ids)),
+        "batch_ids": _dumps(list(rollout.batch_ids)),
+        "batch_number": rollout.batch_number,
+        "upgraded_ids": _dumps(list(rollout.upgraded_ids)),
+        "rollback_ids": _dumps(list(rollout.rollback_ids)),
+        "unhealthy_streak": rollout.unhealthy_streak,
+        "skip_bake": rollout.skip_bake,
+        "promote_full": rollout.promote_full,
+        "reason": rollout.reason,
+        "rollback_reason": rollout.rollback_reason,
+    }
+    if EVENT_KEY_SEPARATOR in rollout.id:
+        # The events range query relies on the id not containing the separator.
+        raise EntityEncodingError(f"rollout.id={rollout.id!r} must not contain {EVENT_KEY_SEPARATOR!r}")
+    if rollout.batch_started_at is not None:
+        entity["batch_started_at"] = _encode_dt(rollout.batch_started_at, "batch_started_at")
+    if rollout.paused_from is not None:
+        entity["paused_from"] = rollout.paused_from.value
+    check_entity_size(entity, f"rollout {rollout.target}/{rollout.id}")
+    return entity
+
+
+def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> Rollout:
+    baseline = _opt_json(entity.get("baseline"))
+    paused_from = entity.get("paused_from")
+    return Rollout(
+        id=entity["RowKey"],
+        target=entity["PartitionKey"],
+        release=release_from_dict(json.loads(entity["release"])),
+        phase=Phase(entity["phase"]),
+        desired=model_from_dict(json.loads(entity["desired"])),
+        baseline=None if baseline is None else model_from_dict(baseline),
+        created_at=_decode_dt(entity["created_at"]),
+        updated_at=_decode_dt(entity["updated_at"]),
+        phase_since=_decode_dt(entity["phase_since"]),
+        last_progress_at=_decode_dt(entity["last_progress_at"]),
+        canary_ids=tuple(json.loads(entity.get("canary_ids") or "[]")),
+        batch_ids=tuple(json.loads(entity.get("batch_ids") or "[]")),
+        batch_started_at=_opt_dt(entity.get("batch_started_at")),
+        batch_number=int(entity.get("batch_number", 0)),
+        upgraded_ids=tuple(json.loads(entity.get("upgraded_ids") or "[]")),
+        rollback_ids=tuple(json.loads(entity.get("rollback_ids") or "[]")),
+        unhealthy_streak=int(entity.get("unhealthy_streak", 0)),
+        paused_from=None if paused_from is None else Phase(paused_from),
+        skip_bake=bool(entity.get("skip_bake", False)),
+        promote_full=bool(entity.get("promote_full", False)),
+        reason=entity.get("reason", ""),
+        rollback_reason=entity.get("rollback_reason", ""),
+        etag=etag,
+    )
+
+
+def target_to_entity(record: TargetRecord) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": TARGETS_PARTITION,
+        "RowKey": _check_key(record.key, "target.key"),
+        "schema": SCHEMA_VERSION,
+        "stable_release": _dumps(None if record.stable_release is None else release_to_dict(record.stable_release)),
+        "stable_model": _dumps(None if record.stable_model is None else model_to_dict(record.stable_model)),
+    }
+    if record.active_rollout_id is not None:
+        entity["active_rollout_id"] = record.active_rollout_id
+    if record.stable_version is not None:
+        entity["stable_version"] = record.stable_version
+    if record.updated_at is not None:
+        entity["updated_at"] = _encode_dt(record.updated_at, "updated_at")
+    check_entity_size(entity, f"target {record.key}")
+    return entity
+
+
+def target_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> TargetRecord:
+    stable_release = _opt_json(entity.get("stable_release"))
+    stable_model = _opt_json(entity.get("stable_model"))
+    stable_version = entity.get("stable_version")
+    return TargetRecord(
+        key=entity["RowKey"],
+        active_rollout_id=entity.get("active_rollout_id"),
+        stable_version=None if stable_version is None else int(stable_version),
+        stable_release=None if stable_release is None else release_from_dict(stable_release),
+        stable_model=None if stable_model is None else model_from_dict(stable_model),
+        updated_at=_opt_dt(entity.get("updated_at")),
+        etag=etag,
+    )
+
+
+_sequence_lock = threading.Lock()
+_last_sequence = 0
+
+
+def _next_sequence() -> int:
+    """Strictly increasing in this process (wall-clock nanoseconds, bumped on ties)."""
+    global _last_sequence
+    with _sequence_lock:
+        _last_sequence = max(_last_sequence + 1, time.time_ns())
+        return _last_sequence
+
+
+def event_row_key(rollout_id: str, at: datetime, sequence: int, salt: str) -> str:
+    """``<rollout id>~<20-digit UTC timestamp>~<20-digit sequence><salt>``: sorts by time, then append order."""
+    stamp = _encode_dt(at, "event.at").strftime("%Y%m%d%H%M%S%f")
+    return f"{rollout_id}{EVENT_KEY_SEPARATOR}{stamp}{EVENT_KEY_SEPARATOR}{sequence:020d}{salt}"
+
+
+def event_range(rollout_id: str) -> tuple[str, str]:
+    """The exclusive RowKey bounds holding every event of ``rollout_id`` (see the module docstring)."""
+    return f"{rollout_id}{EVENT_KEY_SEPARATOR}", f"{rollout_id}{EVENT_KEY_SEPARATOR}{EVENT_KEY_SEPARATOR}"
+
+
+def event_to_entity(event: RolloutEvent, row_key: str | None = None) -> dict[str, Any]:
+    """``row_key`` defaults to a fresh unique key: two appends of the same event are two rows."""
+    if EVENT_KEY_SEPARATOR in event.rollout_id:
+        raise EntityEncodingError(f"event.rollout_id={event.rollout_id!r} must not contain {EVENT_KEY_SEPARATOR!r}")
+    if row_key is None:
+        row_key = event_row_key(event.rollout_id, event.at, _next_sequence(), secrets.token_hex(4))
+    entity: dict[str, Any] = {
+        "PartitionKey": _check_key(event.target, "event.target"),
+        "RowKey": _check_key(row_key, "event row key"),
+        "schema": SCHEMA_VERSION,
+        "rollout_id": event.rollout_id,
+        "at": _encode_dt(event.at, "event.at"),
+        "kind": event.kind,
+        "message": event.message,
+        "actor": event.actor,
+        "data": _dumps(dict(event.data)),
+    }
+    if event.phase is not None:
+        entity["phase"] = event.phase.value
+    check_entity_size(entity, f"event {event.kind} of {event.target}/{event.rollout_id}")
+    return entity
+
+
+def event_from_entity(entity: Mapping[str, Any]) -> RolloutEvent:
+    phase = entity.get("phase")
+    return RolloutEvent(
+        rollout_id=entity["rollout_id"],
+        target=entity["PartitionKey"],
+        at=_decode_dt(entity["at"]),
+        kind=entity["kind"],
+        message=entity.get("message", ""),
+        actor=entity.get("actor", "controller"),
+        phase=None if phase is None else Phase(phase),
+        data=json.loads(entity.get("data") or "{}"),
+    )
+
+
+def _utf16_bytes(text: str) -> int:
+    return len(text.encode("utf-16-le"))
+
+
+def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
+    """Raise ``EntityTooLargeError`` naming the property when Azure would refuse the entity.
+
+    Sizes follow the documented formula: 4 bytes + keys as UTF-16 + per property 8 bytes +
+    the name as UTF-16 + the value (strings: UTF-16 + 4; DateTime/Int64/Double 8; Int32 4; bool 1).
+    Returns the estimate (handy for tests and benchmarks).
+    """
+    total = 4
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            total += _utf16_bytes(str(value))
+            continue
+        if isinstance(value, str):
+            size = _utf16_bytes(value)
+            if size > MAX_STRING_PROPERTY_BYTES:
+                raise EntityTooLargeError(
+                    f"{what}: property {name!r} is {size} bytes as UTF-16; Azure Tables stores at most "
+                    f"{MAX_STRING_PROPERTY_BYTES} (32 K characters) per string property"
+                )
+            value_size = size + 4
+        elif isinstance(value, bool):
+            value_size = 1
+        elif isinstance(value, int):
+            value_size = 4 if -(2**31) <= value < 2**31 else 8
+        else:
+            value_size = 8
+        total += 8 + _utf16_bytes(name) + value_size
+    if total > MAX_ENTITY_BYTES:
+        raise EntityTooLargeError(f"{what}: the entity is about {total} bytes; Azure Tables stores at most 1 MiB")
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _mapped_errors(what: str) -> Iterator[None]:
+    """Translate azure-core errors into rollout.ports errors (the service never sees azure.*)."""
+    try:
+        yield
+    except ResourceExistsError as exc:
+        raise AlreadyExistsError(f"{what}: already exists") from exc
+    except ResourceNotFoundError as exc:
+        raise NotFoundError(f"{what}: not found") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code
+        if status == 412:
+            raise ConcurrencyError(f"{what}: the row changed since it was read (ETag mismatch)") from exc
+        if status is None or status in (408, 429) or status >= 500:
+            raise TransientError(f"{what}: HTTP {status}: {exc.reason or exc.message}") from exc
+        raise PortError(f"{what}: HTTP {status}: {exc.message}") from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientError(f"{what}: {exc}") from exc
+
+
+# (account url, table name) pairs this process has already created: creating is one round trip
+# per table per process, not one per call.
+_ensured_tables: set[tuple[str, str]] = set()
+_ensured_lock = threading.Lock()
+
+
+class TableStateStore:
+    """``StateStore`` on Azure Tables. Thread-safe as far as the SDK clients are (they are)."""
+
+    def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(f"table prefix {prefix!r} must be letters and digits, starting with a letter")
+        self._service = service
+        self.prefix = prefix
+        self.rollouts_table = f"{prefix}rollouts"
+        self.events_table = f"{prefix}rolloutevents"
+        self.targets_table = f"{prefix}targets"
+        self._clients: dict[str, TableClient] = {}
+        self._clients_lock = threading.Lock()
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, prefix: str = "", **client_options: Any
+    ) -> TableStateStore:
+        options = {**DEFAULT_CLIENT_OPTIONS, **client_options}
+        return cls(TableServiceClient.from_connection_string(connection_string, **options), prefix)
+
+    @classmethod
+    def from_service_uri(
+        cls, uri: str, credential: TokenCredential, prefix: str = "", **client_options: Any
+    ) -> TableStateStore:
+        """Managed identity: ``uri`` is e.g. ``https://<account>.table.core.windows.net``."""
+        options = {**DEFAULT_CLIENT_OPTIONS, **client_options}
+        return cls(TableServiceClient(endpoint=uri, credential=credential, **options), prefix)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._service.close()
+
+    def __enter__(self) -> TableStateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _table(self, name: str) -> TableClient:
+        client = self._clients.get(name)
+        if client is not None:
+            return client
+        with self._clients_lock:
+            client = self._clients.get(name)
+            if client is None:
+                key = (self._service.url, name)
+                with _ensured_lock:
+                    if key not in _ensured_tables:
+                        with _mapped_errors(f"create table {name}"):
+                            # Tolerates "already exists", including a concurrent creator on another host.
+                            self._service.create_table_if_not_exists(name)
+                        _ensured_tables.add(key)
+                client = self._service.get_table_client(name)
+                self._clients[name] = client
+        return client
+
+    # -- targets ------------------------------------------------------------------------------
+
+    def get_target(self, key: str) -> TargetRecord | None:
+        table = self._table(self.targets_table)
+        with _mapped_errors(f"read target {key}"):
+            try:
+                entity = table.get_entity(TARGETS_PARTITION, _check_key(key, "target key"))
+            except ResourceNotFoundError:
+                return None
+        return target_from_entity(entity, entity.metadata.get("etag"))
+
+    def save_target(self, record: TargetRecord) -> TargetRecord:
+        """Insert (etag None) or conditionally replace. Claiming a scale set IS this write.
+
+        The race it prevents (two timer ticks, e.g. after a scale-out, on two hosts)::
+
+            host A                              host B
+            get_target -> etag "1", no rollout  get_target -> etag "1", no rollout
+            save_target(active=R1, etag "1")    save_target(active=R2, etag "1")
+              -> 204, etag "2"  (A holds it)      -> 412 -> ConcurrencyError: B exits cleanly
+                                                     and its next tick re-reads and sees R1
+
+        Without the If-Match both writes succeed, the last one wins and two canaries run.
+        The first claim (no row yet) races the same way on insert: the loser gets 409, reported
+        as ConcurrencyError too, because for the caller it is the same lost race.
+        """
+        entity = target_to_entity(record)
+        table = self._table(self.targets_table)
+        what = f"save target {record.key}"
+        if record.etag is None:
+            try:
+                with _mapped_errors(what):
+                    meta = table.create_entity(entity)
+            except AlreadyExistsError as exc:
+                raise ConcurrencyError(f"{what}: another writer created the row first") from exc
+        else:
+            with _mapped_errors(what):
+                meta = table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=record.etag, match_condition=MatchConditions.IfNotModified
+                )
+        return _with_etag(record, meta)
+
+    # -- rollouts -----------------------------------------------------------------------------
+
+    def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
+        table = self._table(self.rollouts_table)
+        with _mapped_errors(f"read rollout {target}/{rollout_id}"):
+            try:
+                entity = table.get_entity(_check_key(target, "target"), _check_key(rollout_id, "rollout id"))
+            except ResourceNotFoundError:
+                return None
+        return rollout_from_entity(entity, entity.metadata.get("etag"))
+
+    def insert_rollout(self, rollout: Rollout) -> Rollout:
+        entity = rollout_to_entity(rollout)
+        table = self._table(self.rollouts_table)
+        with _mapped_errors(f"insert rollout {rollout.target}/{rollout.id}"):
+            meta = table.create_entity(entity)
+        return _with_etag(rollout, meta)
+
+    def update_rollout(self, rollout: Rollout) -> Rollout:
+        """Conditional replace on ``rollout.etag`` (the same race as ``save_target``: two ticks that
+        read the same row must not both write their decision; the second gets ConcurrencyError).
+        An update without an etag would be a blind overwrite, so it is refused."""
+        if rollout.etag is None:
+            raise ConcurrencyError(
+                f"update rollout {rollout.target}/{rollout.id}: no etag (read it first, or insert_rollout)"
+            )
+        entity = rollout_to_entity(rollout)
+        table = self._table(self.rollouts_table)
+        with _mapped_errors(f"update rollout {rollout.target}/{rollout.id}"):
+            meta = table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=rollout.etag, match_condition=MatchConditions.IfNotModified
+            )
+        return _with_etag(rollout, meta)
+
+    def list_rollouts(self, target: str) -> list[Rollout]:
+        """Every rollout of ``target``, newest first (created_at, then id, both descending)."""
+        table = self._table(self.rollouts_table)
+        with _mapped_errors(f"list rollouts of {target}"):
+            entities = list(
+                table.query_entities("PartitionKey eq @pk", parameters={"pk": _check_key(target, "target")})
+            )
+        rollouts = [rollout_from_entity(e, e.metadata.get("etag")) for e in entities]
+        rollouts.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return rollouts
+
+    # -- events -------------------------------------------------------------------------------
+
+    def append_event(self, event: RolloutEvent) -> None:
+        # An insert with a fresh unique RowKey: never an upsert, the trail is never overwritten.
+        entity = event_to_entity(event)
+        table = self._table(self.events_table)
+        with _mapped_errors(f"append event {event.kind} to {event.target}/{event.rollout_id}"):
+            table.create_entity(entity)
+
+    def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
+        """The events of one rollout in time order (then append order): one partition range query."""
+        low, high = event_range(rollout_id)
+        table = self._table(self.events_table)
+        with _mapped_errors(f"list events of {target}/{rollout_id}"):
+            entities = list(
+                table.query_entities(
+                    "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
+                    parameters={"pk": _check_key(target, "target"), "low": low, "high": high},
+                )
+            )
+        return [event_from_entity(e) for e in entities]
+
+
+_R = TypeVar("_R", Rollout, TargetRecord)
+
+
+def _with_etag(record: _R, meta: Mapping[str, Any]) -> _R:
+    """The record as written, carrying the ETag the service returned for the write."""
+    etag = meta.get("etag")
+    if not etag:
+        raise PortError("the table service returned no ETag for a write")
+    return dataclasses.replace(record, etag=etag)
+
+
+__all__ = [
+    "DEFAULT_CLIENT_OPTIONS",
+    "EntityEncodingError",
+    "EntityTooLargeError",
+    "TableStateStore",
+    "check_entity_size",
+    "event_from_entity",
+    "event_row_key",
+    "event_to_entity",
+    "rollout_from_entity",
+    "rollout_to_entity",
+    "target_from_entity",
+    "target_to_entity",
+]
