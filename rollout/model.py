@@ -40,12 +40,8 @@ class Phase(str, enum.Enum):
         return self in ACTIVE_PHASES
 
 
-ACTIVE_PHASES = frozenset(
-    {Phase.CANARY, Phase.BAKING, Phase.PROMOTING, Phase.PAUSED, Phase.ROLLING_BACK, Phase.FAILED}
-)
-TERMINAL_PHASES = frozenset(
-    {Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.REJECTED}
-)
+ACTIVE_PHASES = frozenset({Phase.CANARY, Phase.BAKING, Phase.PROMOTING, Phase.PAUSED, Phase.ROLLING_BACK, Phase.FAILED})
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.REJECTED})
 
 
 class ReleaseKind(str, enum.Enum):

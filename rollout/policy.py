@@ -12,7 +12,8 @@ class RolloutPolicy:
     bake_seconds: int = 300
     batch_percent: int = 20  # of the fleet, rounded up, at least 1
     batch_size: int = 0  # fixed batch size; 0 = use batch_percent
-    max_unavailable: int = 1  # instances updating or unhealthy at once, the canary included
+    max_unavailable: int = 0  # instances updating or unhealthy at once; 0 = use max_unavailable_percent
+    max_unavailable_percent: int = 20  # of the fleet, rounded up, at least 1
     failure_threshold: int = 3  # consecutive unhealthy observations before rolling back
     progress_deadline_seconds: int = 900  # no step forward for this long -> roll back
     upgrade_retry_seconds: int = 300  # re-issue an upgrade that never started after this long
@@ -28,8 +29,10 @@ class RolloutPolicy:
             problems.append("batch_percent must be between 1 and 100")
         if self.batch_size < 0:
             problems.append("batch_size must not be negative (0 = use batch_percent)")
-        if self.max_unavailable < 1:
-            problems.append("max_unavailable must be at least 1, or nothing could ever be upgraded")
+        if self.max_unavailable < 0:
+            problems.append("max_unavailable must not be negative (0 = use max_unavailable_percent)")
+        if not 1 <= self.max_unavailable_percent <= 100:
+            problems.append("max_unavailable_percent must be between 1 and 100")
         if self.failure_threshold < 1:
             problems.append("failure_threshold must be at least 1")
         if self.progress_deadline_seconds < 1:
@@ -46,3 +49,9 @@ class RolloutPolicy:
         if self.batch_size:
             return self.batch_size
         return max(1, math.ceil(fleet_size * self.batch_percent / 100))
+
+    def calculate_max_unavailable(self, fleet_size: int) -> int:
+        """How many instances may be updating or unhealthy at once. Never 0: that would deadlock."""
+        if self.max_unavailable:
+            return self.max_unavailable
+        return max(1, math.ceil(fleet_size * self.max_unavailable_percent / 100))

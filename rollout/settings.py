@@ -155,9 +155,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         env, "AzureWebJobsStorage", "tableServiceUri", get
     )
     if state_storage is None:
-        problems.append(
-            "StateStorage (or StateStorage__tableServiceUri, or AzureWebJobsStorage) is required"
-        )
+        problems.append("StateStorage (or StateStorage__tableServiceUri, or AzureWebJobsStorage) is required")
 
     container = get("RELEASE_CONTAINER", "init") or "init"
     if not _CONTAINER_RE.match(container):
@@ -195,7 +193,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         bake_seconds=number("BAKE_SECONDS", 300, int, 0),
         batch_percent=number("BATCH_PERCENT", 20, int, 1),
         batch_size=number("BATCH_SIZE", 0, int, 0),
-        max_unavailable=number("MAX_UNAVAILABLE", 1, int, 1),
+        **_max_unavailable(get("MAX_UNAVAILABLE"), problems),
         failure_threshold=number("FAILURE_THRESHOLD", 3, int, 1),
         progress_deadline_seconds=number("PROGRESS_DEADLINE_SECONDS", 900, int, 1),
         upgrade_retry_seconds=number("UPGRADE_RETRY_SECONDS", 300, int, 1),
@@ -245,3 +243,16 @@ def _connection(
     if conn:
         return StorageConnection(connection_string=conn)
     return None
+
+
+def _max_unavailable(raw: str | None, problems: list[str]) -> dict[str, int]:
+    """MAX_UNAVAILABLE is a count ("2") or a share of the fleet ("25%"); default 20%."""
+    if raw is None:
+        return {}
+    match = re.fullmatch(r"([0-9]{1,6})(%?)", raw)
+    if match is None or int(match[1]) == 0:
+        problems.append(f"MAX_UNAVAILABLE={raw!r} must be a count like 2 or a percentage like 25%")
+        return {}
+    if match[2]:
+        return {"max_unavailable_percent": int(match[1])}
+    return {"max_unavailable": int(match[1])}

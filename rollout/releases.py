@@ -1,0 +1,173 @@
+"""Blob name + content -> Release, and Release -> the scale set model it asks for. Pure.
+
+Two kinds of release blob land in the release container:
+
+* ``<app>.v<N>.sh``: a CustomScript release (the walkthrough's ``install_nginx.v1.sh``). The VMs
+  fetch the script from its blob URL, with their managed identity by default.
+* ``<app>.v<N>.image.json``: an image release (the walkthrough's Packer path): a small manifest
+  ``{"imageId": "/subscriptions/.../images/nginx-updated-image"}``.
+
+N is a whole number compared numerically (``v10`` is newer than ``v9``). Anything else is not a
+release: ``parse_release_name`` says why, and the trigger logs it and ignores the blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from rollout.model import ExtensionSpec, ModelSpec, Release, ReleaseKind
+
+MAX_SCRIPT_BYTES = 256 * 1024  # a release script, not a payload: big binaries belong in an image
+MAX_MANIFEST_BYTES = 16 * 1024
+MAX_VERSION = 999_999_999
+
+CUSTOM_SCRIPT_PUBLISHER = "Microsoft.Azure.Extensions"
+CUSTOM_SCRIPT_TYPE = "CustomScript"
+CUSTOM_SCRIPT_VERSION = "2.1"
+
+# The app part is deliberately narrow: it ends up in a shell command (commandToExecute), a table
+# key (the rollout id) and URLs, so anything beyond letters, digits, '_' and '-' is refused.
+_NAME_RE = re.compile(r"^(?P<app>[A-Za-z0-9][A-Za-z0-9_-]{0,62})\.v(?P<version>[0-9]{1,12})\.(?P<ext>sh|image\.json)$")
+_IMAGE_ID_RE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)$",
+    re.IGNORECASE,
+)
+
+
+class ReleaseError(ValueError):
+    """The blob is a release by name but its content cannot be released (recorded as Rejected)."""
+
+
+@dataclass(frozen=True)
+class ReleaseName:
+    kind: ReleaseKind
+    app: str
+    version: int
+    blob_name: str
+
+
+def parse_release_name(blob_name: str) -> ReleaseName | str:
+    """Return the parsed name, or a sentence saying why this blob is not a release."""
+    if not blob_name:
+        return "empty blob name"
+    if len(blob_name) > 200:
+        return f"blob name is {len(blob_name)} characters long; release names are short"
+    if any(ord(c) < 32 or ord(c) == 127 for c in blob_name):
+        return "blob name contains control characters"
+    if "/" in blob_name or "\\" in blob_name:
+        return f"{blob_name!r} is in a virtual folder; releases live at the container's top level"
+    match = _NAME_RE.match(blob_name)
+    if match is None:
+        return f"{blob_name!r} does not match <app>.v<N>.sh or <app>.v<N>.image.json (for example install_nginx.v7.sh)"
+    version = int(match["version"])
+    if version > MAX_VERSION:
+        return f"version {match['version']} is out of range (at most {MAX_VERSION})"
+    kind = ReleaseKind.SCRIPT if match["ext"] == "sh" else ReleaseKind.IMAGE
+    return ReleaseName(kind=kind, app=match["app"], version=version, blob_name=blob_name)
+
+
+def build_release(name: ReleaseName, blob_url: str, content: bytes) -> Release:
+    """Check the content and make the Release. Raises ReleaseError with the reason."""
+    sha = hashlib.sha256(content).hexdigest()
+    release = Release(
+        kind=name.kind,
+        app=name.app,
+        version=name.version,
+        blob_name=name.blob_name,
+        blob_url=blob_url,
+        sha256=sha,
+    )
+    if not blob_url.lower().startswith(("https://", "http://")):
+        raise ReleaseError(f"blob URL {blob_url!r} is not an http(s) URL")
+    if name.kind is ReleaseKind.SCRIPT:
+        _check_script(content)
+        return release
+    image_id = _read_manifest(content)
+    return Release(**{**release.__dict__, "image_id": image_id})
+
+
+def rejected_release(name: ReleaseName, blob_url: str, content: bytes) -> Release:
+    """The Release as far as it could be read, for recording a rejection."""
+    return Release(
+        kind=name.kind,
+        app=name.app,
+        version=name.version,
+        blob_name=name.blob_name,
+        blob_url=blob_url,
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+
+
+def _check_script(content: bytes) -> None:
+    if not content.strip():
+        raise ReleaseError("the script is empty")
+    if len(content) > MAX_SCRIPT_BYTES:
+        raise ReleaseError(f"the script is {len(content)} bytes; at most {MAX_SCRIPT_BYTES} are accepted")
+    if b"\x00" in content:
+        raise ReleaseError("the script contains NUL bytes: it is not a text script")
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReleaseError(f"the script is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _read_manifest(content: bytes) -> str:
+    if len(content) > MAX_MANIFEST_BYTES:
+        raise ReleaseError(f"the image manifest is {len(content)} bytes; at most {MAX_MANIFEST_BYTES}")
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReleaseError(f"the image manifest is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("imageId"), str):
+        raise ReleaseError('the image manifest must be a JSON object with a string "imageId"')
+    image_id = str(data["imageId"]).strip()
+    if not _IMAGE_ID_RE.match(image_id):
+        raise ReleaseError(
+            f"imageId {image_id!r} is not a managed image or gallery image resource id "
+            "(/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/images/<name>)"
+        )
+    return image_id
+
+
+@dataclass(frozen=True)
+class ExtensionDefaults:
+    """How release scripts are wired into the CustomScript extension (from settings)."""
+
+    extension_name: str = "CustomScript"
+    file_auth: str = "managedIdentity"  # or "none"
+    identity_client_id: str | None = None
+
+
+def desired_model(release: Release, defaults: ExtensionDefaults) -> ModelSpec:
+    """The scale set model a release asks for."""
+    if release.kind is ReleaseKind.IMAGE:
+        assert release.image_id is not None
+        return ModelSpec(image_id=release.image_id)
+    protected: dict[str, object] = {}
+    if defaults.file_auth == "managedIdentity":
+        # The VMs fetch the script with their own identity: no public container, no SAS in settings.
+        identity = {"clientId": defaults.identity_client_id} if defaults.identity_client_id else {}
+        protected["managedIdentity"] = identity
+    return ModelSpec(
+        extension=ExtensionSpec(
+            name=defaults.extension_name,
+            publisher=CUSTOM_SCRIPT_PUBLISHER,
+            type=CUSTOM_SCRIPT_TYPE,
+            type_handler_version=CUSTOM_SCRIPT_VERSION,
+            settings={
+                "fileUris": [release.blob_url],
+                # The name was validated by _NAME_RE: safe to put in a shell command as it is.
+                "commandToExecute": f"bash {release.blob_name}",
+            },
+            protected_settings=protected,
+        )
+    )
+
+
+def rollout_id_for(release: Release) -> str:
+    """Deterministic, so a duplicate event for the same content finds the same row."""
+    return f"{release.app.lower()}-v{release.version}-{release.sha256[:10]}"

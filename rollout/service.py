@@ -1,0 +1,484 @@
+"""Use cases: start a release, advance rollouts, steer them. The imperative shell around ``decide``.
+
+Order of operations, everywhere: observe -> decide -> SAVE -> act -> record events.
+
+Saving before acting is what makes two concurrent ticks safe (two hosts after a scale-out, or a
+retried timer): both read the rollout with the same ETag and both decide, but only one conditional
+write succeeds; the loser gets ``ConcurrencyError`` and exits without touching the scale set. The
+price is a crash between the save and the ARM call: the saved status then claims an upgrade that was
+never issued. The decider heals that on a later tick (``_reissue_stalled``: an instance that is
+neither updated nor updating after ``upgrade_retry_seconds`` gets its upgrade again), and the model
+write is level-triggered anyway (model differs -> write it).
+
+The ``targets`` row (one per scale set) holds the active rollout id and the stable release. It is
+claimed with a conditional write, so two blob events cannot start two canaries. The rollout row and
+the target row live in different tables, so every step that touches both is written to be repeated:
+a tick that finds the target pointing at a finished rollout finishes the hand-over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rollout import machine
+from rollout.analysis import assess_instance
+from rollout.machine import (
+    Action,
+    CommandError,
+    Decision,
+    Notify,
+    ReimageInstances,
+    UpdateModel,
+    UpgradeInstances,
+)
+from rollout.model import (
+    ExtensionSpec,
+    FleetView,
+    Health,
+    ModelSpec,
+    Phase,
+    Release,
+    ReleaseKind,
+    Rollout,
+    RolloutEvent,
+    TargetRecord,
+)
+from rollout.policy import RolloutPolicy
+from rollout.ports import (
+    AlreadyExistsError,
+    Clock,
+    Compute,
+    ConcurrencyError,
+    Notifier,
+    PortError,
+    Prober,
+    ProbeTarget,
+    StateStore,
+)
+from rollout.releases import ExtensionDefaults, desired_model, rollout_id_for
+
+log = logging.getLogger("rollout")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a use case did, for the trigger to log or return. ``status`` is one word."""
+
+    status: str  # Started, Queued, Duplicate, Rejected, Ignored, Advanced, Idle, Lost, Error, Done
+    message: str
+    rollout_id: str | None = None
+    phase: Phase | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "message": self.message,
+            "rolloutId": self.rollout_id,
+            "phase": self.phase.value if self.phase else None,
+        }
+
+
+class RolloutNotFoundError(LookupError):
+    pass
+
+
+class RolloutService:
+    def __init__(
+        self,
+        *,
+        target_key: str,
+        compute: Compute,
+        prober: Prober,
+        store: StateStore,
+        notifier: Notifier,
+        clock: Clock,
+        policy: RolloutPolicy,
+        extension: ExtensionDefaults,
+        release_container_url: str | None = None,
+    ) -> None:
+        self.target_key = target_key
+        self.compute = compute
+        self.prober = prober
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self.policy = policy
+        self.extension = extension
+        self.release_container_url = release_container_url
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start_release(self, release: Release) -> Outcome:
+        """A release blob arrived. Record it, then start it, queue it or reject it."""
+        now = self.clock.now()
+        rollout_id = rollout_id_for(release)
+        if self.store.get_rollout(self.target_key, rollout_id) is not None:
+            return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
+        target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
+        rollout = self._new_rollout(release, rollout_id, now)
+
+        reason = self._not_newer_reason(release, target)
+        if reason is not None:
+            return self._record_rejected(rollout, reason)
+        try:
+            rollout = self.store.insert_rollout(rollout)
+        except AlreadyExistsError:
+            return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
+        self._record(
+            rollout, "Received", f"{release.label} received ({release.blob_name}, sha256 {release.sha256[:12]})"
+        )
+        outcome = self._activate_next()
+        current = self.store.get_rollout(self.target_key, rollout_id)
+        if current is not None and current.phase is Phase.QUEUED:
+            return Outcome(
+                "Queued", current.reason or "waiting for the active rollout to end", rollout_id, current.phase
+            )
+        if current is not None and current.id == outcome.rollout_id:
+            return outcome
+        phase = current.phase if current else None
+        return Outcome(phase.value if phase else "Error", current.reason if current else "lost", rollout_id, phase)
+
+    def reject_release(self, release: Release, reason: str) -> Outcome:
+        """A release blob whose content is unusable: recorded, never started."""
+        rollout_id = rollout_id_for(release)
+        if self.store.get_rollout(self.target_key, rollout_id) is not None:
+            return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
+        return self._record_rejected(self._new_rollout(release, rollout_id, self.clock.now()), reason)
+
+    def _new_rollout(self, release: Release, rollout_id: str, now: Any) -> Rollout:
+        return Rollout(
+            id=rollout_id,
+            target=self.target_key,
+            release=release,
+            phase=Phase.QUEUED,
+            desired=desired_model(release, self.extension),
+            baseline=None,
+            created_at=now,
+            updated_at=now,
+            phase_since=now,
+            last_progress_at=now,
+            reason="waiting for the active rollout to end",
+        )
+
+    def _not_newer_reason(self, release: Release, target: TargetRecord) -> str | None:
+        if target.stable_version is not None and release.version <= target.stable_version:
+            return f"v{release.version} is not newer than the stable v{target.stable_version}"
+        if target.active_rollout_id:
+            active = self.store.get_rollout(self.target_key, target.active_rollout_id)
+            if active is not None and active.phase.is_active and release.version <= active.release.version:
+                return f"v{release.version} is not newer than the active rollout's v{active.release.version}"
+        return None
+
+    def _record_rejected(self, rollout: Rollout, reason: str) -> Outcome:
+        rejected = rollout.evolve(phase=Phase.REJECTED, reason=reason)
+        try:
+            rejected = self.store.insert_rollout(rejected)
+        except AlreadyExistsError:
+            return Outcome("Duplicate", "already received", rollout.id)
+        self._record(rejected, "Rejected", reason)
+        log.warning("release %s rejected: %s", rollout.release.blob_name, reason)
+        return Outcome("Rejected", reason, rollout.id, Phase.REJECTED)
+
+    def _activate_next(self) -> Outcome:
+        """If nothing holds the scale set, start the newest queued release (older ones are superseded)."""
+        target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
+        if target.active_rollout_id:
+            active = self.store.get_rollout(self.target_key, target.active_rollout_id)
+            if active is not None and active.phase.is_active:
+                return Outcome("Busy", f"{active.id} holds the scale set", active.id, active.phase)
+            if active is not None and active.phase is not Phase.QUEUED:
+                target = self._finish(active, target)
+        queued = [r for r in self.store.list_rollouts(self.target_key) if r.phase is Phase.QUEUED]
+        if not queued:
+            return Outcome("Idle", "no queued release")
+        queued.sort(key=lambda r: (r.release.version, r.created_at))
+        newest = queued[-1]
+        for older in queued[:-1]:
+            self._reject_existing(older, f"superseded by v{newest.release.version}")
+        reason = self._not_newer_reason(newest.release, target)
+        if reason is not None:
+            self._reject_existing(newest, reason)
+            return Outcome("Rejected", reason, newest.id, Phase.REJECTED)
+
+        try:
+            fleet = self._observe()
+        except PortError as exc:
+            return Outcome("Error", f"cannot observe the scale set: {exc}", newest.id, newest.phase)
+        problem = self._preflight(newest.release, fleet)
+        if problem is not None:
+            self._reject_existing(newest, problem)
+            return Outcome("Rejected", problem, newest.id, Phase.REJECTED)
+        try:
+            self.store.save_target(replace(target, active_rollout_id=newest.id, updated_at=self.clock.now()))
+        except ConcurrencyError:
+            # Another host claimed the scale set between our read and our write; it will run it.
+            return Outcome("Lost", "another instance claimed the scale set first", newest.id, newest.phase)
+        now = self.clock.now()
+        baseline, warning = self._baseline(newest, fleet, target)
+        started = newest.evolve(
+            phase=Phase.CANARY,
+            baseline=baseline,
+            phase_since=now,
+            last_progress_at=now,
+            updated_at=now,
+            reason="starting the canary",
+        )
+        try:
+            started = self.store.update_rollout(started)
+        except ConcurrencyError:
+            return Outcome("Lost", "the rollout changed while starting", newest.id)
+        self._record(started, "PhaseChanged", "Queued -> Canary: pre-flight passed; baseline recorded")
+        if warning:
+            self._record(started, "BaselineWarning", warning)
+        return self._advance(started, fleet, steps=2)
+
+    def _preflight(self, release: Release, fleet: FleetView) -> str | None:
+        if fleet.orchestration_mode.lower() != "uniform":
+            return f"the scale set uses {fleet.orchestration_mode} orchestration; canary upgrades need Uniform"
+        if fleet.upgrade_mode.lower() != "manual":
+            return (
+                f"the scale set's upgrade policy is {fleet.upgrade_mode}: the platform would push the new model "
+                "to every instance at once and run over the canary; set upgradePolicy.mode to Manual"
+            )
+        healthy = [v for v in fleet.instances if assess_instance(v) is Health.HEALTHY]
+        if len(healthy) < self.policy.min_healthy_instances:
+            return (
+                f"{len(healthy)} of {len(fleet.instances)} instances are healthy; "
+                f"at least {self.policy.min_healthy_instances} needed to start a canary"
+            )
+        if release.kind is ReleaseKind.SCRIPT and fleet.model.extension is None:
+            return (
+                f"the scale set has no extension named {self.extension.extension_name!r}: "
+                "a script release needs one to roll back to"
+            )
+        if release.kind is ReleaseKind.IMAGE and not fleet.model.image_id:
+            return "the scale set does not use a managed image id: an image release would have no image to roll back to"
+        return None
+
+    def _baseline(self, rollout: Rollout, fleet: FleetView, target: TargetRecord) -> tuple[ModelSpec, str]:
+        """The exact current model, with the protected settings Azure will not give back.
+
+        Protected settings are write-only in ARM. If the model is the stable release we wrote, we
+        know them from the targets row. If its scripts come from our release container, they were
+        written the way we write them (managed identity). Otherwise they are unknown: rollback then
+        restores the public settings only, and says so.
+        """
+        if rollout.release.kind is ReleaseKind.IMAGE:
+            return ModelSpec(image_id=fleet.model.image_id), ""
+        current = fleet.model.extension
+        assert current is not None
+        stable = target.stable_model.extension if target.stable_model else None
+        if stable is not None and stable.same_public_model(current) and stable.protected_settings is not None:
+            return ModelSpec(extension=replace(current, protected_settings=stable.protected_settings)), ""
+        uris = [str(u) for u in current.settings.get("fileUris", []) or []]
+        ours = self.release_container_url
+        if ours and uris and all(u.startswith(ours.rstrip("/") + "/") for u in uris):
+            protected = desired_model(rollout.release, self.extension).extension
+            assert protected is not None
+            return ModelSpec(extension=replace(current, protected_settings=protected.protected_settings)), ""
+        return ModelSpec(extension=replace(current, protected_settings=None)), (
+            "the current extension was not written by this tool and its protected settings cannot be read "
+            "back; a rollback restores its public settings only"
+        )
+
+    def _reject_existing(self, rollout: Rollout, reason: str) -> None:
+        try:
+            saved = self.store.update_rollout(
+                rollout.evolve(phase=Phase.REJECTED, reason=reason, updated_at=self.clock.now())
+            )
+        except ConcurrencyError:
+            return
+        self._record(saved, "Rejected", reason)
+
+    # --- tick ----------------------------------------------------------------------------------
+
+    def tick(self) -> Outcome:
+        """Advance the active rollout one step (the timer trigger). Never waits on ARM operations."""
+        target = self.store.get_target(self.target_key)
+        if target is None or not target.active_rollout_id:
+            return self._activate_next()
+        rollout = self.store.get_rollout(self.target_key, target.active_rollout_id)
+        if rollout is None or not rollout.phase.is_active:
+            return self._activate_next()
+        if rollout.phase in (Phase.PAUSED, Phase.FAILED):
+            return Outcome("Idle", f"{rollout.phase.value}: {rollout.reason}", rollout.id, rollout.phase)
+        try:
+            fleet = self._observe()
+        except PortError as exc:
+            log.warning("tick: cannot observe the scale set: %s", exc)
+            return Outcome("Error", f"cannot observe the scale set: {exc}", rollout.id, rollout.phase)
+        return self._advance(rollout, fleet, steps=1)
+
+    def _observe(self) -> FleetView:
+        fleet = self.compute.observe()
+        targets = [
+            ProbeTarget(v.instance_id, v.private_ip)
+            for v in fleet.instances
+            if v.private_ip and v.provisioning_state.lower() not in ("updating", "creating", "deleting")
+        ]
+        results = self.prober.probe(targets) if targets else {}
+        instances = tuple(replace(v, probe=results.get(v.instance_id)) for v in fleet.instances)
+        return replace(fleet, instances=instances)
+
+    def _advance(self, rollout: Rollout, fleet: FleetView, steps: int) -> Outcome:
+        """Decide, save, act; when the decision wrote the model, observe again and take one more step
+        (the model write is the one action we wait for, briefly, so a start issues the canary at once)."""
+        outcome = Outcome("Idle", rollout.reason, rollout.id, rollout.phase)
+        for step in range(steps):
+            decision = machine.decide(rollout, fleet, self.policy, self.clock.now())
+            outcome, rollout, ok = self._commit(rollout, decision)
+            if not ok or rollout.phase.is_terminal:
+                break
+            if step + 1 < steps and any(isinstance(a, UpdateModel) for a in decision.actions):
+                try:
+                    fleet = self._observe()
+                except PortError:
+                    break
+                continue
+            break
+        return outcome
+
+    def _commit(self, before: Rollout, decision: Decision) -> tuple[Outcome, Rollout, bool]:
+        rollout = decision.rollout
+        if rollout != before or decision.actions:
+            try:
+                rollout = self.store.update_rollout(rollout)
+            except ConcurrencyError:
+                log.info("tick for %s lost the race to another host; it acts, we exit", before.id)
+                return Outcome("Lost", "another tick changed the rollout first", before.id, before.phase), before, False
+        for event in decision.events:
+            self._append(event)
+        failed = self._execute(rollout, decision.actions)
+        if failed:
+            # The call did not reach ARM (throttled, refused): clear batch_started_at so the next
+            # tick re-issues at once instead of waiting for upgrade_retry_seconds.
+            try:
+                rollout = self.store.update_rollout(
+                    rollout.evolve(batch_started_at=None, reason=f"{rollout.reason}; {failed}")
+                )
+            except ConcurrencyError:
+                pass
+        if rollout.phase.is_terminal or rollout.phase is Phase.FAILED:
+            self._finish(rollout)
+        if rollout.phase.is_terminal:
+            self._activate_after(rollout)
+        status = "Error" if failed else "Advanced"
+        return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
+
+    def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> str:
+        """Each action is one port call. Returns a description of the first failure, or ''."""
+        for action in actions:
+            try:
+                if isinstance(action, UpdateModel):
+                    self.compute.update_model(action.spec)
+                elif isinstance(action, UpgradeInstances):
+                    self.compute.upgrade_instances(list(action.instance_ids))
+                elif isinstance(action, ReimageInstances):
+                    self.compute.reimage_instances(list(action.instance_ids))
+                elif isinstance(action, Notify):
+                    self.notifier.notify(rollout, action.message)
+            except PortError as exc:
+                message = f"{type(action).__name__} failed: {exc}"
+                log.warning("rollout %s: %s", rollout.id, message)
+                self._record(rollout, "ActionFailed", message)
+                return message
+        return ""
+
+    def _finish(self, rollout: Rollout, target: TargetRecord | None = None) -> TargetRecord:
+        """Hand the scale set back: clear the claim (terminal phases) and record the stable release."""
+        for _ in range(5):
+            target = target or self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
+            if target.active_rollout_id != rollout.id:
+                return target
+            if not rollout.phase.is_terminal:
+                return target  # Failed keeps the claim: a human decides (retry or abort)
+            changes: dict[str, Any] = {"active_rollout_id": None, "updated_at": self.clock.now()}
+            if rollout.phase is Phase.SUCCEEDED:
+                changes.update(
+                    stable_version=rollout.release.version,
+                    stable_release=rollout.release,
+                    stable_model=_merge_model(target.stable_model, rollout.desired),
+                )
+            try:
+                return self.store.save_target(replace(target, **changes))
+            except ConcurrencyError:
+                target = None
+        raise ConcurrencyError("could not release the scale set after 5 attempts")
+
+    def _activate_after(self, rollout: Rollout) -> None:
+        outcome = self._activate_next()
+        if outcome.status not in ("Idle", "Busy"):
+            log.info("after %s: %s %s", rollout.id, outcome.status, outcome.message)
+
+    # --- steering ------------------------------------------------------------------------------
+
+    def command(
+        self, rollout_id: str, verb: str, *, actor: str = "operator", reason: str = "", rollback: bool = False
+    ) -> Outcome:
+        """An operator verb (abort, pause, resume, promote, promote-full, retry). Raises
+        ``RolloutNotFoundError`` or ``CommandError``; retries once if a tick wins the race."""
+        for _ in range(3):
+            rollout = self.store.get_rollout(self.target_key, rollout_id)
+            if rollout is None:
+                raise RolloutNotFoundError(rollout_id)
+            decision = machine.apply_command(
+                rollout, verb, self.clock.now(), actor=actor, reason=reason, rollback=rollback
+            )
+            outcome, saved, ok = self._commit(rollout, decision)
+            if ok:
+                if (
+                    verb == "resume"
+                    or verb.startswith("promote")
+                    or verb == "retry"
+                    or saved.phase is Phase.ROLLING_BACK
+                ):
+                    outcome = self.tick() if saved.phase.is_active else outcome
+                    current = self.store.get_rollout(self.target_key, rollout_id)
+                    if current is not None:
+                        return Outcome("Done", f"{verb}: {current.reason}", rollout_id, current.phase)
+                return Outcome("Done", f"{verb}: {saved.reason}", rollout_id, saved.phase)
+        raise CommandError("the rollout kept changing under the command; try again")
+
+    def get(self, rollout_id: str) -> tuple[Rollout, list[RolloutEvent]]:
+        rollout = self.store.get_rollout(self.target_key, rollout_id)
+        if rollout is None:
+            raise RolloutNotFoundError(rollout_id)
+        return rollout, self.store.list_events(self.target_key, rollout_id)
+
+    def list(self) -> tuple[TargetRecord | None, list[Rollout]]:
+        return self.store.get_target(self.target_key), self.store.list_rollouts(self.target_key)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _record(self, rollout: Rollout, kind: str, message: str, **data: Any) -> None:
+        self._append(
+            RolloutEvent(
+                rollout_id=rollout.id,
+                target=rollout.target,
+                at=self.clock.now(),
+                kind=kind,
+                message=message,
+                phase=rollout.phase,
+                data=data,
+            )
+        )
+
+    def _append(self, event: RolloutEvent) -> None:
+        try:
+            self.store.append_event(event)
+        except PortError as exc:  # the audit trail must not stop a rollback
+            log.error("could not record event %s for %s: %s", event.kind, event.rollout_id, exc)
+        log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
+
+
+def _merge_model(stable: ModelSpec | None, desired: ModelSpec) -> ModelSpec:
+    """The stable model after a release: a script release keeps the stable image and vice versa."""
+    extension: ExtensionSpec | None = desired.extension or (stable.extension if stable else None)
+    image_id = desired.image_id or (stable.image_id if stable else None)
+    return ModelSpec(extension=extension, image_id=image_id)
+
+
+__all__ = ["CommandError", "Outcome", "RolloutNotFoundError", "RolloutService"]

@@ -1,0 +1,276 @@
+"""In-memory fakes implementing the Protocols of ``rollout.ports``. They record what they were asked.
+
+``FakeScaleSet`` is a small simulation of a Uniform scale set with a Manual upgrade policy: a model,
+instances that remember the model they last applied, upgrades that take a number of observations to
+finish, and releases that can be made to fail (extension error) or to serve a broken page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from rollout.model import (
+    ExtensionSpec,
+    FleetView,
+    InstanceView,
+    ModelSpec,
+    ProbeResult,
+    Rollout,
+    RolloutEvent,
+    TargetRecord,
+)
+from rollout.ports import AlreadyExistsError, ConcurrencyError, ProbeTarget, TransientError
+
+BASE_URL = "https://releases.blob.core.windows.net/init"
+
+
+def v0_extension() -> ExtensionSpec:
+    return ExtensionSpec(
+        name="CustomScript",
+        publisher="Microsoft.Azure.Extensions",
+        type="CustomScript",
+        type_handler_version="2.1",
+        settings={"fileUris": [f"{BASE_URL}/install_nginx.sh"], "commandToExecute": "bash install_nginx.sh"},
+        protected_settings={"managedIdentity": {}},
+    )
+
+
+def release_of(model: ModelSpec) -> str:
+    """The name a model's release goes by: the script's blob name or the image id."""
+    if model.image_id and model.extension is None:
+        return model.image_id
+    if model.extension is not None:
+        uris = model.extension.settings.get("fileUris") or [""]
+        return str(uris[0]).rsplit("/", 1)[-1]
+    return ""
+
+
+@dataclass
+class FakeInstance:
+    instance_id: str
+    applied: ModelSpec
+    provisioning_state: str = "Succeeded"
+    extension_status: str = "Succeeded"
+    extension_message: str = ""
+    remaining_observations: int = 0  # while > 0 the instance is Updating
+    forced_unhealthy: bool = False
+    upgrades: int = 0
+
+
+@dataclass
+class FakeScaleSet:
+    """Implements ``rollout.ports.Compute``."""
+
+    size: int = 5
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(extension=v0_extension(), image_id="/img/base"))
+    orchestration_mode: str = "Uniform"
+    upgrade_mode: str = "Manual"
+    upgrade_observations: int = 1  # observations an upgrade stays Updating
+    failing_releases: set[str] = field(default_factory=set)  # extension exits non-zero
+    broken_releases: set[str] = field(default_factory=set)  # extension succeeds, page broken
+    throttle_next: int = 0  # the next N write calls raise TransientError
+    instances: dict[str, FakeInstance] = field(default_factory=dict)
+    calls: list[tuple[str, object]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for i in range(self.size):
+            self.instances[str(i)] = FakeInstance(str(i), applied=self.model)
+
+    # Compute protocol ----------------------------------------------------------------------------
+    def observe(self) -> FleetView:
+        self.calls.append(("observe", None))
+        for inst in self.instances.values():
+            if inst.remaining_observations > 0:
+                inst.remaining_observations -= 1
+                if inst.remaining_observations == 0:
+                    self._finish_upgrade(inst)
+        return self._view()
+
+    def read_model(self) -> FleetView:
+        self.calls.append(("read_model", None))
+        return dataclasses.replace(self._view(), instances=())
+
+    def update_model(self, spec: ModelSpec) -> None:
+        self._maybe_throttle("update_model")
+        self.calls.append(("update_model", spec))
+        self.model = ModelSpec(
+            extension=spec.extension if spec.extension is not None else self.model.extension,
+            image_id=spec.image_id if spec.image_id is not None else self.model.image_id,
+        )
+
+    def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
+        self._maybe_throttle("upgrade_instances")
+        self.calls.append(("upgrade_instances", tuple(instance_ids)))
+        for iid in instance_ids:
+            inst = self.instances[iid]
+            inst.upgrades += 1
+            inst.provisioning_state = "Updating"
+            inst.remaining_observations = self.upgrade_observations
+            if self.upgrade_observations == 0:
+                self._finish_upgrade(inst)
+
+    def reimage_instances(self, instance_ids: Sequence[str]) -> None:
+        self.calls.append(("reimage_instances", tuple(instance_ids)))
+        self.upgrade_instances(instance_ids)
+
+    # test helpers --------------------------------------------------------------------------------
+    def calls_of(self, name: str) -> list[object]:
+        return [arg for call, arg in self.calls if call == name]
+
+    def releases(self) -> dict[str, str]:
+        return {iid: release_of(inst.applied) for iid, inst in self.instances.items()}
+
+    def healthy(self, iid: str) -> bool:
+        inst = self.instances[iid]
+        return (
+            not inst.forced_unhealthy
+            and inst.provisioning_state == "Succeeded"
+            and release_of(inst.applied) not in self.broken_releases
+        )
+
+    def _maybe_throttle(self, what: str) -> None:
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            self.calls.append((f"{what}:throttled", None))
+            raise TransientError("429 TooManyRequests: throttled (fake)")
+
+    def _finish_upgrade(self, inst: FakeInstance) -> None:
+        inst.applied = self.model
+        name = release_of(self.model)
+        if name in self.failing_releases:
+            inst.provisioning_state = "Failed"
+            inst.extension_status = "Failed"
+            inst.extension_message = f"Enable failed: {name} exited with status 1"
+        else:
+            inst.provisioning_state = "Succeeded"
+            inst.extension_status = "Succeeded"
+            inst.extension_message = "Enable succeeded"
+
+    def _view(self) -> FleetView:
+        views = tuple(
+            InstanceView(
+                instance_id=inst.instance_id,
+                latest_model_applied=_public(inst.applied) == _public(self.model),
+                provisioning_state=inst.provisioning_state,
+                power_state="running",
+                extension_status="Transitioning" if inst.provisioning_state == "Updating" else inst.extension_status,
+                extension_message=inst.extension_message,
+                private_ip=f"10.0.0.{int(inst.instance_id) + 4}",
+            )
+            for inst in self.instances.values()
+        )
+        readback = ModelSpec(
+            extension=dataclasses.replace(self.model.extension, protected_settings=None)
+            if self.model.extension
+            else None,
+            image_id=self.model.image_id,
+        )
+        return FleetView(
+            model=readback,
+            provisioning_state="Succeeded",
+            instances=views,
+            orchestration_mode=self.orchestration_mode,
+            upgrade_mode=self.upgrade_mode,
+        )
+
+
+def _public(model: ModelSpec) -> tuple[object, ...]:
+    ext = model.extension
+    return (
+        model.image_id,
+        None
+        if ext is None
+        else (ext.publisher, ext.type, ext.type_handler_version, repr(sorted(ext.settings.items()))),
+    )
+
+
+@dataclass
+class FakeProber:
+    """Implements ``rollout.ports.Prober`` from the fake scale set's idea of each instance's page."""
+
+    scale_set: FakeScaleSet
+    probed: list[tuple[str, ...]] = field(default_factory=list)
+
+    def probe(self, targets: Sequence[ProbeTarget]) -> dict[str, ProbeResult]:
+        self.probed.append(tuple(t.instance_id for t in targets))
+        return {
+            t.instance_id: ProbeResult(True, "200 in 3 ms")
+            if self.scale_set.healthy(t.instance_id)
+            else ProbeResult(False, "500 Internal Server Error")
+            for t in targets
+        }
+
+
+class FakeStore:
+    """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, TargetRecord] = {}
+        self.rollouts: dict[tuple[str, str], Rollout] = {}
+        self.events: list[RolloutEvent] = []
+        self._etags = itertools.count(1)
+
+    def _tag(self) -> str:
+        return f'W/"{next(self._etags)}"'
+
+    def get_target(self, key: str) -> TargetRecord | None:
+        return self.targets.get(key)
+
+    def save_target(self, record: TargetRecord) -> TargetRecord:
+        current = self.targets.get(record.key)
+        if (current.etag if current else None) != record.etag:
+            raise ConcurrencyError(f"target {record.key} changed")
+        saved = dataclasses.replace(record, etag=self._tag())
+        self.targets[record.key] = saved
+        return saved
+
+    def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
+        return self.rollouts.get((target, rollout_id))
+
+    def insert_rollout(self, rollout: Rollout) -> Rollout:
+        if (rollout.target, rollout.id) in self.rollouts:
+            raise AlreadyExistsError(rollout.id)
+        saved = rollout.evolve(etag=self._tag())
+        self.rollouts[(rollout.target, rollout.id)] = saved
+        return saved
+
+    def update_rollout(self, rollout: Rollout) -> Rollout:
+        current = self.rollouts.get((rollout.target, rollout.id))
+        if current is None or current.etag != rollout.etag:
+            raise ConcurrencyError(rollout.id)
+        saved = rollout.evolve(etag=self._tag())
+        self.rollouts[(rollout.target, rollout.id)] = saved
+        return saved
+
+    def list_rollouts(self, target: str) -> list[Rollout]:
+        found = [r for (t, _), r in self.rollouts.items() if t == target]
+        return sorted(found, key=lambda r: r.created_at, reverse=True)
+
+    def append_event(self, event: RolloutEvent) -> None:
+        self.events.append(event)
+
+    def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
+        return [e for e in self.events if e.target == target and e.rollout_id == rollout_id]
+
+
+@dataclass
+class FakeNotifier:
+    messages: list[str] = field(default_factory=list)
+
+    def notify(self, rollout: Rollout, message: str) -> None:
+        self.messages.append(message)
+
+
+@dataclass
+class FakeClock:
+    current: datetime = field(default_factory=lambda: datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)

@@ -1,0 +1,351 @@
+"""Whole rollouts, tick by tick, on the in-memory fakes (same Protocols as the real adapters)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+
+from rollout.machine import CommandError
+from rollout.model import Phase, Release, ReleaseKind
+from rollout.policy import RolloutPolicy
+from rollout.releases import ExtensionDefaults, build_release, parse_release_name
+from rollout.service import RolloutService
+from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore
+
+TARGET = "rg:vmss"
+
+
+@dataclass
+class World:
+    scale_set: FakeScaleSet
+    store: FakeStore
+    clock: FakeClock
+    notifier: FakeNotifier
+    service: RolloutService
+
+    def tick_until(self, *phases: Phase, rollout_id: str, max_ticks: int = 60, step: float = 30) -> Phase:
+        for _ in range(max_ticks):
+            rollout = self.store.get_rollout(TARGET, rollout_id)
+            assert rollout is not None
+            if rollout.phase in phases:
+                return rollout.phase
+            self.clock.advance(step)
+            self.service.tick()
+        rollout = self.store.get_rollout(TARGET, rollout_id)
+        raise AssertionError(f"still {rollout.phase if rollout else None} after {max_ticks} ticks: {rollout}")
+
+    def phase(self, rollout_id: str) -> Phase:
+        rollout = self.store.get_rollout(TARGET, rollout_id)
+        assert rollout is not None
+        return rollout.phase
+
+    def kinds(self, rollout_id: str) -> list[str]:
+        return [e.kind for e in self.store.list_events(TARGET, rollout_id)]
+
+
+def make_world(size: int = 5, policy: RolloutPolicy | None = None, **scale_set: object) -> World:
+    ss = FakeScaleSet(size=size, **scale_set)  # type: ignore[arg-type]
+    store, clock, notifier = FakeStore(), FakeClock(), FakeNotifier()
+    service = RolloutService(
+        target_key=TARGET,
+        compute=ss,
+        prober=FakeProber(ss),
+        store=store,
+        notifier=notifier,
+        clock=clock,
+        policy=policy or RolloutPolicy(bake_seconds=60, failure_threshold=2),
+        extension=ExtensionDefaults(),
+        release_container_url=BASE_URL,
+    )
+    return World(ss, store, clock, notifier, service)
+
+
+def script(version: int, body: bytes | None = None) -> Release:
+    name = parse_release_name(f"install_nginx.v{version}.sh")
+    assert not isinstance(name, str)
+    content = body if body is not None else f"#!/bin/bash\necho v{version}\n".encode()
+    return build_release(name, f"{BASE_URL}/{name.blob_name}", content)
+
+
+def test_a_good_release_goes_canary_bake_batches_and_becomes_stable() -> None:
+    world = make_world()
+    outcome = world.service.start_release(script(1))
+
+    assert outcome.status == "Advanced" and outcome.phase is Phase.CANARY
+    # The blob trigger wrote the model once and upgraded exactly one instance: the canary.
+    assert len(world.scale_set.calls_of("update_model")) == 1
+    assert world.scale_set.calls_of("upgrade_instances") == [("0",)]
+
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=outcome.rollout_id or "") is Phase.SUCCEEDED
+    assert world.scale_set.calls_of("upgrade_instances") == [("0",), ("1",), ("2",), ("3",), ("4",)]
+    assert all(inst.upgrades == 1 for inst in world.scale_set.instances.values())
+    assert set(world.scale_set.releases().values()) == {"install_nginx.v1.sh"}
+    assert len(world.scale_set.calls_of("update_model")) == 1
+    target = world.store.get_target(TARGET)
+    assert target is not None and target.stable_version == 1 and target.active_rollout_id is None
+    kinds = world.kinds(outcome.rollout_id or "")
+    assert kinds[:2] == ["Received", "PhaseChanged"] and kinds.count("BatchSucceeded") == 4
+    phases = [
+        e.message.split(":")[0]
+        for e in world.store.list_events(TARGET, outcome.rollout_id or "")
+        if e.kind == "PhaseChanged"
+    ]
+    assert phases == ["Queued -> Canary", "Canary -> Baking", "Baking -> Promoting", "Promoting -> Succeeded"]
+    assert world.notifier.messages[-1] == "install_nginx v1 succeeded on 5 instances"
+
+
+def test_the_bake_waits_for_bake_seconds_of_healthy_canary() -> None:
+    world = make_world(policy=RolloutPolicy(bake_seconds=300))
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.BAKING, rollout_id=rid, step=10)
+    for _ in range(5):  # 5 x 50 s = 250 s < 300 s
+        world.clock.advance(50)
+        world.service.tick()
+    assert world.phase(rid) is Phase.BAKING
+    world.clock.advance(60)
+    world.service.tick()
+    assert world.phase(rid) is Phase.PROMOTING
+
+
+def test_a_broken_canary_is_rolled_back_and_the_rest_never_touched() -> None:
+    world = make_world(broken_releases={"install_nginx.v1.sh"})
+    rid = world.service.start_release(script(1)).rollout_id or ""
+
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+    # Model restored to the baseline, with the protected settings Azure would not read back.
+    restored = world.scale_set.calls_of("update_model")[-1]
+    assert restored.extension.settings["fileUris"] == [f"{BASE_URL}/install_nginx.sh"]  # type: ignore[attr-defined]
+    assert restored.extension.protected_settings == {"managedIdentity": {}}  # type: ignore[attr-defined]
+    assert world.scale_set.calls_of("upgrade_instances") == [("0",), ("0",)]
+    assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
+    rollout = world.store.get_rollout(TARGET, rid)
+    assert rollout is not None and "probe failed: 500" in rollout.rollback_reason
+    assert world.kinds(rid).count("HealthCheckFailed") == 2  # failure_threshold=2
+    target = world.store.get_target(TARGET)
+    assert target is not None and target.stable_version is None and target.active_rollout_id is None
+
+
+def test_a_failed_extension_rolls_back_at_once() -> None:
+    world = make_world(failing_releases={"install_nginx.v1.sh"})
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.clock.advance(30)
+    world.service.tick()
+    rollout = world.store.get_rollout(TARGET, rid)
+    assert rollout is not None and rollout.phase is Phase.ROLLING_BACK
+    assert "extension failed" in rollout.rollback_reason and "exited with status 1" in rollout.rollback_reason
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+
+
+def test_a_batch_that_breaks_after_the_canary_rolls_back_every_upgraded_instance() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)  # the same tick issued batch 1: instance 1
+    assert world.scale_set.calls_of("upgrade_instances")[-1] == ("1",)
+    world.scale_set.instances["1"].forced_unhealthy = True
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+    rolled_back = [c for c in world.scale_set.calls_of("upgrade_instances")][-1]
+    assert rolled_back == ("0", "1")  # one call for every instance that took the new model
+    assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
+
+
+def test_abort_stops_promotion_and_frees_the_scale_set() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    upgrades_before = len(world.scale_set.calls_of("upgrade_instances"))
+    outcome = world.service.command(rid, "abort", reason="bad metrics")
+    assert outcome.phase is Phase.ABORTED
+    for _ in range(5):
+        world.clock.advance(30)
+        world.service.tick()
+    assert len(world.scale_set.calls_of("upgrade_instances")) == upgrades_before
+    target = world.store.get_target(TARGET)
+    assert target is not None and target.active_rollout_id is None and target.stable_version is None
+    assert "bad metrics" in (world.store.get_rollout(TARGET, rid) or pytest.fail()).reason
+
+
+def test_abort_with_rollback_restores_the_baseline() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.BAKING, rollout_id=rid)
+    outcome = world.service.command(rid, "abort", rollback=True, reason="operator")
+    assert outcome.phase is Phase.ROLLING_BACK
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+    assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
+
+
+def test_a_duplicate_event_is_a_no_op() -> None:
+    world = make_world()
+    first = world.service.start_release(script(1))
+    calls = list(world.scale_set.calls)
+    second = world.service.start_release(script(1))
+    assert second.status == "Duplicate" and second.rollout_id == first.rollout_id
+    assert world.scale_set.calls == calls
+    assert len(world.store.rollouts) == 1
+
+
+def test_a_newer_release_is_queued_and_starts_when_the_active_one_ends() -> None:
+    world = make_world()
+    v1 = world.service.start_release(script(1)).rollout_id or ""
+    queued = world.service.start_release(script(2))
+    assert queued.status == "Queued"
+    assert world.scale_set.calls_of("upgrade_instances") == [("0",)]  # no second canary
+    world.tick_until(Phase.SUCCEEDED, rollout_id=v1)
+    v2 = queued.rollout_id or ""
+    assert world.phase(v2) is Phase.CANARY  # started by the tick that finished v1
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=v2) is Phase.SUCCEEDED
+    assert set(world.scale_set.releases().values()) == {"install_nginx.v2.sh"}
+    target = world.store.get_target(TARGET)
+    assert target is not None and target.stable_version == 2
+
+
+def test_older_queued_releases_are_superseded_by_the_newest() -> None:
+    world = make_world()
+    v1 = world.service.start_release(script(1)).rollout_id or ""
+    v2 = world.service.start_release(script(2)).rollout_id or ""
+    v3 = world.service.start_release(script(3)).rollout_id or ""
+    world.tick_until(Phase.SUCCEEDED, rollout_id=v1)
+    assert world.phase(v2) is Phase.REJECTED
+    assert "superseded by v3" in (world.store.get_rollout(TARGET, v2) or pytest.fail()).reason
+    assert world.phase(v3) is Phase.CANARY
+
+
+def test_a_release_not_newer_than_the_stable_one_is_rejected() -> None:
+    world = make_world()
+    v2 = world.service.start_release(script(2)).rollout_id or ""
+    world.tick_until(Phase.SUCCEEDED, rollout_id=v2)
+    calls = len(world.scale_set.calls)
+    for version in (1, 2):
+        outcome = world.service.start_release(script(version, body=b"#!/bin/bash\necho other\n"))
+        assert outcome.status == "Rejected"
+        assert f"v{version} is not newer than the stable v2" in outcome.message
+    assert len(world.scale_set.calls) == calls
+
+
+@pytest.mark.parametrize(
+    ("scale_set", "expected"),
+    [
+        ({"upgrade_mode": "Rolling"}, "upgrade policy is Rolling"),
+        ({"upgrade_mode": "Automatic"}, "upgrade policy is Automatic"),
+        ({"orchestration_mode": "Flexible"}, "Flexible orchestration"),
+    ],
+)
+def test_a_scale_set_that_would_run_over_the_canary_is_rejected(scale_set: dict[str, str], expected: str) -> None:
+    world = make_world(**scale_set)
+    outcome = world.service.start_release(script(1))
+    assert outcome.status == "Rejected" and expected in outcome.message
+    assert world.scale_set.calls_of("update_model") == [] and world.scale_set.calls_of("upgrade_instances") == []
+    target = world.store.get_target(TARGET)
+    assert target is None or target.active_rollout_id is None
+
+
+def test_a_fleet_without_healthy_instances_is_rejected() -> None:
+    world = make_world(broken_releases={"install_nginx.sh"})
+    outcome = world.service.start_release(script(1))
+    assert outcome.status == "Rejected" and "0 of 5 instances are healthy" in outcome.message
+
+
+def test_a_throttled_upgrade_is_reissued_on_the_next_tick() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    world.scale_set.throttle_next = 1
+    world.clock.advance(30)
+    world.service.tick()
+    assert "upgrade_instances:throttled" in [c for c, _ in world.scale_set.calls]
+    assert "ActionFailed" in world.kinds(rid)
+    throttled = (world.store.get_rollout(TARGET, rid) or pytest.fail()).batch_ids
+    assert throttled == ("2",) and world.scale_set.instances["2"].upgrades == 0
+    world.clock.advance(30)
+    world.service.tick()
+    assert world.scale_set.calls_of("upgrade_instances")[-1] == ("2",)
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
+    assert Counter(i.upgrades for i in world.scale_set.instances.values()) == Counter({1: 5})
+
+
+def test_two_ticks_at_once_do_not_both_act() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    stale = world.store.get_rollout(TARGET, rid)
+    world.clock.advance(30)
+    world.service.tick()  # host A issues batch 1
+    upgrades = len(world.scale_set.calls_of("upgrade_instances"))
+
+    class StaleStore(FakeStore):  # host B read the row before host A saved it
+        def get_rollout(self, target: str, rollout_id: str):  # type: ignore[no-untyped-def]
+            return stale
+
+    stale_store = StaleStore()
+    stale_store.__dict__.update(world.store.__dict__)
+    host_b = RolloutService(
+        target_key=TARGET,
+        compute=world.scale_set,
+        prober=FakeProber(world.scale_set),
+        store=stale_store,
+        notifier=world.notifier,
+        clock=world.clock,
+        policy=world.service.policy,
+        extension=ExtensionDefaults(),
+    )
+    outcome = host_b.tick()
+    assert outcome.status == "Lost"
+    assert len(world.scale_set.calls_of("upgrade_instances")) == upgrades
+
+
+def test_pause_holds_and_resume_goes_on() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    world.service.command(rid, "pause")
+    upgrades = len(world.scale_set.calls_of("upgrade_instances"))
+    for _ in range(10):
+        world.clock.advance(30)
+        world.service.tick()
+    assert world.phase(rid) is Phase.PAUSED
+    assert len(world.scale_set.calls_of("upgrade_instances")) == upgrades
+    with pytest.raises(CommandError, match="only a rollout in Canary, Baking or Promoting"):
+        world.service.command(rid, "pause")
+    world.service.command(rid, "resume")
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
+
+
+def test_promote_skips_the_bake_and_promote_full_upgrades_the_rest_at_once() -> None:
+    world = make_world(policy=RolloutPolicy(bake_seconds=3600))
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.BAKING, rollout_id=rid)
+    world.service.command(rid, "promote-full")
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid, step=5) is Phase.SUCCEEDED
+    assert world.scale_set.calls_of("upgrade_instances") == [("0",), ("1", "2", "3", "4")]
+
+
+def test_an_image_release_rolls_out_the_same_way() -> None:
+    world = make_world(size=3)
+    name = parse_release_name("install_nginx.v4.image.json")
+    assert not isinstance(name, str)
+    image = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/nginx-updated-image"
+    release = build_release(name, f"{BASE_URL}/{name.blob_name}", json.dumps({"imageId": image}).encode())
+    assert release.kind is ReleaseKind.IMAGE
+    rid = world.service.start_release(release).rollout_id or ""
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
+    assert world.scale_set.model.image_id == image
+    assert world.scale_set.model.extension is not None  # the script stays as it was
+    assert all(i.applied.image_id == image for i in world.scale_set.instances.values())
+
+
+def test_a_rejected_content_is_recorded_with_its_reason() -> None:
+    world = make_world()
+    name = parse_release_name("install_nginx.v5.sh")
+    assert not isinstance(name, str)
+    from rollout.releases import rejected_release
+
+    release = rejected_release(name, f"{BASE_URL}/install_nginx.v5.sh", b"")
+    outcome = world.service.reject_release(release, "the script is empty")
+    assert outcome.status == "Rejected"
+    rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
+    assert rollout is not None and rollout.phase is Phase.REJECTED and rollout.reason == "the script is empty"
+    assert hashlib.sha256(b"").hexdigest() == rollout.release.sha256
