@@ -150,9 +150,7 @@ def _decode_dt(value: Any) -> datetime:
         value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
     # Drop the SDK's TablesEntityDatetime subclass: records hold plain datetimes.
-    return datetime(
-        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, UTC
-    )
+    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, UTC)
 
 
 def _opt_dt(value: Any) -> datetime | None:
@@ -173,8 +171,9 @@ def _json_default(value: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False,
-                      default=_json_default)
+    return json.dumps(
+        value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False, default=_json_default
+    )
 
 
 def release_to_dict(release: Release) -> dict[str, Any]:
@@ -488,9 +487,7 @@ class TableStateStore:
         self._clients_lock = threading.Lock()
 
     @classmethod
-    def from_connection_string(
-        cls, connection_string: str, prefix: str = "", **client_options: Any
-    ) -> TableStateStore:
+    def from_connection_string(cls, connection_string: str, prefix: str = "", **client_options: Any) -> TableStateStore:
         options = {**DEFAULT_CLIENT_OPTIONS, **client_options}
         return cls(TableServiceClient.from_connection_string(connection_string, **options), prefix)
 

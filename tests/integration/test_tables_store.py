@@ -1,0 +1,293 @@
+"""TableStateStore against a real Azurite through the real azure-data-tables SDK.
+
+Concurrency is tested the way it happens in production: separate store instances (separate
+HTTP clients, like two Function hosts) and real threads released together by a barrier.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, timedelta
+
+import pytest
+
+from rollout.adapters.tables import TableStateStore
+from rollout.model import Phase, TargetRecord
+from rollout.ports import AlreadyExistsError, ConcurrencyError, NotFoundError, TransientError
+from tests.fixtures.azurite import AzuriteNames, AzuriteService
+from tests.unit.test_entities import T0, TARGET, make_event, make_rollout, make_target
+
+pytestmark = pytest.mark.integration
+
+StoreFactory = Callable[[], TableStateStore]
+
+
+@pytest.fixture
+def new_store(azurite: AzuriteService, azurite_names: AzuriteNames) -> Iterator[StoreFactory]:
+    """Makes stores on this test's tables; each call is a separate client (a separate 'host')."""
+    made: list[TableStateStore] = []
+
+    def make() -> TableStateStore:
+        store = TableStateStore.from_connection_string(azurite.connection_string, prefix=azurite_names.table_prefix)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(new_store: StoreFactory) -> TableStateStore:
+    return new_store()
+
+
+def race(n: int, action: Callable[[int], object]) -> tuple[list[object], list[BaseException]]:
+    """Run ``action(i)`` on n threads released at the same instant; return (results, errors)."""
+    barrier = threading.Barrier(n)
+    results: list[object] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        barrier.wait(timeout=10)
+        try:
+            outcome = action(i)
+        except BaseException as exc:  # collected and asserted on by the caller
+            with lock:
+                errors.append(exc)
+        else:
+            with lock:
+                results.append(outcome)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a racing thread hung"
+    return results, errors
+
+
+# -- rollouts --------------------------------------------------------------------------------
+
+
+def test_rollout_round_trips_through_azurite(store: TableStateStore) -> None:
+    rollout = make_rollout()
+
+    inserted = store.insert_rollout(rollout)
+    read = store.get_rollout(TARGET, rollout.id)
+
+    assert inserted.etag
+    assert read == rollout  # every field; etag is excluded from ==
+    assert read is not None and read.etag == inserted.etag
+    assert read.created_at == T0 and read.created_at.microsecond == 123456
+    assert read.created_at.tzinfo is UTC
+    assert read.baseline is not None and read.baseline.extension is not None
+    assert read.baseline.extension.protected_settings is None
+    assert read.desired.extension is not None
+    assert read.desired.extension.protected_settings == {"managedIdentity": {"clientId": "1234-abcd"}}
+
+
+def test_missing_records_read_as_none(store: TableStateStore) -> None:
+    assert store.get_rollout(TARGET, "nope") is None
+    assert store.get_target("rg:nope") is None
+    assert store.list_rollouts(TARGET) == []
+    assert store.list_events(TARGET, "nope") == []
+
+
+def test_inserting_a_rollout_twice_raises_already_exists(store: TableStateStore) -> None:
+    store.insert_rollout(make_rollout())
+    with pytest.raises(AlreadyExistsError):
+        store.insert_rollout(make_rollout(phase=Phase.CANARY))
+    stored = store.get_rollout(TARGET, make_rollout().id)
+    assert stored is not None and stored.phase is Phase.PAUSED  # the first write survived
+
+
+def test_updates_chain_on_the_etag_each_write_returns(store: TableStateStore) -> None:
+    current = store.insert_rollout(make_rollout(phase=Phase.CANARY))
+    seen = {current.etag}
+    for phase in (Phase.BAKING, Phase.PROMOTING, Phase.SUCCEEDED):
+        current = store.update_rollout(current.evolve(phase=phase, paused_from=None, batch_started_at=None))
+        seen.add(current.etag)
+
+    read = store.get_rollout(TARGET, current.id)
+    assert read is not None and read.phase is Phase.SUCCEEDED and read.etag == current.etag
+    # REPLACE, not MERGE: properties set to None are gone, not left over from older writes.
+    assert read.paused_from is None and read.batch_started_at is None
+    assert len(seen) == 4
+
+
+def test_two_hosts_with_the_same_etag_exactly_one_update_wins(new_store: StoreFactory) -> None:
+    host_a, host_b = new_store(), new_store()
+    host_a.insert_rollout(make_rollout(phase=Phase.BAKING))
+    seen_by_a = host_a.get_rollout(TARGET, make_rollout().id)
+    seen_by_b = host_b.get_rollout(TARGET, make_rollout().id)
+    assert seen_by_a is not None and seen_by_b is not None and seen_by_a.etag == seen_by_b.etag
+
+    host_a.update_rollout(seen_by_a.evolve(phase=Phase.PROMOTING, reason="A promoted"))
+    with pytest.raises(ConcurrencyError):
+        host_b.update_rollout(seen_by_b.evolve(phase=Phase.ROLLING_BACK, reason="B rolled back"))
+
+    final = host_b.get_rollout(TARGET, make_rollout().id)
+    assert final is not None and final.phase is Phase.PROMOTING and final.reason == "A promoted"
+
+
+def test_racing_threads_on_one_etag_exactly_one_update_wins(new_store: StoreFactory) -> None:
+    hosts = [new_store() for _ in range(6)]
+    current = hosts[0].insert_rollout(make_rollout(phase=Phase.BAKING, unhealthy_streak=0))
+    for round_number in range(1, 4):
+        results, errors = race(
+            len(hosts),
+            lambda i, base=current, rn=round_number: hosts[i].update_rollout(
+                base.evolve(unhealthy_streak=rn, reason=f"host {i}")
+            ),
+        )
+        assert len(results) == 1, f"round {round_number}: {len(results)} writers won"
+        assert len(errors) == len(hosts) - 1
+        assert all(isinstance(e, ConcurrencyError) for e in errors), errors
+        read = hosts[0].get_rollout(TARGET, current.id)
+        winner = results[0]
+        assert read is not None and read.etag == winner.etag and read.reason == winner.reason  # type: ignore[attr-defined]
+        current = read
+
+
+def test_update_without_etag_is_refused_and_missing_row_is_not_found(store: TableStateStore) -> None:
+    with pytest.raises(ConcurrencyError, match="no etag"):
+        store.update_rollout(make_rollout())
+    with pytest.raises(NotFoundError):
+        store.update_rollout(make_rollout(etag="W/\"datetime'2026-04-01T12%3A00%3A00.0000000Z'\""))
+
+
+def test_list_rollouts_returns_the_targets_rollouts_newest_first(store: TableStateStore) -> None:
+    offsets = [3, 0, 5, 1, 4, 2]
+    for n in offsets:
+        store.insert_rollout(make_rollout(rollout_id=f"r-{n}", created_at=T0 + timedelta(hours=n)))
+    store.insert_rollout(make_rollout(rollout_id="r-other", target="rg:other", created_at=T0 + timedelta(days=9)))
+
+    listed = store.list_rollouts(TARGET)
+
+    assert [r.id for r in listed] == ["r-5", "r-4", "r-3", "r-2", "r-1", "r-0"]
+    assert all(r.etag for r in listed)
+    assert listed[0] == make_rollout(rollout_id="r-5", created_at=T0 + timedelta(hours=5))
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def test_target_round_trips_and_updates_on_its_etag(store: TableStateStore) -> None:
+    saved = store.save_target(make_target())
+    read = store.get_target(TARGET)
+    assert read == make_target() and read is not None and read.etag == saved.etag
+
+    released = store.save_target(read.__class__(key=TARGET, stable_version=7, etag=read.etag))
+    again = store.get_target(TARGET)
+    assert again is not None and again.active_rollout_id is None and again.stable_release is None
+    assert again.stable_version == 7 and again.etag == released.etag != saved.etag
+
+
+def test_target_claim_race_has_exactly_one_winner(new_store: StoreFactory) -> None:
+    hosts = [new_store() for _ in range(6)]
+
+    # First claim: nobody has a row yet, every host inserts.
+    results, errors = race(
+        len(hosts), lambda i: hosts[i].save_target(TargetRecord(key=TARGET, active_rollout_id=f"r-host{i}"))
+    )
+    assert len(results) == 1 and len(errors) == len(hosts) - 1
+    assert all(isinstance(e, ConcurrencyError) for e in errors), errors
+    winner = results[0]
+    assert isinstance(winner, TargetRecord)
+    assert hosts[0].get_target(TARGET) == winner
+
+    # Next claim on the existing row: every host read the same etag, one conditional replace wins.
+    released = hosts[0].save_target(TargetRecord(key=TARGET, stable_version=7, etag=winner.etag))
+    results, errors = race(
+        len(hosts),
+        lambda i: hosts[i].save_target(
+            TargetRecord(key=TARGET, active_rollout_id=f"r2-host{i}", stable_version=7, etag=released.etag)
+        ),
+    )
+    assert len(results) == 1 and all(isinstance(e, ConcurrencyError) for e in errors)
+    stored = hosts[0].get_target(TARGET)
+    assert stored is not None and stored.active_rollout_id == results[0].active_rollout_id  # type: ignore[attr-defined]
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def test_events_come_back_in_time_order_whatever_the_append_order(store: TableStateStore) -> None:
+    ats = [T0 + timedelta(seconds=s, microseconds=us) for s, us in [(0, 0), (0, 1), (1, 0), (60, 5), (3600, 0)]]
+    shuffled = ats[:]
+    random.Random(7).shuffle(shuffled)
+    for at in shuffled:
+        store.append_event(make_event(at=at, kind=f"k{ats.index(at)}"))
+    # Same instant: the order they were appended in.
+    same = T0 + timedelta(days=1)
+    for n in range(3):
+        store.append_event(make_event(at=same, kind=f"same{n}"))
+    # Neighbours that must not leak into the range query.
+    store.append_event(make_event(rollout_id="r-20260401-00070", kind="other-rollout"))
+    store.append_event(make_event(target="rg:other", kind="other-target"))
+
+    kinds = [e.kind for e in store.list_events(TARGET, "r-20260401-0007")]
+
+    assert kinds == ["k0", "k1", "k2", "k3", "k4", "same0", "same1", "same2"]
+
+
+def test_appending_the_same_event_twice_keeps_both(store: TableStateStore) -> None:
+    event = make_event()
+    store.append_event(event)
+    store.append_event(event)
+    assert store.list_events(TARGET, event.rollout_id) == [event, event]
+
+
+def test_fifty_events_read_back_intact(store: TableStateStore) -> None:
+    events = [
+        make_event(
+            at=T0 + timedelta(seconds=n),
+            kind=f"Event{n:02d}",
+            phase=None if n % 3 else Phase.BAKING,
+            data={"n": n, "ids": [str(i) for i in range(n % 5)]},
+        )
+        for n in range(50)
+    ]
+    started = time.perf_counter()
+    for event in events:
+        store.append_event(event)
+    appended = time.perf_counter()
+    back = store.list_events(TARGET, events[0].rollout_id)
+    listed = time.perf_counter()
+
+    assert back == events
+    print(f"50 appends {1000 * (appended - started):.0f} ms, list {1000 * (listed - appended):.0f} ms")
+
+
+# -- isolation and errors --------------------------------------------------------------------
+
+
+def test_prefixes_isolate_stores(azurite: AzuriteService, store: TableStateStore) -> None:
+    store.insert_rollout(make_rollout())
+    with TableStateStore.from_connection_string(azurite.connection_string, prefix="isolated") as other:
+        assert other.get_rollout(TARGET, make_rollout().id) is None
+        assert other.rollouts_table == "isolatedrollouts"
+
+
+def test_unreachable_service_is_a_transient_error() -> None:
+    # A loopback port that was free a moment ago: connection refused, no retries, fast.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cs = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+        f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    with TableStateStore.from_connection_string(cs, prefix="unreachable", retry_total=0) as dead:
+        started = time.perf_counter()
+        with pytest.raises(TransientError):
+            dead.get_rollout(TARGET, "r-1")
+        assert time.perf_counter() - started < 5
