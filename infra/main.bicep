@@ -1,0 +1,279 @@
+// vmss-canary: canary releases for a VM Scale Set, as an event-driven Azure Functions app.
+//
+// Deploys (resource group scope, `az deployment group create`; infra/deploy.sh drives the whole thing):
+//   storage.bicep         one account: release container, state tables, deployment container, host storage
+//   monitoring.bicep      Log Analytics + Application Insights (Entra auth only)
+//   functionapp.bicep     Flex Consumption app, Python 3.11, system identity, every contract setting,
+//                         its storage and telemetry roles
+//   target-access.bicep   Virtual Machine Contributor on the target scale set only (its resource group)
+//   release-access.bicep  read on the release container for the scale set, upload for the operator
+//   demo-*.bicep          optional: the walkthrough's 3-instance nginx fleet behind a load balancer
+//   ../eventgrid.bicep    NOT here: the BlobCreated subscription needs the blobs extension's system key,
+//                         which exists only once the code is published (deploy.sh deploys it afterwards)
+//
+// The Event Grid system topic is created here so that the post-publish step only adds the subscription.
+
+targetScope = 'resourceGroup'
+
+@description('Prefix of every resource name (lower case letters, digits, hyphens).')
+@minLength(3)
+@maxLength(16)
+param namePrefix string = 'vmsscanary'
+
+param location string = resourceGroup().location
+
+param tags object = {
+  app: 'vmss-canary'
+}
+
+@description('Storage account name; the default is unique per resource group.')
+@maxLength(24)
+param storageAccountName string = take('${replace(namePrefix, '-', '')}${uniqueString(resourceGroup().id)}', 24)
+
+@description('RELEASE_CONTAINER: the container watched for release scripts.')
+param releaseContainerName string = 'init'
+
+@description('Container the Flex Consumption plan deploys the code package from.')
+param deploymentContainerName string = 'app-package'
+
+// ---- the target scale set ----
+@description('VMSS_RESOURCE_GROUP: resource group of the target scale set (same subscription).')
+param targetResourceGroup string = resourceGroup().name
+
+@description('VMSS_NAME: the target scale set (Uniform orchestration, upgradePolicy Manual).')
+param scaleSetName string = 'canary-vmss'
+
+@description('Create the walkthrough\'s demo scale set (3 Ubuntu LTS instances, nginx, load balancer) as the target.')
+param deployDemoScaleSet bool = false
+
+@description('SSH public key for the demo scale set\'s admin user (required when deployDemoScaleSet).')
+param sshPublicKey string = ''
+
+@description('VM size of the demo instances.')
+param demoVmSku string = 'Standard_B2s'
+
+@description('Blob name of the demo\'s initial (v0) release script, uploaded by deploy.sh.')
+param demoInitialScriptName string = 'install_nginx.v0.sh'
+
+@description('Without the demo: a subnet delegated to Microsoft.App/environments that can reach the instances\' private IPs (probes). Empty = no VNet integration (probes will fail).')
+param integrationSubnetId string = ''
+
+@description('Object id of the operator (or CI principal) who uploads releases; gets Storage Blob Data Contributor on the release container only. Empty = none.')
+param uploaderPrincipalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param uploaderPrincipalType string = 'User'
+
+// ---- the configuration contract (DESIGN.md section 4); defaults are rollout/policy.py's ----
+@description('EXTENSION_NAME: the CustomScript extension\'s name on the scale set.')
+param extensionName string = 'CustomScript'
+
+@description('EXTENSION_FILE_AUTH: how instances fetch release scripts.')
+@allowed([
+  'managedIdentity'
+  'none'
+])
+param extensionFileAuth string = 'managedIdentity'
+
+@description('EXTENSION_IDENTITY_CLIENT_ID: client id of a user-assigned identity on the scale set; empty = its system-assigned identity.')
+param extensionIdentityClientId string = ''
+
+@description('STATE_TABLE_PREFIX: prefix of the state table names.')
+param stateTablePrefix string = ''
+
+@description('ROLLOUT_TICK_SCHEDULE: NCRONTAB (with seconds) of the advance_rollouts timer.')
+param tickSchedule string = '*/30 * * * * *'
+
+@minValue(1)
+param canaryCount int = 1
+
+@minValue(0)
+param bakeSeconds int = 300
+
+@minValue(1)
+@maxValue(100)
+param batchPercent int = 20
+
+@description('Fixed batch size; 0 = use batchPercent.')
+@minValue(0)
+param batchSize int = 0
+
+@description('A count ("2") or a share of the fleet ("25%").')
+param maxUnavailable string = '20%'
+
+@minValue(1)
+param failureThreshold int = 3
+
+@minValue(1)
+param progressDeadlineSeconds int = 900
+
+@minValue(1)
+param upgradeRetrySeconds int = 300
+
+@minValue(1)
+param minHealthyInstances int = 1
+
+param probePath string = '/'
+
+@minValue(1)
+@maxValue(65535)
+param probePort int = 80
+
+@minValue(100)
+@maxValue(599)
+param probeExpectStatus int = 200
+
+@description('Regular expression the probed page must match; empty = any body.')
+param probeBodyPattern string = ''
+
+@description('Seconds; a decimal string, e.g. "3" or "2.5".')
+param probeTimeoutSeconds string = '3'
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    releaseContainerName: releaseContainerName
+    deploymentContainerName: deploymentContainerName
+    stateTablePrefix: stateTablePrefix
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    namePrefix: namePrefix
+    location: location
+    tags: tags
+  }
+}
+
+module demo 'modules/demo-scale-set.bicep' = if (deployDemoScaleSet) {
+  name: 'demo-scale-set'
+  scope: resourceGroup(targetResourceGroup)
+  params: {
+    location: location
+    tags: tags
+    scaleSetName: scaleSetName
+    vmSku: demoVmSku
+    sshPublicKey: sshPublicKey
+    httpPort: probePort
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'function-app'
+  params: {
+    namePrefix: namePrefix
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.accountName
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    insightsName: monitoring.outputs.insightsName
+    integrationSubnetId: deployDemoScaleSet ? demo.outputs.functionSubnetId : integrationSubnetId
+    // Every variable rollout/settings.py reads, except the ones deliberately unset in Azure
+    // (tests/infra/test_bicep.py lists them with the reason).
+    contractSettings: {
+      AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
+      VMSS_RESOURCE_GROUP: targetResourceGroup
+      VMSS_NAME: scaleSetName
+      ARM_ENDPOINT: environment().resourceManager
+      ReleaseStorage__blobServiceUri: storage.outputs.blobEndpoint
+      StateStorage__tableServiceUri: storage.outputs.tableEndpoint
+      RELEASE_CONTAINER: storage.outputs.releaseContainerName
+      EXTENSION_NAME: extensionName
+      EXTENSION_FILE_AUTH: extensionFileAuth
+      EXTENSION_IDENTITY_CLIENT_ID: extensionIdentityClientId
+      STATE_TABLE_PREFIX: stateTablePrefix
+      ROLLOUT_TICK_SCHEDULE: tickSchedule
+      CANARY_COUNT: string(canaryCount)
+      BAKE_SECONDS: string(bakeSeconds)
+      BATCH_PERCENT: string(batchPercent)
+      BATCH_SIZE: string(batchSize)
+      MAX_UNAVAILABLE: maxUnavailable
+      FAILURE_THRESHOLD: string(failureThreshold)
+      PROGRESS_DEADLINE_SECONDS: string(progressDeadlineSeconds)
+      UPGRADE_RETRY_SECONDS: string(upgradeRetrySeconds)
+      MIN_HEALTHY_INSTANCES: string(minHealthyInstances)
+      PROBE_PATH: probePath
+      PROBE_PORT: string(probePort)
+      PROBE_EXPECT_STATUS: string(probeExpectStatus)
+      PROBE_BODY_PATTERN: probeBodyPattern
+      PROBE_TIMEOUT_SECONDS: probeTimeoutSeconds
+    }
+  }
+}
+
+// The scale set must exist before its role can be assigned: the demo creates it, otherwise it is yours.
+module targetAccess 'modules/target-access.bicep' = {
+  name: 'target-access'
+  scope: resourceGroup(targetResourceGroup)
+  dependsOn: [
+    demo
+  ]
+  params: {
+    scaleSetName: scaleSetName
+    principalId: functionApp.outputs.principalId
+  }
+}
+
+module releaseAccess 'modules/release-access.bicep' = {
+  name: 'release-access'
+  params: {
+    storageAccountName: storage.outputs.accountName
+    releaseContainerName: storage.outputs.releaseContainerName
+    scaleSetPrincipalId: deployDemoScaleSet ? demo.outputs.principalId : ''
+    uploaderPrincipalId: uploaderPrincipalId
+    uploaderPrincipalType: uploaderPrincipalType
+  }
+}
+
+// After releaseAccess: the extension's first run must find the identity's role in place.
+module demoExtension 'modules/demo-extension.bicep' = if (deployDemoScaleSet) {
+  name: 'demo-extension'
+  scope: resourceGroup(targetResourceGroup)
+  dependsOn: [
+    releaseAccess
+  ]
+  params: {
+    scaleSetName: scaleSetName
+    extensionName: extensionName
+    scriptUri: '${storage.outputs.blobEndpoint}${releaseContainerName}/${demoInitialScriptName}'
+    scriptName: demoInitialScriptName
+  }
+}
+
+// Event Grid system topic on the account; its BlobCreated subscription is eventgrid.bicep (post-publish).
+resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: '${namePrefix}-storage-events'
+  location: location
+  tags: tags
+  dependsOn: [
+    storage
+  ]
+  properties: {
+    source: storageAccount.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppHostName string = functionApp.outputs.defaultHostName
+output storageAccountName string = storage.outputs.accountName
+output blobEndpoint string = storage.outputs.blobEndpoint
+output releaseContainerName string = storage.outputs.releaseContainerName
+output systemTopicName string = systemTopic.name
+output targetResourceGroup string = targetResourceGroup
+output scaleSetName string = scaleSetName
+output demoPublicIp string = deployDemoScaleSet ? demo.outputs.publicIpAddress : ''
+output demoInitialScriptName string = demoInitialScriptName
