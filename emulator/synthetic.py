@@ -1,0 +1,227 @@
+"""``SyntheticRuntime``: an emulated VM that is only a tiny HTTP server naming its release.
+
+It stands in for "nginx + the CustomScript handler" when a test needs many instances or fast
+turnaround: hundreds fit on one machine (one listening socket and one thread each). The page imitates
+the nginx welcome page, so probes written for the real fleet (``<title>Welcome to nginx!</title>``)
+work unchanged; after a model is applied it also names the release, so a test can see *which* release
+an instance serves without asking ARM:
+
+    <title>Welcome to nginx!</title> ... release=install_nginx.v7.sh
+
+Failure injection lives in ``FailureRules``, shared by all runtimes of one scale set (the emulator
+owns it), so "release v8 is broken" is one rule, not one flag per instance:
+
+* ``mode="extension"``: applying a matching release fails like a script with ``exit 1`` (the
+  instance view then shows the extension failed with the given stderr); the old page stays up.
+* ``mode="http500"``: the script "succeeds" but the page answers HTTP 500 afterwards.
+
+A rule matches a regex against the release label sources: every ``settings.fileUris`` entry and the
+image id. ``serve=False`` makes a runtime that never binds a socket (paging/scale tests of 500
+instances that never probe); everything else behaves the same.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlparse
+
+from emulator.runtime import ExtensionResult, InstanceModel
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    pattern: str  # regex searched in fileUris / image id
+    mode: str = "extension"  # "extension" (script exits 1) or "http500" (serves 500 afterwards)
+    stderr: str = "install failed: injected failure"
+
+    def matches(self, model: InstanceModel) -> bool:
+        return any(re.search(self.pattern, source) for source in release_sources(model))
+
+
+@dataclass
+class FailureRules:
+    """Thread-safe list of rules; the emulator mutates it while runtimes read it."""
+
+    _rules: list[FailureRule] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, rule: FailureRule) -> None:
+        if rule.mode not in ("extension", "http500"):
+            raise ValueError(f"unknown failure mode {rule.mode!r} (extension | http500)")
+        re.compile(rule.pattern)  # fail at registration, not inside a worker thread
+        with self._lock:
+            self._rules.append(rule)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def first_match(self, model: InstanceModel) -> FailureRule | None:
+        with self._lock:
+            rules = list(self._rules)
+        return next((rule for rule in rules if rule.matches(model)), None)
+
+    def as_list(self) -> list[dict[str, str]]:
+        with self._lock:
+            return [{"pattern": r.pattern, "mode": r.mode, "stderr": r.stderr} for r in self._rules]
+
+
+def release_sources(model: InstanceModel) -> list[str]:
+    uris = model.settings.get("fileUris") or []
+    sources = [str(u) for u in uris] if isinstance(uris, list) else []
+    if model.image_id:
+        sources.append(model.image_id)
+    return sources
+
+
+def release_label(model: InstanceModel) -> str:
+    """What the page names: the script's file name, else the image's name, else "base"."""
+    uris = model.settings.get("fileUris") or []
+    if isinstance(uris, list) and uris:
+        path = urlparse(str(uris[0])).path
+        return path.rsplit("/", 1)[-1] or str(uris[0])
+    if model.image_id:
+        return model.image_id.rstrip("/").rsplit("/", 1)[-1]
+    return "base"
+
+
+def welcome_page(address: str, release: str | None) -> bytes:
+    line = f" release={release}" if release else ""
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n"
+        f"<title>Welcome to nginx!</title>{line}\n"
+        "</head>\n<body>\n<h1>Welcome to nginx!</h1>\n"
+        f"<p>instance {address}{line}</p>\n</body>\n</html>\n"
+    ).encode()
+
+
+class _PageHandler(BaseHTTPRequestHandler):
+    server: _PageServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        status, body = self.server.runtime.page()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Server", "nginx (synthetic)")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        status, body = self.server.runtime.page()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
+        pass
+
+
+class _PageServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], runtime: SyntheticRuntime) -> None:
+        self.runtime = runtime
+        super().__init__(address, _PageHandler)
+
+
+class SyntheticRuntime:
+    """An ``InstanceRuntime`` serving a fake nginx page on ``(address, port)``."""
+
+    def __init__(
+        self,
+        address: str,
+        initial: InstanceModel,
+        *,
+        port: int = 80,
+        rules: FailureRules | None = None,
+        serve: bool = True,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.serve = serve
+        self.rules = rules if rules is not None else FailureRules()
+        self._lock = threading.Lock()
+        self._model = initial
+        self._release: str | None = None  # None until a model is applied: the image's stock page
+        self._broken = False  # set by an http500 rule
+        self._healthy = True  # set_healthy() test hook
+        self.applied_count = 0  # how many times apply() ran: tests assert "no double apply"
+        self._server: _PageServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- InstanceRuntime -------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.serve or self._server is not None:
+            return
+        # Binding may raise OSError (address in use): the emulator then tries another address.
+        self._server = _PageServer((self.address, self.port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name=f"synthetic-{self.address}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def apply(self, model: InstanceModel) -> ExtensionResult:
+        rule = self.rules.first_match(model)
+        label = release_label(model)
+        with self._lock:
+            self.applied_count += 1
+            if rule is not None and rule.mode == "extension":
+                # A failing script leaves the previous content in place, as a half-run script would
+                # on a real VM; the extension status is what reports the failure.
+                return ExtensionResult(
+                    succeeded=False,
+                    exit_code=1,
+                    stdout=f"installing {label}\n",
+                    stderr=rule.stderr,
+                    message=f"{label}: exit code 1",
+                )
+            self._model = model
+            self._release = label
+            self._broken = rule is not None and rule.mode == "http500"
+        return ExtensionResult(
+            succeeded=True,
+            exit_code=0,
+            stdout=f"installing {label}\ninstalled {label}\n",
+            message=f"{label}: installed",
+        )
+
+    def reimage(self, model: InstanceModel) -> ExtensionResult:
+        with self._lock:
+            self._release = None
+            self._broken = False
+        return self.apply(model)
+
+    def set_healthy(self, healthy: bool) -> None:
+        with self._lock:
+            self._healthy = healthy
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    # -- for the page handler and tests ----------------------------------------------------------
+    @property
+    def release(self) -> str | None:
+        with self._lock:
+            return self._release
+
+    def page(self) -> tuple[int, bytes]:
+        with self._lock:
+            if not self._healthy or self._broken:
+                return 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>\n"
+            return 200, welcome_page(self.address, self._release)
