@@ -38,9 +38,9 @@ never returns them. Table storage is encrypted at rest and only the function's i
 do not point STATE_TABLE_PREFIX at a shared account you would not trust with the extension's secrets.
 
 Errors: the service only ever sees ``rollout.ports`` errors. ResourceNotFound -> ``None`` on reads
-(``NotFoundError`` on updates), ResourceExists -> ``AlreadyExistsError``, HTTP 412 ->
-``ConcurrencyError``, 408/429/5xx and connection failures -> ``TransientError``, anything else ->
-``PortError`` with the service's message.
+(``ConcurrencyError`` on conditional updates: the row was deleted under us), ResourceExists ->
+``AlreadyExistsError``, HTTP 412 -> ``ConcurrencyError``, 408/429/5xx and connection failures ->
+``TransientError``, anything else -> ``PortError`` with the service's message.
 """
 
 from __future__ import annotations
@@ -557,6 +557,7 @@ class TableStateStore:
         entity = target_to_entity(record)
         table = self._table(self.targets_table)
         what = f"save target {record.key}"
+        meta: Mapping[str, Any]
         if record.etag is None:
             try:
                 with _mapped_errors(what):
@@ -564,10 +565,7 @@ class TableStateStore:
             except AlreadyExistsError as exc:
                 raise ConcurrencyError(f"{what}: another writer created the row first") from exc
         else:
-            with _mapped_errors(what):
-                meta = table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, etag=record.etag, match_condition=MatchConditions.IfNotModified
-                )
+            meta = _replace_if_unchanged(table, entity, record.etag, what)
         return _with_etag(record, meta)
 
     # -- rollouts -----------------------------------------------------------------------------
@@ -598,10 +596,7 @@ class TableStateStore:
             )
         entity = rollout_to_entity(rollout)
         table = self._table(self.rollouts_table)
-        with _mapped_errors(f"update rollout {rollout.target}/{rollout.id}"):
-            meta = table.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=rollout.etag, match_condition=MatchConditions.IfNotModified
-            )
+        meta = _replace_if_unchanged(table, entity, rollout.etag, f"update rollout {rollout.target}/{rollout.id}")
         return _with_etag(rollout, meta)
 
     def list_rollouts(self, target: str) -> list[Rollout]:
@@ -636,6 +631,22 @@ class TableStateStore:
                 )
             )
         return [event_from_entity(e) for e in entities]
+
+
+def _replace_if_unchanged(table: TableClient, entity: Mapping[str, Any], etag: str, what: str) -> Mapping[str, Any]:
+    """REPLACE the entity only if its ETag is still ``etag``; return the write's metadata.
+
+    REPLACE, not MERGE: a property the record no longer sets must disappear from the row. A row
+    that is gone (404) lost the race to whoever deleted it, so that is a ConcurrencyError too:
+    the caller re-reads on its next tick either way.
+    """
+    try:
+        with _mapped_errors(what):
+            return table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+    except NotFoundError as exc:
+        raise ConcurrencyError(f"{what}: the row is gone (deleted since it was read)") from exc
 
 
 _R = TypeVar("_R", Rollout, TargetRecord)

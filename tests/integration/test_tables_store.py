@@ -17,7 +17,7 @@ import pytest
 
 from rollout.adapters.tables import TableStateStore
 from rollout.model import Phase, TargetRecord
-from rollout.ports import AlreadyExistsError, ConcurrencyError, NotFoundError, TransientError
+from rollout.ports import AlreadyExistsError, ConcurrencyError, TransientError
 from tests.fixtures.azurite import AzuriteNames, AzuriteService
 from tests.unit.test_entities import T0, TARGET, make_event, make_rollout, make_target
 
@@ -156,10 +156,10 @@ def test_racing_threads_on_one_etag_exactly_one_update_wins(new_store: StoreFact
         current = read
 
 
-def test_update_without_etag_is_refused_and_missing_row_is_not_found(store: TableStateStore) -> None:
+def test_update_without_etag_is_refused_and_a_vanished_row_is_a_lost_race(store: TableStateStore) -> None:
     with pytest.raises(ConcurrencyError, match="no etag"):
         store.update_rollout(make_rollout())
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ConcurrencyError, match="gone"):
         store.update_rollout(make_rollout(etag="W/\"datetime'2026-04-01T12%3A00%3A00.0000000Z'\""))
 
 
