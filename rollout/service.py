@@ -18,6 +18,7 @@ a tick that finds the target pointing at a finished rollout finishes the hand-ov
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -355,12 +356,10 @@ class RolloutService:
         if failed:
             # The call did not reach ARM (throttled, refused): clear batch_started_at so the next
             # tick re-issues at once instead of waiting for upgrade_retry_seconds.
-            try:
+            with contextlib.suppress(ConcurrencyError):  # a newer tick decides afresh anyway
                 rollout = self.store.update_rollout(
                     rollout.evolve(batch_started_at=None, reason=f"{rollout.reason}; {failed}")
                 )
-            except ConcurrencyError:
-                pass
         if rollout.phase.is_terminal or rollout.phase is Phase.FAILED:
             self._finish(rollout)
         if rollout.phase.is_terminal:

@@ -1,0 +1,150 @@
+"""Release names and contents: what starts a rollout, and what is refused with a reason."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from rollout.model import ReleaseKind
+from rollout.releases import (
+    ExtensionDefaults,
+    ReleaseError,
+    ReleaseName,
+    build_release,
+    desired_model,
+    parse_release_name,
+    rollout_id_for,
+)
+
+URL = "https://acct.blob.core.windows.net/init"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "app", "version"),
+    [
+        ("install_nginx.v7.sh", ReleaseKind.SCRIPT, "install_nginx", 7),
+        ("install_nginx.v10.sh", ReleaseKind.SCRIPT, "install_nginx", 10),
+        ("install_nginx.v007.sh", ReleaseKind.SCRIPT, "install_nginx", 7),
+        ("web-app.v1.sh", ReleaseKind.SCRIPT, "web-app", 1),
+        ("install_nginx.v0.sh", ReleaseKind.SCRIPT, "install_nginx", 0),
+        ("install_nginx.v8.image.json", ReleaseKind.IMAGE, "install_nginx", 8),
+    ],
+)
+def test_release_names_parse(name: str, kind: ReleaseKind, app: str, version: int) -> None:
+    assert parse_release_name(name) == ReleaseName(kind, app, version, name)
+
+
+def test_versions_compare_numerically_not_as_text() -> None:
+    v9, v10 = parse_release_name("a.v9.sh"), parse_release_name("a.v10.sh")
+    assert isinstance(v9, ReleaseName) and isinstance(v10, ReleaseName)
+    assert v10.version > v9.version
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "empty"),
+        ("install_nginx.sh", "does not match"),
+        ("install_nginx.v1.sh.exe", "does not match"),
+        ("install_nginx.vX.sh", "does not match"),
+        ("install_nginx.v-1.sh", "does not match"),
+        ("install_nginx.v1.5.sh", "does not match"),
+        ("install_nginx.V1.sh", "does not match"),
+        ("install nginx.v1.sh", "does not match"),
+        ("install_nginx;rm -rf /.v1.sh", "virtual folder"),
+        ("$(reboot).v1.sh", "does not match"),
+        ("`id`.v1.sh", "does not match"),
+        ("../install_nginx.v1.sh", "virtual folder"),
+        ("releases/install_nginx.v1.sh", "virtual folder"),
+        ("..\\install_nginx.v1.sh", "virtual folder"),
+        ("install_nginx.v1.sh\n", "control characters"),
+        ("install\x00nginx.v1.sh", "control characters"),
+        ("ínstall_nginx.v1.sh", "does not match"),
+        (".v1.sh", "does not match"),
+        ("-rf.v1.sh", "does not match"),
+        ("install_nginx.v99999999999.sh", "out of range"),
+        ("install_nginx.v1234567890123.sh", "does not match"),
+        ("a" * 300 + ".v1.sh", "characters long"),
+        ("install_nginx.v1.json", "does not match"),
+    ],
+)
+def test_hostile_or_foreign_names_are_not_releases(name: str, why: str) -> None:
+    result = parse_release_name(name)
+    assert isinstance(result, str) and why in result
+
+
+def _name(blob: str) -> ReleaseName:
+    parsed = parse_release_name(blob)
+    assert isinstance(parsed, ReleaseName)
+    return parsed
+
+
+def test_a_script_release_records_url_and_sha256() -> None:
+    release = build_release(_name("install_nginx.v1.sh"), f"{URL}/install_nginx.v1.sh", b"#!/bin/bash\necho hi\n")
+    assert release.sha256 == hashlib.sha256(b"#!/bin/bash\necho hi\n").hexdigest()
+    assert release.blob_url == f"{URL}/install_nginx.v1.sh"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"#!/bin/bash\n\x00\x01", "NUL"),
+        (b"\xff\xfe\xfa", "not UTF-8"),
+        (b"#" * (256 * 1024 + 1), "at most"),
+    ],
+)
+def test_unusable_scripts_are_refused_with_a_reason(content: bytes, why: str) -> None:
+    with pytest.raises(ReleaseError, match=why):
+        build_release(_name("install_nginx.v1.sh"), f"{URL}/install_nginx.v1.sh", content)
+
+
+IMAGE = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Compute/images/nginx-updated-image"
+
+
+def test_an_image_manifest_gives_the_image_id() -> None:
+    release = build_release(
+        _name("web.v3.image.json"), f"{URL}/web.v3.image.json", json.dumps({"imageId": IMAGE}).encode()
+    )
+    assert release.kind is ReleaseKind.IMAGE and release.image_id == IMAGE
+    assert desired_model(release, ExtensionDefaults()).image_id == IMAGE
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (b'{"image": "x"}', "JSON object"),
+        (b'{"imageId": "ubuntu"}', "not a managed image"),
+        (b'{"imageId": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/x/y"}', "not a managed image"),
+    ],
+)
+def test_bad_image_manifests_are_refused(content: bytes, why: str) -> None:
+    with pytest.raises(ReleaseError, match=why):
+        build_release(_name("web.v3.image.json"), f"{URL}/web.v3.image.json", content)
+
+
+def test_the_desired_extension_fetches_with_the_managed_identity_and_no_sas() -> None:
+    release = build_release(_name("install_nginx.v7.sh"), f"{URL}/install_nginx.v7.sh", b"echo 7\n")
+    ext = desired_model(release, ExtensionDefaults()).extension
+    assert ext is not None
+    assert (ext.publisher, ext.type, ext.type_handler_version) == ("Microsoft.Azure.Extensions", "CustomScript", "2.1")
+    assert ext.settings == {"fileUris": [f"{URL}/install_nginx.v7.sh"], "commandToExecute": "bash install_nginx.v7.sh"}
+    assert ext.protected_settings == {"managedIdentity": {}}
+    assert "?" not in ext.settings["fileUris"][0]
+    user_assigned = desired_model(release, ExtensionDefaults(identity_client_id="cid")).extension
+    assert user_assigned is not None and user_assigned.protected_settings == {"managedIdentity": {"clientId": "cid"}}
+    public = desired_model(release, ExtensionDefaults(file_auth="none")).extension
+    assert public is not None and public.protected_settings == {}
+
+
+def test_rollout_ids_are_deterministic_per_content() -> None:
+    a = build_release(_name("install_nginx.v7.sh"), f"{URL}/install_nginx.v7.sh", b"echo 7\n")
+    b = build_release(_name("install_nginx.v7.sh"), f"{URL}/install_nginx.v7.sh", b"echo 7\n")
+    c = build_release(_name("install_nginx.v7.sh"), f"{URL}/install_nginx.v7.sh", b"echo seven\n")
+    assert rollout_id_for(a) == rollout_id_for(b) != rollout_id_for(c)
+    assert rollout_id_for(a).startswith("install_nginx-v7-")

@@ -1,0 +1,84 @@
+"""Settings: defaults, identity vs connection strings, and every problem reported at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rollout.settings import SETTINGS_READ, SettingsError, load_settings
+
+REQUIRED = {
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "VMSS_RESOURCE_GROUP": "rg",
+    "VMSS_NAME": "vmss",
+    "StateStorage__tableServiceUri": "https://acct.table.core.windows.net/",
+}
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = load_settings(REQUIRED)
+    assert s.arm_endpoint == "https://management.azure.com"
+    assert s.release_container == "init" and s.extension_name == "CustomScript"
+    assert s.extension_file_auth == "managedIdentity"
+    assert s.state_storage.service_uri == "https://acct.table.core.windows.net"
+    assert s.tick_schedule == "*/30 * * * * *"
+    assert (s.policy.bake_seconds, s.policy.batch_percent, s.policy.failure_threshold) == (300, 20, 3)
+    assert s.policy.calculate_max_unavailable(10) == 2
+    assert (s.probe.path, s.probe.port, s.probe.expect_status) == ("/", 80, 200)
+    assert s.target_key == "rg:vmss"
+
+
+def test_state_storage_falls_back_to_azure_web_jobs_storage() -> None:
+    env = {k: v for k, v in REQUIRED.items() if not k.startswith("StateStorage")}
+    s = load_settings({**env, "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert s.state_storage.connection_string == "UseDevelopmentStorage=true"
+
+
+def test_the_identity_form_wins_over_a_connection_string() -> None:
+    s = load_settings({**REQUIRED, "StateStorage": "DefaultEndpointsProtocol=https;AccountName=x"})
+    assert s.state_storage.service_uri is not None and s.state_storage.connection_string is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MAX_UNAVAILABLE": "25%"}, None),
+        ({"MAX_UNAVAILABLE": "3"}, None),
+        ({"MAX_UNAVAILABLE": "0"}, "MAX_UNAVAILABLE='0'"),
+        ({"MAX_UNAVAILABLE": "lots"}, "MAX_UNAVAILABLE='lots'"),
+        ({"BAKE_SECONDS": "five"}, "BAKE_SECONDS='five' is not a number"),
+        ({"BAKE_SECONDS": "-1"}, "BAKE_SECONDS='-1' must be at least 0"),
+        ({"BATCH_PERCENT": "150"}, "batch_percent must be between 1 and 100"),
+        ({"ARM_ENDPOINT": "http://management.azure.com"}, "must be an https:// URL"),
+        ({"RELEASE_CONTAINER": "Init_Releases"}, "not a valid blob container name"),
+        ({"PROBE_PATH": "health"}, "must start with '/'"),
+        ({"PROBE_BODY_PATTERN": "(unclosed"}, "not a valid regular expression"),
+        ({"PROBE_PORT": "70000"}, "is not a TCP port"),
+        ({"EXTENSION_FILE_AUTH": "sas"}, "must be 'managedIdentity' or 'none'"),
+        ({"VMSS_NAME": "bad/name"}, "not a valid scale set name"),
+    ],
+)
+def test_bad_values_are_named(env: dict[str, str], message: str | None) -> None:
+    if message is None:
+        load_settings({**REQUIRED, **env})
+        return
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        load_settings({**REQUIRED, **env})
+
+
+def test_every_missing_required_setting_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({})
+    text = str(info.value)
+    for name in ("AZURE_SUBSCRIPTION_ID", "VMSS_RESOURCE_GROUP", "VMSS_NAME", "StateStorage"):
+        assert name in text
+
+
+def test_the_sample_settings_file_lists_every_setting_the_code_reads() -> None:
+    sample = json.loads((Path(__file__).parents[2] / "local.settings.sample.json").read_text())
+    values = sample["Values"]
+    missing = [name for name in SETTINGS_READ if name not in values]
+    assert missing == []
+    assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
