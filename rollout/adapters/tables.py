@@ -447,7 +447,7 @@ def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
 
 
 @contextlib.contextmanager
-def _mapped_errors(what: str) -> Iterator[None]:
+def map_storage_errors(what: str) -> Iterator[None]:
     """Translate azure-core errors into rollout.ports errors (the service never sees azure.*)."""
     try:
         yield
@@ -520,7 +520,7 @@ class TableStateStore:
                 key = (self._service.url, name)
                 with _ensured_lock:
                     if key not in _ensured_tables:
-                        with _mapped_errors(f"create table {name}"):
+                        with map_storage_errors(f"create table {name}"):
                             # Tolerates "already exists", including a concurrent creator on another host.
                             self._service.create_table_if_not_exists(name)
                         _ensured_tables.add(key)
@@ -532,7 +532,7 @@ class TableStateStore:
 
     def get_target(self, key: str) -> TargetRecord | None:
         table = self._table(self.targets_table)
-        with _mapped_errors(f"read target {key}"):
+        with map_storage_errors(f"read target {key}"):
             try:
                 entity = table.get_entity(TARGETS_PARTITION, _check_key(key, "target key"))
             except ResourceNotFoundError:
@@ -560,7 +560,7 @@ class TableStateStore:
         meta: Mapping[str, Any]
         if record.etag is None:
             try:
-                with _mapped_errors(what):
+                with map_storage_errors(what):
                     meta = table.create_entity(entity)
             except AlreadyExistsError as exc:
                 raise ConcurrencyError(f"{what}: another writer created the row first") from exc
@@ -572,7 +572,7 @@ class TableStateStore:
 
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
         table = self._table(self.rollouts_table)
-        with _mapped_errors(f"read rollout {target}/{rollout_id}"):
+        with map_storage_errors(f"read rollout {target}/{rollout_id}"):
             try:
                 entity = table.get_entity(_check_key(target, "target"), _check_key(rollout_id, "rollout id"))
             except ResourceNotFoundError:
@@ -582,7 +582,7 @@ class TableStateStore:
     def insert_rollout(self, rollout: Rollout) -> Rollout:
         entity = rollout_to_entity(rollout)
         table = self._table(self.rollouts_table)
-        with _mapped_errors(f"insert rollout {rollout.target}/{rollout.id}"):
+        with map_storage_errors(f"insert rollout {rollout.target}/{rollout.id}"):
             meta = table.create_entity(entity)
         return _with_etag(rollout, meta)
 
@@ -602,7 +602,7 @@ class TableStateStore:
     def list_rollouts(self, target: str) -> list[Rollout]:
         """Every rollout of ``target``, newest first (created_at, then id, both descending)."""
         table = self._table(self.rollouts_table)
-        with _mapped_errors(f"list rollouts of {target}"):
+        with map_storage_errors(f"list rollouts of {target}"):
             entities = list(
                 table.query_entities("PartitionKey eq @pk", parameters={"pk": _check_key(target, "target")})
             )
@@ -616,14 +616,14 @@ class TableStateStore:
         # An insert with a fresh unique RowKey: never an upsert, the trail is never overwritten.
         entity = event_to_entity(event)
         table = self._table(self.events_table)
-        with _mapped_errors(f"append event {event.kind} to {event.target}/{event.rollout_id}"):
+        with map_storage_errors(f"append event {event.kind} to {event.target}/{event.rollout_id}"):
             table.create_entity(entity)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
         """The events of one rollout in time order (then append order): one partition range query."""
         low, high = event_range(rollout_id)
         table = self._table(self.events_table)
-        with _mapped_errors(f"list events of {target}/{rollout_id}"):
+        with map_storage_errors(f"list events of {target}/{rollout_id}"):
             entities = list(
                 table.query_entities(
                     "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
@@ -641,7 +641,7 @@ def _replace_if_unchanged(table: TableClient, entity: Mapping[str, Any], etag: s
     the caller re-reads on its next tick either way.
     """
     try:
-        with _mapped_errors(what):
+        with map_storage_errors(what):
             return table.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
             )
