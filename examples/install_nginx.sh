@@ -1,0 +1,4 @@
+#!/bin/bash
+
+sudo apt-get update
+sudo apt-get install -y nginx
