@@ -59,7 +59,15 @@ from rollout.ports import (
     ProbeTarget,
     StateStore,
 )
-from rollout.releases import ExtensionDefaults, desired_model, rollout_id_for
+from rollout.releases import (
+    ExtensionDefaults,
+    ReleaseError,
+    build_release,
+    desired_model,
+    parse_release_name,
+    rejected_release,
+    rollout_id_for,
+)
 
 log = logging.getLogger("rollout")
 
@@ -141,6 +149,22 @@ class RolloutService:
             return outcome
         phase = current.phase if current else None
         return Outcome(phase.value if phase else "Error", current.reason if current else "lost", rollout_id, phase)
+
+    def receive_blob(self, blob_path: str, blob_url: str, content: bytes, container: str) -> Outcome:
+        """A blob landed in the release container: parse it, then start, queue or reject it.
+
+        ``blob_path`` is what the Functions host passes as ``InputStream.name``: "<container>/<name>".
+        """
+        name = blob_path[len(container) + 1 :] if blob_path.startswith(container + "/") else blob_path
+        parsed = parse_release_name(name)
+        if isinstance(parsed, str):
+            log.info("ignored blob %r: %s", name, parsed)
+            return Outcome("Ignored", parsed)
+        try:
+            release = build_release(parsed, blob_url, content)
+        except ReleaseError as exc:
+            return self.reject_release(rejected_release(parsed, blob_url, content), str(exc))
+        return self.start_release(release)
 
     def reject_release(self, release: Release, reason: str) -> Outcome:
         """A release blob whose content is unusable: recorded, never started."""

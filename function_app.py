@@ -1,0 +1,142 @@
+"""The function app: triggers only. Each parses its input, calls ``rollout.service``, maps the result.
+
+* ``release_uploaded`` (blob, Event Grid source): a release blob landed -> start, queue or reject it.
+* ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
+* ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` (HTTP, function key): status and the
+  operator verbs abort, pause, resume, promote, promote-full, retry.
+
+Runs unchanged under ``func start`` (Core Tools) and in Azure; locally ``emulator.funchost`` fires
+the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from rollout.bootstrap import service_from_environment
+from rollout.machine import COMMANDS, CommandError
+from rollout.ports import PortError
+from rollout.releases import MAX_MANIFEST_BYTES, MAX_SCRIPT_BYTES
+from rollout.service import RolloutNotFoundError
+from rollout.settings import SettingsError
+from rollout.views import rollout_detail, rollout_summary, target_json
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+log = logging.getLogger("function_app")
+
+MAX_BODY_BYTES = 4096
+MAX_REASON_CHARS = 500
+
+
+@app.blob_trigger(
+    arg_name="blob",
+    path="%RELEASE_CONTAINER%/{name}",
+    connection="ReleaseStorage",
+    source=func.BlobSource.EVENT_GRID,
+)
+def release_uploaded(blob: func.InputStream) -> None:
+    settings, service = service_from_environment()
+    limit = max(MAX_SCRIPT_BYTES, MAX_MANIFEST_BYTES) + 1
+    # Read at most one byte past the limit: the release parser then rejects the blob as too large
+    # with a recorded reason, and a multi-GB upload never lands in memory.
+    content = blob.read(limit) if blob.length is None or blob.length >= limit else blob.read()
+    outcome = service.receive_blob(blob.name or "", blob.uri or "", content, settings.release_container)
+    log.info("release_uploaded %s: %s %s", blob.name, outcome.status, outcome.message)
+
+
+@app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
+def advance_rollouts(timer: func.TimerRequest) -> None:
+    _, service = service_from_environment()
+    outcome = service.tick()
+    level = logging.WARNING if outcome.status in ("Error", "Lost") else logging.INFO
+    log.log(
+        level, "advance_rollouts%s: %s %s", " (past due)" if timer.past_due else "", outcome.status, outcome.message
+    )
+
+
+@app.route(route="rollouts", methods=["GET"])
+def list_rollouts(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(lambda service: _list(service))
+
+
+@app.route(route="rollouts/{id}", methods=["GET"])
+def get_rollout(req: func.HttpRequest) -> func.HttpResponse:
+    rollout_id = req.route_params.get("id", "")
+    return _http(lambda service: (200, rollout_detail(*service.get(rollout_id))))
+
+
+@app.route(route="rollouts/{id}/{verb}", methods=["POST"])
+def steer_rollout(req: func.HttpRequest) -> func.HttpResponse:
+    rollout_id, verb = req.route_params.get("id", ""), req.route_params.get("verb", "")
+    if verb not in COMMANDS:
+        return _json(404, {"error": f"unknown verb {verb!r}; expected one of {', '.join(COMMANDS)}"})
+    try:
+        body = _command_body(req.get_body(), verb)
+    except ValueError as exc:
+        return _json(400, {"error": str(exc)})
+    # Behind App Service authentication the caller's name is in this header; with a function key
+    # alone we only know "a key holder".
+    actor = req.headers.get("x-ms-client-principal-name") or "operator (function key)"
+
+    def run(service: Any) -> tuple[int, Any]:
+        outcome = service.command(
+            rollout_id, verb, actor=actor, reason=body.get("reason", ""), rollback=body.get("rollback", False)
+        )
+        return 200, outcome.as_dict()
+
+    return _http(run)
+
+
+def _list(service: Any) -> tuple[int, Any]:
+    target, rollouts = service.list()
+    return 200, {"target": target_json(target), "rollouts": [rollout_summary(r) for r in rollouts]}
+
+
+def _command_body(raw: bytes, verb: str) -> dict[str, Any]:
+    """The optional JSON body: {"rollback": bool (abort only), "reason": str}. Anything else is a 400."""
+    if not raw or not raw.strip():
+        return {}
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValueError(f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    allowed = {"reason", "rollback"} if verb == "abort" else {"reason"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; {verb} takes {', '.join(sorted(allowed))}")
+    if "rollback" in body and not isinstance(body["rollback"], bool):
+        raise ValueError('"rollback" must be true or false')
+    if "reason" in body and (not isinstance(body["reason"], str) or len(body["reason"]) > MAX_REASON_CHARS):
+        raise ValueError(f'"reason" must be a string of at most {MAX_REASON_CHARS} characters')
+    return body
+
+
+def _http(run: Any) -> func.HttpResponse:
+    try:
+        _, service = service_from_environment()
+        status, payload = run(service)
+        return _json(status, payload)
+    except RolloutNotFoundError as exc:
+        return _json(404, {"error": f"no rollout {exc.args[0]!r} on this scale set"})
+    except CommandError as exc:
+        return _json(409, {"error": str(exc)})
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return _json(500, {"error": str(exc)})
+    except PortError as exc:
+        log.warning("backend error: %s", exc)
+        return _json(503, {"error": f"a backend is unavailable, try again: {exc}"})
+
+
+def _json(status: int, payload: Any) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(payload, indent=2, sort_keys=False), status_code=status, mimetype="application/json"
+    )

@@ -1,0 +1,91 @@
+"""Rollouts as JSON for the HTTP API. Pure: dataclasses in, plain dicts out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollout.model import ModelSpec, Rollout, RolloutEvent, TargetRecord
+
+
+def _time(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def model_json(spec: ModelSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    out: dict[str, Any] = {}
+    if spec.image_id:
+        out["imageId"] = spec.image_id
+    if spec.extension is not None:
+        ext = spec.extension
+        out["extension"] = {
+            "name": ext.name,
+            "publisher": ext.publisher,
+            "type": ext.type,
+            "typeHandlerVersion": ext.type_handler_version,
+            "settings": dict(ext.settings),
+            # Never echo protected settings: say only whether they are known.
+            "protectedSettingsKnown": ext.protected_settings is not None,
+        }
+    return out
+
+
+def rollout_summary(r: Rollout) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "release": r.release.blob_name,
+        "version": r.release.version,
+        "kind": r.release.kind.value,
+        "phase": r.phase.value,
+        "reason": r.reason,
+        "createdAt": _time(r.created_at),
+        "updatedAt": _time(r.updated_at),
+    }
+
+
+def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
+    return {
+        **rollout_summary(r),
+        "release": {
+            "name": r.release.blob_name,
+            "app": r.release.app,
+            "version": r.release.version,
+            "kind": r.release.kind.value,
+            "url": r.release.blob_url,
+            "sha256": r.release.sha256,
+            "imageId": r.release.image_id,
+        },
+        "phaseSince": _time(r.phase_since),
+        "canary": list(r.canary_ids),
+        "batch": {"number": r.batch_number, "instances": list(r.batch_ids), "startedAt": _time(r.batch_started_at)},
+        "upgraded": list(r.upgraded_ids),
+        "rolledBack": list(r.rollback_ids),
+        "unhealthyStreak": r.unhealthy_streak,
+        "pausedFrom": r.paused_from.value if r.paused_from else None,
+        "rollbackReason": r.rollback_reason or None,
+        "desired": model_json(r.desired),
+        "baseline": model_json(r.baseline),
+        "events": [
+            {
+                "at": _time(e.at),
+                "kind": e.kind,
+                "message": e.message,
+                "actor": e.actor,
+                "phase": e.phase.value if e.phase else None,
+            }
+            for e in events
+        ],
+    }
+
+
+def target_json(t: TargetRecord | None) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    return {
+        "key": t.key,
+        "activeRolloutId": t.active_rollout_id,
+        "stableVersion": t.stable_version,
+        "stableRelease": t.stable_release.blob_name if t.stable_release else None,
+        "updatedAt": _time(t.updated_at),
+    }

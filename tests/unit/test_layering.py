@@ -1,0 +1,42 @@
+"""The layering contract of DESIGN.md section 2, enforced: only rollout/adapters/ may import
+azure.* or requests; the decider and the analysis import nothing that does I/O."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2] / "rollout"
+DOMAIN = sorted(p for p in ROOT.glob("*.py") if p.name != "bootstrap.py")
+IO_MODULES = {"azure", "requests", "socket", "urllib", "http", "subprocess", "os", "time"}
+PURE = {"machine.py", "analysis.py", "model.py", "policy.py", "releases.py", "views.py"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("path", DOMAIN, ids=lambda p: p.name)
+def test_domain_modules_do_not_import_azure_or_requests(path: Path) -> None:
+    assert not imported_roots(path) & {"azure", "requests"}
+
+
+@pytest.mark.parametrize("path", [p for p in DOMAIN if p.name in PURE], ids=lambda p: p.name)
+def test_pure_modules_import_nothing_that_does_io(path: Path) -> None:
+    assert not imported_roots(path) & IO_MODULES
+
+
+def test_bootstrap_reaches_azure_only_through_adapters() -> None:
+    assert not imported_roots(ROOT / "bootstrap.py") & {"azure", "requests"}
+
+
+def test_the_contract_sees_the_modules_it_guards() -> None:
+    assert {"machine.py", "service.py", "analysis.py"} <= {p.name for p in DOMAIN}
