@@ -18,7 +18,7 @@ from rollout.adapters.blobs import (
     validate_blob_name,
 )
 from rollout.ports import AlreadyExistsError, NotFoundError
-from tests.fixtures.azurite import AzuriteNames, AzuriteService
+from tests.fixtures.azurite import AzuriteNames, AzuriteService, FakeAzureAdCredential
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +157,16 @@ def test_acceptable_names_pass_validation(name: str) -> None:
 def test_invalid_container_name_is_refused(azurite: AzuriteService) -> None:
     with pytest.raises(ValueError, match="container"):
         ReleaseBlobs.from_connection_string(azurite.connection_string, "Bad_Container")
+
+
+def test_managed_identity_constructor_uses_bearer_tokens_over_https(azurite_oauth: AzuriteService) -> None:
+    credential = FakeAzureAdCredential()
+    with ReleaseBlobs.from_service_uri(
+        azurite_oauth.blob_endpoint, credential, "init", connection_verify=str(azurite_oauth.ca_file)
+    ) as adapter:
+        adapter.ensure_container()
+        url = adapter.upload("install_nginx.v7.sh", SCRIPT)
+        assert adapter.read("install_nginx.v7.sh") == (url, SCRIPT)
+        assert url.startswith("https://127.0.0.1:")
+
+    assert credential.scopes_seen and all(s == ("https://storage.azure.com/.default",) for s in credential.scopes_seen)

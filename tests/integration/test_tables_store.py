@@ -17,8 +17,8 @@ import pytest
 
 from rollout.adapters.tables import TableStateStore
 from rollout.model import Phase, TargetRecord
-from rollout.ports import AlreadyExistsError, ConcurrencyError, TransientError
-from tests.fixtures.azurite import AzuriteNames, AzuriteService
+from rollout.ports import AlreadyExistsError, ConcurrencyError, PortError, TransientError
+from tests.fixtures.azurite import AzuriteNames, AzuriteService, FakeAzureAdCredential
 from tests.unit.test_entities import T0, TARGET, make_event, make_rollout, make_target
 
 pytestmark = pytest.mark.integration
@@ -291,3 +291,29 @@ def test_unreachable_service_is_a_transient_error() -> None:
         with pytest.raises(TransientError):
             dead.get_rollout(TARGET, "r-1")
         assert time.perf_counter() - started < 5
+
+
+def test_managed_identity_constructor_uses_bearer_tokens_over_https(azurite_oauth: AzuriteService) -> None:
+    credential = FakeAzureAdCredential()
+    with TableStateStore.from_service_uri(
+        azurite_oauth.table_endpoint, credential, prefix="identity", connection_verify=str(azurite_oauth.ca_file)
+    ) as store:
+        inserted = store.insert_rollout(make_rollout())
+        assert store.get_rollout(TARGET, inserted.id) == make_rollout()
+
+    assert credential.scopes_seen and all(s == ("https://storage.azure.com/.default",) for s in credential.scopes_seen)
+
+
+def test_a_refused_token_is_a_port_error_not_a_transient_one(azurite_oauth: AzuriteService) -> None:
+    with (
+        TableStateStore.from_service_uri(
+            azurite_oauth.table_endpoint,
+            FakeAzureAdCredential(expired=True),
+            prefix="expired",
+            connection_verify=str(azurite_oauth.ca_file),
+        ) as store,
+        pytest.raises(PortError) as raised,
+    ):
+        store.get_rollout(TARGET, "r-1")
+    assert not isinstance(raised.value, TransientError)
+    assert "401" in str(raised.value) or "403" in str(raised.value)
