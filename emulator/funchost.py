@@ -941,7 +941,7 @@ class LocalFunctionsHost:
         for candidate in candidates:
             if env.get(candidate):
                 return env[candidate]
-        if connection and any(k.startswith(f"{connection}__") for k in env):
+        if connection and any(k.startswith(f"{connection}__") and v for k, v in env.items()):
             raise HostStartupError(
                 f"function {function}: connection {connection!r} is identity-based ({connection}__...); "
                 "the local host has no managed identity: set {connection} to a connection string"
