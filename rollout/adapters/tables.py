@@ -669,6 +669,7 @@ __all__ = [
     "event_from_entity",
     "event_row_key",
     "event_to_entity",
+    "map_storage_errors",
     "rollout_from_entity",
     "rollout_to_entity",
     "target_from_entity",
