@@ -32,7 +32,8 @@ Design decisions:
   The one exception is a script that asked for ``systemctl stop nginx`` (or disable/mask) last: then
   nginx stays down, as the script wanted.
 * **An upgrade that changes the image id reimages** the instance first (Azure replaces the OS disk when
-  the model's image changes), then runs the extension on the fresh disk.
+  the model's image changes), then runs the extension on the fresh disk. A model without an image id
+  (``image_id=None``) leaves the disk as it is.
 * **No process survives**: nginx is started with ``--die-with-parent`` from one long-lived spawner thread
   (the parent-death signal is tied to the *thread* that forked the child, and the ARM emulator calls us
   from short-lived worker threads), in its own PID namespace (killing the sandbox kills every worker),
@@ -47,8 +48,10 @@ import atexit
 import contextlib
 import enum
 import ipaddress
+import itertools
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -283,7 +286,7 @@ class NginxRuntime:
     def apply(self, model: InstanceModel) -> ExtensionResult:
         with self._lock:
             self._ensure_not_stopped()
-            if image_name(model.image_id) != image_name(self.image_id):
+            if model.image_id is not None and image_name(model.image_id) != image_name(self.image_id):
                 # Azure replaces the OS disk when the model's image changes: start from the new image.
                 self._stop_nginx()
                 self._lay_image(model.image_id)
@@ -484,6 +487,36 @@ class NginxRuntime:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+_HANDED_OUT: set[str] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
+def find_free_address(first: str = "127.0.20.1", last: str = "127.0.29.254", port: int = 80) -> str:
+    """A loopback address in [first, last] where nothing listens on ``port``, never the same twice.
+
+    Several people run tests on this machine at once: start at a random point of the range and test
+    that the port can really be bound there (with SO_REUSEADDR, as nginx binds) before handing it out.
+    """
+    lo, hi = int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))
+    start = random.randrange(lo, hi + 1)
+    for n in itertools.chain(range(start, hi + 1), range(lo, start)):
+        addr = str(ipaddress.ip_address(n))
+        if addr.endswith((".0", ".255")):
+            continue
+        with _HANDED_OUT_LOCK:
+            if addr in _HANDED_OUT:
+                continue
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((addr, port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(addr)
+            return addr
+    raise RuntimeError(f"no free address in {first}-{last} for port {port}")
 
 
 def nginx_runtime_factory(
