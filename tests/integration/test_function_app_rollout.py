@@ -1,0 +1,193 @@
+"""The function app's own trigger functions, end to end over real sockets: Azurite for blobs and
+tables, the ARM emulator over HTTPS for compute and network, the real Azure SDK clients, and real
+HTTP probes of every emulated instance. The functions are called as the host would call them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+import requests
+from azure.functions.timer import TimerRequest
+
+import function_app
+from emulator import appindex
+from rollout.adapters.blobs import ReleaseBlobs
+from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
+
+pytestmark = pytest.mark.integration
+
+V0 = b"#!/bin/bash\napt-get update\napt-get install -y nginx\n"
+
+
+def user_function(name: str) -> Callable[..., Any]:
+    return appindex.user_function(function_app.app, name)  # type: ignore[no-any-return]
+
+
+class App:
+    """Calls the trigger functions the way the Functions host does."""
+
+    def __init__(self, blobs: ReleaseBlobs, container: str) -> None:
+        self.blobs = blobs
+        self.container = container
+
+    def upload(self, name: str, content: bytes) -> None:
+        url = self.blobs.upload(name, content)
+        stream = func.blob.InputStream(data=content, name=f"{self.container}/{name}", uri=url, length=len(content))
+        user_function("release_uploaded")(blob=stream)
+
+    def tick(self) -> None:
+        user_function("advance_rollouts")(timer=TimerRequest(past_due=False))
+
+    def http(self, function: str, method: str, route: dict[str, str], body: Any = None) -> tuple[int, Any]:
+        raw = json.dumps(body).encode() if body is not None else b""
+        req = func.HttpRequest(method, "http://localhost/api/rollouts", route_params=route, body=raw)
+        response = user_function(function)(req)
+        return response.status_code, json.loads(response.get_body())
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        status, payload = self.http("list_rollouts", "GET", {})
+        assert status == 200
+        return payload["rollouts"]  # type: ignore[no-any-return]
+
+    def rollout(self, rollout_id: str) -> dict[str, Any]:
+        status, payload = self.http("get_rollout", "GET", {"id": rollout_id})
+        assert status == 200, payload
+        return payload  # type: ignore[no-any-return]
+
+    def tick_until(self, rollout_id: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            detail = self.rollout(rollout_id)
+            if detail["phase"] in phases:
+                return detail
+            self.tick()
+            time.sleep(0.15)
+        raise AssertionError(f"not {phases} within {timeout} s: {self.rollout(rollout_id)}")
+
+
+@pytest.fixture
+def app(
+    azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[App]:
+    container = azurite_names.container
+    blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=container)
+    blobs.ensure_container()
+    v0_url = blobs.upload("install_nginx.sh", V0)
+    handle = make_scale_set(5, extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"})
+    env = {
+        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
+        "VMSS_RESOURCE_GROUP": handle.resource_group,
+        "VMSS_NAME": handle.name,
+        "ARM_ENDPOINT": arm_emulator.url,
+        "ARM_CA_BUNDLE": arm_emulator.ca_bundle,
+        "ARM_TOKEN": EMULATOR_TOKEN,
+        "ReleaseStorage": azurite.connection_string,
+        "StateStorage": azurite.connection_string,
+        "RELEASE_CONTAINER": container,
+        "STATE_TABLE_PREFIX": azurite_names.table_prefix,
+        "BAKE_SECONDS": "1",
+        "FAILURE_THRESHOLD": "2",
+        "PROBE_PORT": str(handle.port),
+        "PROBE_TIMEOUT_SECONDS": "1",
+        "PROBE_BODY_PATTERN": "Welcome to nginx",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    application = App(blobs, container)
+    application.handle = handle  # type: ignore[attr-defined]
+    yield application
+    blobs.close()
+
+
+def pages(handle: Any) -> dict[str, str]:
+    return {
+        iid: requests.get(f"http://{address}:{handle.port}/", timeout=2).text
+        for iid, address in sorted(handle.addresses().items())
+    }
+
+
+def upgrade_calls(emulator: Any) -> list[list[str]]:
+    return [r.body["instanceIds"] for r in emulator.requests("POST", "/manualupgrade")]
+
+
+def test_a_release_blob_rolls_out_to_succeeded_with_one_extension_write_and_one_call_per_batch(
+    app: App, arm_emulator: Any
+) -> None:
+    handle = app.handle  # type: ignore[attr-defined]
+    arm_emulator.clear_requests()
+    app.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
+
+    [summary] = app.rollouts()
+    assert summary["phase"] == "Canary" and summary["version"] == 1
+    # The blob trigger itself wrote the extension and upgraded exactly one instance: the canary.
+    assert len(arm_emulator.requests("PUT", "/extensions/CustomScript")) == 1
+    assert upgrade_calls(arm_emulator) == [["0"]]
+
+    detail = app.tick_until(summary["id"], "Succeeded")
+
+    calls = upgrade_calls(arm_emulator)
+    assert calls[0] == ["0"] and len(calls) == 5  # canary + 4 batches of 20% of 5
+    assert Counter(i for call in calls for i in call) == Counter({"0": 1, "1": 1, "2": 1, "3": 1, "4": 1})
+    assert len(arm_emulator.requests("PUT", "/extensions/")) == 1
+    assert arm_emulator.requests("PATCH") == []  # no other model write
+    # What the instances really serve now.
+    assert all("install_nginx.v1.sh" in page for page in pages(handle).values())
+    assert [e["kind"] for e in detail["events"]].count("BatchSucceeded") == 4
+    assert detail["baseline"]["extension"]["settings"]["commandToExecute"] == "bash install_nginx.sh"
+    listing = app.http("list_rollouts", "GET", {})[1]
+    assert listing["target"]["stableVersion"] == 1 and listing["target"]["activeRolloutId"] is None
+    # Protected settings went to ARM but are never echoed back by the API.
+    put = arm_emulator.requests("PUT", "/extensions/")[0]
+    assert "protectedSettings" in json.dumps(put.body)
+    assert "managedIdentity" not in json.dumps(detail)
+
+
+def test_a_failing_release_is_rolled_back_through_the_timer(app: App, arm_emulator: Any) -> None:
+    handle = app.handle  # type: ignore[attr-defined]
+    arm_emulator.fail_release(handle.resource_group, handle.name, r"install_nginx\.v2\.sh", mode="extension")
+    app.upload("install_nginx.v2.sh", b"#!/bin/bash\nexit 1\n")
+    [summary] = app.rollouts()
+    detail = app.tick_until(summary["id"], "RolledBack")
+    assert "extension failed" in detail["rollbackReason"]
+    # Only the canary took v2, so only the canary was moved back, in one call.
+    assert upgrade_calls(arm_emulator) == [["0"], ["0"]]
+    assert all("install_nginx.v2.sh" not in page for page in pages(handle).values())
+    model = arm_emulator.describe(handle.resource_group, handle.name)
+    assert "install_nginx.sh" in json.dumps(model) and "install_nginx.v2.sh" not in json.dumps(model)
+
+
+def test_an_operator_aborts_over_http_and_bad_requests_get_clear_errors(app: App, arm_emulator: Any) -> None:
+    app.upload("install_nginx.v3.sh", b"#!/bin/bash\necho v3\n")
+    [summary] = app.rollouts()
+    rid = summary["id"]
+
+    assert app.http("steer_rollout", "POST", {"id": rid, "verb": "abort"}, {"rollback": "yes"})[0] == 400
+    status, payload = app.http("steer_rollout", "POST", {"id": rid, "verb": "abort"}, {"force": True})
+    assert status == 400 and "unknown field(s) force" in payload["error"]
+    assert app.http("steer_rollout", "POST", {"id": rid, "verb": "explode"})[0] == 404
+    assert app.http("steer_rollout", "POST", {"id": "nope", "verb": "abort"})[0] == 404
+    assert app.http("get_rollout", "GET", {"id": "nope"})[0] == 404
+
+    status, payload = app.http(
+        "steer_rollout", "POST", {"id": rid, "verb": "abort"}, {"rollback": True, "reason": "smoke test"}
+    )
+    assert status == 200 and payload["phase"] in ("RollingBack", "RolledBack")
+    detail = app.tick_until(rid, "RolledBack")
+    assert "smoke test" in detail["rollbackReason"]
+    status, payload = app.http("steer_rollout", "POST", {"id": rid, "verb": "abort"})
+    assert status == 409 and "already RolledBack" in payload["error"]
+
+
+def test_names_that_are_not_releases_are_ignored_and_bad_content_is_rejected(app: App) -> None:
+    app.upload("README.md", b"# notes\n")
+    assert app.rollouts() == []
+    app.upload("install_nginx.v4.sh", b"")
+    [rejected] = app.rollouts()
+    assert rejected["phase"] == "Rejected" and rejected["reason"] == "the script is empty"
