@@ -1,0 +1,373 @@
+"""The Bicep in infra/ against the code it deploys: settings contract, triggers, roles, hardening.
+
+These run offline on the parsed Bicep (see ``bicep_model``); what only Azure can tell (does the
+deployment succeed, do the roles suffice at runtime) is listed in infra/README.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from typing import Any
+
+import pytest
+
+from rollout.settings import SETTINGS_READ, load_settings
+from tests.infra.bicep_model import (
+    INFRA,
+    REPO_ROOT,
+    BicepFile,
+    Expr,
+    Scope,
+    all_files,
+    body,
+    evaluate,
+    load,
+    resolve_principal,
+    unquote,
+)
+
+pytestmark = pytest.mark.infra
+
+# Built-in role definition ids (the same in every tenant).
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0a4d3"
+STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+VIRTUAL_MACHINE_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+
+FUNCTION_IDENTITY = "modules/functionapp.bicep:site.identity.principalId"
+SCALE_SET_IDENTITY = "modules/demo-scale-set.bicep:scaleSet.identity.principalId"
+UPLOADER = "main.bicep:param uploaderPrincipalId"
+
+ACCOUNT = "Microsoft.Storage/storageAccounts"
+CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
+SCALE_SET = "Microsoft.Compute/virtualMachineScaleSets"
+INSIGHTS = "Microsoft.Insights/components"
+
+# The complete list: an assignment not listed here (a broader scope, another role) fails the test.
+EXPECTED_ROLE_ASSIGNMENTS = {
+    # the blob trigger on the release container + host storage (same account): blobs, receipts, leases
+    (STORAGE_BLOB_DATA_OWNER, ACCOUNT, FUNCTION_IDENTITY),
+    # the blob trigger's poison queue and the host's queues
+    (STORAGE_QUEUE_DATA_CONTRIBUTOR, ACCOUNT, FUNCTION_IDENTITY),
+    # the state tables
+    (STORAGE_TABLE_DATA_CONTRIBUTOR, ACCOUNT, FUNCTION_IDENTITY),
+    # telemetry with Entra auth (local auth is off on the component)
+    (MONITORING_METRICS_PUBLISHER, INSIGHTS, FUNCTION_IDENTITY),
+    # the target scale set only; covers Microsoft.Compute/virtualMachineScaleSets/networkInterfaces/read
+    (VIRTUAL_MACHINE_CONTRIBUTOR, SCALE_SET, FUNCTION_IDENTITY),
+    # CustomScript fetches release scripts with the scale set's identity
+    (STORAGE_BLOB_DATA_READER, CONTAINER, SCALE_SET_IDENTITY),
+    # the operator uploads releases (shared key is off)
+    (STORAGE_BLOB_DATA_CONTRIBUTOR, CONTAINER, UPLOADER),
+}
+
+# Variables rollout/settings.py reads that the deployment deliberately leaves unset, and why.
+NOT_SET_IN_AZURE = {
+    "ARM_TOKEN": "static bearer token for the emulator; in Azure the managed identity gets tokens",
+    "ARM_CA_BUNDLE": "public ARM endpoints chain to the system CAs; only the local emulator needs a bundle",
+    "ReleaseStorage": "connection-string form (a key); ReleaseStorage__blobServiceUri (identity) is set",
+    "StateStorage": "connection-string form (a key); StateStorage__tableServiceUri (identity) is set",
+    "AzureWebJobsStorage": "connection-string form (a key); AzureWebJobsStorage__accountName is set",
+    "AzureWebJobsStorage__tableServiceUri": "only a fallback for unset StateStorage; StateStorage__... is set",
+}
+
+# Settings the Functions platform reads (not rollout/settings.py); anything else unknown is a typo.
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__accountName",
+    "ReleaseStorage__queueServiceUri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+
+# The contract of function_app.py (the lead's brief), used until/unless the real file can be imported.
+CONTRACT_BLOB_TRIGGER = {
+    "function": "release_uploaded",
+    "connection": "ReleaseStorage",
+    "path": "%RELEASE_CONTAINER%/{name}",
+    "source": "EventGrid",
+}
+
+REQUIRED_FOR_LOADING = {
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "VMSS_RESOURCE_GROUP": "rg",
+    "VMSS_NAME": "vmss",
+    "StateStorage__tableServiceUri": "https://account.table.core.windows.net/",
+}
+
+
+def main() -> BicepFile:
+    return load(str(INFRA / "main.bicep"))
+
+
+def main_scope() -> Scope:
+    return Scope(main())
+
+
+def contract_settings_raw() -> dict[str, Any]:
+    """contractSettings as main.bicep passes it to the function app module (unevaluated)."""
+    params = body(main().modules["functionApp"])["params"]
+    return {unquote(k): v for k, v in params["contractSettings"].items()}
+
+
+def app_settings() -> dict[str, Any]:
+    """Every app setting of the function app, evaluated with the default parameters."""
+    scope = main_scope().enter_module("functionApp")
+    site = body(scope.file.resources["site"])
+    loop = site["properties"]["siteConfig"]["appSettings"]
+    # The settings are a for-loop over union(contractSettings, platformSettings): check that shape, so a
+    # third source of settings added in the template cannot escape these tests.
+    union = loop["loop_type"]["detail"]["array_name"]["function"]["parameters"]["arg_1"]["function"]
+    assert union["type"] == "union"
+    assert sorted(union["parameters"].values()) == ["contractSettings", "platformSettings"]
+    contract = evaluate("contractSettings", scope)
+    platform = evaluate("platformSettings", scope)
+    assert not set(contract) & set(platform), "a setting is defined twice"
+    return {**contract, **platform}
+
+
+def test_every_bicep_file_parses() -> None:
+    files = all_files()
+    assert {f.relpath for f in files} >= {"main.bicep", "eventgrid.bicep", "modules/functionapp.bicep"}
+    for file in files:
+        assert file.doc.get("resources") or file.doc.get("modules"), f"{file.relpath} parsed empty"
+
+
+def test_app_settings_cover_every_variable_the_code_reads() -> None:
+    settings = app_settings()
+    unexplained_exclusions = set(NOT_SET_IN_AZURE) - set(SETTINGS_READ)
+    assert not unexplained_exclusions, f"excluded but no longer read by the code: {unexplained_exclusions}"
+    missing = [name for name in SETTINGS_READ if name not in settings and name not in NOT_SET_IN_AZURE]
+    assert not missing, f"rollout/settings.py reads {missing} but the function app does not set them"
+    deliberately_unset = [name for name in NOT_SET_IN_AZURE if name in settings]
+    assert not deliberately_unset, f"{deliberately_unset} must not be set in Azure: {NOT_SET_IN_AZURE}"
+    unknown = set(settings) - set(SETTINGS_READ) - PLATFORM_SETTINGS
+    assert not unknown, f"app settings nobody reads (typo?): {sorted(unknown)}"
+
+
+def test_identity_connections_point_at_the_created_account_endpoints() -> None:
+    settings = app_settings()
+    assert settings["ReleaseStorage__blobServiceUri"] == Expr("account.properties.primaryEndpoints.blob")
+    assert settings["ReleaseStorage__queueServiceUri"] == Expr("storage.properties.primaryEndpoints.queue")
+    assert settings["StateStorage__tableServiceUri"] == Expr("account.properties.primaryEndpoints.table")
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+    # The identity forms, and no value anywhere that looks like a key or a connection string.
+    for name, value in settings.items():
+        assert not (isinstance(value, str) and re.search(r"AccountKey=|SharedAccessSignature=", value)), name
+
+
+def test_bicep_policy_defaults_give_the_same_settings_as_the_code_defaults() -> None:
+    """A knob whose Bicep default drifted from rollout/policy.py changes the loaded Settings."""
+    settings = app_settings()
+    literal = {name: value for name, value in settings.items() if isinstance(value, str)}
+    knobs = {name for name in literal if name.isupper() and name not in REQUIRED_FOR_LOADING}
+    assert {"CANARY_COUNT", "BAKE_SECONDS", "MAX_UNAVAILABLE", "PROBE_TIMEOUT_SECONDS"} <= knobs
+    from_bicep = load_settings({**REQUIRED_FOR_LOADING, **{name: literal[name] for name in knobs}})
+    from_code = load_settings(REQUIRED_FOR_LOADING)
+    # arm_endpoint is environment().resourceManager in Bicep (not literal); everything else must match.
+    assert from_bicep == from_code
+
+
+@functools.cache
+def _function_bindings() -> dict[str, list[dict[str, str]]]:
+    """function name -> its bindings, from a private copy of function_app.py.
+
+    ``FunctionApp.get_functions()`` may be called once per app object (azure-functions 1.26.0 raises
+    "does not have a unique function name" on the second call), so the module is loaded under a name of
+    our own: the app object other tests import stays untouched.
+    """
+    path = REPO_ROOT / "function_app.py"
+    if not path.exists():
+        pytest.skip("function_app.py is not in the repo yet; test_blob_trigger_contract covers the contract")
+    spec = importlib.util.spec_from_file_location("_function_app_for_infra_checks", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {
+        fn.get_function_name(): [
+            {k: str(getattr(v, "value", v)) for k, v in b.get_dict_repr().items()} for b in fn.get_bindings()
+        ]
+        for fn in module.app.get_functions()
+    }
+
+
+def _blob_trigger_from_function_app() -> dict[str, str]:
+    triggers = [
+        {"function": name, **binding}
+        for name, bindings in _function_bindings().items()
+        for binding in bindings
+        if binding["type"] == "blobTrigger"
+    ]
+    assert len(triggers) == 1, f"expected exactly one blob trigger, found {triggers}"
+    return triggers[0]
+
+
+def _setting_references(path: str) -> list[str]:
+    return re.findall(r"%([A-Za-z0-9_]+)%", path)
+
+
+def _check_blob_trigger_against_bicep(trigger: dict[str, str]) -> None:
+    settings = app_settings()
+    # The connection is identity-based: <connection>__blobServiceUri (+ queue endpoint for the trigger).
+    assert f"{trigger['connection']}__blobServiceUri" in settings
+    assert f"{trigger['connection']}__queueServiceUri" in settings
+    assert trigger["source"] == "EventGrid"
+    # path "%RELEASE_CONTAINER%/{name}": the setting it names holds the container the template creates.
+    container_setting, = _setting_references(trigger["path"])
+    container = settings[container_setting]
+    scope = main_scope().enter_module("storage")
+    created = evaluate(body(scope.file.resources["releaseContainer"])["name"], scope)
+    assert container == created == "init"
+
+    # The Event Grid subscription (eventgrid.bicep, deployed by deploy.sh) filters on that container and
+    # delivers to this function's blobs-extension webhook.
+    eventgrid = Scope(load(str(INFRA / "eventgrid.bicep")))
+    sub = body(eventgrid.file.resources["releaseUploaded"])["properties"]
+    assert evaluate(sub["filter"]["subjectBeginsWith"], eventgrid) == (
+        f"/blobServices/default/containers/{container}/blobs/"
+    )
+    assert evaluate(sub["filter"]["includedEventTypes"], eventgrid) == ["Microsoft.Storage.BlobCreated"]
+    url = evaluate(sub["destination"]["properties"]["endpointUrl"], eventgrid)
+    assert f"/runtime/webhooks/blobs?functionName=Host.Functions.{trigger['function']}&code=" in url
+    # deploy.sh passes the container main.bicep created, not eventgrid.bicep's default.
+    deploy = (INFRA / "deploy.sh").read_text()
+    assert re.search(r"releaseContainerName=\"?\$", deploy), "deploy.sh must pass releaseContainerName"
+
+
+def test_blob_trigger_contract_matches_bicep() -> None:
+    _check_blob_trigger_against_bicep(CONTRACT_BLOB_TRIGGER)
+
+
+def test_function_app_blob_trigger_matches_bicep() -> None:
+    trigger = _blob_trigger_from_function_app()
+    _check_blob_trigger_against_bicep(trigger)
+
+
+def test_every_setting_a_binding_names_is_set() -> None:
+    """%NAME% in any binding (timer schedule, blob path) must be an app setting."""
+    settings = app_settings()
+    referenced = 0
+    for function, bindings in _function_bindings().items():
+        for binding in bindings:
+            for value in binding.values():
+                for name in _setting_references(value):
+                    referenced += 1
+                    assert name in settings, f"{function} uses %{name}% but it is not set"
+    assert referenced >= 2  # at least the blob path's container and the timer's schedule
+
+
+def _role_assignments() -> set[tuple[str, str, str]]:
+    """(role id, scope resource type, principal source) of every role assignment main.bicep deploys."""
+    found: set[tuple[str, str, str]] = set()
+    scopes = [main_scope()] + [main_scope().enter_module(symbol) for symbol in main().modules]
+    for scope in scopes:
+        for name, entry in scope.file.resources_of_type("Microsoft.Authorization/roleAssignments").items():
+            config = body(entry)
+            where = f"{scope.file.relpath}:{name}"
+            assert "scope" in config, f"{where} has no scope: it would apply to the whole resource group"
+            target = scope.file.resources[config["scope"]]
+            role_fn = config["properties"]["roleDefinitionId"]["function"]
+            assert role_fn["type"] == "subscription_resource_id", where
+            role = evaluate(role_fn["parameters"]["resource_name_1"], scope)
+            principal = resolve_principal(config["properties"]["principalId"], scope)
+            assert config["properties"]["principalType"] in ("ServicePrincipal", "uploaderPrincipalType"), where
+            found.add((role, target["type"], principal))
+    return found
+
+
+def test_role_assignments_are_exactly_the_least_privilege_set() -> None:
+    assert _role_assignments() == EXPECTED_ROLE_ASSIGNMENTS
+
+
+def test_no_role_assignment_outside_the_deployed_modules() -> None:
+    deployed = {"main.bicep"} | {main().module_file(s).relpath for s in main().modules}
+    for file in all_files():
+        if file.resources_of_type("Microsoft.Authorization/roleAssignments"):
+            assert file.relpath in deployed, f"{file.relpath} assigns roles but main.bicep never deploys it"
+
+
+def test_vm_contributor_lands_on_the_scale_set_the_app_targets() -> None:
+    call = body(main().modules["targetAccess"])
+    scope_fn = call["scope"]["function"]
+    settings = contract_settings_raw()
+    # Same resource group and scale set as VMSS_RESOURCE_GROUP / VMSS_NAME (same main.bicep parameters).
+    assert scope_fn["type"] == "resource_group"
+    assert scope_fn["parameters"]["resource_group_name"] == settings["VMSS_RESOURCE_GROUP"]
+    assert call["params"]["scaleSetName"] == settings["VMSS_NAME"]
+    target = main_scope().enter_module("targetAccess")
+    scale_set = target.file.resources["scaleSet"]
+    assert scale_set["type"] == SCALE_SET and scale_set["existing"]
+    assert evaluate(scale_set["config"]["name"], target) == evaluate("scaleSetName", main_scope())
+
+
+def test_scale_set_reader_is_on_the_release_container() -> None:
+    access = main_scope().enter_module("releaseAccess")
+    container = access.file.resources["releaseContainer"]
+    assert evaluate(container["config"]["name"], access) == app_settings()["RELEASE_CONTAINER"]
+    assert "scaleSetReader" in access.file.resources
+
+
+def _created(type_: str) -> list[tuple[BicepFile, dict[str, Any]]]:
+    return [
+        (file, body(res))
+        for file in all_files()
+        for res in file.resources_of_type(type_, include_existing=False).values()
+    ]
+
+
+def test_storage_is_private_tls12_keyless_https_only() -> None:
+    accounts = _created(ACCOUNT)
+    assert accounts, "no storage account found"
+    for file, account in accounts:
+        props = account["properties"]
+        assert props["allowBlobPublicAccess"] is False, file.relpath
+        assert props["minimumTlsVersion"] == "TLS1_2", file.relpath
+        assert props["allowSharedKeyAccess"] is False, file.relpath
+        assert props["supportsHttpsTrafficOnly"] is True, file.relpath
+    for file, container in _created(CONTAINER):
+        assert container["properties"]["publicAccess"] == "None", file.relpath
+
+
+def test_function_app_is_https_only_tls12_with_system_identity_on_flex_python_311() -> None:
+    sites = _created("Microsoft.Web/sites")
+    assert len(sites) == 1
+    file, site = sites[0]
+    props = site["properties"]
+    assert props["httpsOnly"] is True
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert props["siteConfig"]["ftpsState"] == "Disabled"
+    assert site["identity"]["type"] == "SystemAssigned"
+    config = props["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    assert config["deployment"]["storage"]["authentication"] == {"type": "SystemAssignedIdentity"}
+    plan = body(file.resources["plan"])
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    # Flex Consumption rejects these; the runtime comes from functionAppConfig.
+    assert not {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"} & set(app_settings())
+
+
+def test_demo_scale_set_is_manual_uniform_with_identity_and_nginx_load_balancing() -> None:
+    demo = main_scope().enter_module("demo")
+    vmss = body(demo.file.resources["scaleSet"])
+    assert vmss["properties"]["upgradePolicy"] == {"mode": "Manual"}
+    assert vmss["properties"]["orchestrationMode"] == "Uniform"
+    assert vmss["identity"] == {"type": "SystemAssigned"}
+    assert evaluate(vmss["sku"]["capacity"], demo) == 3
+    assert vmss["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]["publisher"] == (
+        "Canonical"
+    )
+    lb = evaluate(body(demo.file.resources["loadBalancer"])["properties"], demo)
+    probe, = lb["probes"]
+    rule, = lb["loadBalancingRules"]
+    assert (probe["name"], probe["properties"]["protocol"], probe["properties"]["port"]) == ("nginx", "Http", 80)
+    assert (rule["properties"]["frontendPort"], rule["properties"]["backendPort"]) == (80, 80)
+    ext_scope = main_scope().enter_module("demoExtension")
+    ext = evaluate(body(ext_scope.file.resources["customScript"])["properties"], ext_scope)
+    assert ext["type"] == "CustomScript" and ext["protectedSettings"] == {"managedIdentity": {}}
+    # the release container's URL (blob endpoint, known only in Azure) + the v0 script
+    assert ext["settings"]["fileUris"] == ["${storage.outputs.blobEndpoint}init/install_nginx.v0.sh"]
+    assert (INFRA / "scripts" / "install_nginx.v0.sh").exists()
