@@ -254,7 +254,8 @@ class FakeStore:
         self.events.append(event)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
-        return [e for e in self.events if e.target == target and e.rollout_id == rollout_id]
+        found = [e for e in self.events if e.target == target and e.rollout_id == rollout_id]
+        return sorted(found, key=lambda e: e.at)  # time order, as the Tables adapter returns them
 
 
 @dataclass
