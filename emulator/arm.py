@@ -343,6 +343,7 @@ class ArmEmulator:
         self._used_addresses: set[str] = set()
         self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
+        self._timers: list[threading.Thread] = []  # one per operation waiting out its upgrade time
         self._stopping = threading.Event()
         self._server: _ArmServer | None = None
         self._thread: threading.Thread | None = None
@@ -378,6 +379,8 @@ class ArmEmulator:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        for timer in list(self._timers):
+            timer.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         for key in list(self._scale_sets):
@@ -572,9 +575,12 @@ class ArmEmulator:
         method: str | None = None,
         path_contains: str | None = None,
         *,
+        path_regex: str | None = None,
         include_polls: bool = False,
     ) -> list[RequestRecord]:
-        """The request log, oldest first. Operation polls are left out unless ``include_polls``."""
+        """The request log, oldest first, filtered by method, substring (case-insensitive) or regex of
+        the path. Operation polls are left out unless ``include_polls``. Bodies are parsed JSON, so
+        ``[r.body["instanceIds"] for r in emu.requests("POST", "manualupgrade")]`` reads naturally."""
         with self._lock:
             records = list(self._log)
         out = []
@@ -582,6 +588,8 @@ class ArmEmulator:
             if method and r.method != method.upper():
                 continue
             if path_contains and path_contains.lower() not in r.path.lower():
+                continue
+            if path_regex and not re.search(path_regex, r.path, re.IGNORECASE):
                 continue
             if not include_polls and "/operations/" in r.path.lower():
                 continue
@@ -692,7 +700,7 @@ class ArmEmulator:
                 inst.extension_state = "transitioning"
         if apply:
             op = self._new_operation("create", scale_set, {instance_id})
-            self._submit(scale_set, inst, model, op, reimage=False, delay=0.0)
+            self._submit([(inst, model)], op, reimage=False, delay=0.0)
         return inst
 
     def _get(self, resource_group: str, name: str) -> ScaleSet:
@@ -728,31 +736,33 @@ class ArmEmulator:
                 op.ended = _now()
         return op
 
-    def _submit(
-        self,
-        scale_set: ScaleSet,
-        inst: Instance,
-        model: Model,
-        op: Operation,
-        *,
-        reimage: bool,
-        delay: float,
-    ) -> None:
-        assert self._pool is not None, "emulator not started"
-        self._pool.submit(self._run_upgrade, scale_set, inst, model, op, reimage, delay)
+    def _submit(self, jobs: list[tuple[Instance, Model]], op: Operation, *, reimage: bool, delay: float) -> None:
+        """Run the applies of one operation after ``delay`` seconds, in parallel on the pool.
 
-    def _run_upgrade(
-        self,
-        scale_set: ScaleSet,
-        inst: Instance,
-        model: Model,
-        op: Operation,
-        reimage: bool,
-        delay: float,
-    ) -> None:
-        # Waits on the stop event so emu.stop() never sits through a long upgrade_seconds.
-        if delay > 0 and self._stopping.wait(delay):
+        The delay is waited once per operation on its own small thread (not per instance on a pool
+        worker), so upgrading 500 instances takes about ``delay``, as a parallel upgrade in Azure does,
+        and the pool's workers only do real work (nginx runtimes run scripts there)."""
+
+        def release() -> None:
+            # Waits on the stop event so emu.stop() never sits through a long upgrade_seconds.
+            if delay > 0 and self._stopping.wait(delay):
+                return
+            for inst, model in jobs:
+                if self._stopping.is_set() or self._pool is None:
+                    return
+                try:
+                    self._pool.submit(self._run_upgrade, inst, model, op, reimage)
+                except RuntimeError:  # the pool shut down under us: stop() is running
+                    return
+
+        if not jobs:
             return
+        timer = threading.Thread(target=release, name=f"arm-op-{op.op_id[:8]}", daemon=True)
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _run_upgrade(self, inst: Instance, model: Model, op: Operation, reimage: bool) -> None:
         try:
             target = model.instance_model()
             result = inst.runtime.reimage(target) if reimage else inst.runtime.apply(target)
@@ -792,8 +802,7 @@ class ArmEmulator:
                 "reimage" if reimage else "manualupgrade", scale_set, {inst.instance_id for inst, _ in to_run}
             )
             delay = scale_set.upgrade_seconds
-        for inst, target in to_run:
-            self._submit(scale_set, inst, target, op, reimage=reimage, delay=delay)
+        self._submit(to_run, op, reimage=reimage, delay=delay)
         return op
 
     # -- request handling -------------------------------------------------------------------------
@@ -1459,7 +1468,10 @@ class ArmEmulator:
             return 200, {"faults": self._faults_json()}
         if parts == ["requests"] and method == "GET":
             records = self.requests(
-                query.get("method"), query.get("path_contains"), include_polls=query.get("include_polls") == "true"
+                query.get("method"),
+                query.get("path_contains"),
+                path_regex=query.get("path_regex"),
+                include_polls=query.get("include_polls") == "true",
             )
             return 200, {"requests": [r.to_json() for r in records]}
         if parts == ["requests"] and method == "DELETE":
