@@ -278,8 +278,14 @@ class NginxRuntime:
     # -- InstanceRuntime -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Boot. Raises OSError (EADDRINUSE) when another process holds address:port, so the ARM
+        emulator can move on to another address, even if this image has no nginx to bind it yet."""
         with self._lock:
             self._ensure_not_stopped()
+            if not self.serving:
+                with socket.socket() as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((self.address, self.port))  # raises OSError(EADDRINUSE)
             if not self.serving and self._healthy and self._service_wanted and self.nginx_installed:
                 self._start_nginx()
 

@@ -201,6 +201,19 @@ def test_a_failing_script_is_reported_and_nginx_still_restarts(runtimes: Callabl
     assert title(vm.address) == "Welcome to nginx!"
 
 
+def test_start_raises_when_another_process_holds_the_address(runtimes: Callable[..., NginxRuntime]) -> None:
+    first = runtimes(InstanceModel(image_id=IMAGES + "nginx-base-image"))
+    first.start()
+    second = NginxRuntime(first.address, InstanceModel(image_id="UbuntuLTS"), state_dir=first.root.parent / "x",
+                          handler=first.handler)
+    try:
+        with pytest.raises(OSError):
+            second.start()  # a bare image binds nothing, yet the address is taken
+    finally:
+        second.stop()
+    assert title(first.address) == "Welcome to nginx!"
+
+
 def test_the_port_is_configurable(tmp_path: Path) -> None:
     vm = nginx_runtime_factory(tmp_path, _fetch, port=18080)(
         find_free_address(port=18080), InstanceModel(image_id=IMAGES + "nginx-base-image"))
