@@ -30,7 +30,9 @@ system-deps:
 	  echo "installing nginx-light and bubblewrap (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light bubblewrap >/dev/null; }
 
-setup: $(BIN)/.installed $(AZURITE) system-deps
+include infra/tools.mk
+
+setup: $(BIN)/.installed $(AZURITE) system-deps infra-tools
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,7 +41,7 @@ test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit tests/service $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check rollout emulator tests function_app.py
+	$(BIN)/ruff check rollout emulator tests function_app.py bench
 	$(BIN)/mypy
 
 demo: setup

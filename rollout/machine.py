@@ -408,20 +408,45 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     if behind:
         _reissue_stalled(plan, [v.instance_id for v in behind], fleet, policy, "rollback")
         return plan.wait(f"rollback: waiting for {', '.join(v.instance_id for v in behind)}")
-    failed = [v for v in touched if assess_instance(v) is Health.FAILED]
-    if failed:
-        plan.update(paused_from=Phase.ROLLING_BACK)
-        reason = "baseline restored but " + "; ".join(describe_instance(v) for v in failed)
-        plan.transition(Phase.FAILED, reason)
-        plan.act(Notify(f"{rollout.release.label}: {reason}"))
-        return plan.decision()
     updating = [v for v in touched if assess_instance(v) is Health.UPDATING]
     if updating:
         return plan.wait(f"rollback: waiting for {', '.join(v.instance_id for v in updating)}")
+    broken = [v for v in touched if assess_instance(v) is not Health.HEALTHY]
+    if broken:
+        return _repair_or_fail(plan, broken, policy)
     plan.transition(
         Phase.ROLLED_BACK, f"baseline restored on {len(touched)} instance(s); cause: {rollout.rollback_reason}"
     )
     plan.act(Notify(f"{rollout.release.label} rolled back: {rollout.rollback_reason}"))
+    return plan.decision()
+
+
+def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPolicy) -> Decision:
+    """The baseline model is back on these instances, yet they are unhealthy.
+
+    Release scripts are written for fresh VMs (the walkthrough: "it is not an incremental update
+    process"), so re-running the old script over a disk the bad release changed may not repair it.
+    After ``failure_threshold`` unhealthy observations the instance is reimaged: a fresh disk from
+    the image, with the baseline extension run on it. Still unhealthy after that: a human decides.
+    """
+    streak = plan.rollout.unhealthy_streak + 1
+    reason = "; ".join(describe_instance(v) for v in broken)
+    if streak < policy.failure_threshold:
+        plan.update(unhealthy_streak=streak)
+        return plan.wait(f"rollback: baseline applied but {reason} ({streak} of {policy.failure_threshold})")
+    fresh = sort_ids(v.instance_id for v in broken if v.instance_id not in plan.rollout.reimaged_ids)
+    if fresh:
+        plan.update(
+            reimaged_ids=tuple(sort_ids(set(plan.rollout.reimaged_ids) | set(fresh))),
+            unhealthy_streak=0,
+            last_progress_at=plan.now,
+        )
+        plan.act(ReimageInstances(tuple(fresh)))
+        plan.event("ReimageStarted", f"the baseline did not repair {', '.join(fresh)}: reimaging ({reason})")
+        return plan.wait(f"rollback: reimaging {', '.join(fresh)}")
+    plan.update(paused_from=Phase.ROLLING_BACK)
+    plan.transition(Phase.FAILED, f"baseline restored and reimaged, still unhealthy: {reason}")
+    plan.act(Notify(f"{plan.rollout.release.label}: rollback could not repair {reason}; needs a human"))
     return plan.decision()
 
 

@@ -178,6 +178,7 @@ class Rollout:
     batch_number: int = 0
     upgraded_ids: tuple[str, ...] = ()  # every instance this rollout moved to the new model
     rollback_ids: tuple[str, ...] = ()  # instances moved back to the baseline so far
+    reimaged_ids: tuple[str, ...] = ()  # instances reimaged because the baseline did not repair them
     unhealthy_streak: int = 0
     paused_from: Phase | None = None
     skip_bake: bool = False

@@ -114,8 +114,13 @@ class FakeScaleSet:
                 self._finish_upgrade(inst)
 
     def reimage_instances(self, instance_ids: Sequence[str]) -> None:
+        """A fresh disk from the image, then the instance's model: whatever a release broke is gone."""
         self.calls.append(("reimage_instances", tuple(instance_ids)))
-        self.upgrade_instances(instance_ids)
+        for iid in instance_ids:
+            inst = self.instances[iid]
+            inst.forced_unhealthy = False
+            inst.provisioning_state = "Updating"
+            inst.remaining_observations = max(1, self.upgrade_observations)
 
     # test helpers --------------------------------------------------------------------------------
     def calls_of(self, name: str) -> list[object]:

@@ -147,9 +147,12 @@ def test_a_batch_that_breaks_after_the_canary_rolls_back_every_upgraded_instance
     assert world.scale_set.calls_of("upgrade_instances")[-1] == ("1",)
     world.scale_set.instances["1"].forced_unhealthy = True
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
-    rolled_back = [c for c in world.scale_set.calls_of("upgrade_instances")][-1]
+    rolled_back = world.scale_set.calls_of("upgrade_instances")[-1]
     assert rolled_back == ("0", "1")  # one call for every instance that took the new model
+    # Re-running the old script did not repair instance 1: it was reimaged (a fresh disk).
+    assert world.scale_set.calls_of("reimage_instances") == [("1",)]
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
+    assert "ReimageStarted" in world.kinds(rid)
 
 
 def test_abort_stops_promotion_and_frees_the_scale_set() -> None:

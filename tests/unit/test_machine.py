@@ -11,6 +11,7 @@ from rollout.analysis import Verdict, assess_canary, assess_instance
 from rollout.machine import (
     CommandError,
     Notify,
+    ReimageInstances,
     UpdateModel,
     UpgradeInstances,
     apply_command,
@@ -334,11 +335,28 @@ CASES = [
         None,
     ),
     Case(
-        "rolling back: the baseline fails too -> Failed, a human decides",
+        "rolling back: baseline applied but the instance is still broken -> count",
         rollout(Phase.ROLLING_BACK, upgraded_ids=("0",), rollback_ids=("0",)),
         fleet(I("0", latest=True, state="Failed", ext="Failed"), I("1", latest=True), model=OLD),
+        Phase.ROLLING_BACK,
+        (),
+        check={"unhealthy_streak": 1},
+    ),
+    Case(
+        "rolling back: still broken at the threshold -> reimage it",
+        rollout(Phase.ROLLING_BACK, upgraded_ids=("0", "1"), rollback_ids=("0", "1"), unhealthy_streak=2),
+        fleet(I("0", latest=True, probe=BAD), I("1", latest=True), I("2", latest=True), model=OLD),
+        Phase.ROLLING_BACK,
+        (ReimageInstances(("0",)),),
+        check={"reimaged_ids": ("0",), "unhealthy_streak": 0},
+    ),
+    Case(
+        "rolling back: reimaged and still broken -> Failed, a human decides",
+        rollout(Phase.ROLLING_BACK, upgraded_ids=("0",), rollback_ids=("0",), reimaged_ids=("0",), unhealthy_streak=2),
+        fleet(I("0", latest=True, probe=BAD), I("1", latest=True), model=OLD),
         Phase.FAILED,
         None,
+        check={"paused_from": Phase.ROLLING_BACK},
     ),
     Case(
         "paused: nothing moves",
