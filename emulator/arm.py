@@ -51,6 +51,7 @@ import json
 import math
 import re
 import socket
+import socketserver
 import ssl
 import tempfile
 import threading
@@ -475,12 +476,30 @@ class ArmEmulator:
             scale_set = self._scale_sets.pop((resource_group.lower(), name.lower()), None)
         if scale_set is None:
             return
-        for inst in scale_set.instances.values():
+
+        def stop(inst: Instance) -> None:
             try:
                 inst.runtime.stop()
             finally:
                 with self._lock:
                     self._used_addresses.discard(inst.address)
+
+        # In parallel: a served runtime takes up to its poll interval to stop, and a fleet has hundreds.
+        instances = list(scale_set.instances.values())
+        if len(instances) <= 1:
+            for inst in instances:
+                stop(inst)
+            return
+        with ThreadPoolExecutor(max_workers=min(64, len(instances)), thread_name_prefix="arm-stop") as pool:
+            for future in [pool.submit(stop, inst) for inst in instances]:
+                future.result()  # re-raise a runtime's stop failure after all were attempted
+
+    def register_runtime_kind(self, kind: str, builder: Callable[[ScaleSet, JSON], RuntimeFactory]) -> None:
+        """Make ``{"runtime": kind}`` available to the admin API's scale set creation.
+
+        ``builder(scale_set, request_body)`` returns the runtime factory for that scale set; e.g. the
+        local twin registers "nginx" with ``emulator.nginx.nginx_runtime_factory(...)``."""
+        self.runtime_kinds[kind] = builder
 
     def scale_set(self, resource_group: str, name: str) -> ScaleSet:
         return self._get(resource_group, name)
@@ -1606,6 +1625,11 @@ class _ArmServer(ThreadingHTTPServer):
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, _ArmHandler)
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # skip HTTPServer's reverse DNS lookup (slow, unused)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
