@@ -849,7 +849,10 @@ class ArmEmulator:
                 except ValueError as err:
                     raise ArmError(400, "InvalidRequestContent", f"The request content was invalid: {err}") from err
             if path.startswith("/_admin/"):
-                status, out_body = self._admin(method, path, query, parsed)
+                try:
+                    status, out_body = self._admin(method, path, query, parsed)
+                except (KeyError, ValueError, TypeError) as err:  # a malformed admin request
+                    raise ArmError(400, "InvalidParameter", f"Bad admin request: {err!r}") from err
                 return status, {}, out_body
             self._check_fault(method, path)
             status, out_headers, out_body = self._arm(method, path, query, parsed)
