@@ -117,6 +117,9 @@ param upgradeRetrySeconds int = 300
 @minValue(1)
 param minHealthyInstances int = 1
 
+@description('Script releases: reimage instances moved back to the baseline (a fresh disk).')
+param rollbackReimage bool = true
+
 param probePath string = '/'
 
 @minValue(1)
@@ -201,6 +204,7 @@ module functionApp 'modules/functionapp.bicep' = {
       PROGRESS_DEADLINE_SECONDS: string(progressDeadlineSeconds)
       UPGRADE_RETRY_SECONDS: string(upgradeRetrySeconds)
       MIN_HEALTHY_INSTANCES: string(minHealthyInstances)
+      ROLLBACK_REIMAGE: rollbackReimage ? 'true' : 'false'
       PROBE_PATH: probePath
       PROBE_PORT: string(probePort)
       PROBE_EXPECT_STATUS: string(probeExpectStatus)

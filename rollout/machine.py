@@ -25,6 +25,7 @@ from rollout.model import (
     InstanceView,
     ModelSpec,
     Phase,
+    ReleaseKind,
     Rollout,
     RolloutEvent,
 )
@@ -411,6 +412,14 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     updating = [v for v in touched if assess_instance(v) is Health.UPDATING]
     if updating:
         return plan.wait(f"rollback: waiting for {', '.join(v.instance_id for v in updating)}")
+    if policy.rollback_reimage and rollout.release.kind is ReleaseKind.SCRIPT:
+        fresh = sort_ids(v.instance_id for v in touched if v.instance_id not in rollout.reimaged_ids)
+        if fresh:
+            # Back on the baseline model, but the bad script's changes are still on the disk.
+            plan.update(reimaged_ids=tuple(sort_ids(set(rollout.reimaged_ids) | set(fresh))), unhealthy_streak=0)
+            plan.act(ReimageInstances(tuple(fresh)))
+            plan.event("ReimageStarted", f"reimaging {', '.join(fresh)}: a fresh disk with the baseline extension")
+            return plan.wait(f"rollback: reimaging {', '.join(fresh)}")
     broken = [v for v in touched if assess_instance(v) is not Health.HEALTHY]
     if broken:
         return _repair_or_fail(plan, broken, policy)

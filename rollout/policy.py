@@ -18,6 +18,10 @@ class RolloutPolicy:
     progress_deadline_seconds: int = 900  # no step forward for this long -> roll back
     upgrade_retry_seconds: int = 300  # re-issue an upgrade that never started after this long
     min_healthy_instances: int = 1  # pre-flight: at least this many healthy instances
+    # Script releases: after moving an instance back to the baseline model, reimage it (a fresh disk
+    # from the image, then the baseline extension). Re-running the old script over a disk the bad
+    # release changed does not undo the release; release scripts are written for fresh VMs.
+    rollback_reimage: bool = True
 
     def __post_init__(self) -> None:
         problems = []

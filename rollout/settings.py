@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rollout.policy import RolloutPolicy
 
@@ -46,6 +46,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "PROGRESS_DEADLINE_SECONDS",
     "UPGRADE_RETRY_SECONDS",
     "MIN_HEALTHY_INSTANCES",
+    "ROLLBACK_REIMAGE",
     "PROBE_PATH",
     "PROBE_PORT",
     "PROBE_EXPECT_STATUS",
@@ -188,7 +189,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if probe.port > 65535:
         problems.append(f"PROBE_PORT={probe.port} is not a TCP port")
 
-    policy_values = dict(
+    policy_values: dict[str, Any] = dict(
         canary_count=number("CANARY_COUNT", 1, int, 1),
         bake_seconds=number("BAKE_SECONDS", 300, int, 0),
         batch_percent=number("BATCH_PERCENT", 20, int, 1),
@@ -198,6 +199,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         progress_deadline_seconds=number("PROGRESS_DEADLINE_SECONDS", 900, int, 1),
         upgrade_retry_seconds=number("UPGRADE_RETRY_SECONDS", 300, int, 1),
         min_healthy_instances=number("MIN_HEALTHY_INSTANCES", 1, int, 1),
+        rollback_reimage=_flag(get("ROLLBACK_REIMAGE"), "ROLLBACK_REIMAGE", True, problems),
     )
     policy = RolloutPolicy()
     try:
@@ -256,3 +258,14 @@ def _max_unavailable(raw: str | None, problems: list[str]) -> dict[str, int]:
     if match[2]:
         return {"max_unavailable_percent": int(match[1])}
     return {"max_unavailable": int(match[1])}
+
+
+def _flag(raw: str | None, name: str, default: bool, problems: list[str]) -> bool:
+    if raw is None:
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    problems.append(f"{name}={raw!r} must be true or false")
+    return default

@@ -121,6 +121,7 @@ def test_a_broken_canary_is_rolled_back_and_the_rest_never_touched() -> None:
     assert restored.extension.settings["fileUris"] == [f"{BASE_URL}/install_nginx.sh"]  # type: ignore[attr-defined]
     assert restored.extension.protected_settings == {"managedIdentity": {}}  # type: ignore[attr-defined]
     assert world.scale_set.calls_of("upgrade_instances") == [("0",), ("0",)]
+    assert world.scale_set.calls_of("reimage_instances") == [("0",)]
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
     rollout = world.store.get_rollout(TARGET, rid)
     assert rollout is not None and "probe failed: 500" in rollout.rollback_reason
@@ -149,8 +150,8 @@ def test_a_batch_that_breaks_after_the_canary_rolls_back_every_upgraded_instance
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
     rolled_back = world.scale_set.calls_of("upgrade_instances")[-1]
     assert rolled_back == ("0", "1")  # one call for every instance that took the new model
-    # Re-running the old script did not repair instance 1: it was reimaged (a fresh disk).
-    assert world.scale_set.calls_of("reimage_instances") == [("1",)]
+    # Back on the baseline model, both get a fresh disk: re-running the old script undoes nothing.
+    assert world.scale_set.calls_of("reimage_instances") == [("0", "1")]
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
     assert "ReimageStarted" in world.kinds(rid)
 
@@ -352,3 +353,12 @@ def test_a_rejected_content_is_recorded_with_its_reason() -> None:
     rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
     assert rollout is not None and rollout.phase is Phase.REJECTED and rollout.reason == "the script is empty"
     assert hashlib.sha256(b"").hexdigest() == rollout.release.sha256
+
+
+def test_without_rollback_reimage_only_instances_the_baseline_leaves_broken_are_reimaged() -> None:
+    world = make_world(policy=RolloutPolicy(bake_seconds=60, failure_threshold=2, rollback_reimage=False))
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    world.scale_set.instances["1"].forced_unhealthy = True
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+    assert world.scale_set.calls_of("reimage_instances") == [("1",)]

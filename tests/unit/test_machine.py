@@ -115,6 +115,7 @@ class Case:
     actions: tuple[object, ...] = ()
     now: datetime = T0 + timedelta(seconds=30)
     check: dict[str, object] = field(default_factory=dict)
+    policy: RolloutPolicy = POLICY
 
 
 CASES = [
@@ -147,6 +148,7 @@ CASES = [
         Phase.CANARY,
         (UpgradeInstances(("0", "1"), "canary"),),
         check={"canary_ids": ("0", "1")},
+        policy=RolloutPolicy(canary_count=2),
     ),
     Case(
         "canary: updating -> wait, nothing issued again",
@@ -328,27 +330,50 @@ CASES = [
         check={"rollback_ids": ("0", "1")},
     ),
     Case(
-        "rolling back: all back and healthy -> RolledBack",
-        rollout(Phase.ROLLING_BACK, upgraded_ids=("0", "1"), rollback_ids=("0", "1"), rollback_reason="x"),
+        "rolling back: all back, reimaged and healthy -> RolledBack",
+        rollout(
+            Phase.ROLLING_BACK,
+            upgraded_ids=("0", "1"),
+            rollback_ids=("0", "1"),
+            reimaged_ids=("0", "1"),
+            rollback_reason="x",
+        ),
         fleet(I("0", latest=True), I("1", latest=True), I("2", latest=True), model=OLD),
         Phase.ROLLED_BACK,
         None,
     ),
     Case(
-        "rolling back: baseline applied but the instance is still broken -> count",
+        "rolling back: back on the baseline model -> reimage every touched instance in one call",
+        rollout(Phase.ROLLING_BACK, upgraded_ids=("0", "1"), rollback_ids=("0", "1")),
+        fleet(I("0", latest=True), I("1", latest=True), I("2", latest=True), model=OLD),
+        Phase.ROLLING_BACK,
+        (ReimageInstances(("0", "1")),),
+        check={"reimaged_ids": ("0", "1")},
+    ),
+    Case(
+        "rolling back: ROLLBACK_REIMAGE off, all back and healthy -> RolledBack without reimage",
         rollout(Phase.ROLLING_BACK, upgraded_ids=("0",), rollback_ids=("0",)),
+        fleet(I("0", latest=True), I("1", latest=True), model=OLD),
+        Phase.ROLLED_BACK,
+        (Notify("install_nginx v1 rolled back: "),),
+        policy=RolloutPolicy(rollback_reimage=False),
+    ),
+    Case(
+        "rolling back: reimaged but the instance is still broken -> count",
+        rollout(Phase.ROLLING_BACK, upgraded_ids=("0",), rollback_ids=("0",), reimaged_ids=("0",)),
         fleet(I("0", latest=True, state="Failed", ext="Failed"), I("1", latest=True), model=OLD),
         Phase.ROLLING_BACK,
         (),
         check={"unhealthy_streak": 1},
     ),
     Case(
-        "rolling back: still broken at the threshold -> reimage it",
+        "rolling back: ROLLBACK_REIMAGE off, still broken at the threshold -> reimage it",
         rollout(Phase.ROLLING_BACK, upgraded_ids=("0", "1"), rollback_ids=("0", "1"), unhealthy_streak=2),
         fleet(I("0", latest=True, probe=BAD), I("1", latest=True), I("2", latest=True), model=OLD),
         Phase.ROLLING_BACK,
         (ReimageInstances(("0",)),),
         check={"reimaged_ids": ("0",), "unhealthy_streak": 0},
+        policy=RolloutPolicy(rollback_reimage=False, failure_threshold=3),
     ),
     Case(
         "rolling back: reimaged and still broken -> Failed, a human decides",
@@ -370,9 +395,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_decide(case: Case) -> None:
-    decision = decide(
-        case.rollout, case.fleet, POLICY if "two canaries" not in case.name else RolloutPolicy(canary_count=2), case.now
-    )
+    decision = decide(case.rollout, case.fleet, case.policy, case.now)
     assert decision.rollout.phase is case.phase, decision.rollout.reason
     if case.actions is not None:
         assert decision.actions == case.actions
