@@ -57,7 +57,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +72,7 @@ from emulator.synthetic import FailureRule, FailureRules, SyntheticRuntime
 
 API_VERSION = "2026-04-01"
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+MAX_LOG = 100_000  # request log entries kept (oldest tenth dropped beyond it)
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 CUSTOM_SCRIPT = ("Microsoft.Azure.Extensions", "CustomScript", "2.1")
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
@@ -868,6 +869,8 @@ class ArmEmulator:
                 record = RequestRecord(method, path, query, _redact(parsed), status, _now())
                 with self._lock:
                     self._log.append(record)
+                    if len(self._log) > MAX_LOG:  # a long demo must not grow without bound
+                        del self._log[: MAX_LOG // 10]
 
     def _check_fault(self, method: str, path: str) -> None:
         with self._lock:
@@ -1634,13 +1637,9 @@ class _ArmServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = self.socket.accept()
-        # The TLS handshake runs in the connection's own thread (finish_request), so one slow client
-        # cannot stall the accept loop.
-        return sock, addr
-
     def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread, not in the accept loop: one slow
+        # or broken client cannot stall everyone else.
         try:
             request.settimeout(60)  # an idle keep-alive connection is dropped after a minute
             tls = self._ctx.wrap_socket(request, server_side=True)
@@ -1665,7 +1664,3 @@ class _ArmServer(ThreadingHTTPServer):
         for conn in conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-
-
-def iter_instances(scale_set: ScaleSet) -> Iterator[Instance]:
-    return iter(sorted(scale_set.instances.values(), key=lambda i: int(i.instance_id)))
