@@ -12,6 +12,8 @@ import threading
 import weakref
 from typing import Any
 
+import azure.functions as func
+
 _lock = threading.Lock()
 _cache: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
 
@@ -21,7 +23,12 @@ def functions_of(app: Any) -> list[Any]:
     with _lock:
         functions = _cache.get(app)
         if functions is None:
-            functions = list(app.get_functions())
+            if isinstance(app, func.Blueprint):  # a lone Blueprint: index it the way an app would
+                wrapper = func.FunctionApp()
+                wrapper.register_functions(app)
+                functions = list(wrapper.get_functions())
+            else:
+                functions = list(app.get_functions())
             _cache[app] = functions
         return functions
 

@@ -81,7 +81,6 @@ import threading
 import time
 import traceback
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -100,6 +99,7 @@ from azure.functions.decorators.function_app import Function
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from emulator import appindex
 from emulator.ncrontab import NCrontabError, parse_schedule
 
 __all__ = [
@@ -144,28 +144,14 @@ def resolve_placeholders(text: str, env: Mapping[str, str], where: str) -> str:
     return _PLACEHOLDER_RE.sub(lookup, text)
 
 
-# FunctionApp.get_functions() can run once per app object: it records the names it has seen and a
-# second call fails with "does not have a unique function name". A restarted host (tests, the demo)
-# indexes the same app again, so the result is kept per app object.
-_INDEX_CACHE: weakref.WeakKeyDictionary[Any, list[Function]] = weakref.WeakKeyDictionary()
-_INDEX_LOCK = threading.Lock()
-
-
 def index_app(app: Any) -> list[Function]:
-    """The app's functions, as the Python worker indexes them (FunctionApp or a lone Blueprint)."""
-    with _INDEX_LOCK:
-        if app in _INDEX_CACHE:
-            return _INDEX_CACHE[app]
-        if isinstance(app, func.Blueprint):
-            wrapper = func.FunctionApp()
-            wrapper.register_functions(app)
-            functions = wrapper.get_functions()
-        elif hasattr(app, "get_functions"):
-            functions = app.get_functions()
-        else:
-            raise HostStartupError(f"{app!r} is not an azure.functions FunctionApp or Blueprint")
-        _INDEX_CACHE[app] = functions
-        return functions
+    """The app's functions, as the Python worker indexes them (FunctionApp or a lone Blueprint).
+
+    Indexed once per process through ``emulator.appindex``: ``get_functions()`` fails when called
+    twice on one app object, and tests, the demo and a restarted host all index the same app."""
+    if not isinstance(app, func.Blueprint) and not hasattr(app, "get_functions"):
+        raise HostStartupError(f"{app!r} is not an azure.functions FunctionApp or Blueprint")
+    return appindex.functions_of(app)
 
 
 def load_app(spec: str) -> Any:
@@ -297,9 +283,7 @@ class RouteTemplate:
                 continue
             match = _PARAM_RE.match(part)
             if not match:
-                raise HostStartupError(
-                    f"route {template!r}: segment {part!r} must be a literal or one {{parameter}}"
-                )
+                raise HostStartupError(f"route {template!r}: segment {part!r} must be a literal or one {{parameter}}")
             constraint_texts = _split_constraints(match["rest"][1:]) if match["rest"] else []
             segment = _Segment(
                 literal=None,
@@ -759,16 +743,12 @@ class LocalFunctionsHost:
         with self._invocation_added:
             while True:
                 found = [
-                    i
-                    for i in self._invocations
-                    if i.function == function and (outcome is None or i.outcome == outcome)
+                    i for i in self._invocations if i.function == function and (outcome is None or i.outcome == outcome)
                 ]
                 remaining = deadline - time.monotonic()
                 if len(found) >= count or remaining <= 0:
                     if len(found) < count:
-                        raise TimeoutError(
-                            f"{function}: {len(found)} of {count} invocations after {timeout}s"
-                        )
+                        raise TimeoutError(f"{function}: {len(found)} of {count} invocations after {timeout}s")
                     return found
                 self._invocation_added.wait(remaining)
 
@@ -808,9 +788,7 @@ class LocalFunctionsHost:
         except BaseException:
             self.stop()
             raise
-        log.info(
-            "host started at %s: %s", self.url if self._server else "(no http)", ", ".join(self.function_names)
-        )
+        log.info("host started at %s: %s", self.url if self._server else "(no http)", ", ".join(self.function_names))
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -1000,8 +978,13 @@ class LocalFunctionsHost:
                 traceback.format_exc(),
             )
             invocation = Invocation(
-                hosted.name, hosted.kind, started_at, time.monotonic() - began, "failed",
-                f"{type(error).__name__}: {error}", dict(detail),
+                hosted.name,
+                hosted.kind,
+                started_at,
+                time.monotonic() - began,
+                "failed",
+                f"{type(error).__name__}: {error}",
+                dict(detail),
             )
             self._record(invocation)
             return invocation, None
@@ -1031,7 +1014,7 @@ class LocalFunctionsHost:
         prefix = f"/{self._route_prefix}" if self._route_prefix else ""
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             return _text_response(404, "Not Found")
-        relative = path[len(prefix):]
+        relative = path[len(prefix) :]
 
         matched: list[tuple[_HttpFunction, dict[str, str]]] = []
         for hosted in self._http:
@@ -1157,14 +1140,20 @@ class LocalFunctionsHost:
             # The singleton lock: the previous invocation still runs, so this occurrence is missed.
             self._missed[timer.name] = True
             skipped = Invocation(
-                timer.name, "timer", datetime.now(UTC), 0.0, "skipped",
-                "previous invocation still running", {"scheduled": scheduled.isoformat()},
+                timer.name,
+                "timer",
+                datetime.now(UTC),
+                0.0,
+                "skipped",
+                "previous invocation still running",
+                {"scheduled": scheduled.isoformat()},
             )
             with self._invocation_added:
                 self._invocations.append(skipped)
                 self._invocation_added.notify_all()
-            log.warning("function %s: skipped the %s firing, the previous run is still going",
-                        timer.name, scheduled.isoformat())
+            log.warning(
+                "function %s: skipped the %s firing, the previous run is still going", timer.name, scheduled.isoformat()
+            )
             return skipped
         past_due = self._missed.pop(timer.name, False)
         schedule_status = {
@@ -1172,15 +1161,12 @@ class LocalFunctionsHost:
             "Next": self._next_timer_time(timer, scheduled).isoformat(),
             "LastUpdated": datetime.now(UTC).isoformat(),
         }
-        request = TimerRequest(past_due=past_due, schedule_status=schedule_status,
-                                    schedule={"AdjustForDST": True})
+        request = TimerRequest(past_due=past_due, schedule_status=schedule_status, schedule={"AdjustForDST": True})
         outcome: list[Invocation] = []
 
         def run() -> None:
             try:
-                invocation, _ = self._invoke(
-                    timer, request, {"scheduled": scheduled.isoformat(), "past_due": past_due}
-                )
+                invocation, _ = self._invoke(timer, request, {"scheduled": scheduled.isoformat(), "past_due": past_due})
                 outcome.append(invocation)
             finally:
                 timer.lock.release()
@@ -1289,7 +1275,12 @@ class LocalFunctionsHost:
             self._receipts.put(key, {"status": "poisoned", "attempts": attempts + 1, "error": invocation.error})
             log.error(
                 "function %s: blob %s/%s (etag %s) poisoned after %d attempts: %s",
-                blob.name, blob.container, name, etag, attempts + 1, invocation.error,
+                blob.name,
+                blob.container,
+                name,
+                etag,
+                attempts + 1,
+                invocation.error,
             )
         else:
             self._receipts.put(key, {"status": "failed", "attempts": attempts + 1, "error": invocation.error})
