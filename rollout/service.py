@@ -142,9 +142,10 @@ class RolloutService:
         outcome = self._activate_next()
         current = self.store.get_rollout(self.target_key, rollout_id)
         if current is not None and current.phase is Phase.QUEUED:
-            return Outcome(
-                "Queued", current.reason or "waiting for the active rollout to end", rollout_id, current.phase
-            )
+            # Busy: another rollout holds the scale set. Error/Lost: it could not start just now;
+            # either way the timer starts it as soon as it can.
+            why = outcome.message if outcome.status in ("Error", "Lost") else current.reason
+            return Outcome("Queued", why, rollout_id, current.phase)
         if current is not None and current.id == outcome.rollout_id:
             return outcome
         phase = current.phase if current else None
