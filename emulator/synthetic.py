@@ -80,14 +80,15 @@ def release_sources(model: InstanceModel) -> list[str]:
 
 
 def release_label(model: InstanceModel) -> str:
-    """What the page names: the script's file name, else the image's name, else "base"."""
+    """What the page names: the script's file name (and the image's, when there is one), else the
+    image's name, else "base"."""
     uris = model.settings.get("fileUris") or []
+    image = model.image_id.rstrip("/").rsplit("/", 1)[-1] if model.image_id else None
     if isinstance(uris, list) and uris:
         path = urlparse(str(uris[0])).path
-        return path.rsplit("/", 1)[-1] or str(uris[0])
-    if model.image_id:
-        return model.image_id.rstrip("/").rsplit("/", 1)[-1]
-    return "base"
+        script = path.rsplit("/", 1)[-1] or str(uris[0])
+        return f"{script} image={image}" if image else script
+    return image or "base"
 
 
 def welcome_page(address: str, release: str | None) -> bytes:

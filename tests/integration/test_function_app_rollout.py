@@ -191,3 +191,49 @@ def test_names_that_are_not_releases_are_ignored_and_bad_content_is_rejected(app
     app.upload("install_nginx.v4.sh", b"")
     [rejected] = app.rollouts()
     assert rejected["phase"] == "Rejected" and rejected["reason"] == "the script is empty"
+
+
+def test_an_image_release_changes_the_image_reference_and_rolls_out_the_same_way(
+    app: App, arm_emulator: Any, make_scale_set: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = (
+        f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg-canary/providers/Microsoft.Compute/images/nginx-base-image"
+    )
+    handle = make_scale_set(
+        3,
+        image_id=base,
+        extension_settings={
+            "fileUris": ["https://x/init/install_nginx.sh"],
+            "commandToExecute": "bash install_nginx.sh",
+        },
+    )
+    monkeypatch.setenv("VMSS_NAME", handle.name)
+    updated = base.replace("nginx-base-image", "nginx-updated-image")
+    arm_emulator.clear_requests()
+    app.upload("install_nginx.v5.image.json", json.dumps({"imageId": updated}).encode())
+    [summary] = app.rollouts()
+    assert summary["kind"] == "image"
+    detail = app.tick_until(summary["id"], "Succeeded")
+    assert detail["baseline"] == {"imageId": base}
+    patches = arm_emulator.requests("PATCH")
+    assert len(patches) == 1 and updated in json.dumps(patches[0].body)
+    assert arm_emulator.requests("PUT", "/extensions/") == []  # the script stays as it was
+    assert all("nginx-updated-image" in page for page in pages(handle).values())
+
+
+def test_pause_holds_the_rollout_and_resume_finishes_it(app: App, arm_emulator: Any) -> None:
+    app.upload("install_nginx.v6.sh", b"#!/bin/bash\necho v6\n")
+    [summary] = app.rollouts()
+    rid = summary["id"]
+    app.tick_until(rid, "Baking", "Promoting")
+    status, payload = app.http("steer_rollout", "POST", {"id": rid, "verb": "pause"}, {"reason": "lunch"})
+    assert status == 200 and payload["phase"] == "Paused"
+    calls = len(upgrade_calls(arm_emulator))
+    for _ in range(5):
+        app.tick()
+        time.sleep(0.3)
+    assert app.rollout(rid)["phase"] == "Paused" and len(upgrade_calls(arm_emulator)) == calls
+    assert app.http("steer_rollout", "POST", {"id": rid, "verb": "pause"})[0] == 409
+    assert app.http("steer_rollout", "POST", {"id": rid, "verb": "resume"})[0] == 200
+    detail = app.tick_until(rid, "Succeeded")
+    assert [e["actor"] for e in detail["events"] if "paused" in e["message"]] == ["operator (function key)"]
