@@ -130,7 +130,8 @@ def decide(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, now: datet
     plan = _Plan(rollout, now)
     if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING):
         drift = _model_drift(rollout, fleet)
-        if drift is not None and rollout.phase is not Phase.CANARY:
+        # Before the canary is chosen the model is ours to write; after, a different model is drift.
+        if drift is not None and (rollout.phase is not Phase.CANARY or rollout.canary_ids):
             # Someone rewrote the model while we were promoting: any batch now would ship their
             # model, not ours. Stop and ask a human instead of guessing.
             plan.update(paused_from=rollout.phase)
@@ -516,6 +517,12 @@ def apply_command(
             raise CommandError(f"only a Failed rollout can be retried; this one is {phase.value}")
         resume_to = rollout.paused_from or Phase.ROLLING_BACK
         plan.update(paused_from=None, last_progress_at=now, batch_started_at=None)
+        if resume_to is not Phase.ROLLING_BACK:
+            # It failed going forward (the model was changed under it): start again from the canary,
+            # which writes the release's model again, instead of failing on the same drift.
+            plan.update(canary_ids=(), batch_ids=())
+            plan.transition(Phase.CANARY, f"retried by {actor}{said}: re-writing the model, a new canary", actor)
+            return plan.decision()
         plan.transition(resume_to, f"retried by {actor}{said}", actor)
         return plan.decision()
     raise CommandError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")

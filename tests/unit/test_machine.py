@@ -272,6 +272,17 @@ CASES = [
         check={"paused_from": Phase.BAKING},
     ),
     Case(
+        "canary: model changed by someone else after the canary started -> Failed, not overwritten",
+        rollout(Phase.CANARY, canary_ids=("0",), batch_ids=("0",), upgraded_ids=("0",)),
+        fleet(I("0", latest=True), I("1", latest=True), model=OLD),
+        Phase.FAILED,
+        (
+            Notify(
+                "install_nginx v1 stopped: the scale set model no longer holds this release (changed outside the rollout)"
+            ),
+        ),
+    ),
+    Case(
         "promoting: batch limited by max unavailable (one instance already down)",
         rollout(Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0",)),
         fleet(I("0", latest=True), I("1"), I("2"), I("3"), I("4", probe=BAD)),
@@ -514,3 +525,11 @@ def test_batch_sizes(policy: RolloutPolicy, fleet_size: int, batch: int, unavail
 def test_a_policy_that_could_never_progress_is_refused() -> None:
     with pytest.raises(ValueError, match="max_unavailable_percent must be between 1 and 100"):
         RolloutPolicy(max_unavailable_percent=0)
+
+
+def test_retry_after_drift_starts_again_from_the_canary_and_rewrites_the_model() -> None:
+    failed = rollout(Phase.FAILED, paused_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
+    retried = apply_command(failed, "retry", T0).rollout
+    assert retried.phase is Phase.CANARY and retried.canary_ids == ()
+    decision = decide(retried, fleet(I("0", latest=True), I("1", latest=True), I("2"), model=OLD), POLICY, T0)
+    assert decision.actions == (UpdateModel(NEW, "release"),)
