@@ -278,7 +278,8 @@ CASES = [
         Phase.FAILED,
         (
             Notify(
-                "install_nginx v1 stopped: the scale set model no longer holds this release (changed outside the rollout)"
+                "install_nginx v1 stopped: the scale set model no longer holds this release "
+                "(changed outside the rollout)"
             ),
         ),
     ),
