@@ -7,7 +7,6 @@ deployment succeed, do the roles suffice at runtime) is listed in infra/README.m
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from rollout.settings import SETTINGS_READ, load_settings
 from tests.infra.bicep_model import (
     INFRA,
-    REPO_ROOT,
     BicepFile,
     Expr,
     Scope,
@@ -174,24 +172,15 @@ def test_bicep_policy_defaults_give_the_same_settings_as_the_code_defaults() -> 
 
 @functools.cache
 def _function_bindings() -> dict[str, list[dict[str, str]]]:
-    """function name -> its bindings, from a private copy of function_app.py.
+    """function name -> its bindings, as the Functions worker indexes the real function_app.py."""
+    import function_app
+    from emulator.appindex import functions_of
 
-    ``FunctionApp.get_functions()`` may be called once per app object (azure-functions 1.26.0 raises
-    "does not have a unique function name" on the second call), so the module is loaded under a name of
-    our own: the app object other tests import stays untouched.
-    """
-    path = REPO_ROOT / "function_app.py"
-    if not path.exists():
-        pytest.skip("function_app.py is not in the repo yet; test_blob_trigger_contract covers the contract")
-    spec = importlib.util.spec_from_file_location("_function_app_for_infra_checks", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     return {
         fn.get_function_name(): [
             {k: str(getattr(v, "value", v)) for k, v in b.get_dict_repr().items()} for b in fn.get_bindings()
         ]
-        for fn in module.app.get_functions()
+        for fn in functions_of(function_app.app)
     }
 
 
@@ -217,7 +206,7 @@ def _check_blob_trigger_against_bicep(trigger: dict[str, str]) -> None:
     assert f"{trigger['connection']}__queueServiceUri" in settings
     assert trigger["source"] == "EventGrid"
     # path "%RELEASE_CONTAINER%/{name}": the setting it names holds the container the template creates.
-    container_setting, = _setting_references(trigger["path"])
+    (container_setting,) = _setting_references(trigger["path"])
     container = settings[container_setting]
     scope = main_scope().enter_module("storage")
     created = evaluate(body(scope.file.resources["releaseContainer"])["name"], scope)
@@ -357,12 +346,10 @@ def test_demo_scale_set_is_manual_uniform_with_identity_and_nginx_load_balancing
     assert vmss["properties"]["orchestrationMode"] == "Uniform"
     assert vmss["identity"] == {"type": "SystemAssigned"}
     assert evaluate(vmss["sku"]["capacity"], demo) == 3
-    assert vmss["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]["publisher"] == (
-        "Canonical"
-    )
+    assert vmss["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]["publisher"] == ("Canonical")
     lb = evaluate(body(demo.file.resources["loadBalancer"])["properties"], demo)
-    probe, = lb["probes"]
-    rule, = lb["loadBalancingRules"]
+    (probe,) = lb["probes"]
+    (rule,) = lb["loadBalancingRules"]
     assert (probe["name"], probe["properties"]["protocol"], probe["properties"]["port"]) == ("nginx", "Http", 80)
     assert (rule["properties"]["frontendPort"], rule["properties"]["backendPort"]) == (80, 80)
     ext_scope = main_scope().enter_module("demoExtension")
