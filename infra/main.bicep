@@ -120,6 +120,12 @@ param minHealthyInstances int = 1
 @description('Script releases: reimage instances moved back to the baseline (a fresh disk).')
 param rollbackReimage bool = true
 
+@description('Canary vs baseline median latency ratio that counts as unhealthy; "0" = off.')
+param latencyRatio string = '0'
+
+@description('Milliseconds the canary must also be slower by, for LATENCY_RATIO to count.')
+param latencyMinDeltaMs string = '50'
+
 param probePath string = '/'
 
 @minValue(1)
@@ -205,6 +211,8 @@ module functionApp 'modules/functionapp.bicep' = {
       UPGRADE_RETRY_SECONDS: string(upgradeRetrySeconds)
       MIN_HEALTHY_INSTANCES: string(minHealthyInstances)
       ROLLBACK_REIMAGE: rollbackReimage ? 'true' : 'false'
+      LATENCY_RATIO: latencyRatio
+      LATENCY_MIN_DELTA_MS: latencyMinDeltaMs
       PROBE_PATH: probePath
       PROBE_PORT: string(probePort)
       PROBE_EXPECT_STATUS: string(probeExpectStatus)

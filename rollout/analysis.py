@@ -70,7 +70,13 @@ class Assessment:
     reason: str
 
 
-def assess_canary(canaries: Sequence[InstanceView], baseline: Iterable[InstanceView]) -> Assessment:
+def assess_canary(
+    canaries: Sequence[InstanceView],
+    baseline: Iterable[InstanceView],
+    *,
+    latency_ratio: float = 0.0,
+    latency_min_delta_ms: float = 50.0,
+) -> Assessment:
     """Judge the instances on the new model (``canaries``) against those still on the old one."""
     if not canaries:
         return Assessment(Verdict.PENDING, "no canary instance observed")
@@ -93,4 +99,38 @@ def assess_canary(canaries: Sequence[InstanceView], baseline: Iterable[InstanceV
         return Assessment(Verdict.UNHEALTHY, reason)
     if pending:
         return Assessment(Verdict.PENDING, "waiting for " + ", ".join(f"instance {c.instance_id}" for c in pending))
+    if latency_ratio:
+        slower = assess_latency(canaries, baseline, latency_ratio, latency_min_delta_ms)
+        if slower is not None:
+            return Assessment(Verdict.UNHEALTHY, slower)
     return Assessment(Verdict.SUCCESSFUL, f"{len(canaries)} instance(s) on the new model and healthy")
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def assess_latency(
+    canaries: Sequence[InstanceView], baseline: Iterable[InstanceView], ratio: float, min_delta_ms: float
+) -> str | None:
+    """A reason when the canaries answer markedly slower than the healthy baseline, else None.
+
+    Medians, not means: one slow probe should not fail a release. Without healthy baseline
+    latencies (the whole fleet is on the new model) there is nothing to compare: no verdict."""
+    new = [c.probe.latency_ms for c in canaries if c.probe is not None and c.probe.latency_ms is not None]
+    old = [
+        b.probe.latency_ms
+        for b in baseline
+        if b.probe is not None and b.probe.latency_ms is not None and assess_instance(b) is Health.HEALTHY
+    ]
+    if not new or not old:
+        return None
+    canary, base = _median(new), _median(old)
+    if canary > base * ratio and canary - base > min_delta_ms:
+        return (
+            f"canary median latency {canary:.0f} ms vs baseline {base:.0f} ms "
+            f"(more than {ratio:g}x and {min_delta_ms:g} ms slower)"
+        )
+    return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rollout.analysis import Verdict, assess_canary, assess_instance, describe_instance
+from rollout.analysis import Assessment, Verdict, assess_canary, assess_instance, describe_instance
 from rollout.model import (
     FleetView,
     Health,
@@ -179,6 +179,16 @@ def _baseline_views(plan: _Plan, fleet: FleetView) -> list[InstanceView]:
     return [v for v in fleet.instances if v.instance_id not in upgraded and not v.latest_model_applied]
 
 
+def _judge(views: Sequence[InstanceView], plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Assessment:
+    """The new model's instances against the instances the rollout has not touched."""
+    return assess_canary(
+        views,
+        _baseline_views(plan, fleet),
+        latency_ratio=policy.latency_ratio,
+        latency_min_delta_ms=policy.latency_min_delta_ms,
+    )
+
+
 def _reissue_stalled(plan: _Plan, ids: Sequence[str], fleet: FleetView, policy: RolloutPolicy, purpose: str) -> None:
     """Re-issue an upgrade that never started: lost in a crash, refused, or throttled.
 
@@ -235,7 +245,7 @@ def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         plan.event("CanaryStarted", f"upgrading canary instance(s) {', '.join(chosen)}", instances=list(chosen))
         return plan.wait(f"upgrading the canary: instance(s) {', '.join(chosen)}")
 
-    assessment = assess_canary(_observed(canaries, fleet), _baseline_views(plan, fleet))
+    assessment = _judge(_observed(canaries, fleet), plan, fleet, policy)
     if assessment.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"canary failed: {assessment.reason}")
     if assessment.verdict is Verdict.SUCCESSFUL:
@@ -265,7 +275,7 @@ def _count_unhealthy(plan: _Plan, policy: RolloutPolicy, reason: str) -> Decisio
 
 
 def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
-    assessment = assess_canary(_observed(plan.rollout.canary_ids, fleet), _baseline_views(plan, fleet))
+    assessment = _judge(_observed(plan.rollout.canary_ids, fleet), plan, fleet, policy)
     if assessment.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"canary failed while baking: {assessment.reason}")
     if assessment.verdict is Verdict.UNHEALTHY:
@@ -288,7 +298,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
     rollout = plan.rollout
     if rollout.batch_ids:
         batch = _observed(rollout.batch_ids, fleet)
-        assessment = assess_canary(batch, _baseline_views(plan, fleet))
+        assessment = _judge(batch, plan, fleet, policy)
         if assessment.verdict is Verdict.FAILED:
             return _start_rollback(plan, f"batch {rollout.batch_number} failed: {assessment.reason}")
         if assessment.verdict is Verdict.UNHEALTHY:
@@ -308,7 +318,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         plan.update(batch_ids=(), batch_started_at=None, last_progress_at=plan.now, unhealthy_streak=0)
 
     # Every instance this rollout upgraded must stay healthy, not only the newest batch.
-    watched = assess_canary(_observed(plan.rollout.upgraded_ids, fleet), _baseline_views(plan, fleet))
+    watched = _judge(_observed(plan.rollout.upgraded_ids, fleet), plan, fleet, policy)
     if watched.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"an upgraded instance failed: {watched.reason}")
     if watched.verdict is Verdict.UNHEALTHY:

@@ -127,6 +127,7 @@ class Health(str, enum.Enum):
 class ProbeResult:
     ok: bool
     detail: str  # "200 in 12 ms", "connection refused", "body did not match 'Welcome'"
+    latency_ms: float | None = None  # of a successful probe
 
 
 @dataclass(frozen=True)

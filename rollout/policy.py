@@ -22,6 +22,11 @@ class RolloutPolicy:
     # from the image, then the baseline extension). Re-running the old script over a disk the bad
     # release changed does not undo the release; release scripts are written for fresh VMs.
     rollback_reimage: bool = True
+    # Canary vs baseline latency (Kayenta-style): a canary whose median probe latency is more than
+    # latency_ratio times the baseline's, and slower by more than latency_min_delta_ms, is unhealthy.
+    # 0 = off. The absolute floor keeps loopback-fast fleets (1 ms vs 3 ms) from tripping it.
+    latency_ratio: float = 0.0
+    latency_min_delta_ms: float = 50.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -45,6 +50,10 @@ class RolloutPolicy:
             problems.append("upgrade_retry_seconds must be at least 1")
         if self.min_healthy_instances < 1:
             problems.append("min_healthy_instances must be at least 1")
+        if self.latency_ratio != 0 and self.latency_ratio < 1:
+            problems.append("latency_ratio must be 0 (off) or at least 1")
+        if self.latency_min_delta_ms < 0:
+            problems.append("latency_min_delta_ms must not be negative")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -47,6 +47,8 @@ SETTINGS_READ: tuple[str, ...] = (
     "UPGRADE_RETRY_SECONDS",
     "MIN_HEALTHY_INSTANCES",
     "ROLLBACK_REIMAGE",
+    "LATENCY_RATIO",
+    "LATENCY_MIN_DELTA_MS",
     "PROBE_PATH",
     "PROBE_PORT",
     "PROBE_EXPECT_STATUS",
@@ -200,6 +202,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         upgrade_retry_seconds=number("UPGRADE_RETRY_SECONDS", 300, int, 1),
         min_healthy_instances=number("MIN_HEALTHY_INSTANCES", 1, int, 1),
         rollback_reimage=_flag(get("ROLLBACK_REIMAGE"), "ROLLBACK_REIMAGE", True, problems),
+        latency_ratio=number("LATENCY_RATIO", 0.0, float, 0),
+        latency_min_delta_ms=number("LATENCY_MIN_DELTA_MS", 50.0, float, 0),
     )
     policy = RolloutPolicy()
     try:

@@ -68,7 +68,7 @@ class HttpProber:
                     )
                 if self.pattern is not None and not self.pattern.search(body.decode("utf-8", "replace")):
                     return ProbeResult(False, f"body did not match {self.pattern.pattern!r}")
-                return ProbeResult(True, f"{response.status_code} in {elapsed_ms:.0f} ms")
+                return ProbeResult(True, f"{response.status_code} in {elapsed_ms:.0f} ms", elapsed_ms)
         except requests.Timeout:
             return ProbeResult(False, f"timed out after {self.timeout:g} s")
         except requests.ConnectionError as exc:

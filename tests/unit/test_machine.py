@@ -534,3 +534,38 @@ def test_retry_after_drift_starts_again_from_the_canary_and_rewrites_the_model()
     assert retried.phase is Phase.CANARY and retried.canary_ids == ()
     decision = decide(retried, fleet(I("0", latest=True), I("1", latest=True), I("2"), model=OLD), POLICY, T0)
     assert decision.actions == (UpdateModel(NEW, "release"),)
+
+
+def slow(ms: float) -> ProbeResult:
+    return ProbeResult(True, f"200 in {ms:.0f} ms", ms)
+
+
+@pytest.mark.parametrize(
+    ("canary_ms", "baseline_ms", "verdict"),
+    [
+        ([400.0], [20.0, 25.0, 30.0], Verdict.UNHEALTHY),  # 16x and 375 ms slower
+        ([3.0], [1.0, 1.0, 1.0], Verdict.SUCCESSFUL),  # 3x but only 2 ms: loopback noise
+        ([60.0], [30.0, 30.0], Verdict.SUCCESSFUL),  # 2x and 30 ms: under the 50 ms floor
+        ([200.0, 20.0, 25.0], [20.0, 22.0], Verdict.SUCCESSFUL),  # the median, not one slow probe
+        ([400.0], [], Verdict.SUCCESSFUL),  # nothing to compare with
+    ],
+)
+def test_latency_judgement(canary_ms: list[float], baseline_ms: list[float], verdict: Verdict) -> None:
+    canaries = [I(str(i), latest=True, probe=slow(ms)).view() for i, ms in enumerate(canary_ms)]
+    baseline = [I(str(10 + i), probe=slow(ms)).view() for i, ms in enumerate(baseline_ms)]
+    assessment = assess_canary(canaries, baseline, latency_ratio=2.0, latency_min_delta_ms=50)
+    assert assessment.verdict is verdict, assessment.reason
+
+
+def test_latency_is_not_judged_when_off() -> None:
+    canaries = [I("0", latest=True, probe=slow(900)).view()]
+    baseline = [I("1", probe=slow(10)).view()]
+    assert assess_canary(canaries, baseline).verdict is Verdict.SUCCESSFUL
+
+
+def test_a_slow_canary_counts_towards_rollback_when_latency_is_judged() -> None:
+    r = rollout(Phase.BAKING, canary_ids=("0",), upgraded_ids=("0",), unhealthy_streak=2)
+    observed = fleet(I("0", latest=True, probe=slow(500)), I("1", probe=slow(20)), I("2", probe=slow(22)))
+    decision = decide(r, observed, RolloutPolicy(latency_ratio=3, failure_threshold=3), T0)
+    assert decision.rollout.phase is Phase.ROLLING_BACK
+    assert "canary median latency 500 ms vs baseline 21 ms" in decision.rollout.rollback_reason

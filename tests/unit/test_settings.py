@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,9 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"PROBE_BODY_PATTERN": "(unclosed"}, "not a valid regular expression"),
         ({"PROBE_PORT": "70000"}, "is not a TCP port"),
         ({"EXTENSION_FILE_AUTH": "sas"}, "must be 'managedIdentity' or 'none'"),
+        ({"LATENCY_RATIO": "0.5"}, "latency_ratio must be 0 (off) or at least 1"),
+        ({"LATENCY_RATIO": "2.5"}, None),
+        ({"ROLLBACK_REIMAGE": "maybe"}, "ROLLBACK_REIMAGE='maybe' must be true or false"),
         ({"VMSS_NAME": "bad/name"}, "not a valid scale set name"),
     ],
 )
@@ -64,7 +68,7 @@ def test_bad_values_are_named(env: dict[str, str], message: str | None) -> None:
     if message is None:
         load_settings({**REQUIRED, **env})
         return
-    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("?", r"\?")):
+    with pytest.raises(SettingsError, match=re.escape(message)):
         load_settings({**REQUIRED, **env})
 
 
