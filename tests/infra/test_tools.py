@@ -27,12 +27,20 @@ def _run_checkov() -> dict[str, Any]:
         pytest.fail(f"checkov is not installed at {CHECKOV.relative_to(REPO_ROOT)}: run `make setup`")
     # --skip-download: no policy/guideline download from the vendor's API. The proxy variables make
     # sure that anything checkov still tries to fetch goes to a closed loopback port and fails fast.
-    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
     proc = subprocess.run(
-        [str(CHECKOV), "--directory", str(INFRA), "--framework", "bicep", "--output", "json",
-         "--skip-download"],
-        capture_output=True, text=True, timeout=180, env=env, cwd=REPO_ROOT,
+        [str(CHECKOV), "--directory", str(INFRA), "--framework", "bicep", "--output", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=REPO_ROOT,
     )
     try:
         report = json.loads(proc.stdout)

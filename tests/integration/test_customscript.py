@@ -107,10 +107,10 @@ def test_protected_settings_are_merged_with_public_ones() -> None:
     assert cfg.file_uris == ("http://127.0.0.1/a.sh",) and cfg.command == "./a.sh"
 
 
-def test_invalid_settings_are_a_failed_extension_not_an_exception(support_dir: Path, dirs: InstanceDirs,
-                                                                   tmp_path: Path) -> None:
-    result = _handler(support_dir).enable({"commandToExecute": "x"}, {"commandToExecute": "y"}, dirs,
-                                          tmp_path / "dl")
+def test_invalid_settings_are_a_failed_extension_not_an_exception(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
+    result = _handler(support_dir).enable({"commandToExecute": "x"}, {"commandToExecute": "y"}, dirs, tmp_path / "dl")
     assert not result.succeeded
     assert result.message.startswith("Enable failed: failed to get configuration: invalid configuration")
 
@@ -118,11 +118,16 @@ def test_invalid_settings_are_a_failed_extension_not_an_exception(support_dir: P
 # --- the walkthrough's scripts ------------------------------------------------------------------------
 
 
-def test_walkthrough_v0_then_v1_install_nginx_and_edit_the_debian_page(support_dir: Path, dirs: InstanceDirs,
-                                                                      tmp_path: Path) -> None:
+def test_walkthrough_v0_then_v1_install_nginx_and_edit_the_debian_page(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
     handler = _handler(support_dir, _examples())
-    v0 = handler.enable({"fileUris": [BASE + "install_nginx.sh"], "commandToExecute": "./install_nginx.sh"},
-                        {}, dirs, tmp_path / "dl" / "0")
+    v0 = handler.enable(
+        {"fileUris": [BASE + "install_nginx.sh"], "commandToExecute": "./install_nginx.sh"},
+        {},
+        dirs,
+        tmp_path / "dl" / "0",
+    )
     assert v0.succeeded, v0.message
     assert v0.exit_code == 0
     assert (dirs.etc_nginx / "nginx.conf").is_file()
@@ -132,8 +137,12 @@ def test_walkthrough_v0_then_v1_install_nginx_and_edit_the_debian_page(support_d
     assert "start nginx" in dirs.service_requests.read_text()
     assert (tmp_path / "dl" / "0" / "install_nginx.sh").stat().st_mode & 0o777 == 0o500
 
-    v1 = handler.enable({"fileUris": [BASE + "install_nginx.v1.sh"], "commandToExecute": "./install_nginx.v1.sh"},
-                        {}, dirs, tmp_path / "dl" / "1")
+    v1 = handler.enable(
+        {"fileUris": [BASE + "install_nginx.v1.sh"], "commandToExecute": "./install_nginx.v1.sh"},
+        {},
+        dirs,
+        tmp_path / "dl" / "1",
+    )
     assert v1.succeeded, v1.message
     assert "<title>Welcome to nginx on Azure VMSS!</title>" in page.read_text()
     assert "already the newest version" in v1.stdout
@@ -148,11 +157,13 @@ def test_inline_gzipped_script_runs_from_script_sh(support_dir: Path, dirs: Inst
     assert (tmp_path / "dl" / "script.sh").exists()
 
 
-def test_crlf_and_bom_scripts_are_cleaned_like_the_real_handler(support_dir: Path, dirs: InstanceDirs,
-                                                                tmp_path: Path) -> None:
+def test_crlf_and_bom_scripts_are_cleaned_like_the_real_handler(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
     blobs = {BASE + "dos.sh": b"\xef\xbb\xbf#!/bin/sh\r\necho dos-ok\r\n"}
-    result = _handler(support_dir, blobs).enable({"fileUris": [BASE + "dos.sh"], "commandToExecute": "./dos.sh"},
-                                                 {}, dirs, tmp_path / "dl")
+    result = _handler(support_dir, blobs).enable(
+        {"fileUris": [BASE + "dos.sh"], "commandToExecute": "./dos.sh"}, {}, dirs, tmp_path / "dl"
+    )
     assert result.succeeded, result.message
     assert result.stdout == "dos-ok\n"
 
@@ -160,8 +171,7 @@ def test_crlf_and_bom_scripts_are_cleaned_like_the_real_handler(support_dir: Pat
 # --- the sandbox ----------------------------------------------------------------------------------------
 
 
-def test_the_host_is_read_only_outside_the_instance_dirs(support_dir: Path, dirs: InstanceDirs,
-                                                         tmp_path: Path) -> None:
+def test_the_host_is_read_only_outside_the_instance_dirs(support_dir: Path, dirs: InstanceDirs, tmp_path: Path) -> None:
     evil = f"/etc/evil-{uuid.uuid4().hex[:8]}"
     result = _handler(support_dir).enable({"commandToExecute": f"touch {evil}"}, {}, dirs, tmp_path / "dl")
     assert not result.succeeded
@@ -181,8 +191,9 @@ def test_even_root_cannot_remount_the_host_writable(support_dir: Path, dirs: Ins
 
 def test_tmp_is_private_to_the_script(support_dir: Path, dirs: InstanceDirs, tmp_path: Path) -> None:
     name = f"/tmp/cs-private-{uuid.uuid4().hex[:8]}"
-    result = _handler(support_dir).enable({"commandToExecute": f"echo x > {name} && cat {name}"}, {}, dirs,
-                                          tmp_path / "dl")
+    result = _handler(support_dir).enable(
+        {"commandToExecute": f"echo x > {name} && cat {name}"}, {}, dirs, tmp_path / "dl"
+    )
     assert result.succeeded and result.stdout == "x\n"
     assert not Path(name).exists()
 
@@ -203,8 +214,9 @@ def test_no_network_inside_the_sandbox(support_dir: Path, dirs: InstanceDirs, tm
     assert accepted == []
 
 
-def test_exit_code_stdout_and_stderr_are_captured_with_the_tail_kept(support_dir: Path, dirs: InstanceDirs,
-                                                                     tmp_path: Path) -> None:
+def test_exit_code_stdout_and_stderr_are_captured_with_the_tail_kept(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
     cmd = "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done; echo oops >&2; exit 7"
     result = _handler(support_dir).enable({"commandToExecute": cmd}, {}, dirs, tmp_path / "dl")
     assert not result.succeeded
@@ -217,13 +229,15 @@ def test_exit_code_stdout_and_stderr_are_captured_with_the_tail_kept(support_dir
     assert (tmp_path / "dl" / "stdout").read_text().startswith("line-0\n")  # the full log stays on disk
 
 
-def test_the_time_limit_kills_the_script_and_everything_it_started(support_dir: Path, dirs: InstanceDirs,
-                                                                   tmp_path: Path) -> None:
+def test_the_time_limit_kills_the_script_and_everything_it_started(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
     marker = f"31.{uuid.uuid4().int % 10**6}"  # a unique sleep argument to find its processes by
     handler = _handler(support_dir, timeout_s=1.0)
     started = time.monotonic()
-    result = handler.enable({"commandToExecute": f"echo started; sleep {marker} & sleep {marker}"}, {}, dirs,
-                            tmp_path / "dl")
+    result = handler.enable(
+        {"commandToExecute": f"echo started; sleep {marker} & sleep {marker}"}, {}, dirs, tmp_path / "dl"
+    )
     assert time.monotonic() - started < 5
     assert not result.succeeded and result.exit_code is None
     assert "timed out after 1 s" in result.message
@@ -234,21 +248,26 @@ def test_the_time_limit_kills_the_script_and_everything_it_started(support_dir: 
     assert _alive_with(marker) == []
 
 
-def test_processes_left_behind_by_a_finished_script_die_with_it(support_dir: Path, dirs: InstanceDirs,
-                                                                tmp_path: Path) -> None:
+def test_processes_left_behind_by_a_finished_script_die_with_it(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
     marker = f"32.{uuid.uuid4().int % 10**6}"
-    result = _handler(support_dir).enable({"commandToExecute": f"(sleep {marker} &) ; echo ok"}, {}, dirs,
-                                          tmp_path / "dl")
+    result = _handler(support_dir).enable(
+        {"commandToExecute": f"(sleep {marker} &) ; echo ok"}, {}, dirs, tmp_path / "dl"
+    )
     assert result.succeeded
     time.sleep(0.2)
     assert _alive_with(marker) == []
 
 
-def test_a_missing_file_fails_the_extension_before_anything_runs(support_dir: Path, dirs: InstanceDirs,
-                                                                 tmp_path: Path) -> None:
+def test_a_missing_file_fails_the_extension_before_anything_runs(
+    support_dir: Path, dirs: InstanceDirs, tmp_path: Path
+) -> None:
     result = _handler(support_dir).enable(
         {"fileUris": [BASE + "install_nginx.v9.sh"], "commandToExecute": "touch /var/www/html/ran"},
-        {}, dirs, tmp_path / "dl",
+        {},
+        dirs,
+        tmp_path / "dl",
     )
     assert not result.succeeded and result.exit_code is None
     assert "failed to download file[0]" in result.message and "404" in result.message

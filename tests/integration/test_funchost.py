@@ -48,8 +48,11 @@ def _threads_of(host: LocalFunctionsHost) -> list[threading.Thread]:
 @pytest.fixture(scope="module")
 def http_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFunctionsHost]:
     host = LocalFunctionsHost(
-        toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0,
-        state_dir=tmp_path_factory.mktemp("funchost-http"), functions=HTTP_FUNCTIONS,
+        toy.app,
+        env={"TOY_TICK_SCHEDULE": NEVER},
+        http_port=0,
+        state_dir=tmp_path_factory.mktemp("funchost-http"),
+        functions=HTTP_FUNCTIONS,
     )
     host.start()
     yield host
@@ -153,8 +156,9 @@ def test_keys_file_is_private_and_reused_by_a_restarted_host(http_host: LocalFun
     data = json.loads(keys_file.read_text())
     assert data == {"masterKey": http_host.master_key, "functionKeys": {"default": http_host.function_key}}
     assert http_host.function_key != http_host.master_key
-    with LocalFunctionsHost(toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0,
-                            state_dir=http_host.state_dir, functions=["ping"]) as second:
+    with LocalFunctionsHost(
+        toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0, state_dir=http_host.state_dir, functions=["ping"]
+    ) as second:
         assert (second.function_key, second.master_key) == (http_host.function_key, http_host.master_key)
 
 
@@ -175,8 +179,14 @@ def test_route_templates_parse_constraints_and_reject_bad_ones() -> None:
 
 
 def test_timer_fires_on_a_fast_period_with_a_timer_request(tmp_path: Path) -> None:
-    with LocalFunctionsHost(toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0, timer_period_seconds=0.2,
-                            state_dir=tmp_path, functions=["tick"]) as host:
+    with LocalFunctionsHost(
+        toy.app,
+        env={"TOY_TICK_SCHEDULE": NEVER},
+        http_port=0,
+        timer_period_seconds=0.2,
+        state_dir=tmp_path,
+        functions=["tick"],
+    ) as host:
         host.wait_for_invocations("tick", 3, timeout=5, outcome="succeeded")
     ticks = toy.recorder.ticks
     assert len(ticks) >= 3
@@ -188,8 +198,14 @@ def test_timer_fires_on_a_fast_period_with_a_timer_request(tmp_path: Path) -> No
 
 def test_timer_never_overlaps_itself_and_flags_the_next_run_past_due(tmp_path: Path) -> None:
     toy.recorder.tick_seconds = 0.5  # each run outlasts two periods
-    with LocalFunctionsHost(toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0, timer_period_seconds=0.2,
-                            state_dir=tmp_path, functions=["tick"]) as host:
+    with LocalFunctionsHost(
+        toy.app,
+        env={"TOY_TICK_SCHEDULE": NEVER},
+        http_port=0,
+        timer_period_seconds=0.2,
+        state_dir=tmp_path,
+        functions=["tick"],
+    ) as host:
         host.wait_for_invocations("tick", 3, timeout=10, outcome="succeeded")
         skipped = [i for i in host.invocations if i.function == "tick" and i.outcome == "skipped"]
     assert toy.recorder.max_active_ticks == 1
@@ -200,8 +216,9 @@ def test_timer_never_overlaps_itself_and_flags_the_next_run_past_due(tmp_path: P
 
 
 def test_timer_follows_its_ncrontab_schedule_without_an_override(tmp_path: Path) -> None:
-    with LocalFunctionsHost(toy.app, env={"TOY_TICK_SCHEDULE": "* * * * * *"}, http_port=0,
-                            state_dir=tmp_path, functions=["tick"]) as host:
+    with LocalFunctionsHost(
+        toy.app, env={"TOY_TICK_SCHEDULE": "* * * * * *"}, http_port=0, state_dir=tmp_path, functions=["tick"]
+    ) as host:
         runs = host.wait_for_invocations("tick", 2, timeout=5, outcome="succeeded")
     # Each firing is on a whole second: the schedule, not the host's start time, sets the pace.
     scheduled = [datetime.fromisoformat(r.detail["scheduled"]) for r in runs]
@@ -213,8 +230,9 @@ def test_timer_follows_its_ncrontab_schedule_without_an_override(tmp_path: Path)
 
 
 def test_admin_api_fires_a_timer_now(tmp_path: Path) -> None:
-    with LocalFunctionsHost(toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0,
-                            state_dir=tmp_path, functions=["tick"]) as host:
+    with LocalFunctionsHost(
+        toy.app, env={"TOY_TICK_SCHEDULE": NEVER}, http_port=0, state_dir=tmp_path, functions=["tick"]
+    ) as host:
         url = f"{host.url}/admin/functions/tick"
         assert requests.post(url, json={"input": ""}, timeout=5).status_code == 401
         response = requests.post(url, json={"input": ""}, headers={"x-functions-key": host.master_key}, timeout=5)
@@ -224,9 +242,13 @@ def test_admin_api_fires_a_timer_now(tmp_path: Path) -> None:
 
 
 def test_stop_is_prompt_and_leaves_no_thread_behind(tmp_path: Path) -> None:
-    host = LocalFunctionsHost(toy.app, env={"TOY_TICK_SCHEDULE": NEVER, "TOY_CONTAINER": "none",
-                                            "ToyStorage": "UseDevelopmentStorage=true"},
-                              http_port=0, state_dir=tmp_path, functions=["tick", "ping"])
+    host = LocalFunctionsHost(
+        toy.app,
+        env={"TOY_TICK_SCHEDULE": NEVER, "TOY_CONTAINER": "none", "ToyStorage": "UseDevelopmentStorage=true"},
+        http_port=0,
+        state_dir=tmp_path,
+        functions=["tick", "ping"],
+    )
     host.start()
     assert requests.get(f"{host.api_url}/ping", timeout=5).status_code == 200
     began = time.monotonic()
@@ -266,11 +288,13 @@ def container(azurite: AzuriteService, azurite_names: AzuriteNames) -> Iterator[
         client.delete_container()
 
 
-def _blob_host(azurite: AzuriteService, container: ContainerClient, state_dir: Path,
-               **options: object) -> LocalFunctionsHost:
+def _blob_host(
+    azurite: AzuriteService, container: ContainerClient, state_dir: Path, **options: object
+) -> LocalFunctionsHost:
     env = {"TOY_CONTAINER": container.container_name, "ToyStorage": azurite.connection_string}
-    return LocalFunctionsHost(toy.app, env=env, http_port=0, blob_poll_seconds=0.1, state_dir=state_dir,
-                              functions=["on_blob"], **options)  # type: ignore[arg-type]
+    return LocalFunctionsHost(
+        toy.app, env=env, http_port=0, blob_poll_seconds=0.1, state_dir=state_dir, functions=["on_blob"], **options
+    )  # type: ignore[arg-type]
 
 
 def test_blob_fires_once_per_blob_and_once_more_per_new_version(
@@ -307,7 +331,8 @@ def test_receipts_stop_a_restarted_host_from_firing_again(
         restarted.wait_for_blob_scans("on_blob", 3)
         receipts = restarted.blob_receipts()
     assert [b["name"] for b in toy.recorder.blobs] == [
-        f"{container.container_name}/a.sh", f"{container.container_name}/b.sh"
+        f"{container.container_name}/a.sh",
+        f"{container.container_name}/b.sh",
     ]
     assert sorted(v["status"] for v in receipts.values()) == ["done", "done"]
     assert json.loads((tmp_path / "blob_receipts.json").read_text()) == receipts
@@ -335,15 +360,17 @@ def test_blob_trigger_without_its_connection_setting_fails_start(
 ) -> None:
     for name in ("ToyStorage", "AzureWebJobsToyStorage"):
         monkeypatch.delenv(name, raising=False)
-    host = LocalFunctionsHost(toy.app, env={"TOY_CONTAINER": "x"}, http_port=0, state_dir=tmp_path,
-                              functions=["on_blob"])
+    host = LocalFunctionsHost(
+        toy.app, env={"TOY_CONTAINER": "x"}, http_port=0, state_dir=tmp_path, functions=["on_blob"]
+    )
     with pytest.raises(HostStartupError, match="app setting 'ToyStorage'"):
         host.start()
 
 
 def test_env_is_exported_during_the_run_and_restored_after(tmp_path: Path) -> None:
     assert "TOY_ONLY_WHILE_RUNNING" not in os.environ
-    with LocalFunctionsHost(toy.app, env={"TOY_ONLY_WHILE_RUNNING": "1"}, http_port=0,
-                            state_dir=tmp_path, functions=["ping"]):
+    with LocalFunctionsHost(
+        toy.app, env={"TOY_ONLY_WHILE_RUNNING": "1"}, http_port=0, state_dir=tmp_path, functions=["ping"]
+    ):
         assert os.environ["TOY_ONLY_WHILE_RUNNING"] == "1"
     assert "TOY_ONLY_WHILE_RUNNING" not in os.environ

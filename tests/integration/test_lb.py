@@ -55,8 +55,7 @@ def balancer() -> Iterator[Callable[..., RoundRobinBalancer]]:
     made: list[RoundRobinBalancer] = []
 
     def make(**kw: object) -> RoundRobinBalancer:
-        lb = RoundRobinBalancer(f"127.0.9.{random.randint(2, 254)}", 0, probe_interval_s=0.1,
-                                probe_timeout_s=0.5, **kw)  # type: ignore[arg-type]
+        lb = RoundRobinBalancer(f"127.0.9.{random.randint(2, 254)}", 0, probe_interval_s=0.1, probe_timeout_s=0.5, **kw)  # type: ignore[arg-type]
         made.append(lb.start())
         return lb
 
@@ -70,7 +69,8 @@ def all_up(n: int) -> Callable[[BalancerStats], bool]:
 
 
 def test_round_robin_over_healthy_backends_interleaves_old_and_new_pages(
-        fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]) -> None:
+    fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]
+) -> None:
     lb = balancer(backends=[vm.address for vm in fleet])
     assert lb.wait_until(all_up(3))
     answers = [get(lb.address, lb.port) for _ in range(9)]
@@ -78,7 +78,7 @@ def test_round_robin_over_healthy_backends_interleaves_old_and_new_pages(
     # Strict rotation: every window of three consecutive requests hits each backend once.
     backends = [b for _, _, b in answers]
     for i in range(0, 9, 3):
-        assert sorted(backends[i:i + 3]) == sorted(vm.address for vm in fleet)
+        assert sorted(backends[i : i + 3]) == sorted(vm.address for vm in fleet)
     titles = Counter(t for _, t, _ in answers)
     assert titles == {"Welcome to nginx v1!": 6, "Welcome to nginx v3!": 3}
     stats = lb.stats()
@@ -87,7 +87,8 @@ def test_round_robin_over_healthy_backends_interleaves_old_and_new_pages(
 
 
 def test_a_backend_that_fails_its_probe_is_dropped_then_readded(
-        fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]) -> None:
+    fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]
+) -> None:
     lb = balancer(backends=[vm.address for vm in fleet])
     assert lb.wait_until(all_up(3))
     sick = fleet[2]
@@ -105,7 +106,8 @@ def test_a_backend_that_fails_its_probe_is_dropped_then_readded(
 
 
 def test_backends_from_a_callable_follow_scale_in_and_out(
-        fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]) -> None:
+    fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]
+) -> None:
     current = [fleet[0].address]
     lb = balancer(backends=lambda: list(current))
     assert lb.wait_until(all_up(1))
@@ -118,7 +120,8 @@ def test_backends_from_a_callable_follow_scale_in_and_out(
 
 
 def test_no_healthy_backend_is_a_503_and_set_backends_recovers(
-        fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]) -> None:
+    fleet: list[NginxRuntime], balancer: Callable[..., RoundRobinBalancer]
+) -> None:
     nothing_there = find_free_address()  # bindable, so nothing listens: every probe is refused
     lb = balancer(backends=[nothing_there])
     assert lb.wait_until(lambda s: s.backends[nothing_there].probes >= 2)

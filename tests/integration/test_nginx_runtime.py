@@ -88,8 +88,9 @@ def factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Instance
 
 
 @pytest.fixture
-def runtimes(factory: Callable[[str, InstanceModel], NginxRuntime]) -> Iterator[
-        Callable[[InstanceModel], NginxRuntime]]:
+def runtimes(
+    factory: Callable[[str, InstanceModel], NginxRuntime],
+) -> Iterator[Callable[[InstanceModel], NginxRuntime]]:
     made: list[NginxRuntime] = []
 
     def make(initial: InstanceModel) -> NginxRuntime:
@@ -117,7 +118,8 @@ def test_walkthrough_v0_then_v1_change_the_page_served_over_http(runtimes: Calla
 
 
 def test_a_broken_release_succeeds_as_an_extension_but_the_instance_serves_nothing(
-        runtimes: Callable[..., NginxRuntime]) -> None:
+    runtimes: Callable[..., NginxRuntime],
+) -> None:
     vm = runtimes(InstanceModel(image_id="UbuntuLTS"))
     vm.start()
     assert vm.apply(release(1)).succeeded
@@ -134,8 +136,7 @@ def test_a_broken_release_succeeds_as_an_extension_but_the_instance_serves_nothi
     assert vm.last_nginx_error is None
 
 
-def test_reimage_resets_the_disk_to_the_image_then_runs_the_extension(
-        runtimes: Callable[..., NginxRuntime]) -> None:
+def test_reimage_resets_the_disk_to_the_image_then_runs_the_extension(runtimes: Callable[..., NginxRuntime]) -> None:
     vm = runtimes(InstanceModel(image_id="UbuntuLTS"))
     vm.start()
     vm.apply(release(2))
@@ -184,8 +185,10 @@ def test_a_script_that_stops_nginx_keeps_it_stopped(runtimes: Callable[..., Ngin
     vm = runtimes(InstanceModel(image_id=IMAGES + "nginx-base-image"))
     vm.start()
     model = InstanceModel(
-        image_id=IMAGES + "nginx-base-image", extension_publisher="Microsoft.Azure.Extensions",
-        extension_type="CustomScript", extension_version="2.1",
+        image_id=IMAGES + "nginx-base-image",
+        extension_publisher="Microsoft.Azure.Extensions",
+        extension_type="CustomScript",
+        extension_version="2.1",
         settings={"commandToExecute": "sudo systemctl stop nginx.service"},
     )
     assert vm.apply(model).succeeded
@@ -204,8 +207,9 @@ def test_a_failing_script_is_reported_and_nginx_still_restarts(runtimes: Callabl
 def test_start_raises_when_another_process_holds_the_address(runtimes: Callable[..., NginxRuntime]) -> None:
     first = runtimes(InstanceModel(image_id=IMAGES + "nginx-base-image"))
     first.start()
-    second = NginxRuntime(first.address, InstanceModel(image_id="UbuntuLTS"), state_dir=first.root.parent / "x",
-                          handler=first.handler)
+    second = NginxRuntime(
+        first.address, InstanceModel(image_id="UbuntuLTS"), state_dir=first.root.parent / "x", handler=first.handler
+    )
     try:
         with pytest.raises(OSError):
             second.start()  # a bare image binds nothing, yet the address is taken
@@ -216,7 +220,8 @@ def test_start_raises_when_another_process_holds_the_address(runtimes: Callable[
 
 def test_the_port_is_configurable(tmp_path: Path) -> None:
     vm = nginx_runtime_factory(tmp_path, _fetch, port=18080)(
-        find_free_address(port=18080), InstanceModel(image_id=IMAGES + "nginx-base-image"))
+        find_free_address(port=18080), InstanceModel(image_id=IMAGES + "nginx-base-image")
+    )
     try:
         vm.start()
         assert title(vm.address, 18080) == "Welcome to nginx!"
@@ -226,8 +231,10 @@ def test_the_port_is_configurable(tmp_path: Path) -> None:
 
 
 def test_listen_directives_are_pinned_to_the_instance_address() -> None:
-    conf = "server {\n\tlisten 80 default_server;\n\tlisten [::]:80 default_server;\n  listen 8080;\n" \
-           "  listen *:80;\n  listen unix:/run/x.sock;\n}\n"
+    conf = (
+        "server {\n\tlisten 80 default_server;\n\tlisten [::]:80 default_server;\n  listen 8080;\n"
+        "  listen *:80;\n  listen unix:/run/x.sock;\n}\n"
+    )
     pinned = pin_listen_directives(conf, "127.0.20.7", 8081)
     assert "\tlisten 127.0.20.7:8081 default_server;" in pinned
     assert "listen 127.0.20.7:8080;" in pinned
