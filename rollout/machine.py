@@ -125,8 +125,22 @@ class _Plan:
         return Decision(rollout, tuple(self.actions), tuple(self.events))
 
 
+_ARM_WRITES = (UpdateModel, UpgradeInstances, ReimageInstances)
+
+
 def decide(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, now: datetime) -> Decision:
     """What happens next to ``rollout``, given one observation of its scale set."""
+    decision = _decide(rollout, fleet, policy, now)
+    hold = rollout.hold_until
+    if hold is not None and now < hold and any(isinstance(a, _ARM_WRITES) for a in decision.actions):
+        # ARM throttled our writes and said when to come back. The step needs a write, so it waits
+        # whole (its events and counters too) and is decided afresh from the next observation then.
+        wait = (hold - now).total_seconds()
+        return _Plan(rollout, now).wait(f"ARM throttled writes to the scale set: next one in {wait:.0f} s")
+    return decision
+
+
+def _decide(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, now: datetime) -> Decision:
     plan = _Plan(rollout, now)
     if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING):
         drift = _model_drift(rollout, fleet)

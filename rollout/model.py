@@ -182,6 +182,7 @@ class Rollout:
     reimaged_ids: tuple[str, ...] = ()  # instances reimaged because the baseline did not repair them
     unhealthy_streak: int = 0
     paused_from: Phase | None = None
+    hold_until: datetime | None = None  # ARM throttled us: no scale set write before this time
     skip_bake: bool = False
     promote_full: bool = False
     reason: str = ""

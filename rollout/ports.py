@@ -32,7 +32,14 @@ class NotFoundError(PortError):
 
 
 class TransientError(PortError):
-    """Throttled, timed out, 5xx: try again on the next tick."""
+    """Throttled, timed out, 5xx: try again on a later tick.
+
+    ``retry_after`` (seconds) is ARM's ``Retry-After`` when it sent one: the service does not issue
+    another write to the scale set before then (hammering a throttled API keeps it throttled)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConflictError(PortError):

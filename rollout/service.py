@@ -22,6 +22,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from rollout import machine
@@ -58,6 +59,7 @@ from rollout.ports import (
     Prober,
     ProbeTarget,
     StateStore,
+    TransientError,
 )
 from rollout.releases import (
     ExtensionDefaults,
@@ -377,13 +379,24 @@ class RolloutService:
                 return Outcome("Lost", "another tick changed the rollout first", before.id, before.phase), before, False
         for event in decision.events:
             self._append(event)
-        failed = self._execute(rollout, decision.actions)
+        failed, failed_action, retry_after = self._execute(rollout, decision.actions)
         if failed:
-            # The call did not reach ARM (throttled, refused): clear batch_started_at so the next
-            # tick re-issues at once instead of waiting for upgrade_retry_seconds.
+            # The call did not reach ARM (throttled, refused): clear batch_started_at so a later
+            # tick re-issues an upgrade without waiting for upgrade_retry_seconds, but not before
+            # ARM's Retry-After (hold_until) when it gave one. A reimage leaves no trace the next
+            # observation could show, so its bookkeeping is taken back for it to be issued again.
+            hold = self.clock.now() + timedelta(seconds=retry_after) if retry_after else None
+            reimaged = rollout.reimaged_ids
+            if isinstance(failed_action, ReimageInstances):
+                reimaged = tuple(i for i in reimaged if i not in failed_action.instance_ids)
             with contextlib.suppress(ConcurrencyError):  # a newer tick decides afresh anyway
                 rollout = self.store.update_rollout(
-                    rollout.evolve(batch_started_at=None, reason=f"{rollout.reason}; {failed}")
+                    rollout.evolve(
+                        batch_started_at=None,
+                        hold_until=hold,
+                        reimaged_ids=reimaged,
+                        reason=f"{rollout.reason}; {failed}",
+                    )
                 )
         if rollout.phase.is_terminal or rollout.phase is Phase.FAILED:
             self._finish(rollout)
@@ -392,8 +405,9 @@ class RolloutService:
         status = "Error" if failed else "Advanced"
         return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
 
-    def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> str:
-        """Each action is one port call. Returns a description of the first failure, or ''."""
+    def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, float | None]:
+        """Each action is one port call. Returns the first failure ('' if none), the action that
+        failed, and ARM's Retry-After if it gave one. Actions after a failure are not attempted."""
         for action in actions:
             try:
                 if isinstance(action, UpdateModel):
@@ -408,8 +422,8 @@ class RolloutService:
                 message = f"{type(action).__name__} failed: {exc}"
                 log.warning("rollout %s: %s", rollout.id, message)
                 self._record(rollout, "ActionFailed", message)
-                return message
-        return ""
+                return message, action, exc.retry_after if isinstance(exc, TransientError) else None
+        return "", None, None
 
     def _finish(self, rollout: Rollout, target: TargetRecord | None = None) -> TargetRecord:
         """Hand the scale set back: clear the claim (terminal phases) and record the stable release."""

@@ -63,6 +63,7 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
         "rolledBack": list(r.rollback_ids),
         "unhealthyStreak": r.unhealthy_streak,
         "pausedFrom": r.paused_from.value if r.paused_from else None,
+        "holdUntil": _time(r.hold_until),
         "rollbackReason": r.rollback_reason or None,
         "desired": model_json(r.desired),
         "baseline": model_json(r.baseline),

@@ -73,6 +73,8 @@ class FakeScaleSet:
     failing_releases: set[str] = field(default_factory=set)  # extension exits non-zero
     broken_releases: set[str] = field(default_factory=set)  # extension succeeds, page broken
     throttle_next: int = 0  # the next N write calls raise TransientError
+    throttle_retry_after: float | None = None  # the Retry-After those errors carry
+    throttle_reimages: int = 0  # the next N reimage calls raise TransientError
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
 
@@ -115,6 +117,11 @@ class FakeScaleSet:
 
     def reimage_instances(self, instance_ids: Sequence[str]) -> None:
         """A fresh disk from the image, then the instance's model: whatever a release broke is gone."""
+        if self.throttle_reimages > 0:
+            self.throttle_reimages -= 1
+            self.calls.append(("reimage_instances:throttled", None))
+            raise TransientError("429 TooManyRequests (fake)", retry_after=self.throttle_retry_after)
+        self._maybe_throttle("reimage_instances")
         self.calls.append(("reimage_instances", tuple(instance_ids)))
         for iid in instance_ids:
             inst = self.instances[iid]
@@ -141,7 +148,7 @@ class FakeScaleSet:
         if self.throttle_next > 0:
             self.throttle_next -= 1
             self.calls.append((f"{what}:throttled", None))
-            raise TransientError("429 TooManyRequests: throttled (fake)")
+            raise TransientError("429 TooManyRequests: throttled (fake)", retry_after=self.throttle_retry_after)
 
     def _finish_upgrade(self, inst: FakeInstance) -> None:
         inst.applied = self.model

@@ -297,6 +297,19 @@ def calculate_image_patch(image_id: str) -> dict[str, Any]:
     return {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image_id}}}}}
 
 
+def _retry_after(err: HttpResponseError) -> float | None:
+    """ARM's Retry-After (whole seconds) or retry-after-ms, when the response carried one."""
+    headers: Any = getattr(err.response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                return None  # an HTTP date: rare from ARM; the next tick simply tries again
+    return None
+
+
 def assess_error(err: AzureError, action: str) -> PortError:
     """An azure-core exception -> the port error the service understands, with ARM's code/message."""
     if isinstance(err, HttpResponseError):
@@ -310,7 +323,7 @@ def assess_error(err: AzureError, action: str) -> PortError:
         if status == 409:
             return ConflictError(text)
         if status in (408, 429) or (status is not None and status >= 500):
-            return TransientError(text)
+            return TransientError(text, retry_after=_retry_after(err))
         return PortError(text)
     if isinstance(err, ClientAuthenticationError):
         return PortError(f"{action}: authentication failed: {err.message}")

@@ -279,6 +279,8 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
         entity["batch_started_at"] = _encode_dt(rollout.batch_started_at, "batch_started_at")
     if rollout.paused_from is not None:
         entity["paused_from"] = rollout.paused_from.value
+    if rollout.hold_until is not None:
+        entity["hold_until"] = _encode_dt(rollout.hold_until, "hold_until")
     check_entity_size(entity, f"rollout {rollout.target}/{rollout.id}")
     return entity
 
@@ -306,6 +308,7 @@ def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> R
         reimaged_ids=tuple(json.loads(entity.get("reimaged_ids") or "[]")),
         unhealthy_streak=int(entity.get("unhealthy_streak", 0)),
         paused_from=None if paused_from is None else Phase(paused_from),
+        hold_until=_opt_dt(entity.get("hold_until")),
         skip_bake=bool(entity.get("skip_bake", False)),
         promote_full=bool(entity.get("promote_full", False)),
         reason=entity.get("reason", ""),

@@ -647,10 +647,11 @@ def test_a_long_retry_after_is_left_to_the_next_tick(
     arm_emulator.clear_requests()
 
     started = time.monotonic()
-    with pytest.raises(TransientError, match="HTTP 429"):
+    with pytest.raises(TransientError, match="HTTP 429") as raised:
         compute.observe()
 
     assert time.monotonic() - started < 5.0  # not slept through
+    assert raised.value.retry_after == 60.0  # handed to the service, which holds its writes that long
     assert [r.status for r in _arm_requests(arm_emulator, handle) if "virtualMachines" in r.path] == [429]
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
@@ -362,3 +363,39 @@ def test_without_rollback_reimage_only_instances_the_baseline_leaves_broken_are_
     world.scale_set.instances["1"].forced_unhealthy = True
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
     assert world.scale_set.calls_of("reimage_instances") == [("1",)]
+
+
+def test_a_throttled_write_is_not_retried_before_arms_retry_after() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    world.scale_set.throttle_next, world.scale_set.throttle_retry_after = 1, 100
+    world.clock.advance(30)
+    world.service.tick()  # batch 2 throttled: ARM says come back in 100 s
+
+    def attempts() -> int:
+        ss = world.scale_set
+        return len(ss.calls_of("upgrade_instances")) + len(ss.calls_of("upgrade_instances:throttled"))
+
+    after_throttle = attempts()
+    rollout = world.store.get_rollout(TARGET, rid) or pytest.fail()
+    assert rollout.hold_until == world.clock.now() + timedelta(seconds=100)
+    for _ in range(3):  # 90 s of ticks: no write
+        world.clock.advance(30)
+        world.service.tick()
+    assert attempts() == after_throttle
+    assert "ARM throttled writes" in (world.store.get_rollout(TARGET, rid) or pytest.fail()).reason
+    world.clock.advance(30)
+    world.service.tick()
+    assert world.scale_set.calls_of("upgrade_instances")[-1] == ("2",)
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
+
+
+def test_a_throttled_reimage_is_issued_again_not_forgotten() -> None:
+    world = make_world(broken_releases={"install_nginx.v1.sh"})
+    world.scale_set.throttle_reimages, world.scale_set.throttle_retry_after = 1, 45
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+    assert "reimage_instances:throttled" in [c for c, _ in world.scale_set.calls]
+    assert world.scale_set.calls_of("reimage_instances") == [("0",)]  # issued again after the 429
+    assert "ActionFailed" in world.kinds(rid)

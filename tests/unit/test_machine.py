@@ -569,3 +569,17 @@ def test_a_slow_canary_counts_towards_rollback_when_latency_is_judged() -> None:
     decision = decide(r, observed, RolloutPolicy(latency_ratio=3, failure_threshold=3), T0)
     assert decision.rollout.phase is Phase.ROLLING_BACK
     assert "canary median latency 500 ms vs baseline 21 ms" in decision.rollout.rollback_reason
+
+
+def test_writes_wait_for_arms_retry_after_but_observation_goes_on() -> None:
+    hold = T0 + timedelta(seconds=60)
+    r = rollout(Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0",), hold_until=hold)
+    observed = fleet(I("0", latest=True), I("1"), I("2"), I("3"))
+    waiting = decide(r, observed, POLICY, T0 + timedelta(seconds=30))
+    assert waiting.actions == () and waiting.rollout.batch_ids == ()
+    assert waiting.rollout.reason == "ARM throttled writes to the scale set: next one in 30 s"
+    after = decide(r, observed, POLICY, hold)
+    assert after.actions == (UpgradeInstances(("1", "2"), "batch"),)
+    # A step that needs no write is not held: a healthy canary still moves on to Baking.
+    canary = rollout(Phase.CANARY, canary_ids=("0",), upgraded_ids=("0",), hold_until=hold)
+    assert decide(canary, observed, POLICY, T0).rollout.phase is Phase.BAKING
