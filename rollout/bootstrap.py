@@ -17,6 +17,7 @@ from rollout.adapters.compute import AzureCompute, credential_for
 from rollout.adapters.identity import storage_credential
 from rollout.adapters.notify import LogNotifier
 from rollout.adapters.probe import HttpProber
+from rollout.adapters.scriptcheck import BashSyntaxChecker
 from rollout.adapters.tables import TableStateStore
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
@@ -86,6 +87,7 @@ def build_service(settings: Settings) -> RolloutService:
             identity_client_id=settings.extension_identity_client_id,
         ),
         release_container_url=blobs.container_url if blobs is not None else None,
+        script_checker=BashSyntaxChecker(),
     )
 
 

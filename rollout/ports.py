@@ -119,6 +119,12 @@ class StateStore(Protocol):
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]: ...
 
 
+class ScriptChecker(Protocol):
+    def problems(self, name: str, content: bytes) -> str | None:
+        """Why a release script cannot run (a syntax error), or None."""
+        ...
+
+
 class Notifier(Protocol):
     def notify(self, rollout: Rollout, message: str) -> None: ...
 
@@ -138,6 +144,7 @@ __all__ = [
     "Notifier",
     "PortError",
     "ProbeTarget",
+    "ScriptChecker",
     "Prober",
     "StateStore",
     "TransientError",

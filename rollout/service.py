@@ -58,6 +58,7 @@ from rollout.ports import (
     PortError,
     Prober,
     ProbeTarget,
+    ScriptChecker,
     StateStore,
     TransientError,
 )
@@ -109,6 +110,7 @@ class RolloutService:
         policy: RolloutPolicy,
         extension: ExtensionDefaults,
         release_container_url: str | None = None,
+        script_checker: ScriptChecker | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -119,6 +121,7 @@ class RolloutService:
         self.policy = policy
         self.extension = extension
         self.release_container_url = release_container_url
+        self.script_checker = script_checker
 
     # --- start -------------------------------------------------------------------------------
 
@@ -167,6 +170,10 @@ class RolloutService:
             release = build_release(parsed, blob_url, content)
         except ReleaseError as exc:
             return self.reject_release(rejected_release(parsed, blob_url, content), str(exc))
+        if release.kind is ReleaseKind.SCRIPT and self.script_checker is not None:
+            problem = self.script_checker.problems(release.blob_name, content)
+            if problem is not None:
+                return self.reject_release(release, problem)
         return self.start_release(release)
 
     def reject_release(self, release: Release, reason: str) -> Outcome:

@@ -185,12 +185,18 @@ def test_an_operator_aborts_over_http_and_bad_requests_get_clear_errors(app: App
     assert status == 409 and "already RolledBack" in payload["error"]
 
 
-def test_names_that_are_not_releases_are_ignored_and_bad_content_is_rejected(app: App) -> None:
+def test_names_that_are_not_releases_are_ignored_and_bad_content_is_rejected(app: App, arm_emulator: Any) -> None:
     app.upload("README.md", b"# notes\n")
     assert app.rollouts() == []
     app.upload("install_nginx.v4.sh", b"")
     [rejected] = app.rollouts()
     assert rejected["phase"] == "Rejected" and rejected["reason"] == "the script is empty"
+    calls = len(arm_emulator.requests())
+    app.upload("install_nginx.v5.sh", b"#!/bin/bash\nif true; then\n  apt-get install -y nginx\n")
+    broken = next(r for r in app.rollouts() if r["version"] == 5)
+    assert broken["phase"] == "Rejected"
+    assert broken["reason"].startswith("syntax error (bash -n): install_nginx.v5.sh: line 4")
+    assert len(arm_emulator.requests()) == calls  # nothing reached the scale set
 
 
 def test_an_image_release_changes_the_image_reference_and_rolls_out_the_same_way(
