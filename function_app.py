@@ -2,8 +2,8 @@
 
 * ``release_uploaded`` (blob, Event Grid source): a release blob landed -> start, queue or reject it.
 * ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
-* ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` (HTTP, function key): status and the
-  operator verbs abort, pause, resume, promote, promote-full, retry.
+* ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP, function key):
+  status, the operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet.
 
 Runs unchanged under ``func start`` (Core Tools) and in Azure; locally ``emulator.funchost`` fires
 the same functions.
@@ -23,7 +23,7 @@ from rollout.ports import PortError
 from rollout.releases import MAX_MANIFEST_BYTES, MAX_SCRIPT_BYTES
 from rollout.service import RolloutNotFoundError
 from rollout.settings import SettingsError
-from rollout.views import rollout_detail, rollout_summary, target_json
+from rollout.views import fleet_json, rollout_detail, rollout_summary, target_json
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 log = logging.getLogger("function_app")
@@ -67,6 +67,11 @@ def list_rollouts(req: func.HttpRequest) -> func.HttpResponse:
 def get_rollout(req: func.HttpRequest) -> func.HttpResponse:
     rollout_id = req.route_params.get("id", "")
     return _http(lambda service: (200, rollout_detail(*service.get(rollout_id))))
+
+
+@app.route(route="fleet", methods=["GET"])
+def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _http(lambda service: (200, fleet_json(service.fleet())))
 
 
 @app.route(route="rollouts/{id}/{verb}", methods=["POST"])

@@ -487,6 +487,10 @@ class RolloutService:
                 return Outcome("Done", f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 
+    def fleet(self) -> FleetView:
+        """The scale set now, probes included: what the next tick would decide on."""
+        return self._observe()
+
     def get(self, rollout_id: str) -> tuple[Rollout, list[RolloutEvent]]:
         rollout = self.store.get_rollout(self.target_key, rollout_id)
         if rollout is None:

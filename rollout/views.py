@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.model import ModelSpec, Rollout, RolloutEvent, TargetRecord
+from rollout.analysis import assess_instance, describe_instance
+from rollout.model import FleetView, Health, ModelSpec, Rollout, RolloutEvent, TargetRecord
 
 
 def _time(value: Any) -> str | None:
@@ -89,4 +90,33 @@ def target_json(t: TargetRecord | None) -> dict[str, Any] | None:
         "stableVersion": t.stable_version,
         "stableRelease": t.stable_release.blob_name if t.stable_release else None,
         "updatedAt": _time(t.updated_at),
+    }
+
+
+def fleet_json(fleet: FleetView) -> dict[str, Any]:
+    """The scale set as the controller sees it: per instance, the model, health and why."""
+    healths = {v.instance_id: assess_instance(v) for v in fleet.instances}
+    return {
+        "provisioningState": fleet.provisioning_state,
+        "orchestrationMode": fleet.orchestration_mode,
+        "upgradeMode": fleet.upgrade_mode,
+        "model": model_json(fleet.model),
+        "summary": {
+            "instances": len(fleet.instances),
+            "onLatestModel": sum(v.latest_model_applied for v in fleet.instances),
+            **{h.value.lower(): sum(1 for x in healths.values() if x is h) for h in Health},
+        },
+        "instances": [
+            {
+                "instanceId": v.instance_id,
+                "latestModelApplied": v.latest_model_applied,
+                "provisioningState": v.provisioning_state,
+                "extensionStatus": v.extension_status,
+                "vmHealth": v.vm_health,
+                "privateIp": v.private_ip,
+                "health": healths[v.instance_id].value,
+                "detail": describe_instance(v),
+            }
+            for v in fleet.instances
+        ],
     }

@@ -143,6 +143,18 @@ def test_a_release_blob_rolls_out_to_succeeded_with_one_extension_write_and_one_
     assert detail["baseline"]["extension"]["settings"]["commandToExecute"] == "bash install_nginx.sh"
     listing = app.http("list_rollouts", "GET", {})[1]
     assert listing["target"]["stableVersion"] == 1 and listing["target"]["activeRolloutId"] is None
+    status, fleet = app.http("fleet_status", "GET", {})
+    assert status == 200
+    assert fleet["summary"] == {
+        "instances": 5,
+        "onLatestModel": 5,
+        "healthy": 5,
+        "unhealthy": 0,
+        "updating": 0,
+        "failed": 0,
+    }
+    assert fleet["model"]["extension"]["settings"]["fileUris"][0].endswith("/install_nginx.v1.sh")
+    assert {i["privateIp"] for i in fleet["instances"]} == set(handle.addresses().values())
     # Protected settings went to ARM but are never echoed back by the API.
     put = arm_emulator.requests("PUT", "/extensions/")[0]
     assert "protectedSettings" in json.dumps(put.body)
