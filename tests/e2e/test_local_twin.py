@@ -133,3 +133,6 @@ def test_the_api_needs_a_function_key(twin: Twin) -> None:
     assert requests.get(f"{twin.host.url}/api/rollouts", timeout=5).status_code == 401
     assert requests.get(f"{twin.host.url}/api/rollouts?code=wrong", timeout=5).status_code == 401
     assert twin.api("GET", "rollouts")[0] == 200
+    status, fleet = twin.api("GET", "fleet")
+    assert status == 200 and fleet["summary"]["instances"] == 3 and fleet["summary"]["healthy"] == 3
+    assert all(i["detail"].startswith(f"instance {i['instanceId']}: healthy (200 in") for i in fleet["instances"])
