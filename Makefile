@@ -24,11 +24,16 @@ $(AZURITE):
 	mkdir -p .tools
 	cd .tools && npm install --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
-# nginx and bubblewrap run the emulated VMs of the local twin.
+# nginx and bubblewrap run the emulated VMs of the local twin. The package must not start a system
+# nginx on *:80 (it would take port 80 from every loopback address the twin uses): a temporary
+# policy-rc.d forbids service starts during the install, where none is in place already.
 system-deps:
 	@command -v nginx >/dev/null && command -v bwrap >/dev/null || { \
 	  echo "installing nginx-light and bubblewrap (Debian packages)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light bubblewrap >/dev/null; }
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; made=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light bubblewrap >/dev/null; \
+	  rc=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
 include infra/tools.mk
 

@@ -23,6 +23,7 @@ import logging
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -161,6 +162,19 @@ class Narrator:
             self.last_mix = text
 
 
+def _check_port_80(address: str) -> None:
+    """Fail early and clearly when port 80 is taken (a system nginx on *:80 takes it everywhere)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, 80))
+        except OSError as exc:
+            raise DemoError(
+                f"cannot listen on {address}:80 ({exc.strerror}): is a system nginx, or another demo, "
+                "holding port 80? Stop it (for example `service nginx stop`) and try again"
+            ) from None
+
+
 @contextlib.contextmanager
 def local_twin(
     *,
@@ -175,6 +189,8 @@ def local_twin(
 ) -> Iterator[Twin]:
     """Start the whole twin; stop every part of it on exit, whatever happened."""
     started = time.monotonic()
+    _check_port_80(lb_address)
+    _check_port_80(address_base)
     with contextlib.ExitStack() as stack:
         state = Path(tempfile.mkdtemp(prefix="vmss-canary-demo-"))
         stack.callback(shutil.rmtree, state, ignore_errors=True)
