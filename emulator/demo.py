@@ -326,12 +326,20 @@ def summary(twin: Twin, rollouts: list[dict[str, Any]], narrator: Narrator) -> N
     narrator.out(f"  stable release: {target['stableRelease']} (v{target['stableVersion']})")
     mix = twin.sample_titles(9)
     narrator.out("  balancer serves: " + ", ".join(f"{n} x {t!r}" for t, n in mix.items()))
-    manualupgrades = twin.emulator.requests("POST", "/manualupgrade")
-    reimages = twin.emulator.requests("POST", "/reimage")
-    writes = twin.emulator.requests("PUT", "/extensions/")
+    calls = [
+        *twin.emulator.requests("PUT", "/extensions/"),
+        *twin.emulator.requests("POST", "/manualupgrade"),
+        *twin.emulator.requests("POST", "/reimage"),
+    ]
+    accepted = [r for r in calls if r.status < 300]
+
+    def count(kind: str) -> int:
+        return sum(1 for r in accepted if kind in r.path)
+
+    throttled = sum(1 for r in calls if r.status == 429)
     narrator.out(
-        f"  ARM calls: {len(writes)} extension writes, {len(manualupgrades)} manualupgrade calls, "
-        f"{len(reimages)} reimage calls"
+        f"  ARM calls accepted: {count('/extensions/')} extension writes, {count('/manualupgrade')} manualupgrade "
+        f"calls, {count('/reimage')} reimage calls; {throttled} answered 429 (throttled) and retried later"
     )
     narrator.out(f"  took {time.monotonic() - twin.started:.0f} s")
 
