@@ -13,6 +13,7 @@ release: ``parse_release_name`` says why, and the trigger logs it and ignores th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -72,22 +73,14 @@ def parse_release_name(blob_name: str) -> ReleaseName | str:
 
 def build_release(name: ReleaseName, blob_url: str, content: bytes) -> Release:
     """Check the content and make the Release. Raises ReleaseError with the reason."""
-    sha = hashlib.sha256(content).hexdigest()
-    release = Release(
-        kind=name.kind,
-        app=name.app,
-        version=name.version,
-        blob_name=name.blob_name,
-        blob_url=blob_url,
-        sha256=sha,
-    )
+    release = rejected_release(name, blob_url, content)
     if not blob_url.lower().startswith(("https://", "http://")):
         raise ReleaseError(f"blob URL {blob_url!r} is not an http(s) URL")
     if name.kind is ReleaseKind.SCRIPT:
         _check_script(content)
         return release
     image_id = _read_manifest(content)
-    return Release(**{**release.__dict__, "image_id": image_id})
+    return dataclasses.replace(release, image_id=image_id)
 
 
 def rejected_release(name: ReleaseName, blob_url: str, content: bytes) -> Release:

@@ -405,9 +405,8 @@ class RolloutService:
                         reason=f"{rollout.reason}; {failed}",
                     )
                 )
-        if rollout.phase.is_terminal or rollout.phase is Phase.FAILED:
-            self._finish(rollout)
         if rollout.phase.is_terminal:
+            self._finish(rollout)
             self._activate_after(rollout)
         status = "Error" if failed else "Advanced"
         return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
@@ -472,18 +471,13 @@ class RolloutService:
             decision = machine.apply_command(
                 rollout, verb, self.clock.now(), actor=actor, reason=reason, rollback=rollback
             )
-            outcome, saved, ok = self._commit(rollout, decision)
+            _, saved, ok = self._commit(rollout, decision)
             if ok:
-                if (
-                    verb == "resume"
-                    or verb.startswith("promote")
-                    or verb == "retry"
-                    or saved.phase is Phase.ROLLING_BACK
-                ):
-                    outcome = self.tick() if saved.phase.is_active else outcome
-                    current = self.store.get_rollout(self.target_key, rollout_id)
-                    if current is not None:
-                        return Outcome("Done", f"{verb}: {current.reason}", rollout_id, current.phase)
+                if saved.phase.is_active:
+                    # Act on the verb now rather than at the next timer tick (a paused or failed
+                    # rollout's tick only reads it).
+                    self.tick()
+                    saved = self.store.get_rollout(self.target_key, rollout_id) or saved
                 return Outcome("Done", f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 
