@@ -2,9 +2,9 @@
 
 The real ``azure-mgmt-compute`` (39.0.0) and ``azure-mgmt-network`` (33.1.0) clients talk to it with
 ``base_url=emu.url``, a static bearer token and ``connection_verify=emu.ca_bundle``; nothing in the
-product knows it is not Azure. Shapes follow ``../shared/azure-rest-specs`` (api-version 2026-04-01;
-the network client's NIC listing uses its own default, 2018-10-01); the integration tests validate
-the responses against those schemas.
+product knows it is not Azure. Shapes follow the REST spec subset vendored in ``tests/data/azure-rest-specs``
+(api-version 2026-04-01; the network client's NIC listing uses its own default, 2018-10-01); the
+integration tests validate the responses against those schemas.
 
 Design decisions (the why; docs/emulator.md has the how):
 

@@ -1,5 +1,5 @@
 """The emulator's JSON answers, obtained through the real azure-mgmt SDK clients, validated against
-the official REST spec subset in ``../shared/azure-rest-specs`` (Microsoft.Compute 2026-04-01).
+the official REST spec subset vendored in ``tests/data/azure-rest-specs`` (Microsoft.Compute 2026-04-01).
 
 The swagger is OpenAPI 2.0, which jsonschema does not speak directly, so ``SpecSchemas`` converts
 the definitions it needs into one JSON Schema:
@@ -30,7 +30,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SPECS = Path(__file__).resolve().parents[2].parent / "shared" / "azure-rest-specs"
+SPECS = Path(__file__).resolve().parents[1] / "data" / "azure-rest-specs"
 SPEC_FILE = SPECS / "ComputeRP.vmss-subset.json"
 EXAMPLES = SPECS / "examples" / "virtualMachineScaleSetExamples"
 
@@ -125,8 +125,8 @@ class SpecSchemas:
 
 @pytest.fixture(scope="module")
 def schemas() -> SpecSchemas:
-    if not SPEC_FILE.exists():
-        pytest.skip(f"REST specs not found at {SPECS} (CI keeps ../shared/azure-rest-specs beside the checkout)")
+    # Vendored with the project: a missing file is a broken checkout, never a reason to skip.
+    assert SPEC_FILE.exists(), f"REST spec subset missing at {SPEC_FILE}"
     return SpecSchemas(SPEC_FILE)
 
 
