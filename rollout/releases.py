@@ -105,8 +105,8 @@ def size_problem(name: ReleaseName, size: int) -> str | None:
     limit = max_release_bytes(name.kind)
     if size <= limit:
         return None
-    what = "script" if name.kind is ReleaseKind.SCRIPT else "image manifest"
-    return f"release is {size} bytes; at most {limit} are accepted for a {what} (it was not downloaded)"
+    what = "a script" if name.kind is ReleaseKind.SCRIPT else "an image manifest"
+    return f"release is {size} bytes; at most {limit} are accepted for {what} (it was not downloaded)"
 
 
 def unread_release(name: ReleaseName, blob_url: str) -> Release:
