@@ -28,7 +28,10 @@ Python worker does) and fires the triggers the product uses the way Azure would:
   again). A function that raises is retried on the following polls, up to ``blob_max_dequeue_count``
   attempts (5, the ``maxDequeueCount`` default); then the blob is recorded as poisoned with the error
   (the real host writes to the ``webjobs-blobtrigger-poison`` queue) and logged. Blobs of one function
-  are processed one at a time, in listing order.
+  are processed one at a time, in listing order. A trigger parameter annotated with an SDK type of
+  ``azurefunctions-extensions-bindings-blob`` (``BlobClient`` ...) gets that client, built by the
+  extension's converter from the ``ModelBindingData`` the real host sends; the blob is not downloaded.
+  Otherwise the function gets a ``func.InputStream`` over the downloaded content, as in Azure.
 
 ``%SETTING%`` placeholders in schedules, paths and connections resolve from the app settings (the
 environment), as in the real host; a missing one is a ``HostStartupError`` naming the setting,
