@@ -47,6 +47,8 @@ MAX_REASON_CHARS = 500
 )
 def release_uploaded(client: blob.BlobClient) -> None:
     _, service = service_from_environment()
+    # Not closed here: the worker caches the client per binding and blob for later invocations
+    # (azure-functions-python-worker, bindings/meta.py, deferred_bindings_cache).
     released = TriggeredBlob(client)
     outcome = service.receive_release_blob(released)
     log.info("release_uploaded %s/%s: %s %s", released.container, released.name, outcome.status, outcome.message)

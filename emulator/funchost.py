@@ -746,6 +746,7 @@ class LocalFunctionsHost:
         self._missed: dict[str, bool] = {}
         self._scans: dict[str, int] = {}
         self._receipts: _ReceiptStore | None = None
+        self._sdk_cache: dict[tuple[str, type, bytes, str], Any] = {}
         self._started = False
         # Thread names carry a per-host prefix, so leaks can be attributed (and tested) per host.
         self.thread_prefix = f"funchost{next(_HOST_SERIAL)}-"
@@ -1391,9 +1392,13 @@ class LocalFunctionsHost:
         detail = {"blob": f"{blob.container}/{name}", "etag": etag, "attempt": attempts + 1, "binding": "sdk"}
         try:
             assert blob.sdk_type is not None
-            value = decode_sdk_binding(
-                "blobTrigger", blob.sdk_type, blob_model_binding_data(blob.connection_name, blob.container, name)
-            )
+            data = blob_model_binding_data(blob.connection_name, blob.container, name)
+            # The worker reuses a decoded client for the same parameter, type, content and function
+            # (bindings/meta.py, deferred_bindings_cache): a function that closed it would see that here too.
+            cache_key = (blob.trigger_arg, blob.sdk_type, data.content, blob.name)
+            value = self._sdk_cache.get(cache_key)
+            if value is None:
+                value = self._sdk_cache[cache_key] = decode_sdk_binding("blobTrigger", blob.sdk_type, data)
         except Exception as error:  # noqa: BLE001 - a failed binding fails the invocation, as in the worker
             log.error("function %s: binding %s failed: %s", blob.name, blob.trigger_arg, error)
             invocation = Invocation(

@@ -380,14 +380,17 @@ def test_an_sdk_typed_blob_trigger_gets_a_blob_client_and_the_host_never_downloa
     ) as host:
         [invocation] = host.wait_for_invocations("on_blob_client", 1, timeout=10)
         host.wait_for_blob_scans("on_blob_client", 3)
+        container.upload_blob("install_nginx.v8.sh", b"#!/bin/sh\necho v8 again\n", overwrite=True)
+        host.wait_for_invocations("on_blob_client", 2, timeout=10)
         receipts = host.blob_receipts()
     assert invocation.outcome == "succeeded" and invocation.detail["binding"] == "sdk"
-    [seen] = toy.recorder.blobs
+    seen, again = toy.recorder.blobs
+    assert again["size"] == 24 and again["client"] == seen["client"]  # the worker's cache: the same client
     # The extension's own converter built the client from the connection *setting name* the host sent.
     assert issubclass(seen["type"], BlobClient)
     assert (seen["container"], seen["name"], seen["size"]) == (container.container_name, "install_nginx.v8.sh", 18000)
     assert downloads == []  # neither the host nor the binding read the content
-    assert [v["status"] for v in receipts.values()] == ["done"]  # receipts and retries as for InputStream
+    assert [v["status"] for v in receipts.values()] == ["done", "done"]  # receipts as for InputStream
 
 
 def test_the_model_binding_data_is_what_the_storage_extension_sends() -> None:
