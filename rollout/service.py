@@ -164,7 +164,8 @@ class RolloutService:
     def receive_blob(self, blob_path: str, blob_url: str, content: bytes, container: str) -> Outcome:
         """A blob landed in the release container: parse it, then start, queue or reject it.
 
-        ``blob_path`` is what the Functions host passes as ``InputStream.name``: "<container>/<name>".
+        ``blob_path`` is "<container>/<name>" (as ``receive_release_blob`` passes it); ``content`` was
+        read already, after the size check.
         """
         name = blob_path[len(container) + 1 :] if blob_path.startswith(container + "/") else blob_path
         parsed = parse_release_name(name)
