@@ -1,6 +1,7 @@
 """The function app: triggers only. Each parses its input, calls ``rollout.service``, maps the result.
 
-* ``release_uploaded`` (blob, Event Grid source): a release blob landed -> start, queue or reject it.
+* ``release_uploaded`` (blob, Event Grid source, bound to a ``BlobClient``): a release blob landed ->
+  check its size, read it, then start, queue or reject it.
 * ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP, function key):
   status, the operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet.
@@ -16,11 +17,12 @@ import logging
 from typing import Any
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
 
+from rollout.adapters.blobs import TriggeredBlob
 from rollout.bootstrap import service_from_environment
 from rollout.machine import COMMANDS, CommandError
 from rollout.ports import PortError
-from rollout.releases import MAX_MANIFEST_BYTES, MAX_SCRIPT_BYTES
 from rollout.service import RolloutNotFoundError
 from rollout.settings import SettingsError
 from rollout.views import fleet_json, rollout_detail, rollout_summary, target_json
@@ -32,20 +34,24 @@ MAX_BODY_BYTES = 4096
 MAX_REASON_CHARS = 500
 
 
+# The trigger hands over a BlobClient (the SDK-type binding), not the content: with func.InputStream
+# the host downloads the whole blob and sends it to the worker before the function runs (in
+# azure-functions 1.26 InputStream wraps those bytes; read(n) only slices them), so a multi-GB upload
+# could exhaust the worker's memory before any size check. Here the size is read from the blob's
+# properties first; only a blob small enough to be a release is downloaded (docs/design.md, Releases).
 @app.blob_trigger(
-    arg_name="blob",
+    arg_name="client",
     path="%RELEASE_CONTAINER%/{name}",
     connection="ReleaseStorage",
     source=func.BlobSource.EVENT_GRID,
 )
-def release_uploaded(blob: func.InputStream) -> None:
-    settings, service = service_from_environment()
-    limit = max(MAX_SCRIPT_BYTES, MAX_MANIFEST_BYTES) + 1
-    # Read at most one byte past the limit: the release parser then rejects the blob as too large
-    # with a recorded reason, and a multi-GB upload never lands in memory.
-    content = blob.read(limit) if blob.length is None or blob.length >= limit else blob.read()
-    outcome = service.receive_blob(blob.name or "", blob.uri or "", content, settings.release_container)
-    log.info("release_uploaded %s: %s %s", blob.name, outcome.status, outcome.message)
+def release_uploaded(client: blob.BlobClient) -> None:
+    _, service = service_from_environment()
+    # Not closed here: the worker caches the client per binding and blob for later invocations
+    # (azure-functions-python-worker, bindings/meta.py, deferred_bindings_cache).
+    released = TriggeredBlob(client)
+    outcome = service.receive_release_blob(released)
+    log.info("release_uploaded %s/%s: %s %s", released.container, released.name, outcome.status, outcome.message)
 
 
 @app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)

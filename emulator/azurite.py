@@ -9,6 +9,8 @@
   ``PR_SET_PDEATHSIG`` makes the kernel kill it if we die without cleaning up. No telemetry.
 - ``oauth=True`` serves HTTPS with a throw-away certificate and ``--oauth basic``, so the
   managed-identity code paths can run against it.
+- ``on_disk=True`` keeps the data in the temporary workspace instead of memory (``--location``), for
+  blobs too large for memory (a 1 GB release in the size test); the workspace is deleted on exit.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def run_azurite(oauth: bool = False) -> Iterator[AzuriteService]:
+def run_azurite(oauth: bool = False, on_disk: bool = False) -> Iterator[AzuriteService]:
     """Start Azurite on free loopback ports; stop it (and its children) on exit, whatever happened.
 
     ``oauth=True`` serves HTTPS with a throw-away self-signed certificate (``ca_file``) and accepts
@@ -170,6 +172,11 @@ def run_azurite(oauth: bool = False) -> Iterator[AzuriteService]:
         if oauth:
             ca_file, key_file = _self_signed_loopback_cert(workspace)
             tls_args = ["--cert", str(ca_file), "--key", str(key_file), "--oauth", "basic"]
+        persistence = (
+            ["--location", str(workspace / "data")]
+            if on_disk
+            else ["--inMemoryPersistence", "--extentMemoryLimit", "512"]
+        )
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [
@@ -186,9 +193,7 @@ def run_azurite(oauth: bool = False) -> Iterator[AzuriteService]:
                     "127.0.0.1",
                     "--tablePort",
                     "0",
-                    "--inMemoryPersistence",
-                    "--extentMemoryLimit",
-                    "512",
+                    *persistence,
                     "--silent",
                     "--skipApiVersionCheck",
                     "--loose",

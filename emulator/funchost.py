@@ -28,7 +28,10 @@ Python worker does) and fires the triggers the product uses the way Azure would:
   again). A function that raises is retried on the following polls, up to ``blob_max_dequeue_count``
   attempts (5, the ``maxDequeueCount`` default); then the blob is recorded as poisoned with the error
   (the real host writes to the ``webjobs-blobtrigger-poison`` queue) and logged. Blobs of one function
-  are processed one at a time, in listing order.
+  are processed one at a time, in listing order. A trigger parameter annotated with an SDK type of
+  ``azurefunctions-extensions-bindings-blob`` (``BlobClient`` ...) gets that client, built by the
+  extension's converter from the ``ModelBindingData`` the real host sends; the blob is not downloaded.
+  Otherwise the function gets a ``func.InputStream`` over the downloaded content, as in Azure.
 
 ``%SETTING%`` placeholders in schedules, paths and connections resolve from the app settings (the
 environment), as in the real host; a missing one is a ``HostStartupError`` naming the setting,
@@ -80,6 +83,7 @@ import tempfile
 import threading
 import time
 import traceback
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +102,7 @@ from azure.functions.blob import InputStream
 from azure.functions.decorators.function_app import Function
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient, ContainerClient
+from azurefunctions.extensions.base import Datum, get_binding_registry
 
 from emulator import appindex
 from emulator.ncrontab import NCrontabError, parse_schedule
@@ -107,6 +112,9 @@ __all__ = [
     "HostStartupError",
     "Invocation",
     "LocalFunctionsHost",
+    "ModelBindingData",
+    "blob_model_binding_data",
+    "decode_sdk_binding",
     "RouteTemplate",
     "load_app",
     "resolve_placeholders",
@@ -512,6 +520,59 @@ class _BlobFunction(_HostedFunction):
     name_pattern: re.Pattern[str] = field(default_factory=lambda: re.compile(".*"))
     prefix: str = ""
     connection_string: str = ""
+    connection_name: str = ""  # as the binding names it, %SETTING% resolved
+    sdk_type: type | None = None  # an SDK type (BlobClient, ...): the function gets a client, not the content
+
+
+# --------------------------------------------------------------------------------------------------
+# SDK-type bindings (azurefunctions-extensions-bindings-blob)
+#
+# For a binding parameter annotated with an SDK type, the Python worker marks the binding
+# "SupportsDeferredBinding" in the function metadata (azurefunctions-extensions-base utils.py,
+# Binding.get_dict_repr) and the host then sends, instead of the blob's bytes, a ModelBindingData
+# message built by the storage extension (Azure/azure-sdk-for-net,
+# sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Blobs/src/Config/BlobsExtensionConfigProvider.cs,
+# CreateParameterBindingData: version "1.0", source "AzureStorageBlobs", content type
+# "application/json", content {"Connection", "ContainerName", "BlobName"}; since azure-sdk-for-net
+# PR 38284 "Connection" is the connection *name* of the binding). The worker decodes it with the
+# extension's converter (azure-functions-python-worker azure_functions_worker/bindings/meta.py,
+# deferred_bindings_decode), which builds the client from that app setting by itself
+# (azurefunctions/extensions/bindings/blob/utils.py, service_client_factory). The host never
+# downloads the blob for such a binding, and neither does this one.
+
+
+@dataclass(frozen=True)
+class ModelBindingData:
+    """The gRPC ``ModelBindingData`` message the host sends for an SDK-type binding (same fields)."""
+
+    version: str
+    source: str
+    content_type: str
+    content: bytes
+
+
+def blob_model_binding_data(connection: str, container: str, blob: str) -> ModelBindingData:
+    """What the storage extension sends for a blob trigger bound to an SDK type."""
+    content = json.dumps({"Connection": connection, "ContainerName": container, "BlobName": blob})
+    return ModelBindingData("1.0", "AzureStorageBlobs", "application/json", content.encode())
+
+
+def _sdk_binding_type(binding_type: str, pytype: Any) -> type | None:
+    """The worker's test (bindings/meta.py, check_deferred_bindings_enabled): an annotation the
+    extension registry supports, for a binding it has a converter for, is an SDK-type binding."""
+    registry = get_binding_registry()
+    if registry.get(binding_type) is None or not registry.check_supported_type(pytype):
+        return None
+    return pytype  # type: ignore[no-any-return]
+
+
+def decode_sdk_binding(binding_type: str, pytype: type, data: ModelBindingData) -> Any:
+    """The SDK object for ``data``, through the extension's own converter, as the worker decodes it."""
+    converter = get_binding_registry().get(binding_type)
+    if converter is None:
+        raise HostStartupError(f"no SDK-type converter is registered for {binding_type!r} bindings")
+    # The worker passes the trigger metadata too; the blob converter does not use it.
+    return converter.decode(Datum(value=data, type="model_binding_data"), trigger_metadata={}, pytype=pytype)
 
 
 def _blob_name_pattern(pattern: str) -> tuple[re.Pattern[str], str]:
@@ -685,6 +746,7 @@ class LocalFunctionsHost:
         self._missed: dict[str, bool] = {}
         self._scans: dict[str, int] = {}
         self._receipts: _ReceiptStore | None = None
+        self._sdk_cache: dict[tuple[str, type, bytes, str], Any] = {}
         self._started = False
         # Thread names carry a per-host prefix, so leaks can be attributed (and tested) per host.
         self.thread_prefix = f"funchost{next(_HOST_SERIAL)}-"
@@ -900,6 +962,30 @@ class LocalFunctionsHost:
         connection_name = resolve_placeholders(trigger.connection or "", env, f"function {name} connection")
         connection_string = self._connection_string(name, connection_name, env)
         regex, prefix = _blob_name_pattern(pattern or "{name}")
+        try:
+            # The worker resolves annotations the same way (functions.py, typing.get_type_hints).
+            pytype = typing.get_type_hints(function.get_user_function()).get(trigger.name)
+        except Exception as error:  # noqa: BLE001 - any failure to resolve fails the function's load
+            raise HostStartupError(f"function {name}: cannot resolve its type annotations: {error}") from None
+        sdk_type = _sdk_binding_type(trigger.type, pytype)
+        if sdk_type is not None:
+            converter = get_binding_registry().get(trigger.type)
+            if not converter.check_input_type_annotation(sdk_type):
+                raise HostStartupError(f"function {name}: {sdk_type!r} is not a type the blob trigger can bind to")
+            # The extension picks a managed identity as soon as one of these settings EXISTS, even
+            # empty (azurefunctions/extensions/bindings/blob/utils.py, using_system_managed_identity /
+            # using_user_managed_identity), whatever the connection string says. There is no managed
+            # identity here (and its token endpoint is not on this machine): refuse to start.
+            conn = connection_name or "AzureWebJobsStorage"
+            present = sorted(
+                k for k in env if k in (f"{conn}__serviceUri", f"{conn}__blobServiceUri", f"{conn}__credential")
+            )
+            if present:
+                raise HostStartupError(
+                    f"function {name}: app setting(s) {', '.join(present)} make the blob SDK binding use a managed "
+                    f"identity (even when empty), and the local host has none: remove them and set {conn} to a "
+                    "connection string"
+                )
         return _BlobFunction(
             function=function,
             name=name,
@@ -909,6 +995,8 @@ class LocalFunctionsHost:
             name_pattern=regex,
             prefix=prefix,
             connection_string=connection_string,
+            connection_name=connection_name or "AzureWebJobsStorage",
+            sdk_type=sdk_type,
         )
 
     @staticmethod
@@ -1234,6 +1322,8 @@ class LocalFunctionsHost:
     ) -> Invocation | None:
         assert self._receipts is not None
         client = container.get_blob_client(name)
+        if blob.sdk_type is not None:
+            return self._process_blob_sdk(blob, name, etag, key, entry)
         try:
             if etag:
                 # Read exactly the version that was listed; a newer one is picked up by the next scan.
@@ -1269,6 +1359,13 @@ class LocalFunctionsHost:
             {"blob": f"{blob.container}/{name}", "etag": etag, "attempt": attempts + 1},
             retry=(attempts, self._max_dequeue - 1),
         )
+        self._settle_receipt(blob, name, etag, key, attempts, invocation)
+        return invocation
+
+    def _settle_receipt(
+        self, blob: _BlobFunction, name: str, etag: str, key: str, attempts: int, invocation: Invocation
+    ) -> None:
+        assert self._receipts is not None
         if invocation.outcome == "succeeded":
             self._receipts.put(key, {"status": "done", "attempts": attempts + 1})
         elif attempts + 1 >= self._max_dequeue:
@@ -1284,6 +1381,33 @@ class LocalFunctionsHost:
             )
         else:
             self._receipts.put(key, {"status": "failed", "attempts": attempts + 1, "error": invocation.error})
+
+    def _process_blob_sdk(
+        self, blob: _BlobFunction, name: str, etag: str | None, key: str | None, entry: dict[str, Any] | None
+    ) -> Invocation:
+        """An SDK-type binding: the function gets a client for the blob; nothing is downloaded here."""
+        assert self._receipts is not None and etag is not None
+        key = key or _ReceiptStore.key(blob.name, blob.container, name, etag)
+        attempts = int(entry["attempts"]) if entry else 0
+        detail = {"blob": f"{blob.container}/{name}", "etag": etag, "attempt": attempts + 1, "binding": "sdk"}
+        try:
+            assert blob.sdk_type is not None
+            data = blob_model_binding_data(blob.connection_name, blob.container, name)
+            # The worker reuses a decoded client for the same parameter, type, content and function
+            # (bindings/meta.py, deferred_bindings_cache): a function that closed it would see that here too.
+            cache_key = (blob.trigger_arg, blob.sdk_type, data.content, blob.name)
+            value = self._sdk_cache.get(cache_key)
+            if value is None:
+                value = self._sdk_cache[cache_key] = decode_sdk_binding("blobTrigger", blob.sdk_type, data)
+        except Exception as error:  # noqa: BLE001 - a failed binding fails the invocation, as in the worker
+            log.error("function %s: binding %s failed: %s", blob.name, blob.trigger_arg, error)
+            invocation = Invocation(
+                blob.name, "blob", datetime.now(UTC), 0.0, "failed", f"{type(error).__name__}: {error}", detail
+            )
+            self._record(invocation)
+        else:
+            invocation, _ = self._invoke(blob, value, detail, retry=(attempts, self._max_dequeue - 1))
+        self._settle_receipt(blob, name, etag, key, attempts, invocation)
         return invocation
 
     def _fire_blob_by_path(self, blob: _BlobFunction, path: str) -> Invocation:

@@ -119,6 +119,38 @@ class StateStore(Protocol):
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]: ...
 
 
+@dataclass(frozen=True)
+class BlobVersion:
+    """One version of a blob, as its properties describe it: nothing of the content is read."""
+
+    size: int
+    etag: str
+
+
+class ReleaseBlob(Protocol):
+    """The blob a trigger fired for, not downloaded yet (in Azure: the SDK-type binding's BlobClient).
+
+    ``container`` and ``name`` come from the binding, without a request."""
+
+    @property
+    def container(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def version(self) -> BlobVersion:
+        """Size and ETag (one properties request). ``NotFoundError`` if the blob is gone."""
+        ...
+
+    def read(self, version: BlobVersion) -> bytes:
+        """Exactly ``version`` (conditional on its ETag), never more than ``version.size`` bytes.
+        ``ConcurrencyError`` if the blob changed since, ``NotFoundError`` if it is gone."""
+        ...
+
+
 class ScriptChecker(Protocol):
     def problems(self, name: str, content: bytes) -> str | None:
         """Why a release script cannot run (a syntax error), or None."""
@@ -135,6 +167,7 @@ class Clock(Protocol):
 
 __all__ = [
     "AlreadyExistsError",
+    "BlobVersion",
     "Clock",
     "Compute",
     "ConcurrencyError",
@@ -144,6 +177,7 @@ __all__ = [
     "Notifier",
     "PortError",
     "ProbeTarget",
+    "ReleaseBlob",
     "ScriptChecker",
     "Prober",
     "StateStore",

@@ -95,6 +95,38 @@ def rejected_release(name: ReleaseName, blob_url: str, content: bytes) -> Releas
     )
 
 
+def max_release_bytes(kind: ReleaseKind) -> int:
+    """The largest blob of this kind that is read at all."""
+    return MAX_SCRIPT_BYTES if kind is ReleaseKind.SCRIPT else MAX_MANIFEST_BYTES
+
+
+def size_problem(name: ReleaseName, size: int) -> str | None:
+    """Why a blob of ``size`` bytes is refused before anything of it is downloaded, or None."""
+    limit = max_release_bytes(name.kind)
+    if size <= limit:
+        return None
+    what = "a script" if name.kind is ReleaseKind.SCRIPT else "an image manifest"
+    return f"release is {size} bytes; at most {limit} are accepted for {what} (it was not downloaded)"
+
+
+def unread_release(name: ReleaseName, blob_url: str) -> Release:
+    """The Release of a blob refused without reading it: its content hash is unknown (``sha256`` empty)."""
+    return Release(
+        kind=name.kind, app=name.app, version=name.version, blob_name=name.blob_name, blob_url=blob_url, sha256=""
+    )
+
+
+def unread_rollout_id(name: ReleaseName, etag: str) -> str:
+    """The rollout id of a blob refused without reading it (too large).
+
+    Same shape as ``rollout_id_for`` (``<app>-v<N>-<10 hex digits>``), but the digits are the SHA-256
+    of the blob name and its ETag, because the content was never read. A blob version keeps its
+    ETag, so a second event for the same upload finds the same row (a Duplicate); a new upload under
+    the same name has a new ETag and is recorded again."""
+    digest = hashlib.sha256(f"unread\n{name.blob_name}\n{etag}".encode()).hexdigest()
+    return f"{name.app.lower()}-v{name.version}-{digest[:10]}"
+
+
 def _check_script(content: bytes) -> None:
     if not content.strip():
         raise ReleaseError("the script is empty")
@@ -138,7 +170,8 @@ class ExtensionDefaults:
 def desired_model(release: Release, defaults: ExtensionDefaults) -> ModelSpec:
     """The scale set model a release asks for."""
     if release.kind is ReleaseKind.IMAGE:
-        assert release.image_id is not None
+        # A rejected manifest (unparsable, or too large to read) has no image id: it asks for nothing,
+        # and it is only ever recorded, never started.
         return ModelSpec(image_id=release.image_id)
     protected: dict[str, object] = {}
     if defaults.file_auth == "managedIdentity":

@@ -54,10 +54,12 @@ from rollout.ports import (
     Clock,
     Compute,
     ConcurrencyError,
+    NotFoundError,
     Notifier,
     PortError,
     Prober,
     ProbeTarget,
+    ReleaseBlob,
     ScriptChecker,
     StateStore,
     TransientError,
@@ -70,6 +72,9 @@ from rollout.releases import (
     parse_release_name,
     rejected_release,
     rollout_id_for,
+    size_problem,
+    unread_release,
+    unread_rollout_id,
 )
 
 log = logging.getLogger("rollout")
@@ -159,7 +164,8 @@ class RolloutService:
     def receive_blob(self, blob_path: str, blob_url: str, content: bytes, container: str) -> Outcome:
         """A blob landed in the release container: parse it, then start, queue or reject it.
 
-        ``blob_path`` is what the Functions host passes as ``InputStream.name``: "<container>/<name>".
+        ``blob_path`` is "<container>/<name>" (as ``receive_release_blob`` passes it); ``content`` was
+        read already, after the size check.
         """
         name = blob_path[len(container) + 1 :] if blob_path.startswith(container + "/") else blob_path
         parsed = parse_release_name(name)
@@ -176,9 +182,35 @@ class RolloutService:
                 return self.reject_release(release, problem)
         return self.start_release(release)
 
-    def reject_release(self, release: Release, reason: str) -> Outcome:
+    def receive_release_blob(self, blob: ReleaseBlob) -> Outcome:
+        """The blob trigger fired for ``blob`` (nothing of it read yet): check its size, then read it.
+
+        A blob larger than a release may be is rejected from its properties alone, so a multi-GB
+        upload never reaches memory; its rollout id comes from the name and ETag (``unread_rollout_id``)
+        because the content hash would need the content. Otherwise exactly the checked version is
+        read (never more than its size) and goes on as ``receive_blob``. Storage errors other than
+        "gone" or "changed" propagate: the host retries the invocation."""
+        parsed = parse_release_name(blob.name)
+        if isinstance(parsed, str):
+            log.info("ignored blob %r: %s", blob.name, parsed)
+            return Outcome("Ignored", parsed)
+        try:
+            version = blob.version()
+            problem = size_problem(parsed, version.size)
+            if problem is not None:
+                rollout_id = unread_rollout_id(parsed, version.etag)
+                return self.reject_release(unread_release(parsed, blob.url), problem, rollout_id=rollout_id)
+            content = blob.read(version)
+        except NotFoundError:
+            return Outcome("Ignored", f"{blob.name} no longer exists")
+        except ConcurrencyError:
+            # Replaced between the size check and the read: the new version has its own event.
+            return Outcome("Ignored", f"{blob.name} changed while it was read; its new version is handled on its own")
+        return self.receive_blob(f"{blob.container}/{blob.name}", blob.url, content, blob.container)
+
+    def reject_release(self, release: Release, reason: str, rollout_id: str | None = None) -> Outcome:
         """A release blob whose content is unusable: recorded, never started."""
-        rollout_id = rollout_id_for(release)
+        rollout_id = rollout_id or rollout_id_for(release)
         if self.store.get_rollout(self.target_key, rollout_id) is not None:
             return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
         return self._record_rejected(self._new_rollout(release, rollout_id, self.clock.now()), reason)

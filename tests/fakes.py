@@ -23,7 +23,14 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
-from rollout.ports import AlreadyExistsError, ConcurrencyError, ProbeTarget, TransientError
+from rollout.ports import (
+    AlreadyExistsError,
+    BlobVersion,
+    ConcurrencyError,
+    NotFoundError,
+    ProbeTarget,
+    TransientError,
+)
 
 BASE_URL = "https://releases.blob.core.windows.net/init"
 
@@ -287,3 +294,47 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.current += timedelta(seconds=seconds)
+
+
+class FakeReleaseBlob:
+    """``ReleaseBlob`` like ``rollout.adapters.blobs.TriggeredBlob``: properties without content, a
+    read conditional on the ETag and bounded by the size checked. ``size`` may be given without
+    content (a huge blob nobody holds in memory); reading such a blob is a test failure."""
+
+    def __init__(
+        self, name: str, content: bytes | None = b"", *, size: int | None = None, container: str = "init"
+    ) -> None:
+        self.container = container
+        self.name = name
+        self.url = f"{BASE_URL.rsplit('/', 1)[0]}/{container}/{name}"
+        self.content = content
+        self.size = len(content) if content is not None else int(size or 0)
+        self.etag = '"0x1"'
+        self.exists = True
+        self.properties_requests = 0
+        self.bytes_read = 0
+        self.after_properties: list[object] = []  # callables run once after the next properties request
+
+    def replace(self, content: bytes) -> None:
+        """A new upload under the same name: new content, new ETag."""
+        self.content, self.size = content, len(content)
+        self.etag = f'"0x{int(self.etag.strip(chr(34))[2:], 16) + 1:X}"'
+
+    def version(self) -> BlobVersion:
+        self.properties_requests += 1
+        if not self.exists:
+            raise NotFoundError(f"{self.name}: not found")
+        version = BlobVersion(size=self.size, etag=self.etag)
+        while self.after_properties:
+            self.after_properties.pop(0)()  # type: ignore[operator]
+        return version
+
+    def read(self, version: BlobVersion) -> bytes:
+        if not self.exists:
+            raise NotFoundError(f"{self.name}: not found")
+        if version.etag != self.etag:
+            raise ConcurrencyError(f"{self.name}: changed since it was read (ETag mismatch)")
+        assert self.content is not None, "this blob must never be downloaded"
+        data = self.content[: version.size]
+        self.bytes_read += len(data)
+        return data

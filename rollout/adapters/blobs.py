@@ -26,11 +26,12 @@ from __future__ import annotations
 import re
 from typing import IO, Any, Final
 
+from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, ContentSettings
 
 from rollout.adapters.tables import DEFAULT_CLIENT_OPTIONS, map_storage_errors
-from rollout.ports import AlreadyExistsError, PortError
+from rollout.ports import AlreadyExistsError, BlobVersion, PortError
 
 MAX_NAME_CHARS: Final = 1024
 MAX_SEGMENT_CHARS: Final = 254
@@ -183,11 +184,55 @@ class ReleaseBlobs:
             return [b.name for b in self._container.list_blobs(name_starts_with=prefix)]
 
 
+class TriggeredBlob:
+    """``rollout.ports.ReleaseBlob`` over the ``azure.storage.blob.BlobClient`` the blob trigger hands
+    the function (the SDK-type binding of ``azurefunctions-extensions-bindings-blob``).
+
+    Nothing is downloaded until ``read``, and ``read`` asks for exactly the version whose size was
+    checked: a conditional (``If-Match`` ETag) ranged download of ``version.size`` bytes, so an
+    upload that replaces the blob between the size check and the read cannot slip a larger blob in.
+    """
+
+    def __init__(self, client: BlobClient) -> None:
+        self._client = client
+
+    @property
+    def container(self) -> str:
+        return str(self._client.container_name)
+
+    @property
+    def name(self) -> str:
+        return str(self._client.blob_name)
+
+    @property
+    def url(self) -> str:
+        return str(self._client.url)
+
+    def version(self) -> BlobVersion:
+        with map_storage_errors(f"read the properties of {self.container}/{self.name}"):
+            props = self._client.get_blob_properties()
+        return BlobVersion(size=int(props.size), etag=str(props.etag))
+
+    def read(self, version: BlobVersion) -> bytes:
+        if version.size == 0:
+            return b""  # a zero-length range is not a valid request; there is nothing to read anyway
+        with map_storage_errors(f"read {self.container}/{self.name}"):
+            downloader = self._client.download_blob(
+                offset=0,
+                length=version.size,
+                etag=version.etag,
+                match_condition=MatchConditions.IfNotModified,
+                max_concurrency=1,
+            )
+            return bytes(downloader.readall())
+
+
 __all__ = [
     "BlobExistsError",
     "InvalidBlobNameError",
     "PublicContainerError",
     "ReleaseBlobs",
     "ReleaseTooLargeError",
+    "TriggeredBlob",
     "validate_blob_name",
 ]

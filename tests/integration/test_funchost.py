@@ -19,11 +19,18 @@ from datetime import datetime
 from pathlib import Path
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk
 import pytest
 import requests
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 
-from emulator.funchost import HostStartupError, LocalFunctionsHost, RouteTemplate
+from emulator.funchost import (
+    HostStartupError,
+    LocalFunctionsHost,
+    RouteTemplate,
+    blob_model_binding_data,
+    decode_sdk_binding,
+)
 from tests.fixtures import toy_function_app as toy
 from tests.fixtures.azurite import AzuriteNames, AzuriteService
 
@@ -353,6 +360,67 @@ def test_a_failing_blob_is_retried_then_poisoned(
     assert entry["status"] == "poisoned"
     assert entry["attempts"] == 3
     assert entry["error"] == f"ValueError: cannot handle {container.container_name}/bad.sh"
+
+
+def test_an_sdk_typed_blob_trigger_gets_a_blob_client_and_the_host_never_downloads(
+    azurite: AzuriteService, container: ContainerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    downloads: list[str] = []
+    original = BlobClient.download_blob
+
+    def recording_download(self: BlobClient, *args: object, **kwargs: object) -> object:
+        downloads.append(self.blob_name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "download_blob", recording_download)
+    container.upload_blob("install_nginx.v8.sh", b"#!/bin/sh\necho v8\n" * 1000)
+    env = {"TOY_CONTAINER": container.container_name, "ToyStorage": azurite.connection_string}
+    with LocalFunctionsHost(
+        toy.app, env=env, http_port=0, blob_poll_seconds=0.1, state_dir=tmp_path, functions=["on_blob_client"]
+    ) as host:
+        [invocation] = host.wait_for_invocations("on_blob_client", 1, timeout=10)
+        host.wait_for_blob_scans("on_blob_client", 3)
+        container.upload_blob("install_nginx.v8.sh", b"#!/bin/sh\necho v8 again\n", overwrite=True)
+        host.wait_for_invocations("on_blob_client", 2, timeout=10)
+        receipts = host.blob_receipts()
+    assert invocation.outcome == "succeeded" and invocation.detail["binding"] == "sdk"
+    seen, again = toy.recorder.blobs
+    assert again["size"] == 24 and again["client"] == seen["client"]  # the worker's cache: the same client
+    # The extension's own converter built the client from the connection *setting name* the host sent.
+    assert issubclass(seen["type"], BlobClient)
+    assert (seen["container"], seen["name"], seen["size"]) == (container.container_name, "install_nginx.v8.sh", 18000)
+    assert downloads == []  # neither the host nor the binding read the content
+    assert [v["status"] for v in receipts.values()] == ["done", "done"]  # receipts as for InputStream
+
+
+def test_the_model_binding_data_is_what_the_storage_extension_sends() -> None:
+    data = blob_model_binding_data("ReleaseStorage", "init", "install_nginx.v1.sh")
+    assert (data.version, data.source, data.content_type) == ("1.0", "AzureStorageBlobs", "application/json")
+    assert json.loads(data.content) == {
+        "Connection": "ReleaseStorage",
+        "ContainerName": "init",
+        "BlobName": "install_nginx.v1.sh",
+    }
+
+
+def test_the_sdk_binding_builds_identity_clients_from_the_connection_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What Azure does with the product's identity-based ``ReleaseStorage`` (infra/): the extension's
+    converter makes a BlobServiceClient on ``__blobServiceUri`` with a ManagedIdentityCredential. Only
+    the client is built here: no request, so no token is asked for."""
+    monkeypatch.delenv("ReleaseStorage", raising=False)
+    monkeypatch.setenv("ReleaseStorage__blobServiceUri", "https://acct.blob.core.windows.net")
+    data = blob_model_binding_data("ReleaseStorage", "init", "install_nginx.v1.sh")
+    client = decode_sdk_binding("blobTrigger", blob_sdk.BlobClient, data)
+    assert client.url == "https://acct.blob.core.windows.net/init/install_nginx.v1.sh"
+    assert type(client.credential).__name__ == "ManagedIdentityCredential"
+
+
+def test_an_sdk_blob_trigger_with_identity_settings_fails_start_even_when_they_are_empty(tmp_path: Path) -> None:
+    # An empty ToyStorage__blobServiceUri still makes the extension use a managed identity.
+    env = {"TOY_CONTAINER": "x", "ToyStorage": "UseDevelopmentStorage=true", "ToyStorage__blobServiceUri": ""}
+    host = LocalFunctionsHost(toy.app, env=env, http_port=0, state_dir=tmp_path, functions=["on_blob_client"])
+    with pytest.raises(HostStartupError, match="ToyStorage__blobServiceUri make the blob SDK binding use a managed"):
+        host.start()
 
 
 def test_blob_trigger_without_its_connection_setting_fails_start(

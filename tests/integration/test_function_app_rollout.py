@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk
 import pytest
 import requests
 from azure.functions.timer import TimerRequest
 
 import function_app
 from emulator import appindex
+from emulator.funchost import blob_model_binding_data, decode_sdk_binding
 from rollout.adapters.blobs import ReleaseBlobs
 from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
 
@@ -38,9 +40,11 @@ class App:
         self.container = container
 
     def upload(self, name: str, content: bytes) -> None:
-        url = self.blobs.upload(name, content)
-        stream = func.blob.InputStream(data=content, name=f"{self.container}/{name}", uri=url, length=len(content))
-        user_function("release_uploaded")(blob=stream)
+        self.blobs.upload(name, content)
+        # What the worker hands the function: a BlobClient built by the blob extension's own converter
+        # from the host's binding data (connection name, container, blob name); nothing downloaded.
+        data = blob_model_binding_data("ReleaseStorage", self.container, name)
+        user_function("release_uploaded")(client=decode_sdk_binding("blobTrigger", blob_sdk.BlobClient, data))
 
     def tick(self) -> None:
         user_function("advance_rollouts")(timer=TimerRequest(past_due=False))

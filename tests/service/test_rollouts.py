@@ -13,9 +13,15 @@ import pytest
 from rollout.machine import CommandError
 from rollout.model import Phase, Release, ReleaseKind
 from rollout.policy import RolloutPolicy
-from rollout.releases import ExtensionDefaults, build_release, parse_release_name
+from rollout.releases import (
+    MAX_MANIFEST_BYTES,
+    MAX_SCRIPT_BYTES,
+    ExtensionDefaults,
+    build_release,
+    parse_release_name,
+)
 from rollout.service import RolloutService
-from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore
+from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeReleaseBlob, FakeScaleSet, FakeStore
 
 TARGET = "rg:vmss"
 
@@ -399,3 +405,80 @@ def test_a_throttled_reimage_is_issued_again_not_forgotten() -> None:
     assert "reimage_instances:throttled" in [c for c, _ in world.scale_set.calls]
     assert world.scale_set.calls_of("reimage_instances") == [("0",)]  # issued again after the 429
     assert "ActionFailed" in world.kinds(rid)
+
+
+# --- the blob trigger: size first, then exactly the checked version ----------------------------------
+
+
+def test_an_oversized_release_is_rejected_from_its_size_without_reading_it() -> None:
+    world = make_world()
+    blob = FakeReleaseBlob("install_nginx.v3.sh", None, size=2**30)
+    outcome = world.service.receive_release_blob(blob)
+
+    assert outcome.status == "Rejected" and outcome.phase is Phase.REJECTED
+    assert outcome.message == (
+        f"release is 1073741824 bytes; at most {MAX_SCRIPT_BYTES} are accepted for a script (it was not downloaded)"
+    )
+    assert blob.bytes_read == 0 and blob.properties_requests == 1
+    rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
+    assert rollout is not None and rollout.phase is Phase.REJECTED and rollout.reason == outcome.message
+    assert rollout.release.sha256 == "" and rollout.release.version == 3
+    assert world.kinds(rollout.id) == ["Rejected"]
+    assert world.scale_set.calls == []  # nothing reached the scale set
+    # Event Grid delivers at least once: the same upload again is recognised, not recorded twice.
+    again = world.service.receive_release_blob(blob)
+    assert again.status == "Duplicate" and again.rollout_id == rollout.id
+    assert len(world.store.list_rollouts(TARGET)) == 1
+    # The same oversized name uploaded again (new ETag) is a new upload, recorded on its own.
+    blob.etag = '"0x2"'
+    assert world.service.receive_release_blob(blob).status == "Rejected"
+    assert len(world.store.list_rollouts(TARGET)) == 2
+
+
+def test_an_oversized_image_manifest_is_rejected_too() -> None:
+    world = make_world()
+    outcome = world.service.receive_release_blob(FakeReleaseBlob("a.v2.image.json", None, size=MAX_MANIFEST_BYTES + 1))
+    assert outcome.status == "Rejected"
+    assert outcome.message.startswith(f"release is {MAX_MANIFEST_BYTES + 1} bytes; at most {MAX_MANIFEST_BYTES}")
+
+
+def test_a_release_of_allowed_size_is_read_once_exactly_and_starts() -> None:
+    world = make_world()
+    content = b"#!/bin/bash\necho v4\n"
+    blob = FakeReleaseBlob("install_nginx.v4.sh", content)
+    outcome = world.service.receive_release_blob(blob)
+    assert outcome.phase is Phase.CANARY
+    assert blob.bytes_read == len(content)
+    rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
+    assert rollout is not None and rollout.release.sha256 == hashlib.sha256(content).hexdigest()
+    assert rollout.release.blob_url == blob.url
+
+
+def test_a_blob_replaced_between_the_size_check_and_the_read_is_left_to_its_own_event() -> None:
+    world = make_world()
+    blob = FakeReleaseBlob("install_nginx.v5.sh", b"#!/bin/bash\necho v5\n")
+    blob.after_properties.append(lambda: blob.replace(b"x" * (MAX_SCRIPT_BYTES * 4)))
+    outcome = world.service.receive_release_blob(blob)
+    assert outcome.status == "Ignored" and "changed while it was read" in outcome.message
+    assert blob.bytes_read == 0 and world.store.list_rollouts(TARGET) == []
+
+
+def test_a_blob_gone_before_its_event_is_handled_is_ignored() -> None:
+    world = make_world()
+    blob = FakeReleaseBlob("install_nginx.v6.sh", b"#!/bin/bash\n")
+    blob.exists = False
+    outcome = world.service.receive_release_blob(blob)
+    assert outcome.status == "Ignored" and "no longer exists" in outcome.message
+
+
+def test_a_blob_that_is_not_a_release_is_ignored_without_a_request() -> None:
+    world = make_world()
+    blob = FakeReleaseBlob("README.md", None, size=2**40)
+    assert world.service.receive_release_blob(blob).status == "Ignored"
+    assert blob.properties_requests == 0
+
+
+def test_a_malformed_image_manifest_is_rejected_not_a_crash() -> None:
+    world = make_world()
+    outcome = world.service.receive_release_blob(FakeReleaseBlob("a.v3.image.json", b"{not json"))
+    assert outcome.status == "Rejected" and outcome.message.startswith("the image manifest is not valid JSON")

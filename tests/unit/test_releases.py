@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
 from rollout.model import ReleaseKind
 from rollout.releases import (
+    MAX_MANIFEST_BYTES,
+    MAX_SCRIPT_BYTES,
     ExtensionDefaults,
     ReleaseError,
     ReleaseName,
     build_release,
     desired_model,
+    max_release_bytes,
     parse_release_name,
     rollout_id_for,
+    size_problem,
+    unread_release,
+    unread_rollout_id,
 )
 
 URL = "https://acct.blob.core.windows.net/init"
@@ -148,3 +155,52 @@ def test_rollout_ids_are_deterministic_per_content() -> None:
     c = build_release(_name("install_nginx.v7.sh"), f"{URL}/install_nginx.v7.sh", b"echo seven\n")
     assert rollout_id_for(a) == rollout_id_for(b) != rollout_id_for(c)
     assert rollout_id_for(a).startswith("install_nginx-v7-")
+
+
+# --- size: decided from the blob's properties, before anything is downloaded ----------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "problem"),
+    [
+        ("a.v1.sh", 0, None),  # empty is judged on the content (the script is empty), not here
+        ("a.v1.sh", MAX_SCRIPT_BYTES, None),
+        ("a.v1.sh", MAX_SCRIPT_BYTES + 1, f"release is {MAX_SCRIPT_BYTES + 1} bytes; at most {MAX_SCRIPT_BYTES}"),
+        ("a.v1.sh", 2**30, f"release is 1073741824 bytes; at most {MAX_SCRIPT_BYTES} are accepted for a script"),
+        ("a.v1.image.json", MAX_MANIFEST_BYTES, None),
+        (
+            "a.v1.image.json",
+            MAX_MANIFEST_BYTES + 1,
+            f"release is {MAX_MANIFEST_BYTES + 1} bytes; at most {MAX_MANIFEST_BYTES} are accepted for an image",
+        ),
+        ("a.v1.image.json", MAX_SCRIPT_BYTES, f"release is {MAX_SCRIPT_BYTES} bytes"),  # the manifest limit is lower
+    ],
+)
+def test_the_size_limit_depends_on_the_kind_and_says_so(name: str, size: int, problem: str | None) -> None:
+    parsed = _name(name)
+    found = size_problem(parsed, size)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(problem) and found.endswith("(it was not downloaded)")
+    assert max_release_bytes(parsed.kind) == (MAX_SCRIPT_BYTES if name.endswith(".sh") else MAX_MANIFEST_BYTES)
+
+
+def test_an_unread_release_has_no_content_hash_and_an_id_from_name_and_etag() -> None:
+    name = _name("install_nginx.v9.sh")
+    release = unread_release(name, f"{URL}/install_nginx.v9.sh")
+    assert release.sha256 == "" and release.blob_url == f"{URL}/install_nginx.v9.sh" and release.version == 9
+    first = unread_rollout_id(name, '"0x8DC1"')
+    digest = hashlib.sha256(b'unread\ninstall_nginx.v9.sh\n"0x8DC1"').hexdigest()[:10]
+    assert first == f"install_nginx-v9-{digest}"
+    assert unread_rollout_id(name, '"0x8DC1"') == first  # a second event for the same upload: same row
+    assert unread_rollout_id(name, '"0x8DC2"') != first  # a new upload under the same name: a new row
+    assert unread_rollout_id(_name("install_nginx.v10.sh"), '"0x8DC1"') != first
+    # The same shape as a content-hash id, so everything that handles rollout ids handles it.
+    assert re.fullmatch(r"install_nginx-v9-[0-9a-f]{10}", first)
+
+
+def test_an_image_release_without_an_image_asks_for_no_change() -> None:
+    # A rejected manifest is recorded with its desired model: it must not crash on the missing image id.
+    release = unread_release(_name("a.v2.image.json"), f"{URL}/a.v2.image.json")
+    assert desired_model(release, ExtensionDefaults()).image_id is None
