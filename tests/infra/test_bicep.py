@@ -422,7 +422,7 @@ def _eval_image_scope(expr: Any, image_reader_scope: str) -> Any:
 @pytest.mark.parametrize(
     ("image_reader_scope", "subscription", "group", "gallery"),
     [
-        ("/subscriptions/s1/resourceGroups/images/providers/Microsoft.Compute/galleries/fleet", "s1", "images", "fleet"),
+        (f"/subscriptions/s1/resourceGroups/images/providers/{GALLERY}/fleet", "s1", "images", "fleet"),
         ("/subscriptions/s1/resourceGroups/images", "s1", "images", ""),
         ("/subscriptions/s1/resourceGroups/images/", "s1", "images", ""),
     ],
@@ -463,12 +463,8 @@ def _auth_settings() -> tuple[dict[str, Any], dict[str, Any]]:
 def test_entra_authentication_is_optional_and_requires_a_validated_principal() -> None:
     entry, auth = _auth_settings()
     # Only with an app registration (entraClientId, default empty = off).
-    assert entry["config"]["condition"] == {
-        "operator": {
-            "type": "not",
-            "operands": {"bool_value": {"function": {"type": "empty", "parameters": {"item_to_test": "entraClientId"}}}},
-        }
-    }
+    is_empty = {"function": {"type": "empty", "parameters": {"item_to_test": "entraClientId"}}}
+    assert entry["config"]["condition"] == {"operator": {"type": "not", "operands": {"bool_value": is_empty}}}
     assert evaluate("entraClientId", main_scope()) == ""
     assert entry["api_version"] == "2024-04-01"
     assert auth["name"] == "authsettingsV2"
