@@ -242,9 +242,10 @@ def _check_blob_trigger_against_bicep(trigger: dict[str, str]) -> None:
     assert evaluate(sub["filter"]["includedEventTypes"], eventgrid) == ["Microsoft.Storage.BlobCreated"]
     url = evaluate(sub["destination"]["properties"]["endpointUrl"], eventgrid)
     assert f"/runtime/webhooks/blobs?functionName=Host.Functions.{trigger['function']}&code=" in url
-    # deploy.sh passes the container main.bicep created, not eventgrid.bicep's default.
-    deploy = (INFRA / "deploy.sh").read_text()
-    assert re.search(r"releaseContainerName=\"?\$", deploy), "deploy.sh must pass releaseContainerName"
+    # The post-publish step (deploy.sh and the azd hook both run it) passes the container main.bicep
+    # created, not eventgrid.bicep's default; tests/infra/test_deploy_script.py runs it.
+    subscribe = (INFRA / "scripts" / "subscribe-events.sh").read_text()
+    assert re.search(r"releaseContainerName=\"?\$", subscribe), "subscribe-events.sh must pass releaseContainerName"
 
 
 def test_blob_trigger_contract_matches_bicep() -> None:
