@@ -113,25 +113,24 @@ fi
 # main.parameters.json is shared with the Azure Developer CLI, which substitutes ${VARIABLE}s from its
 # environment (azure.yaml); deploy.sh substitutes the same ones. Command-line parameters come later and win.
 render_parameters() {
-  local text name value
+  local text pair name value
   text=$(<"$here/main.parameters.json")
-  local -A values=(
-    [AZURE_ENV_NAME]=${AZURE_ENV_NAME:-}
-    [AZURE_LOCATION]=$location
-    [AZURE_PRINCIPAL_ID]=$uploader
-    [VMSS_NAME]=canary-vmss
-    [VMSS_RESOURCE_GROUP]=""
-    [INTEGRATION_SUBNET_ID]=${INTEGRATION_SUBNET_ID:-}
-    [IMAGE_READER_SCOPE]=${IMAGE_READER_SCOPE:-}
-    [ENTRA_CLIENT_ID]=$entra_client_id
-  )
-  for name in "${!values[@]}"; do
-    value=${values[$name]}
+  for pair in \
+    "AZURE_ENV_NAME=${AZURE_ENV_NAME:-}" \
+    "AZURE_LOCATION=$location" \
+    "AZURE_PRINCIPAL_ID=$uploader" \
+    "VMSS_NAME=canary-vmss" \
+    "VMSS_RESOURCE_GROUP=" \
+    "INTEGRATION_SUBNET_ID=${INTEGRATION_SUBNET_ID:-}" \
+    "IMAGE_READER_SCOPE=${IMAGE_READER_SCOPE:-}" \
+    "ENTRA_CLIENT_ID=$entra_client_id"; do
+    name=${pair%%=*}
+    value=${pair#*=}
     if [[ $value == *[\"\\]* ]]; then
       echo "$name contains a quote or backslash: $value" >&2
       exit 1
     fi
-    text=${text//"\${$name}"/$value}
+    text=${text//"\${$name}"/"$value"}
   done
   if [[ $text == *"\${"* ]]; then
     echo "main.parameters.json uses a variable deploy.sh does not substitute:" \
