@@ -119,6 +119,7 @@ render_parameters() {
     "AZURE_ENV_NAME=${AZURE_ENV_NAME:-}" \
     "AZURE_LOCATION=$location" \
     "AZURE_PRINCIPAL_ID=$uploader" \
+    "AZURE_PRINCIPAL_TYPE=User" \
     "VMSS_NAME=canary-vmss" \
     "VMSS_RESOURCE_GROUP=" \
     "INTEGRATION_SUBNET_ID=${INTEGRATION_SUBNET_ID:-}" \
@@ -150,9 +151,6 @@ if [[ $demo == true ]]; then
   fi
   [[ -n $ssh_key_file && -f $ssh_key_file ]] || { echo "--demo needs an SSH public key (--ssh-key)" >&2; exit 1; }
   params+=(--parameters "sshPublicKey=$(<"$ssh_key_file")")
-fi
-if [[ -n $uploader ]]; then
-  params+=(--parameters uploaderPrincipalType=User)
 fi
 
 echo "==> resource group $resource_group ($location)"

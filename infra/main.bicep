@@ -81,7 +81,9 @@ param entraTenantId string = tenant().tenantId
 @description('Object id of the operator (or CI principal) who uploads releases; gets Storage Blob Data Contributor on the release container only. Empty = none.')
 param uploaderPrincipalId string = ''
 
+@description('principalType of the uploader (AZURE_PRINCIPAL_TYPE under azd). Empty = User.')
 @allowed([
+  ''
   'User'
   'ServicePrincipal'
   'Group'
@@ -278,7 +280,7 @@ module releaseAccess 'modules/release-access.bicep' = {
     releaseContainerName: storage.outputs.releaseContainerName
     scaleSetPrincipalId: deployDemoScaleSet ? demo.outputs.principalId : ''
     uploaderPrincipalId: uploaderPrincipalId
-    uploaderPrincipalType: uploaderPrincipalType
+    uploaderPrincipalType: empty(uploaderPrincipalType) ? 'User' : uploaderPrincipalType
   }
 }
 

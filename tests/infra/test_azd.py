@@ -26,7 +26,13 @@ pytestmark = pytest.mark.infra
 AZURE_YAML = REPO_ROOT / "azure.yaml"
 # Variables azd itself sets in every environment (manage-environment-variables, "Standard environment
 # variables"); any other variable main.parameters.json uses must be documented for `azd env set`.
-AZD_STANDARD_VARIABLES = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_ID", "AZURE_RESOURCE_GROUP"}
+AZD_STANDARD_VARIABLES = {
+    "AZURE_ENV_NAME",
+    "AZURE_LOCATION",
+    "AZURE_PRINCIPAL_ID",
+    "AZURE_PRINCIPAL_TYPE",
+    "AZURE_RESOURCE_GROUP",
+}
 
 
 def _project() -> dict[str, Any]:

@@ -177,6 +177,7 @@ def test_parameters_file_is_rendered_with_no_variable_left(stub_dir: Path) -> No
     assert "${" not in json.dumps(rendered)
     assert rendered["location"] == "westeurope"
     assert rendered["uploaderPrincipalId"] == "user-object-id"  # the signed-in operator uploads releases
+    assert rendered["uploaderPrincipalType"] == "User"
     assert rendered["scaleSetName"] == "canary-vmss"
     assert rendered["targetResourceGroup"] == ""  # main.bicep: empty = the deployment's resource group
     assert rendered["imageReaderScope"] == GALLERY_ID
