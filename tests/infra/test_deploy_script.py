@@ -74,6 +74,11 @@ class Run:
         return [call for call in self.calls if call.startswith(prefix)]
 
 
+# What the scripts may run besides the stand-ins: linked into the test's own PATH, so that whatever else
+# the machine has installed (Functions Core Tools, a real az) cannot be picked up.
+SYSTEM_TOOLS = ("bash", "sh", "cat", "cp", "dirname", "grep", "ls", "mktemp", "rm", "sed", "sleep", "sort", "tr", "wc")
+
+
 @pytest.fixture
 def stub_dir(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
@@ -82,19 +87,21 @@ def stub_dir(tmp_path: Path) -> Path:
     for name, text in (("az", FAKE_AZ), ("zip", FAKE_ZIP)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
+    for tool in SYSTEM_TOOLS:
+        found = shutil.which(tool)
+        assert found, f"{tool} is needed to run the deploy scripts"
+        (bin_dir / tool).symlink_to(found)
     return tmp_path
 
 
 def _run(stub_dir: Path, script: Path, *args: str, env: dict[str, str] | None = None) -> Run:
-    system_path = "/usr/local/bin:/usr/bin:/bin"
-    assert shutil.which("func", path=system_path) is None, "the test expects no Functions Core Tools on PATH"
     proc = subprocess.run(
         [str(script), *args],
         capture_output=True,
         text=True,
         timeout=120,
         env={
-            "PATH": f"{stub_dir / 'bin'}:{system_path}",
+            "PATH": str(stub_dir / "bin"),
             "HOME": str(stub_dir),
             "STUB_DIR": str(stub_dir),
             "STUB_APP_ID": APP_ID,
