@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # One command from clone to a working deployment (see infra/README.md):
 #
-#   infra/deploy.sh <resource-group> <location> [--demo] [--ssh-key <file.pub>] [-- <extra az params>]
+#   infra/deploy.sh <resource-group> <location> [--demo] [--ssh-key <file.pub>] [--entra] [-- <extra az params>]
+#
+#   --demo     also deploy the walkthrough's nginx fleet (its own VNet and integration subnet)
+#   --entra    create or update the Microsoft Entra app registration (app roles Rollouts.Read and
+#              Rollouts.Operate) and turn on App Service authentication with it (entraClientId)
+#   Without --demo, integrationSubnetId is required (or INTEGRATION_SUBNET_ID): see scripts/require-subnet.sh.
+#   Optional environment: INTEGRATION_SUBNET_ID, IMAGE_READER_SCOPE, ENTRA_CLIENT_ID (main.parameters.json).
 #
 # 1. main.bicep: storage, monitoring, the Flex Consumption app, roles (and the demo scale set);
 # 2. publish the function code (zip deploy with a remote build of requirements.txt);
 # 3. demo only: upload the v0 script and bring the instances to the model (update-instances *);
-# 4. eventgrid.bicep: the BlobCreated subscription. It comes last because its webhook URL carries the
-#    blobs extension's system key, which the Functions host creates only when the published app with
-#    its Event Grid blob trigger starts - and Event Grid validates the webhook at creation;
-# 5. print the endpoints and how to get a function key.
+# 4. scripts/subscribe-events.sh: the BlobCreated subscription (eventgrid.bicep), last because its webhook
+#    URL carries the blobs extension's system key, which exists only once the published app runs;
+# 5. print the endpoints and how to call them.
 set -euo pipefail
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -22,11 +27,13 @@ resource_group=$1
 location=$2
 shift 2
 demo=false
+entra=false
 ssh_key_file=""
 extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --demo) demo=true ;;
+    --entra) entra=true ;;
     --ssh-key) ssh_key_file=$2; shift ;;
     --) shift; extra=("$@"); break ;;
     *) usage ;;
@@ -37,12 +44,105 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
+# The value a parameter gets from the extra `az` arguments (name=value; the last one wins, as in az), or
+# "from-file" when a parameters file passed there mentions it.
+extra_parameter() {
+  local name=$1 found="" arg
+  for arg in "${extra[@]}"; do
+    case $arg in
+      "$name="*) found=${arg#*=} ;;
+      @*) [[ -f ${arg#@} ]] && grep -q "\"$name\"" "${arg#@}" && found=from-file ;;
+    esac
+  done
+  printf '%s' "$found"
+}
+
+# Checked before anything is created.
+subnet=$(extra_parameter integrationSubnetId)
+subnet=${subnet:-${INTEGRATION_SUBNET_ID:-}}
+sh "$here/scripts/require-subnet.sh" "$demo" "$subnet"
+
+image_scope=$(extra_parameter imageReaderScope)
+image_scope=${image_scope:-${IMAGE_READER_SCOPE:-}}
+shopt -s nocasematch
+if [[ -n $image_scope && $image_scope != from-file &&
+      ! $image_scope =~ ^/subscriptions/[^/]+/resourceGroups/[^/]+(/providers/Microsoft\.Compute/galleries/[^/]+)?/?$ ]]; then
+  echo "imageReaderScope must be the resource id of an Azure Compute Gallery" \
+    "(/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/galleries/<gallery>)" \
+    "or of a resource group holding images (/subscriptions/<sub>/resourceGroups/<rg>), not: $image_scope" >&2
+  exit 1
+fi
+shopt -u nocasematch
+
 for tool in az zip; do
   command -v "$tool" >/dev/null || { echo "deploy.sh needs '$tool' on PATH" >&2; exit 1; }
 done
 az account show --query id --output tsv >/dev/null || { echo "run 'az login' first" >&2; exit 1; }
 
-params=(--parameters "@$here/main.parameters.json" --parameters "deployDemoScaleSet=$demo")
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+
+# The operator gets Storage Blob Data Contributor on the release container (uploads; shared key is off).
+uploader=$(az ad signed-in-user show --query id --output tsv 2>/dev/null || true)
+
+entra_client_id=${ENTRA_CLIENT_ID:-}
+if [[ $entra == true ]]; then
+  # App registrations are Microsoft Graph objects, not ARM resources: Bicep cannot create them here.
+  # App roles: learn.microsoft.com/entra/identity-platform/howto-add-app-roles-in-apps; the identifier URI
+  # api://<client id> and the v2.0 issuer: learn.microsoft.com/azure/app-service/configure-authentication-provider-aad.
+  display_name="vmss-canary ($resource_group)"
+  if [[ -z $entra_client_id ]]; then
+    entra_client_id=$(az ad app list --display-name "$display_name" --query "[0].appId" --output tsv)
+  fi
+  if [[ -z $entra_client_id ]]; then
+    echo "==> Entra app registration: create '$display_name'"
+    entra_client_id=$(az ad app create --display-name "$display_name" --sign-in-audience AzureADMyOrg \
+      --app-roles "@$here/entra-app-roles.json" --query appId --output tsv)
+  else
+    echo "==> Entra app registration: update $entra_client_id"
+    az ad app update --id "$entra_client_id" --app-roles "@$here/entra-app-roles.json"
+  fi
+  # v2 access tokens, so that their issuer is the .../v2.0 one App Service authentication is configured with.
+  az ad app update --id "$entra_client_id" --identifier-uris "api://$entra_client_id" \
+    --set api.requestedAccessTokenVersion=2
+  # The enterprise application (service principal): app roles are assigned to users and groups on it.
+  az ad sp show --id "$entra_client_id" --output none 2>/dev/null ||
+    az ad sp create --id "$entra_client_id" --output none
+fi
+
+# main.parameters.json is shared with the Azure Developer CLI, which substitutes ${VARIABLE}s from its
+# environment (azure.yaml); deploy.sh substitutes the same ones. Command-line parameters come later and win.
+render_parameters() {
+  local text pair name value
+  text=$(<"$here/main.parameters.json")
+  for pair in \
+    "AZURE_ENV_NAME=${AZURE_ENV_NAME:-}" \
+    "AZURE_LOCATION=$location" \
+    "AZURE_PRINCIPAL_ID=$uploader" \
+    "AZURE_PRINCIPAL_TYPE=User" \
+    "VMSS_NAME=canary-vmss" \
+    "VMSS_RESOURCE_GROUP=" \
+    "INTEGRATION_SUBNET_ID=${INTEGRATION_SUBNET_ID:-}" \
+    "IMAGE_READER_SCOPE=${IMAGE_READER_SCOPE:-}" \
+    "ENTRA_CLIENT_ID=$entra_client_id"; do
+    name=${pair%%=*}
+    value=${pair#*=}
+    if [[ $value == *[\"\\]* ]]; then
+      echo "$name contains a quote or backslash: $value" >&2
+      exit 1
+    fi
+    text=${text//"\${$name}"/"$value"}
+  done
+  if [[ $text == *"\${"* ]]; then
+    echo "main.parameters.json uses a variable deploy.sh does not substitute:" \
+      "$(grep -o "\\\${[A-Za-z_]*}" <<<"$text" | sort -u | tr '\n' ' ')" >&2
+    exit 1
+  fi
+  printf '%s\n' "$text" >"$workdir/main.parameters.json"
+}
+render_parameters
+
+params=(--parameters "@$workdir/main.parameters.json" --parameters "deployDemoScaleSet=$demo")
 if [[ $demo == true ]]; then
   if [[ -z $ssh_key_file ]]; then
     for candidate in ~/.ssh/id_ed25519.pub ~/.ssh/id_rsa.pub; do
@@ -51,12 +151,6 @@ if [[ $demo == true ]]; then
   fi
   [[ -n $ssh_key_file && -f $ssh_key_file ]] || { echo "--demo needs an SSH public key (--ssh-key)" >&2; exit 1; }
   params+=(--parameters "sshPublicKey=$(<"$ssh_key_file")")
-fi
-
-# The operator gets Storage Blob Data Contributor on the release container (uploads; shared key is off).
-uploader=$(az ad signed-in-user show --query id --output tsv 2>/dev/null || true)
-if [[ -n $uploader ]]; then
-  params+=(--parameters "uploaderPrincipalId=$uploader" --parameters uploaderPrincipalType=User)
 fi
 
 echo "==> resource group $resource_group ($location)"
@@ -76,10 +170,10 @@ container=$(output releaseContainerName)
 topic=$(output systemTopicName)
 target_rg=$(output targetResourceGroup)
 vmss=$(output scaleSetName)
+http_auth=$(output httpAuth)
 
 echo "==> publish the function code to $app"
-package=$(mktemp -d)/app.zip
-trap 'rm -rf "$(dirname "$package")"' EXIT
+package=$workdir/app.zip
 (cd "$repo" && zip -q -r "$package" function_app.py host.json requirements.txt rollout \
   -x '*__pycache__*' '*.pyc')
 if command -v func >/dev/null; then
@@ -103,18 +197,13 @@ if [[ $demo == true ]]; then
   az vmss update-instances --resource-group "$target_rg" --name "$vmss" --instance-ids '*' --output none
 fi
 
-echo "==> Event Grid subscription (waits for the blobs extension key)"
-for attempt in $(seq 1 30); do
-  key=$(az functionapp keys list --resource-group "$resource_group" --name "$app" \
-    --query "systemKeys.blobs_extension" --output tsv 2>/dev/null || true)
-  [[ -n $key ]] && break
-  [[ $attempt == 30 ]] && { echo "blobs_extension key never appeared: is the app running?" >&2; exit 1; }
-  sleep 10
-done
-az deployment group create --resource-group "$resource_group" --name vmss-canary-eventgrid \
-  --template-file "$here/eventgrid.bicep" \
-  --parameters "functionAppName=$app" "systemTopicName=$topic" "releaseContainerName=$container" \
-  --output none
+sh "$here/scripts/subscribe-events.sh" "$resource_group" "$app" "$topic" "$container"
+
+if [[ $http_auth == entra && $entra == true ]]; then
+  # Browser sign-in (https://<app>/.auth/login/aad) comes back to this redirect URI.
+  az ad app update --id "$entra_client_id" --web-redirect-uris "https://$host/.auth/login/aad/callback" \
+    --enable-id-token-issuance true
+fi
 
 cat <<DONE
 
@@ -134,3 +223,11 @@ cat <<DONE
 Function key (send as the x-functions-key header):
   az functionapp keys list --resource-group $resource_group --name $app --query functionKeys.default --output tsv
 DONE
+if [[ $http_auth == entra ]]; then
+  cat <<DONE
+
+Microsoft Entra ID authentication is on (app registration $entra_client_id): every request also needs
+"Authorization: Bearer <token for api://$entra_client_id>", from a user or group assigned the app role
+Rollouts.Read or Rollouts.Operate (infra/README.md, "Signing in with Microsoft Entra ID").
+DONE
+fi

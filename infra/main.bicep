@@ -7,6 +7,7 @@
 //                         its storage and telemetry roles
 //   target-access.bicep   Virtual Machine Contributor on the target scale set only (its resource group)
 //   release-access.bicep  read on the release container for the scale set, upload for the operator
+//   image-access.bicep    optional (imageReaderScope): Reader on the image gallery / image resource group
 //   demo-*.bicep          optional: the walkthrough's 3-instance nginx fleet behind a load balancer
 //   ../eventgrid.bicep    NOT here: the BlobCreated subscription needs the blobs extension's system key,
 //                         which exists only once the code is published (deploy.sh deploys it afterwards)
@@ -22,9 +23,16 @@ param namePrefix string = 'vmsscanary'
 
 param location string = resourceGroup().location
 
+@description('Azure Developer CLI environment name (AZURE_ENV_NAME, main.parameters.json); tagged as azd-env-name. Empty = no tag.')
+param environmentName string = ''
+
 param tags object = {
   app: 'vmss-canary'
 }
+
+var allTags = union(tags, empty(environmentName) ? {} : {
+  'azd-env-name': environmentName
+})
 
 @description('Storage account name; the default is unique per resource group.')
 @maxLength(24)
@@ -37,11 +45,14 @@ param releaseContainerName string = 'init'
 param deploymentContainerName string = 'app-package'
 
 // ---- the target scale set ----
-@description('VMSS_RESOURCE_GROUP: resource group of the target scale set (same subscription).')
+@description('VMSS_RESOURCE_GROUP: resource group of the target scale set (same subscription). Empty = this resource group.')
 param targetResourceGroup string = resourceGroup().name
 
 @description('VMSS_NAME: the target scale set (Uniform orchestration, upgradePolicy Manual).')
 param scaleSetName string = 'canary-vmss'
+
+// main.parameters.json fills these from environment variables (azd, deploy.sh); an unset one arrives empty.
+var targetGroup = empty(targetResourceGroup) ? resourceGroup().name : targetResourceGroup
 
 @description('Create the walkthrough\'s demo scale set (3 Ubuntu LTS instances, nginx, load balancer) as the target.')
 param deployDemoScaleSet bool = false
@@ -58,10 +69,21 @@ param demoInitialScriptName string = 'install_nginx.v0.sh'
 @description('Without the demo: a subnet delegated to Microsoft.App/environments that can reach the instances\' private IPs (probes). Empty = no VNet integration (probes will fail).')
 param integrationSubnetId string = ''
 
+@description('Image releases: resource id of an Azure Compute Gallery (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/galleries/<gallery>) or of a resource group holding images (/subscriptions/<sub>/resourceGroups/<rg>). The function app gets Reader there: ARM checks the caller\'s read access to the image a scale set model references (LinkedAuthorizationFailed). Empty = none (script releases only).')
+param imageReaderScope string = ''
+
+@description('Client id of an existing Microsoft Entra app registration (deploy.sh --entra creates one): App Service authentication with Entra ID in front of every route, HTTP_AUTH=entra. Empty = function keys only.')
+param entraClientId string = ''
+
+@description('Tenant of the app registration.')
+param entraTenantId string = tenant().tenantId
+
 @description('Object id of the operator (or CI principal) who uploads releases; gets Storage Blob Data Contributor on the release container only. Empty = none.')
 param uploaderPrincipalId string = ''
 
+@description('principalType of the uploader (AZURE_PRINCIPAL_TYPE under azd). Empty = User.')
 @allowed([
+  ''
   'User'
   'ServicePrincipal'
   'Group'
@@ -147,7 +169,7 @@ module storage 'modules/storage.bicep' = {
   params: {
     name: storageAccountName
     location: location
-    tags: tags
+    tags: allTags
     releaseContainerName: releaseContainerName
     deploymentContainerName: deploymentContainerName
     stateTablePrefix: stateTablePrefix
@@ -159,16 +181,16 @@ module monitoring 'modules/monitoring.bicep' = {
   params: {
     namePrefix: namePrefix
     location: location
-    tags: tags
+    tags: allTags
   }
 }
 
 module demo 'modules/demo-scale-set.bicep' = if (deployDemoScaleSet) {
   name: 'demo-scale-set'
-  scope: resourceGroup(targetResourceGroup)
+  scope: resourceGroup(targetGroup)
   params: {
     location: location
-    tags: tags
+    tags: allTags
     scaleSetName: scaleSetName
     vmSku: demoVmSku
     sshPublicKey: sshPublicKey
@@ -181,16 +203,18 @@ module functionApp 'modules/functionapp.bicep' = {
   params: {
     namePrefix: namePrefix
     location: location
-    tags: tags
+    tags: allTags
     storageAccountName: storage.outputs.accountName
     deploymentContainerName: storage.outputs.deploymentContainerName
     insightsName: monitoring.outputs.insightsName
     integrationSubnetId: deployDemoScaleSet ? demo.outputs.functionSubnetId : integrationSubnetId
+    entraClientId: entraClientId
+    entraTenantId: entraTenantId
     // Every variable rollout/settings.py reads, except the ones deliberately unset in Azure
     // (tests/infra/test_bicep.py lists them with the reason).
     contractSettings: {
       AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
-      VMSS_RESOURCE_GROUP: targetResourceGroup
+      VMSS_RESOURCE_GROUP: targetGroup
       VMSS_NAME: scaleSetName
       ARM_ENDPOINT: environment().resourceManager
       ReleaseStorage__blobServiceUri: storage.outputs.blobEndpoint
@@ -225,12 +249,26 @@ module functionApp 'modules/functionapp.bicep' = {
 // The scale set must exist before its role can be assigned: the demo creates it, otherwise it is yours.
 module targetAccess 'modules/target-access.bicep' = {
   name: 'target-access'
-  scope: resourceGroup(targetResourceGroup)
+  scope: resourceGroup(targetGroup)
   dependsOn: [
     demo
   ]
   params: {
     scaleSetName: scaleSetName
+    principalId: functionApp.outputs.principalId
+  }
+}
+
+// Image releases: Reader for the function app on the gallery (or the image resource group). The module runs in
+// that resource group: /subscriptions/{sub}/resourceGroups/{rg}[/providers/Microsoft.Compute/galleries/{name}].
+// The fallback to this resource group's id only keeps the segment indexes valid when the module is off.
+var imageScopeSegments = split(empty(imageReaderScope) ? resourceGroup().id : imageReaderScope, '/')
+
+module imageAccess 'modules/image-access.bicep' = if (!empty(imageReaderScope)) {
+  name: 'image-access'
+  scope: resourceGroup(imageScopeSegments[2], imageScopeSegments[4])
+  params: {
+    galleryName: (length(imageScopeSegments) > 8) ? imageScopeSegments[8] : ''
     principalId: functionApp.outputs.principalId
   }
 }
@@ -242,14 +280,14 @@ module releaseAccess 'modules/release-access.bicep' = {
     releaseContainerName: storage.outputs.releaseContainerName
     scaleSetPrincipalId: deployDemoScaleSet ? demo.outputs.principalId : ''
     uploaderPrincipalId: uploaderPrincipalId
-    uploaderPrincipalType: uploaderPrincipalType
+    uploaderPrincipalType: empty(uploaderPrincipalType) ? 'User' : uploaderPrincipalType
   }
 }
 
 // After releaseAccess: the extension's first run must find the identity's role in place.
 module demoExtension 'modules/demo-extension.bicep' = if (deployDemoScaleSet) {
   name: 'demo-extension'
-  scope: resourceGroup(targetResourceGroup)
+  scope: resourceGroup(targetGroup)
   dependsOn: [
     releaseAccess
   ]
@@ -269,7 +307,7 @@ resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing 
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
   name: '${namePrefix}-storage-events'
   location: location
-  tags: tags
+  tags: allTags
   dependsOn: [
     storage
   ]
@@ -285,7 +323,15 @@ output storageAccountName string = storage.outputs.accountName
 output blobEndpoint string = storage.outputs.blobEndpoint
 output releaseContainerName string = storage.outputs.releaseContainerName
 output systemTopicName string = systemTopic.name
-output targetResourceGroup string = targetResourceGroup
+output targetResourceGroup string = targetGroup
 output scaleSetName string = scaleSetName
 output demoPublicIp string = deployDemoScaleSet ? demo.outputs.publicIpAddress : ''
 output demoInitialScriptName string = demoInitialScriptName
+output httpAuth string = empty(entraClientId) ? 'function-key' : 'entra'
+
+// The Azure Developer CLI stores each output as an environment variable of the same name, which its hooks
+// read (learn.microsoft.com/azure/developer/azure-developer-cli/manage-environment-variables, "Output from
+// Bicep"): infra/scripts/subscribe-events.sh uses these after `azd deploy`.
+output FUNCTION_APP_NAME string = functionApp.outputs.name
+output SYSTEM_TOPIC_NAME string = systemTopic.name
+output RELEASE_CONTAINER_NAME string = storage.outputs.releaseContainerName

@@ -23,4 +23,4 @@ infra-tools: $(CHECKOV_VENV)/.installed
 # The same scan the tests run, for a quick look at the findings.
 infra-check: infra-tools
 	$(CHECKOV) --directory infra --framework bicep --compact --quiet --skip-download
-	shellcheck infra/deploy.sh
+	shellcheck infra/deploy.sh infra/scripts/*.sh

@@ -30,6 +30,15 @@ param maximumInstanceCount int = 40
 @description('App settings of the configuration contract, name -> string value (built in main.bicep).')
 param contractSettings object
 
+@description('Client id of an existing Microsoft Entra app registration: turns on App Service authentication (Entra ID) and HTTP_AUTH=entra. Empty = function keys only (HTTP_AUTH=function-key).')
+param entraClientId string = ''
+
+@description('Tenant of the app registration (issuer https://login.microsoftonline.com/<tenant>/v2.0).')
+param entraTenantId string = tenant().tenantId
+
+@description('Value of the azd-service-name tag: the service name in azure.yaml, how `azd deploy` finds this app.')
+param azdServiceName string = 'api'
+
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0a4d3'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
@@ -58,8 +67,11 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// Settings of the Functions platform itself (not read by rollout/settings.py).
+// Settings not read by rollout/settings.py: the Functions platform's own, and HTTP_AUTH.
 var platformSettings = {
+  // Read by function_app.py's HTTP auth: `entra` = trust only the principal App Service authentication
+  // validated (X-MS-CLIENT-PRINCIPAL, app roles Rollouts.Read / Rollouts.Operate); `function-key` = keys only.
+  HTTP_AUTH: empty(entraClientId) ? 'function-key' : 'entra'
   // Host storage with the app's identity: blob leases, timer schedule monitor, blob trigger receipts.
   AzureWebJobsStorage__accountName: storage.name
   // The Event Grid blob trigger's `ReleaseStorage` connection also needs the queue endpoint
@@ -70,16 +82,23 @@ var platformSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
 }
 
+// The name is the public host name <name>.azurewebsites.net, so it must be unique across Azure
+// (Microsoft.Web/sites: scope global, 2-60 characters, alphanumerics and hyphens;
+// learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules). The same page notes
+// that a function app's host ID is its name truncated to 32 characters: prefix (at most 16) + '-' +
+// uniqueString (13) = at most 30, so the unique part is never cut off.
 resource site 'Microsoft.Web/sites@2024-04-01' = {
-  name: '${namePrefix}-func'
+  name: '${namePrefix}-${uniqueString(resourceGroup().id)}'
   location: location
-  tags: tags
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
   kind: 'functionapp,linux'
   identity: {
     type: 'SystemAssigned'
   }
   properties: {
-    //checkov:skip=CKV_AZURE_13: App Service Authentication would block the Event Grid webhook and the operator's key-authenticated HTTP verbs; HTTP triggers use function keys (auth level FUNCTION)
+    //checkov:skip=CKV_AZURE_13: App Service Authentication is optional (entraClientId, the authsettingsV2 resource below); without it the HTTP triggers use function keys (auth level FUNCTION)
     //checkov:skip=CKV_AZURE_17: client certificates cannot be presented by Event Grid's webhook delivery to the blobs extension
     //checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero by design; there is no instance minimum to fail over to, the platform restarts instances
     //checkov:skip=CKV_AZURE_213: the health-check path is not supported on Flex Consumption; the app's health is its timer ticks, visible in Application Insights
@@ -119,6 +138,63 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         name: 'python'
         version: '3.11'
       }
+    }
+  }
+}
+
+// Optional Microsoft Entra ID sign-in (App Service authentication, "Easy Auth") in front of every route:
+// learn.microsoft.com/azure/app-service/configure-authentication-provider-aad ("Use an existing registration
+// created separately"). Shapes: authsettingsV2 of Microsoft.Web/sites/config@2024-04-01 (bicep-types-az).
+// - Issuer `<authentication endpoint>/<tenant>/v2.0`: the page's "Issuer Url" row ("For applications that use
+//   Azure AD v1, omit /v2.0"); deploy.sh --entra makes the registration issue v2 access tokens to match.
+// - Allowed audiences: the client id is "always implicitly considered to be an allowed audience" (same page);
+//   api://<client id> is added for tokens requested for the application ID URI.
+// - Return401, not a login redirect: the callers are scripts and the CLI, not browsers.
+// - excludedPaths /runtime/webhooks/blobs: authentication covers the whole app, the Functions host's own
+//   endpoints included ("When you enable Easy Auth, you're protecting the entire App, not just the host",
+//   Azure/azure-functions-host#4674; runtime webhook URLs are "not exempt from EasyAuth paths",
+//   Azure/azure-functions-microsoftgraph-extension#36; Event Grid blob deliveries answered Unauthorized with
+//   authentication on, MicrosoftDocs/azure-docs#99036). Event Grid cannot present an Entra token to a
+//   system-topic webhook, so the blobs-extension webhook stays reachable and is protected by the
+//   blobs_extension system key in its URL (eventgrid.bicep), exactly as without authentication.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(entraClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    // checkov reads every Microsoft.Web/sites/config as the `web` config; these checks are about that one:
+    //checkov:skip=CKV_AZURE_13: false positive - this resource is App Service Authentication itself (platform.enabled, requireAuthentication)
+    //checkov:skip=CKV_AZURE_63: HTTP logging is a setting of the web config, not of authsettingsV2; the app logs to Application Insights
+    //checkov:skip=CKV_AZURE_65: detailed error messages are a setting of the web config, not of authsettingsV2
+    //checkov:skip=CKV_AZURE_66: failed request tracing is a setting of the web config, not of authsettingsV2
+    //checkov:skip=CKV_AZURE_80: .NET Framework version is a setting of the web config; this is a Python app
+    //checkov:skip=CKV_AZURE_88: Azure Files mounts are not part of authsettingsV2; Flex Consumption deploys from a blob container
+    //checkov:skip=CKV_AZURE_222: public network access is a property of the site (skipped there with its reason), not of authsettingsV2
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/runtime/webhooks/blobs'
+      ]
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: entraClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${entraTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${entraClientId}'
+          ]
+        }
+      }
+    }
+    httpSettings: {
+      requireHttps: true
     }
   }
 }

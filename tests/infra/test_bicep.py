@@ -18,6 +18,7 @@ from tests.infra.bicep_model import (
     BicepFile,
     Expr,
     Scope,
+    accessor_path,
     all_files,
     body,
     evaluate,
@@ -36,6 +37,8 @@ STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0a4d3"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 VIRTUAL_MACHINE_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+# learn.microsoft.com/azure/role-based-access-control/built-in-roles/general#reader
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
 FUNCTION_IDENTITY = "modules/functionapp.bicep:site.identity.principalId"
 SCALE_SET_IDENTITY = "modules/demo-scale-set.bicep:scaleSet.identity.principalId"
@@ -45,6 +48,9 @@ ACCOUNT = "Microsoft.Storage/storageAccounts"
 CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
 SCALE_SET = "Microsoft.Compute/virtualMachineScaleSets"
 INSIGHTS = "Microsoft.Insights/components"
+GALLERY = "Microsoft.Compute/galleries"
+# An assignment without `scope` applies to the resource group its module is deployed to.
+RESOURCE_GROUP = "resourceGroup"
 
 # The complete list: an assignment not listed here (a broader scope, another role) fails the test.
 EXPECTED_ROLE_ASSIGNMENTS = {
@@ -62,6 +68,15 @@ EXPECTED_ROLE_ASSIGNMENTS = {
     (STORAGE_BLOB_DATA_READER, CONTAINER, SCALE_SET_IDENTITY),
     # the operator uploads releases (shared key is off)
     (STORAGE_BLOB_DATA_CONTRIBUTOR, CONTAINER, UPLOADER),
+    # optional (imageReaderScope): read the release images (ARM's linked access check on imageReference.id),
+    # on the gallery, or on the image resource group when the scope given is a resource group
+    (READER, GALLERY, FUNCTION_IDENTITY),
+    (READER, RESOURCE_GROUP, FUNCTION_IDENTITY),
+}
+
+# The only role assignments allowed without `scope` (i.e. on a whole resource group), and why.
+RESOURCE_GROUP_WIDE_ASSIGNMENTS = {
+    "modules/image-access.bicep:resourceGroupReader": "imageReaderScope names a resource group of managed images",
 }
 
 # Variables rollout/settings.py reads that the deployment deliberately leaves unset, and why.
@@ -72,6 +87,11 @@ NOT_SET_IN_AZURE = {
     "StateStorage": "connection-string form (a key); StateStorage__tableServiceUri (identity) is set",
     "AzureWebJobsStorage": "connection-string form (a key); AzureWebJobsStorage__accountName is set",
     "AzureWebJobsStorage__tableServiceUri": "only a fallback for unset StateStorage; StateStorage__... is set",
+}
+
+# Settings read by the app outside rollout/settings.py, and by what.
+READ_OUTSIDE_SETTINGS_PY = {
+    "HTTP_AUTH": "function_app.py's HTTP auth (entra = App Service authentication principal, function-key = keys)",
 }
 
 # Settings the Functions platform reads (not rollout/settings.py); anything else unknown is a typo.
@@ -143,7 +163,7 @@ def test_app_settings_cover_every_variable_the_code_reads() -> None:
     assert not missing, f"rollout/settings.py reads {missing} but the function app does not set them"
     deliberately_unset = [name for name in NOT_SET_IN_AZURE if name in settings]
     assert not deliberately_unset, f"{deliberately_unset} must not be set in Azure: {NOT_SET_IN_AZURE}"
-    unknown = set(settings) - set(SETTINGS_READ) - PLATFORM_SETTINGS
+    unknown = set(settings) - set(SETTINGS_READ) - PLATFORM_SETTINGS - set(READ_OUTSIDE_SETTINGS_PY)
     assert not unknown, f"app settings nobody reads (typo?): {sorted(unknown)}"
 
 
@@ -222,9 +242,10 @@ def _check_blob_trigger_against_bicep(trigger: dict[str, str]) -> None:
     assert evaluate(sub["filter"]["includedEventTypes"], eventgrid) == ["Microsoft.Storage.BlobCreated"]
     url = evaluate(sub["destination"]["properties"]["endpointUrl"], eventgrid)
     assert f"/runtime/webhooks/blobs?functionName=Host.Functions.{trigger['function']}&code=" in url
-    # deploy.sh passes the container main.bicep created, not eventgrid.bicep's default.
-    deploy = (INFRA / "deploy.sh").read_text()
-    assert re.search(r"releaseContainerName=\"?\$", deploy), "deploy.sh must pass releaseContainerName"
+    # The post-publish step (deploy.sh and the azd hook both run it) passes the container main.bicep
+    # created, not eventgrid.bicep's default; tests/infra/test_deploy_script.py runs it.
+    subscribe = (INFRA / "scripts" / "subscribe-events.sh").read_text()
+    assert re.search(r"releaseContainerName=\"?\$", subscribe), "subscribe-events.sh must pass releaseContainerName"
 
 
 def test_blob_trigger_contract_matches_bicep() -> None:
@@ -257,14 +278,17 @@ def _role_assignments() -> set[tuple[str, str, str]]:
         for name, entry in scope.file.resources_of_type("Microsoft.Authorization/roleAssignments").items():
             config = body(entry)
             where = f"{scope.file.relpath}:{name}"
-            assert "scope" in config, f"{where} has no scope: it would apply to the whole resource group"
-            target = scope.file.resources[config["scope"]]
+            if "scope" in config:
+                target_type = scope.file.resources[config["scope"]]["type"]
+            else:
+                assert where in RESOURCE_GROUP_WIDE_ASSIGNMENTS, f"{where} has no scope: the whole resource group"
+                target_type = RESOURCE_GROUP
             role_fn = config["properties"]["roleDefinitionId"]["function"]
             assert role_fn["type"] == "subscription_resource_id", where
             role = evaluate(role_fn["parameters"]["resource_name_1"], scope)
             principal = resolve_principal(config["properties"]["principalId"], scope)
             assert config["properties"]["principalType"] in ("ServicePrincipal", "uploaderPrincipalType"), where
-            found.add((role, target["type"], principal))
+            found.add((role, target_type, principal))
     return found
 
 
@@ -358,3 +382,139 @@ def test_demo_scale_set_is_manual_uniform_with_identity_and_nginx_load_balancing
     # the release container's URL (blob endpoint, known only in Azure) + the v0 script
     assert ext["settings"]["fileUris"] == ["${storage.outputs.blobEndpoint}init/install_nginx.v0.sh"]
     assert (INFRA / "scripts" / "install_nginx.v0.sh").exists()
+
+
+def _eval_image_scope(expr: Any, image_reader_scope: str) -> Any:
+    """The value of one of main.bicep's imageAccess expressions for a given imageReaderScope: just the
+    functions and operators those expressions use (split, index, length, >, ?:, empty)."""
+    if isinstance(expr, int):
+        return expr
+    if isinstance(expr, str):
+        if expr == "imageReaderScope":
+            return image_reader_scope
+        if expr == "imageScopeSegments":
+            return _eval_image_scope(main().variables["imageScopeSegments"]["value"], image_reader_scope)
+        return expr
+    if "function" in expr:
+        fn = expr["function"]
+        args = [_eval_image_scope(a, image_reader_scope) for a in fn["parameters"].values()]
+        if fn["type"] == "split":
+            return args[0].split(args[1])
+        if fn["type"] == "length":
+            return len(args[0])
+        if fn["type"] == "empty":
+            return not args[0]
+        raise AssertionError(f"unexpected function {fn['type']}")
+    op = expr["operator"]
+    operands = op["operands"]
+    if op["type"] == "conditional":
+        branch = "true_value" if _eval_image_scope(operands["condition"], image_reader_scope) else "false_value"
+        return _eval_image_scope(operands[branch], image_reader_scope)
+    if op["type"] == "property_accessor" and accessor_path(expr) is None:
+        return "/subscriptions/THIS/resourceGroups/THIS"  # resourceGroup().id: only reached when the scope is empty
+    values = [_eval_image_scope(v, image_reader_scope) for v in operands.values()]
+    if op["type"] == "index_accessor":
+        return values[0][values[1]]
+    if op["type"] == "greater_than":
+        return values[0] > values[1]
+    raise AssertionError(f"unexpected operator {op['type']}")
+
+
+@pytest.mark.parametrize(
+    ("image_reader_scope", "subscription", "group", "gallery"),
+    [
+        (f"/subscriptions/s1/resourceGroups/images/providers/{GALLERY}/fleet", "s1", "images", "fleet"),
+        ("/subscriptions/s1/resourceGroups/images", "s1", "images", ""),
+        ("/subscriptions/s1/resourceGroups/images/", "s1", "images", ""),
+    ],
+)
+def test_image_reader_lands_on_the_gallery_or_resource_group_named(
+    image_reader_scope: str, subscription: str, group: str, gallery: str
+) -> None:
+    call = main().modules["imageAccess"]
+    # Optional: deployed only when imageReaderScope is set.
+    condition = call["config"]["condition"]["operator"]
+    assert condition["type"] == "not"
+    assert condition["operands"]["bool_value"]["function"] == {
+        "type": "empty",
+        "parameters": {"item_to_test": "imageReaderScope"},
+    }
+    config = body(call)
+    scope_fn = config["scope"]["function"]
+    assert scope_fn["type"] == "resource_group"
+    assert _eval_image_scope(scope_fn["parameters"]["subscription_id"], image_reader_scope) == subscription
+    assert _eval_image_scope(scope_fn["parameters"]["resource_group_name"], image_reader_scope) == group
+    assert _eval_image_scope(config["params"]["galleryName"], image_reader_scope) == gallery
+    # In the module: the gallery assignment when a gallery is named, the resource group one otherwise.
+    access = main_scope().enter_module("imageAccess")
+    gallery_reader = access.file.resources["galleryReader"]["config"]["condition"]
+    group_reader = access.file.resources["resourceGroupReader"]["config"]["condition"]
+    assert gallery_reader == {"operator": {"type": "not", "operands": {"bool_value": group_reader}}}
+    assert group_reader == {"function": {"type": "empty", "parameters": {"item_to_test": "galleryName"}}}
+    assert access.file.resources["gallery"]["existing"]
+
+
+def _auth_settings() -> tuple[dict[str, Any], dict[str, Any]]:
+    app = main_scope().enter_module("functionApp")
+    (name, entry), *others = app.file.resources_of_type("Microsoft.Web/sites/config", include_existing=False).items()
+    assert not others, "one sites/config resource expected (authsettingsV2)"
+    return entry, evaluate(body(entry), app)
+
+
+def test_entra_authentication_is_optional_and_requires_a_validated_principal() -> None:
+    entry, auth = _auth_settings()
+    # Only with an app registration (entraClientId, default empty = off).
+    is_empty = {"function": {"type": "empty", "parameters": {"item_to_test": "entraClientId"}}}
+    assert entry["config"]["condition"] == {"operator": {"type": "not", "operands": {"bool_value": is_empty}}}
+    assert evaluate("entraClientId", main_scope()) == ""
+    assert entry["api_version"] == "2024-04-01"
+    assert auth["name"] == "authsettingsV2"
+    props = auth["properties"]
+    assert props["platform"]["enabled"] is True
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "Return401"
+    aad = props["identityProviders"]["azureActiveDirectory"]
+    assert aad["enabled"] is True
+    # Every identity provider but Entra stays off (absent).
+    assert set(props["identityProviders"]) == {"azureActiveDirectory"}
+    registration = body(entry)["properties"]["identityProviders"]["azureActiveDirectory"]["registration"]
+    assert registration["clientId"] == "entraClientId"
+    assert registration["openIdIssuer"] == "${environment().authentication.loginEndpoint}${entraTenantId}/v2.0"
+    assert body(entry)["properties"]["identityProviders"]["azureActiveDirectory"]["validation"] == {
+        "allowedAudiences": ["api://${entraClientId}"]
+    }
+    # main.bicep passes its parameters through, tenant defaulting to the deployment's tenant.
+    params = body(main().modules["functionApp"])["params"]
+    assert (params["entraClientId"], params["entraTenantId"]) == ("entraClientId", "entraTenantId")
+    tenant_default = main().params["entraTenantId"]["default"]["operator"]
+    assert tenant_default["type"] == "property_accessor"
+    assert tenant_default["operands"] == {"operand_1": {"function": {"type": "tenant"}}, "operand_2": "tenantId"}
+
+
+def test_blob_webhook_stays_reachable_with_authentication_on() -> None:
+    """Event Grid delivers to /runtime/webhooks/blobs with the blobs_extension key and no Entra token."""
+    _, auth = _auth_settings()
+    excluded = auth["properties"]["globalValidation"]["excludedPaths"]
+    eventgrid = Scope(load(str(INFRA / "eventgrid.bicep")))
+    url = evaluate(body(eventgrid.file.resources["releaseUploaded"])["properties"]["destination"], eventgrid)[
+        "properties"
+    ]["endpointUrl"]
+    path = re.sub(r"^https://[^/]+", "", url).split("?")[0]
+    assert excluded == [path] == ["/runtime/webhooks/blobs"]
+
+
+def test_http_auth_setting_follows_the_entra_switch() -> None:
+    settings = app_settings()
+    assert "HTTP_AUTH" in settings
+    raw = load(str(INFRA / "modules" / "functionapp.bicep")).variables["platformSettings"]["value"]["HTTP_AUTH"]
+    assert raw == {
+        "operator": {
+            "type": "conditional",
+            "operands": {
+                "condition": {"function": {"type": "empty", "parameters": {"item_to_test": "entraClientId"}}},
+                "true_value": "function-key",
+                "false_value": "entra",
+            },
+        }
+    }
