@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from rollout.adapters.tables import event_to_entity, rollout_to_entity, target_to_entity
 from rollout.model import (
     ExtensionSpec,
     FleetView,
@@ -196,7 +197,16 @@ def _public(model: ModelSpec) -> tuple[object, ...]:
         model.image_id,
         None
         if ext is None
-        else (ext.publisher, ext.type, ext.type_handler_version, repr(sorted(ext.settings.items()))),
+        else (
+            ext.publisher,
+            ext.type,
+            ext.type_handler_version,
+            repr(sorted(ext.settings.items())),
+            ext.force_update_tag,
+            ext.enable_automatic_upgrade,
+            ext.provision_after_extensions,
+            ext.suppress_failures,
+        ),
     )
 
 
@@ -218,7 +228,11 @@ class FakeProber:
 
 
 class FakeStore:
-    """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter."""
+    """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter.
+
+    Every write is first encoded with the Tables adapter's own (pure) entity encoders, so the fake
+    refuses exactly what Azure Tables would: keys, naive datetimes, and sizes (``EntityTooLargeError``,
+    a ``RecordTooLargeError``: 64 KiB per string property, 1 MiB per entity)."""
 
     def __init__(self) -> None:
         self.targets: dict[str, TargetRecord] = {}
@@ -232,7 +246,14 @@ class FakeStore:
     def get_target(self, key: str) -> TargetRecord | None:
         return self.targets.get(key)
 
+    def check_fits(self, record: Rollout | TargetRecord) -> None:
+        if isinstance(record, Rollout):
+            rollout_to_entity(record)
+        else:
+            target_to_entity(record)
+
     def save_target(self, record: TargetRecord) -> TargetRecord:
+        target_to_entity(record)
         current = self.targets.get(record.key)
         if (current.etag if current else None) != record.etag:
             raise ConcurrencyError(f"target {record.key} changed")
@@ -244,6 +265,7 @@ class FakeStore:
         return self.rollouts.get((target, rollout_id))
 
     def insert_rollout(self, rollout: Rollout) -> Rollout:
+        rollout_to_entity(rollout)
         if (rollout.target, rollout.id) in self.rollouts:
             raise AlreadyExistsError(rollout.id)
         saved = rollout.evolve(etag=self._tag())
@@ -251,6 +273,7 @@ class FakeStore:
         return saved
 
     def update_rollout(self, rollout: Rollout) -> Rollout:
+        rollout_to_entity(rollout)
         current = self.rollouts.get((rollout.target, rollout.id))
         if current is None or current.etag != rollout.etag:
             raise ConcurrencyError(rollout.id)
@@ -263,6 +286,7 @@ class FakeStore:
         return sorted(found, key=lambda r: r.created_at, reverse=True)
 
     def append_event(self, event: RolloutEvent) -> None:
+        event_to_entity(event)
         self.events.append(event)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
