@@ -76,6 +76,8 @@ class FakeScaleSet:
     throttle_next: int = 0  # the next N write calls raise TransientError
     throttle_retry_after: float | None = None  # the Retry-After those errors carry
     throttle_reimages: int = 0  # the next N reimage calls raise TransientError
+    failure_output: str = ""  # appended to a failed extension's status message (the script's stderr)
+    key_vault_reference_visible: bool = True  # like ArmEmulator.key_vault_reference_in_answers
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
 
@@ -157,7 +159,7 @@ class FakeScaleSet:
         if name in self.failing_releases:
             inst.provisioning_state = "Failed"
             inst.extension_status = "Failed"
-            inst.extension_message = f"Enable failed: {name} exited with status 1"
+            inst.extension_message = f"Enable failed: {name} exited with status 1{self.failure_output}"
         else:
             inst.provisioning_state = "Succeeded"
             inst.extension_status = "Succeeded"
@@ -176,12 +178,13 @@ class FakeScaleSet:
             )
             for inst in self.instances.values()
         )
-        readback = ModelSpec(
-            extension=dataclasses.replace(self.model.extension, protected_settings=None)
-            if self.model.extension
-            else None,
-            image_id=self.model.image_id,
-        )
+        ext = self.model.extension
+        if ext is not None:
+            # Protected settings are never read back; the Key Vault reference is, unless switched off.
+            ext = dataclasses.replace(ext, protected_settings=None)
+            if not self.key_vault_reference_visible:
+                ext = dataclasses.replace(ext, protected_settings_from_key_vault=None)
+        readback = ModelSpec(extension=ext, image_id=self.model.image_id)
         return FleetView(
             model=readback,
             provisioning_state="Succeeded",
