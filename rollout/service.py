@@ -329,7 +329,7 @@ class RolloutService:
             return (
                 f"the scale set's extension {current.name!r} reads its protected settings from Key Vault "
                 "(protectedSettingsFromKeyVault); nothing was changed. A release writes its own "
-                "protectedSettings (the managed identity that downloads the script), and an extension holds "
+                "protectedSettings (how the VMs download the script), and an extension holds "
                 "either protectedSettings or protectedSettingsFromKeyVault, so the release would drop the "
                 "Key Vault reference; ARM never returns protected settings, so what the secret holds could "
                 "not be checked or restored by a rollback. Move what the secret holds into the release script "
