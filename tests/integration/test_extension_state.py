@@ -74,6 +74,10 @@ def test_a_release_and_its_rollback_keep_every_property_of_the_extension(
     [summary] = app.rollouts()
     detail = app.tick_until(summary["id"], "RolledBack")
     assert "extension failed" in detail["rollbackReason"]
+    for model in (detail["baseline"]["extension"], detail["desired"]["extension"]):  # what GET shows
+        assert {k: model[k] for k in EXTRAS if k != "typeHandlerVersion"} == {
+            k: v for k, v in EXTRAS.items() if k != "typeHandlerVersion"
+        }
     release, rollback = arm_emulator.requests("PUT", "/extensions/")
     assert release.body == release_put.body
     restored = rollback.body["properties"]
