@@ -135,7 +135,7 @@ class Extension:
     type_handler_version: str
     settings: JSON = field(default_factory=dict)
     protected_settings: JSON = field(default_factory=dict)
-    auto_upgrade_minor_version: bool = True
+    auto_upgrade_minor_version: bool | None = True  # None: absent from the last PUT, so not returned
     force_update_tag: str | None = None
     # REST name -> value, for EXTENSION_EXTRA_PROPERTIES present in the last write.
     extra: JSON = field(default_factory=dict)
@@ -160,10 +160,11 @@ class Extension:
             "publisher": self.publisher,
             "type": self.type,
             "typeHandlerVersion": self.type_handler_version,
-            "autoUpgradeMinorVersion": self.auto_upgrade_minor_version,
             "settings": copy.deepcopy(self.settings),
             "provisioningState": "Succeeded",
         }
+        if self.auto_upgrade_minor_version is not None:
+            props["autoUpgradeMinorVersion"] = self.auto_upgrade_minor_version
         if self.force_update_tag:
             props["forceUpdateTag"] = self.force_update_tag
         for name in EXTENSION_EXTRA_PROPERTIES:
@@ -1133,7 +1134,11 @@ class ArmEmulator:
     def _extension_from_body(name: str, body: JSON, old: Extension | None, *, replace: bool) -> Extension:
         props = body.get("properties") or {}
         # PATCH merges into the existing extension; PUT replaces it.
-        base = copy.deepcopy(old) if old is not None and not replace else Extension(name, "", "", "")
+        base = (
+            copy.deepcopy(old)
+            if old is not None and not replace
+            else Extension(name, "", "", "", auto_upgrade_minor_version=None)
+        )
         if "publisher" in props:
             base.publisher = props["publisher"]
         if "type" in props:
@@ -1145,7 +1150,8 @@ class ArmEmulator:
         if "protectedSettings" in props:
             base.protected_settings = copy.deepcopy(props["protectedSettings"] or {})
         if "autoUpgradeMinorVersion" in props:
-            base.auto_upgrade_minor_version = bool(props["autoUpgradeMinorVersion"])
+            flag = props["autoUpgradeMinorVersion"]
+            base.auto_upgrade_minor_version = None if flag is None else bool(flag)
         if "forceUpdateTag" in props:
             base.force_update_tag = props["forceUpdateTag"]
         for extra in EXTENSION_EXTRA_PROPERTIES:
@@ -1412,7 +1418,7 @@ class ArmEmulator:
                         "publisher": e.publisher,
                         "type": e.type,
                         "typeHandlerVersion": e.type_handler_version,
-                        "autoUpgradeMinorVersion": e.auto_upgrade_minor_version,
+                        "autoUpgradeMinorVersion": bool(e.auto_upgrade_minor_version),
                         "settings": copy.deepcopy(e.settings),
                         "provisioningState": "Failed" if inst.extension_state == "failed" else "Succeeded",
                     },

@@ -119,6 +119,7 @@ def test_the_emulator_stores_and_returns_every_property_but_protected_settings()
         replace=True,
     )
     assert "suppressFailures" not in replaced.to_json()["properties"]
+    assert "autoUpgradeMinorVersion" not in replaced.to_json()["properties"]  # absent stays absent
     merged = ArmEmulator._extension_from_body(
         "CustomScript", {"properties": {"settings": {"a": 1}}}, stored, replace=False
     )
