@@ -1624,6 +1624,7 @@ class ArmEmulator:
                 extension_settings=None if ext is None else ext.get("settings", {}),
                 extension_protected_settings=None if ext is None else ext.get("protected_settings"),
                 extension_name="CustomScript" if ext is None else ext.get("name", "CustomScript"),
+                extension_properties=None if ext is None else ext.get("properties"),
                 upgrade_seconds=body.get("upgrade_seconds"),
                 runtime_factory=lazy_factory,
             )

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
+from tests.fixtures.emulator import EMULATOR_TOKEN
 from tests.integration.test_emulator_shapes import SpecSchemas, _call, schemas  # noqa: F401 (schemas: fixture)
 from tests.integration.test_function_app_rollout import App, app  # noqa: F401 (app is a fixture)
 
@@ -202,3 +204,29 @@ def test_the_emulator_answers_every_extension_property_in_the_spec_shape(
     schemas.validate("VirtualMachineScaleSets_Get", vmss)
     [in_profile] = vmss["properties"]["virtualMachineProfile"]["extensionProfile"]["extensions"]
     assert {k: in_profile["properties"][k] for k in EXTRAS} == EXTRAS
+
+
+def test_the_admin_api_creates_an_extension_with_any_spec_property(arm_emulator: Any, compute_client: Any) -> None:
+    body = {
+        "resource_group": "rg-admin",
+        "name": "vmss-extension-props",
+        "instances": 1,
+        "serve": False,
+        "extension": {"settings": {"commandToExecute": "true"}, "properties": EXTRAS},
+    }
+    answer = requests.post(
+        f"{arm_emulator.url}/_admin/scalesets",
+        json=body,
+        headers={"Authorization": f"Bearer {EMULATOR_TOKEN}"},
+        verify=arm_emulator.ca_bundle,
+        timeout=10,
+    )
+    try:
+        assert answer.status_code == 201, answer.text
+        ext = compute_client.virtual_machine_scale_set_extensions.get(
+            "rg-admin", "vmss-extension-props", "CustomScript"
+        )
+        props = ext.as_dict()["properties"]
+        assert {k: props[k] for k in EXTRAS} == EXTRAS
+    finally:
+        arm_emulator.delete_scale_set("rg-admin", "vmss-extension-props")
