@@ -114,6 +114,19 @@ def _now() -> datetime:
 # ----------------------------------------------------------------------------------------------
 
 
+# The writable properties of VirtualMachineScaleSetExtensionProperties (REST spec 2026-04-01,
+# tests/data/azure-rest-specs/ComputeRP.vmss-subset.json) that ``Extension`` keeps besides publisher,
+# type, typeHandlerVersion, settings, protectedSettings, autoUpgradeMinorVersion and forceUpdateTag:
+# stored as given (None = absent) and returned as stored, so a client that reads and writes back an
+# extension can be checked for keeping them.
+EXTENSION_EXTRA_PROPERTIES = (
+    "enableAutomaticUpgrade",
+    "provisionAfterExtensions",
+    "suppressFailures",
+    "protectedSettingsFromKeyVault",
+)
+
+
 @dataclass
 class Extension:
     name: str
@@ -122,8 +135,10 @@ class Extension:
     type_handler_version: str
     settings: JSON = field(default_factory=dict)
     protected_settings: JSON = field(default_factory=dict)
-    auto_upgrade_minor_version: bool = True
+    auto_upgrade_minor_version: bool | None = True  # None: absent from the last PUT, so not returned
     force_update_tag: str | None = None
+    # REST name -> value, for EXTENSION_EXTRA_PROPERTIES present in the last write.
+    extra: JSON = field(default_factory=dict)
 
     def content(self) -> tuple[Any, ...]:
         """What "the same extension" means for latestModelApplied (see module docstring)."""
@@ -135,19 +150,26 @@ class Extension:
             json.dumps(self.settings, sort_keys=True),
             json.dumps(self.protected_settings, sort_keys=True),
             self.force_update_tag or None,
+            json.dumps(self.extra, sort_keys=True),
         )
 
-    def to_json(self, vmss_id: str | None = None, *, in_profile: bool = False) -> JSON:
+    def to_json(
+        self, vmss_id: str | None = None, *, in_profile: bool = False, key_vault_reference: bool = True
+    ) -> JSON:
         props: JSON = {
             "publisher": self.publisher,
             "type": self.type,
             "typeHandlerVersion": self.type_handler_version,
-            "autoUpgradeMinorVersion": self.auto_upgrade_minor_version,
             "settings": copy.deepcopy(self.settings),
             "provisioningState": "Succeeded",
         }
+        if self.auto_upgrade_minor_version is not None:
+            props["autoUpgradeMinorVersion"] = self.auto_upgrade_minor_version
         if self.force_update_tag:
             props["forceUpdateTag"] = self.force_update_tag
+        for name in EXTENSION_EXTRA_PROPERTIES:
+            if name in self.extra and (key_vault_reference or name != "protectedSettingsFromKeyVault"):
+                props[name] = copy.deepcopy(self.extra[name])
         # protectedSettings are write-only in Azure: never serialised back.
         out: JSON = {"name": self.name, "properties": props}
         if vmss_id is not None and not in_profile:
@@ -301,6 +323,14 @@ def _redact(body: Any) -> Any:
 class ArmEmulator:
     """ARM for compute + network over HTTPS, with a Python and an HTTP (``/_admin``) control API."""
 
+    # Whether GET answers carry an extension's protectedSettingsFromKeyVault (a secret's URL and its
+    # vault's id, not the secret). Not documented either way: the spec marks it neither readOnly nor
+    # secret, and Terraform's azurerm provider reads it back from GET (hashicorp/terraform-provider-azurerm,
+    # internal/services/compute/virtual_machine_scale_set_extension_resource.go) while it keeps
+    # protectedSettings from its own state because ARM does not return them. Default: returned.
+    # ``set_key_vault_reference_visible(False)`` hides it, so the product can be tested under both.
+    key_vault_reference_in_answers: bool = True
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -422,11 +452,14 @@ class ArmEmulator:
         upgrade_seconds: float | None = None,
         runtime_factory: RuntimeFactory | None = None,
         serve: bool = True,
+        extension_properties: JSON | None = None,
     ) -> ScaleSet:
         """Create (or replace) a scale set with ``instances`` running instances, all on the model.
 
         ``extension_settings=None`` creates no extension; ``runtime_factory`` defaults to synthetic
         runtimes on ``instance_port`` (``serve=False``: no sockets, for paging/scale tests).
+        ``extension_properties`` are REST-named extension properties (``publisher``,
+        ``suppressFailures``, ``provisionAfterExtensions``, ...) laid over the CustomScript defaults.
         """
         key = (resource_group.lower(), name.lower())
         if key in self._scale_sets:
@@ -444,6 +477,12 @@ class ArmEmulator:
                     dict(extension_protected_settings or {}),
                 ),
             )
+            if extension_properties:
+                exts = (
+                    self._extension_from_body(
+                        extension_name, {"properties": extension_properties}, exts[0], replace=False
+                    ),
+                )
         rules = FailureRules()
         scale_set = ScaleSet(
             resource_group=resource_group,
@@ -525,6 +564,11 @@ class ArmEmulator:
                     self.default_upgrade_seconds = upgrade_seconds
             if retry_after is not None:
                 self.retry_after = retry_after
+
+    def set_key_vault_reference_visible(self, visible: bool) -> None:
+        """See ``key_vault_reference_in_answers``."""
+        with self._lock:
+            self.key_vault_reference_in_answers = visible
 
     def set_page_size(self, page_size: int) -> None:
         if page_size < 1:
@@ -963,7 +1007,8 @@ class ArmEmulator:
         elif rest_l == "/extensions" and method == "GET":
             vmss_id = self.vmss_id(scale_set.resource_group, scale_set.name)
             with self._lock:
-                value = [e.to_json(vmss_id) for e in scale_set.model.extensions]
+                kv = self.key_vault_reference_in_answers
+                value = [e.to_json(vmss_id, key_vault_reference=kv) for e in scale_set.model.extensions]
             return 200, {}, {"value": value}
         elif rest_l.startswith("/extensions/") and rest.count("/") == 2:
             return self._extension(method, scale_set, rest.split("/")[2], body)
@@ -1089,7 +1134,11 @@ class ArmEmulator:
     def _extension_from_body(name: str, body: JSON, old: Extension | None, *, replace: bool) -> Extension:
         props = body.get("properties") or {}
         # PATCH merges into the existing extension; PUT replaces it.
-        base = copy.deepcopy(old) if old is not None and not replace else Extension(name, "", "", "")
+        base = (
+            copy.deepcopy(old)
+            if old is not None and not replace
+            else Extension(name, "", "", "", auto_upgrade_minor_version=None)
+        )
         if "publisher" in props:
             base.publisher = props["publisher"]
         if "type" in props:
@@ -1101,9 +1150,16 @@ class ArmEmulator:
         if "protectedSettings" in props:
             base.protected_settings = copy.deepcopy(props["protectedSettings"] or {})
         if "autoUpgradeMinorVersion" in props:
-            base.auto_upgrade_minor_version = bool(props["autoUpgradeMinorVersion"])
+            flag = props["autoUpgradeMinorVersion"]
+            base.auto_upgrade_minor_version = None if flag is None else bool(flag)
         if "forceUpdateTag" in props:
             base.force_update_tag = props["forceUpdateTag"]
+        for extra in EXTENSION_EXTRA_PROPERTIES:
+            if extra in props:
+                if props[extra] is None:
+                    base.extra.pop(extra, None)
+                else:
+                    base.extra[extra] = copy.deepcopy(props[extra])
         base.name = name or base.name
         return base
 
@@ -1114,7 +1170,7 @@ class ArmEmulator:
         if method == "GET":
             if existing is None:
                 raise ArmError(404, "NotFound", f"Extension '{ext_name}' of '{scale_set.name}' was not found.")
-            return 200, {}, existing.to_json(vmss_id)
+            return 200, {}, existing.to_json(vmss_id, key_vault_reference=self.key_vault_reference_in_answers)
         if method not in ("PUT", "PATCH"):
             raise ArmError(405, "MethodNotAllowed", f"{method} is not supported on extensions.")
         if method == "PATCH" and existing is None:
@@ -1132,8 +1188,9 @@ class ArmEmulator:
                 exts[idx] = new
             scale_set.model = Model(scale_set.model.image_id, tuple(exts))
         op = self._new_operation("model", scale_set, set())
-        op.result = lambda: new.to_json(vmss_id)
-        return (201 if existing is None else 200), self._lro_headers(op), new.to_json(vmss_id)
+        kv = self.key_vault_reference_in_answers
+        op.result = lambda: new.to_json(vmss_id, key_vault_reference=kv)
+        return (201 if existing is None else 200), self._lro_headers(op), new.to_json(vmss_id, key_vault_reference=kv)
 
     # -- JSON views -------------------------------------------------------------------------------
     def _image_reference(self, image_id: str | None) -> JSON:
@@ -1183,7 +1240,10 @@ class ArmEmulator:
         }
         if model.extensions:
             vm_profile["extensionProfile"] = {
-                "extensions": [e.to_json(vmss_id, in_profile=True) for e in model.extensions]
+                "extensions": [
+                    e.to_json(vmss_id, in_profile=True, key_vault_reference=self.key_vault_reference_in_answers)
+                    for e in model.extensions
+                ]
             }
         return {
             "id": vmss_id,
@@ -1358,7 +1418,7 @@ class ArmEmulator:
                         "publisher": e.publisher,
                         "type": e.type,
                         "typeHandlerVersion": e.type_handler_version,
-                        "autoUpgradeMinorVersion": e.auto_upgrade_minor_version,
+                        "autoUpgradeMinorVersion": bool(e.auto_upgrade_minor_version),
                         "settings": copy.deepcopy(e.settings),
                         "provisioningState": "Failed" if inst.extension_state == "failed" else "Succeeded",
                     },
@@ -1564,6 +1624,7 @@ class ArmEmulator:
                 extension_settings=None if ext is None else ext.get("settings", {}),
                 extension_protected_settings=None if ext is None else ext.get("protected_settings"),
                 extension_name="CustomScript" if ext is None else ext.get("name", "CustomScript"),
+                extension_properties=None if ext is None else ext.get("properties"),
                 upgrade_seconds=body.get("upgrade_seconds"),
                 runtime_factory=lazy_factory,
             )

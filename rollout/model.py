@@ -72,6 +72,12 @@ class ExtensionSpec:
 
     ``protected_settings`` cannot be read back from Azure. ``None`` means "not known": the rollout
     that wrote it is not ours. ``protected_settings_known`` distinguishes "known to be empty" from that.
+
+    The fields are every writable property of ``VirtualMachineScaleSetExtensionProperties`` in the REST
+    spec (tests/data/azure-rest-specs/ComputeRP.vmss-subset.json, api-version 2026-04-01; only the
+    read-only ``provisioningState`` is left out), so an extension read from ARM and written back is
+    the same extension: a child-resource PUT replaces all of it. ``None`` in the optional ones means
+    "absent in ARM's answer" and is not sent.
     """
 
     name: str
@@ -82,6 +88,11 @@ class ExtensionSpec:
     protected_settings: Mapping[str, Any] | None = None
     auto_upgrade_minor_version: bool = True
     force_update_tag: str | None = None
+    enable_automatic_upgrade: bool | None = None
+    provision_after_extensions: tuple[str, ...] | None = None
+    suppress_failures: bool | None = None
+    # A KeyVaultSecretReference {"secretUrl", "sourceVault": {"id"}}: the protected settings live in Key Vault.
+    protected_settings_from_key_vault: Mapping[str, Any] | None = None
 
     def same_public_model(self, other: ExtensionSpec | None) -> bool:
         """True when ``other`` is this extension as far as Azure lets us read it back."""

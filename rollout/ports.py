@@ -54,6 +54,11 @@ class AlreadyExistsError(PortError):
     """An insert found the row already there."""
 
 
+class RecordTooLargeError(PortError):
+    """A record exceeds what the state store can hold (Azure Tables: 64 KiB per string property,
+    1 MiB per entity). Not transient: the same record fails the same way on every attempt."""
+
+
 @dataclass(frozen=True)
 class ProbeTarget:
     instance_id: str
@@ -118,6 +123,11 @@ class StateStore(Protocol):
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]: ...
 
+    def check_fits(self, record: Rollout | TargetRecord) -> None:
+        """Raise ``RecordTooLargeError`` (naming the part) if ``record`` could not be stored. No I/O:
+        lets the service refuse a rollout before it claims the scale set or writes to ARM."""
+        ...
+
 
 @dataclass(frozen=True)
 class BlobVersion:
@@ -177,6 +187,7 @@ __all__ = [
     "Notifier",
     "PortError",
     "ProbeTarget",
+    "RecordTooLargeError",
     "ReleaseBlob",
     "ScriptChecker",
     "Prober",

@@ -167,30 +167,83 @@ class ExtensionDefaults:
     identity_client_id: str | None = None
 
 
-def desired_model(release: Release, defaults: ExtensionDefaults) -> ModelSpec:
-    """The scale set model a release asks for."""
+# Public settings a release sets (the script to fetch and the command), and those it must drop from
+# the observed extension. From "Use the Azure Custom Script Extension Version 2 with Linux virtual
+# machines" (https://learn.microsoft.com/azure/virtual-machines/extensions/custom-script-linux):
+# ``script`` "can replace commandToExecute and fileUris" (if kept, it could run instead of the release),
+# and ``managedIdentity`` "must not be used in conjunction with the storageAccountName or
+# storageAccountKey property". managedIdentity needs handler version 2.1 or later (same page).
+_DROPPED_BY_EVERY_RELEASE = frozenset({"script"})
+_DROPPED_WITH_MANAGED_IDENTITY = frozenset({"storageAccountName", "storageAccountKey"})
+_MANAGED_IDENTITY_MIN_VERSION = (2, 1)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def desired_model(release: Release, defaults: ExtensionDefaults, observed: ExtensionSpec | None = None) -> ModelSpec:
+    """The scale set model a release asks for.
+
+    ``observed`` is the extension as ARM returned it in the scale set model. A script release starts
+    from it and changes only what the release changes: ``settings.fileUris`` and
+    ``settings.commandToExecute`` (dropping ``script``, and with managed identity the storage account
+    keys, which would conflict), and ``protectedSettings``. Every other property (handler version,
+    ``provisionAfterExtensions``, ``suppressFailures``, ``enableAutomaticUpgrade``,
+    ``autoUpgradeMinorVersion``, ``forceUpdateTag``, other settings) stays as observed: the
+    child-resource PUT replaces the whole extension, so what is not sent is lost. Without ``observed``
+    (a release not started yet) the result is the release's own extension, as a preview.
+    """
     if release.kind is ReleaseKind.IMAGE:
         # A rejected manifest (unparsable, or too large to read) has no image id: it asks for nothing,
         # and it is only ever recorded, never started.
         return ModelSpec(image_id=release.image_id)
+    own = _release_extension(release, defaults)
+    if observed is None:
+        return ModelSpec(extension=own)
+    dropped = _DROPPED_BY_EVERY_RELEASE
+    version = observed.type_handler_version
+    assert own.protected_settings is not None
+    if "managedIdentity" in own.protected_settings:
+        dropped = dropped | _DROPPED_WITH_MANAGED_IDENTITY
+        if _version(version) < _MANAGED_IDENTITY_MIN_VERSION:
+            version = own.type_handler_version
+    settings = {k: v for k, v in observed.settings.items() if k not in dropped}
+    settings.update(own.settings)
+    return ModelSpec(
+        extension=dataclasses.replace(
+            observed,
+            type_handler_version=version,
+            settings=settings,
+            protected_settings=own.protected_settings,
+            # Refused at pre-flight; never carried into a write next to our protectedSettings.
+            protected_settings_from_key_vault=None,
+        )
+    )
+
+
+def _release_extension(release: Release, defaults: ExtensionDefaults) -> ExtensionSpec:
     protected: dict[str, object] = {}
     if defaults.file_auth == "managedIdentity":
         # The VMs fetch the script with their own identity: no public container, no SAS in settings.
         identity = {"clientId": defaults.identity_client_id} if defaults.identity_client_id else {}
         protected["managedIdentity"] = identity
-    return ModelSpec(
-        extension=ExtensionSpec(
-            name=defaults.extension_name,
-            publisher=CUSTOM_SCRIPT_PUBLISHER,
-            type=CUSTOM_SCRIPT_TYPE,
-            type_handler_version=CUSTOM_SCRIPT_VERSION,
-            settings={
-                "fileUris": [release.blob_url],
-                # The name was validated by _NAME_RE: safe to put in a shell command as it is.
-                "commandToExecute": f"bash {release.blob_name}",
-            },
-            protected_settings=protected,
-        )
+    return ExtensionSpec(
+        name=defaults.extension_name,
+        publisher=CUSTOM_SCRIPT_PUBLISHER,
+        type=CUSTOM_SCRIPT_TYPE,
+        type_handler_version=CUSTOM_SCRIPT_VERSION,
+        settings={
+            "fileUris": [release.blob_url],
+            # The name was validated by _NAME_RE: safe to put in a shell command as it is.
+            "commandToExecute": f"bash {release.blob_name}",
+        },
+        protected_settings=protected,
     )
 
 

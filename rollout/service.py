@@ -19,6 +19,7 @@ a tick that finds the target pointing at a finished rollout finishes the hand-ov
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -59,12 +60,15 @@ from rollout.ports import (
     PortError,
     Prober,
     ProbeTarget,
+    RecordTooLargeError,
     ReleaseBlob,
     ScriptChecker,
     StateStore,
     TransientError,
 )
 from rollout.releases import (
+    CUSTOM_SCRIPT_PUBLISHER,
+    CUSTOM_SCRIPT_TYPE,
     ExtensionDefaults,
     ReleaseError,
     build_release,
@@ -240,6 +244,7 @@ class RolloutService:
         return None
 
     def _record_rejected(self, rollout: Rollout, reason: str) -> Outcome:
+        reason = _clip(reason)
         rejected = rollout.evolve(phase=Phase.REJECTED, reason=reason)
         try:
             rejected = self.store.insert_rollout(rejected)
@@ -278,21 +283,27 @@ class RolloutService:
         if problem is not None:
             self._reject_existing(newest, problem)
             return Outcome("Rejected", problem, newest.id, Phase.REJECTED)
-        try:
-            self.store.save_target(replace(target, active_rollout_id=newest.id, updated_at=self.clock.now()))
-        except ConcurrencyError:
-            # Another host claimed the scale set between our read and our write; it will run it.
-            return Outcome("Lost", "another instance claimed the scale set first", newest.id, newest.phase)
         now = self.clock.now()
         baseline, warning = self._baseline(newest, fleet, target)
         started = newest.evolve(
             phase=Phase.CANARY,
             baseline=baseline,
+            # The release's model starts from the extension as observed: see desired_model.
+            desired=desired_model(newest.release, self.extension, fleet.model.extension),
             phase_since=now,
             last_progress_at=now,
             updated_at=now,
             reason="starting the canary",
         )
+        problem = self._state_too_large(started, target)
+        if problem is not None:
+            self._reject_existing(newest, problem)
+            return Outcome("Rejected", problem, newest.id, Phase.REJECTED)
+        try:
+            self.store.save_target(replace(target, active_rollout_id=newest.id, updated_at=self.clock.now()))
+        except ConcurrencyError:
+            # Another host claimed the scale set between our read and our write; it will run it.
+            return Outcome("Lost", "another instance claimed the scale set first", newest.id, newest.phase)
         try:
             started = self.store.update_rollout(started)
         except ConcurrencyError:
@@ -323,6 +334,59 @@ class RolloutService:
             )
         if release.kind is ReleaseKind.IMAGE and not fleet.model.image_id:
             return "the scale set does not use a managed image id: an image release would have no image to roll back to"
+        if release.kind is ReleaseKind.SCRIPT:
+            return self._extension_problem(fleet.model.extension)
+        return None
+
+    def _extension_problem(self, current: ExtensionSpec | None) -> str | None:
+        """Can a script release take over this extension and give it back intact on rollback?"""
+        if current is None:
+            return None
+        # Releases are written for the Custom Script Extension v2 for Linux (publisher
+        # Microsoft.Azure.Extensions, type CustomScript: "Use the Azure Custom Script Extension
+        # Version 2 with Linux virtual machines", learn.microsoft.com/azure/virtual-machines/
+        # extensions/custom-script-linux). Another extension of that name would get settings it
+        # does not understand.
+        if (current.publisher.lower(), current.type.lower()) != (
+            CUSTOM_SCRIPT_PUBLISHER.lower(),
+            CUSTOM_SCRIPT_TYPE.lower(),
+        ):
+            return (
+                f"the scale set's extension {current.name!r} is {current.publisher or '?'}/{current.type or '?'}, "
+                f"not the Custom Script Extension v2 for Linux ({CUSTOM_SCRIPT_PUBLISHER}/{CUSTOM_SCRIPT_TYPE}) "
+                "that script releases are written for; nothing was changed. Point EXTENSION_NAME at the scale "
+                "set's CustomScript extension, or add one (install the current script with it) before releasing"
+            )
+        if current.protected_settings_from_key_vault is not None:
+            return (
+                f"the scale set's extension {current.name!r} reads its protected settings from Key Vault "
+                "(protectedSettingsFromKeyVault); nothing was changed. A release writes its own "
+                "protectedSettings (how the VMs download the script), and an extension holds "
+                "either protectedSettings or protectedSettingsFromKeyVault, so the release would drop the "
+                "Key Vault reference; ARM never returns protected settings, so what the secret holds could "
+                "not be checked or restored by a rollback. Move what the secret holds into the release script "
+                "(the VMs' managed identity can read Key Vault at run time) and remove "
+                "protectedSettingsFromKeyVault from the extension, or ship the change as an image release"
+            )
+        return None
+
+    def _state_too_large(self, started: Rollout, target: TargetRecord) -> str | None:
+        """Would the started rollout, or the target row it leaves on success, be too large to store?
+
+        Checked before the scale set is claimed or anything is written to ARM: a rollout whose state
+        cannot be saved could never be advanced or rolled back (save, then act)."""
+        on_success = replace(
+            target,
+            active_rollout_id=started.id,
+            stable_version=started.release.version,
+            stable_release=started.release,
+            stable_model=_merge_model(target.stable_model, started.desired),
+        )
+        try:
+            self.store.check_fits(started)
+            self.store.check_fits(on_success)
+        except RecordTooLargeError as exc:
+            return _too_large_reason(started, exc)
         return None
 
     def _baseline(self, rollout: Rollout, fleet: FleetView, target: TargetRecord) -> tuple[ModelSpec, str]:
@@ -352,6 +416,7 @@ class RolloutService:
         )
 
     def _reject_existing(self, rollout: Rollout, reason: str) -> None:
+        reason = _clip(reason)
         try:
             saved = self.store.update_rollout(
                 rollout.evolve(phase=Phase.REJECTED, reason=reason, updated_at=self.clock.now())
@@ -409,13 +474,16 @@ class RolloutService:
         return outcome
 
     def _commit(self, before: Rollout, decision: Decision) -> tuple[Outcome, Rollout, bool]:
-        rollout = decision.rollout
+        rollout = _clipped(decision.rollout)
         if rollout != before or decision.actions:
             try:
                 rollout = self.store.update_rollout(rollout)
             except ConcurrencyError:
                 log.info("tick for %s lost the race to another host; it acts, we exit", before.id)
                 return Outcome("Lost", "another tick changed the rollout first", before.id, before.phase), before, False
+            except RecordTooLargeError as exc:
+                # Save, then act: a decision that cannot be saved is not acted on. Stop for a human.
+                return self._stop_unsavable(before, exc)
         for event in decision.events:
             self._append(event)
         failed, failed_action, retry_after = self._execute(rollout, decision.actions)
@@ -428,13 +496,13 @@ class RolloutService:
             reimaged = rollout.reimaged_ids
             if isinstance(failed_action, ReimageInstances):
                 reimaged = tuple(i for i in reimaged if i not in failed_action.instance_ids)
-            with contextlib.suppress(ConcurrencyError):  # a newer tick decides afresh anyway
+            with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # a newer tick decides afresh anyway
                 rollout = self.store.update_rollout(
                     rollout.evolve(
                         batch_started_at=None,
                         hold_until=hold,
                         reimaged_ids=reimaged,
-                        reason=f"{rollout.reason}; {failed}",
+                        reason=_clip(f"{rollout.reason}; {failed}"),
                     )
                 )
         if rollout.phase.is_terminal:
@@ -442,6 +510,26 @@ class RolloutService:
             self._activate_after(rollout)
         status = "Error" if failed else "Advanced"
         return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
+
+    def _stop_unsavable(self, before: Rollout, exc: RecordTooLargeError) -> tuple[Outcome, Rollout, bool]:
+        """The next state of ``before`` is too large to store: nothing was acted on. A rollout that has
+        not started is Rejected; one that has is Failed (keeping the scale set for a human)."""
+        now = self.clock.now()
+        reason = _clip(f"the rollout's next state could not be saved, so it was not acted on: {exc}")
+        if before.phase is Phase.QUEUED:
+            changes: dict[str, Any] = {"phase": Phase.REJECTED}
+        else:
+            paused_from = before.paused_from if before.phase in (Phase.PAUSED, Phase.FAILED) else before.phase
+            changes = {"phase": Phase.FAILED, "paused_from": paused_from}
+        try:
+            saved = self.store.update_rollout(before.evolve(**changes, reason=reason, phase_since=now, updated_at=now))
+        except PortError as again:
+            log.error("rollout %s: %s; recording that failed too: %s", before.id, reason, again)
+            return Outcome("Error", reason, before.id, before.phase), before, False
+        self._record(saved, "StateTooLarge", reason)
+        if saved.phase.is_terminal:
+            self._finish(saved)
+        return Outcome("Error", reason, saved.id, saved.phase), saved, True
 
     def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, float | None]:
         """Each action is one port call. Returns the first failure ('' if none), the action that
@@ -542,11 +630,57 @@ class RolloutService:
         )
 
     def _append(self, event: RolloutEvent) -> None:
+        event = replace(event, message=_clip(event.message))
         try:
-            self.store.append_event(event)
+            try:
+                self.store.append_event(event)
+            except RecordTooLargeError as exc:
+                # Keep the line in the trail; say what could not be kept instead of losing it all.
+                dropped = _clip(f"the event's evidence was too large to store: {exc}")
+                self.store.append_event(replace(event, data={"evidenceDropped": dropped}))
         except PortError as exc:  # the audit trail must not stop a rollback
             log.error("could not record event %s for %s: %s", event.kind, event.rollout_id, exc)
         log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
+
+
+# Free text (reasons, event messages) is cut to this many characters with a visible marker: a reason
+# built from every instance's extension message could otherwise outgrow a Tables property (32 K
+# characters) and make the rollout unsavable.
+MAX_TEXT_CHARS = 8000
+
+
+def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} ... [{len(text) - limit} more characters not stored]"
+
+
+def _clipped(rollout: Rollout) -> Rollout:
+    reason, rollback_reason = _clip(rollout.reason), _clip(rollout.rollback_reason)
+    if reason == rollout.reason and rollback_reason == rollout.rollback_reason:
+        return rollout
+    return rollout.evolve(reason=reason, rollback_reason=rollback_reason)
+
+
+def _too_large_reason(rollout: Rollout, exc: RecordTooLargeError) -> str:
+    """Why a rollout cannot start because its state would not fit, and what the operator can do."""
+    baseline = rollout.baseline.extension if rollout.baseline else None
+    held = ""
+    if baseline is not None:
+        size = len(json.dumps(dict(baseline.settings), separators=(",", ":")))
+        script = baseline.settings.get("script")
+        inline = f", including an inline 'script' of {len(str(script))} characters" if script else ""
+        held = (
+            f" The rollout keeps the scale set's current extension {baseline.name!r} (public settings of "
+            f"{size} characters{inline}) as its baseline, so that a rollback can restore it exactly."
+        )
+    return (
+        f"the rollout's state is too large to store ({exc}); nothing was changed on the scale set.{held} "
+        "Azure Tables stores at most 64 KiB per string property and 1 MiB per entity "
+        "(learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model). "
+        "Move an inline script into a file the extension downloads (settings.fileUris) or otherwise shrink "
+        "the extension's settings, then upload the release again as a new version"
+    )
 
 
 def _merge_model(stable: ModelSpec | None, desired: ModelSpec) -> ModelSpec:

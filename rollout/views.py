@@ -28,7 +28,18 @@ def model_json(spec: ModelSpec | None) -> dict[str, Any] | None:
             "settings": dict(ext.settings),
             # Never echo protected settings: say only whether they are known.
             "protectedSettingsKnown": ext.protected_settings is not None,
+            "autoUpgradeMinorVersion": ext.auto_upgrade_minor_version,
         }
+        # The other properties the release keeps as they were, when the scale set has them.
+        optional = {
+            "forceUpdateTag": ext.force_update_tag,
+            "enableAutomaticUpgrade": ext.enable_automatic_upgrade,
+            "provisionAfterExtensions": None
+            if ext.provision_after_extensions is None
+            else list(ext.provision_after_extensions),
+            "suppressFailures": ext.suppress_failures,
+        }
+        out["extension"].update({k: v for k, v in optional.items() if v is not None})
     return out
 
 

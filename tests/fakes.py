@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from rollout.adapters.tables import event_to_entity, rollout_to_entity, target_to_entity
 from rollout.model import (
     ExtensionSpec,
     FleetView,
@@ -82,6 +83,8 @@ class FakeScaleSet:
     throttle_next: int = 0  # the next N write calls raise TransientError
     throttle_retry_after: float | None = None  # the Retry-After those errors carry
     throttle_reimages: int = 0  # the next N reimage calls raise TransientError
+    failure_output: str = ""  # appended to a failed extension's status message (the script's stderr)
+    key_vault_reference_visible: bool = True  # like ArmEmulator.key_vault_reference_in_answers
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
 
@@ -163,7 +166,7 @@ class FakeScaleSet:
         if name in self.failing_releases:
             inst.provisioning_state = "Failed"
             inst.extension_status = "Failed"
-            inst.extension_message = f"Enable failed: {name} exited with status 1"
+            inst.extension_message = f"Enable failed: {name} exited with status 1{self.failure_output}"
         else:
             inst.provisioning_state = "Succeeded"
             inst.extension_status = "Succeeded"
@@ -182,12 +185,13 @@ class FakeScaleSet:
             )
             for inst in self.instances.values()
         )
-        readback = ModelSpec(
-            extension=dataclasses.replace(self.model.extension, protected_settings=None)
-            if self.model.extension
-            else None,
-            image_id=self.model.image_id,
-        )
+        ext = self.model.extension
+        if ext is not None:
+            # Protected settings are never read back; the Key Vault reference is, unless switched off.
+            ext = dataclasses.replace(ext, protected_settings=None)
+            if not self.key_vault_reference_visible:
+                ext = dataclasses.replace(ext, protected_settings_from_key_vault=None)
+        readback = ModelSpec(extension=ext, image_id=self.model.image_id)
         return FleetView(
             model=readback,
             provisioning_state="Succeeded",
@@ -203,7 +207,16 @@ def _public(model: ModelSpec) -> tuple[object, ...]:
         model.image_id,
         None
         if ext is None
-        else (ext.publisher, ext.type, ext.type_handler_version, repr(sorted(ext.settings.items()))),
+        else (
+            ext.publisher,
+            ext.type,
+            ext.type_handler_version,
+            repr(sorted(ext.settings.items())),
+            ext.force_update_tag,
+            ext.enable_automatic_upgrade,
+            ext.provision_after_extensions,
+            ext.suppress_failures,
+        ),
     )
 
 
@@ -225,7 +238,11 @@ class FakeProber:
 
 
 class FakeStore:
-    """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter."""
+    """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter.
+
+    Every write is first encoded with the Tables adapter's own (pure) entity encoders, so the fake
+    refuses exactly what Azure Tables would: keys, naive datetimes, and sizes (``EntityTooLargeError``,
+    a ``RecordTooLargeError``: 64 KiB per string property, 1 MiB per entity)."""
 
     def __init__(self) -> None:
         self.targets: dict[str, TargetRecord] = {}
@@ -239,7 +256,14 @@ class FakeStore:
     def get_target(self, key: str) -> TargetRecord | None:
         return self.targets.get(key)
 
+    def check_fits(self, record: Rollout | TargetRecord) -> None:
+        if isinstance(record, Rollout):
+            rollout_to_entity(record)
+        else:
+            target_to_entity(record)
+
     def save_target(self, record: TargetRecord) -> TargetRecord:
+        target_to_entity(record)
         current = self.targets.get(record.key)
         if (current.etag if current else None) != record.etag:
             raise ConcurrencyError(f"target {record.key} changed")
@@ -251,6 +275,7 @@ class FakeStore:
         return self.rollouts.get((target, rollout_id))
 
     def insert_rollout(self, rollout: Rollout) -> Rollout:
+        rollout_to_entity(rollout)
         if (rollout.target, rollout.id) in self.rollouts:
             raise AlreadyExistsError(rollout.id)
         saved = rollout.evolve(etag=self._tag())
@@ -258,6 +283,7 @@ class FakeStore:
         return saved
 
     def update_rollout(self, rollout: Rollout) -> Rollout:
+        rollout_to_entity(rollout)
         current = self.rollouts.get((rollout.target, rollout.id))
         if current is None or current.etag != rollout.etag:
             raise ConcurrencyError(rollout.id)
@@ -270,6 +296,7 @@ class FakeStore:
         return sorted(found, key=lambda r: r.created_at, reverse=True)
 
     def append_event(self, event: RolloutEvent) -> None:
+        event_to_entity(event)
         self.events.append(event)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:

@@ -159,6 +159,8 @@ def assess_extension_spec(vmss: Json, extension_name: str) -> ExtensionSpec | No
         if str(ext.get("name", "")).lower() != extension_name.lower():
             continue
         props: Json = ext.get("properties") or {}
+        after = props.get("provisionAfterExtensions")
+        vault = props.get("protectedSettingsFromKeyVault")
         return ExtensionSpec(
             name=str(ext["name"]),
             publisher=str(props.get("publisher", "")),
@@ -169,8 +171,17 @@ def assess_extension_spec(vmss: Json, extension_name: str) -> ExtensionSpec | No
             # ARM treats an absent flag as false.
             auto_upgrade_minor_version=bool(props.get("autoUpgradeMinorVersion", False)),
             force_update_tag=props.get("forceUpdateTag") or None,
+            # The rest as ARM gave them (None = absent), so a write starting from this spec keeps them.
+            enable_automatic_upgrade=_opt_bool(props.get("enableAutomaticUpgrade")),
+            provision_after_extensions=None if after is None else tuple(str(a) for a in after),
+            suppress_failures=_opt_bool(props.get("suppressFailures")),
+            protected_settings_from_key_vault=None if vault is None else dict(vault),
         )
     return None
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def assess_fleet_model(vmss: Json, extension_name: str) -> FleetView:
@@ -276,8 +287,11 @@ def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> In
 def calculate_extension_body(spec: ExtensionSpec) -> dict[str, Any]:
     """The ``VirtualMachineScaleSetExtensions_CreateOrUpdate`` body for ``spec``.
 
-    ``protectedSettings`` is sent only when known: ``None`` means a baseline we could not read back,
-    and sending ``{}`` would wipe what is there."""
+    The PUT replaces the whole extension, so every writable property of
+    ``VirtualMachineScaleSetExtensionProperties`` (REST spec 2026-04-01, vendored in
+    tests/data/azure-rest-specs/ComputeRP.vmss-subset.json) that ``spec`` holds is sent; the optional
+    ones only when ARM had them (``None`` = absent). ``protectedSettings`` is sent only when known:
+    ``None`` means a baseline we could not read back, and sending ``{}`` would wipe what is there."""
     props: dict[str, Any] = {
         "publisher": spec.publisher,
         "type": spec.type,
@@ -289,6 +303,14 @@ def calculate_extension_body(spec: ExtensionSpec) -> dict[str, Any]:
         props["protectedSettings"] = dict(spec.protected_settings)
     if spec.force_update_tag:
         props["forceUpdateTag"] = spec.force_update_tag
+    if spec.enable_automatic_upgrade is not None:
+        props["enableAutomaticUpgrade"] = spec.enable_automatic_upgrade
+    if spec.provision_after_extensions is not None:
+        props["provisionAfterExtensions"] = list(spec.provision_after_extensions)
+    if spec.suppress_failures is not None:
+        props["suppressFailures"] = spec.suppress_failures
+    if spec.protected_settings_from_key_vault is not None:
+        props["protectedSettingsFromKeyVault"] = dict(spec.protected_settings_from_key_vault)
     return {"name": spec.name, "properties": props}
 
 

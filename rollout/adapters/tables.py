@@ -84,6 +84,7 @@ from rollout.ports import (
     ConcurrencyError,
     NotFoundError,
     PortError,
+    RecordTooLargeError,
     TransientError,
 )
 
@@ -112,8 +113,9 @@ class EntityEncodingError(ValueError):
     """A record cannot be stored as a Table entity (bad key, naive datetime, unknown JSON value)."""
 
 
-class EntityTooLargeError(EntityEncodingError):
-    """A property or the whole entity exceeds what Azure Tables accepts."""
+class EntityTooLargeError(EntityEncodingError, RecordTooLargeError):
+    """A property or the whole entity exceeds what Azure Tables accepts. A ``RecordTooLargeError``
+    too, so the service (which sees only port errors) can record why instead of failing."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,10 +213,20 @@ def extension_to_dict(ext: ExtensionSpec) -> dict[str, Any]:
         "protected_settings": None if ext.protected_settings is None else dict(ext.protected_settings),
         "auto_upgrade_minor_version": ext.auto_upgrade_minor_version,
         "force_update_tag": ext.force_update_tag,
+        # null = absent on the scale set (not sent back); rows written before these existed read as null.
+        "enable_automatic_upgrade": ext.enable_automatic_upgrade,
+        "provision_after_extensions": None
+        if ext.provision_after_extensions is None
+        else list(ext.provision_after_extensions),
+        "suppress_failures": ext.suppress_failures,
+        "protected_settings_from_key_vault": None
+        if ext.protected_settings_from_key_vault is None
+        else dict(ext.protected_settings_from_key_vault),
     }
 
 
 def extension_from_dict(data: Mapping[str, Any]) -> ExtensionSpec:
+    after = data.get("provision_after_extensions")
     return ExtensionSpec(
         name=data["name"],
         publisher=data["publisher"],
@@ -224,6 +236,10 @@ def extension_from_dict(data: Mapping[str, Any]) -> ExtensionSpec:
         protected_settings=data.get("protected_settings"),
         auto_upgrade_minor_version=bool(data.get("auto_upgrade_minor_version", True)),
         force_update_tag=data.get("force_update_tag"),
+        enable_automatic_upgrade=data.get("enable_automatic_upgrade"),
+        provision_after_extensions=None if after is None else tuple(after),
+        suppress_failures=data.get("suppress_failures"),
+        protected_settings_from_key_vault=data.get("protected_settings_from_key_vault"),
     )
 
 
@@ -614,6 +630,13 @@ class TableStateStore:
         rollouts = [rollout_from_entity(e, e.metadata.get("etag")) for e in entities]
         rollouts.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return rollouts
+
+    def check_fits(self, record: Rollout | TargetRecord) -> None:
+        """Encode ``record`` as its entity without writing it: raises ``EntityTooLargeError``."""
+        if isinstance(record, Rollout):
+            rollout_to_entity(record)
+        else:
+            target_to_entity(record)
 
     # -- events -------------------------------------------------------------------------------
 
