@@ -13,7 +13,9 @@ module parses a .bicep file with pycep-parser and, for every ``resource`` declar
   union of string literals, a literal outside the type's min/max length or value;
 - a DiscriminatedObjectType (e.g. ``Microsoft.Web/sites/config``, discriminated by ``name``) is checked
   as the element its discriminator selects;
-- a resource whose ``type@apiVersion`` has no definition here is a finding of its own.
+- a resource whose ``type@apiVersion`` has no definition here is a finding of its own;
+- a property read from a resource symbol (``site.properties.defaultHostName``, also inside ``'${...}'``)
+  must exist in that resource's type.
 
 Deliberately NOT evaluated: expressions. Parameters, variables, function calls, conditionals, property
 accessors and string interpolation are not computed, so only literal values are checked; property
@@ -552,11 +554,145 @@ def check_declaration(
     return checker.findings
 
 
+# ---------------------------------------------------------------------------------------------------
+# Property access on resources: `site.properties.defaultHostName`, `vnet.properties.subnets[1].id`
+# ---------------------------------------------------------------------------------------------------
+
+INDEX = object()  # an index step in an accessor chain
+_INTERPOLATED_CHAIN = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])+)\s*\}")
+
+
+def _chain(node: Any) -> list[Any] | None:
+    """``a.b[0].c`` as ['a', 'b', INDEX, 'c']; None when the chain does not start at a bare name."""
+    if isinstance(node, str):
+        return [str(node)]
+    if isinstance(node, dict) and not isinstance(node, ObjectLiteral) and "operator" in node:
+        op = node["operator"]
+        if op.get("type") == "property_accessor":
+            left, right = _chain(op["operands"]["operand_1"]), _chain(op["operands"]["operand_2"])
+            return None if left is None or right is None else left + right
+        if op.get("type") == "index_accessor":
+            left = _chain(op["operands"]["operand_1"])
+            return None if left is None else [*left, INDEX]
+    return None
+
+
+def _chains(node: Any) -> Iterator[list[Any]]:
+    """Every accessor chain in a pycep value: accessor nodes, and `${a.b.c}` inside string literals."""
+    if isinstance(node, dict) and not isinstance(node, ObjectLiteral) and "operator" in node:
+        op = node["operator"]
+        if op.get("type") in ("property_accessor", "index_accessor"):
+            chain = _chain(node)
+            if chain is not None and len(chain) > 1:
+                yield chain
+                return
+        yield from _chains(op.get("operands", {}))
+        return
+    if isinstance(node, str) and not isinstance(node, Identifier):
+        for match in _INTERPOLATED_CHAIN.finditer(node):
+            chain: list[Any] = []
+            for part in re.split(r"(\[\d+\])|\.", match[1]):
+                if part is None or part == "":
+                    continue
+                chain.append(INDEX if part.startswith("[") else part)
+            yield chain
+        return
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _chains(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _chains(value)
+
+
+def accessor_findings(
+    doc: dict[str, Any], decls: list[Declaration], label: str, root: Path = TYPES_ROOT
+) -> list[Finding]:
+    """Property names read from a resource symbol must exist in the resource's type (Bicep checks them:
+    a misspelt `site.properties.defaultHostNam` does not compile)."""
+    by_symbol = {decl.symbol: decl for decl in decls if "::" not in decl.symbol}
+    loops = {
+        symbol
+        for symbol, entry in doc.get("resources", {}).items()
+        if isinstance(entry["config"], dict) and "loop_type" in entry["config"]
+    }
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for chain in _chains({k: v for k, v in doc.items() if k in ("variables", "resources", "modules", "outputs")}):
+        head = chain[0]
+        decl = by_symbol.get(head)
+        if decl is None:
+            continue
+        steps = chain[1:]
+        if head in loops and steps and steps[0] is INDEX:
+            steps = steps[1:]
+        text = head + "".join("[n]" if s is INDEX else f".{s}" for s in steps)
+        if text in seen:
+            continue
+        seen.add(text)
+        resolved = resource_type(decl.type, decl.api_version, root)
+        if isinstance(resolved, str):
+            continue  # reported with the declaration
+        problem = _walk_access(resolved, decl, steps)
+        if problem:
+            findings.append(Finding(f"{label} {text}", "", problem))
+    return findings
+
+
+def _walk_access(resolved: ResolvedType, decl: Declaration, steps: list[Any]) -> str | None:
+    file = resolved.file
+    current = file.resolve(resolved.resource["body"])
+    if current["$type"] == "DiscriminatedObjectType":
+        name = decl.body.get(current["discriminator"])
+        value = _string_value(name) if isinstance(name, str) and not isinstance(name, Identifier) else None
+        refs = [current["elements"][value]] if value in current["elements"] else list(current["elements"].values())
+        merged: dict[str, Any] = dict(current.get("baseProperties", {}))
+        for ref in refs:
+            merged.update(file.resolve(ref)["properties"])
+        current = {"$type": "ObjectType", "properties": merged}
+    walked = decl.symbol
+    for step in steps:
+        kind = current["$type"]
+        if kind == "AnyType" or kind == "UnionType":
+            return None  # free-form, or one of several shapes: not followed
+        if step is INDEX:
+            if kind != "ArrayType":
+                return f"{walked} is not an array ({kind}); it cannot be indexed"
+            current = file.resolve(current["itemType"])
+            walked += "[n]"
+            continue
+        if kind == "DiscriminatedObjectType":
+            return None
+        if kind != "ObjectType":
+            return f"{walked} is a {kind}; it has no property {step!r}"
+        props = current["properties"]
+        declared = {name.lower(): name for name in props}.get(str(step).lower())
+        if declared is None:
+            if current.get("additionalProperties"):
+                current = file.resolve(current["additionalProperties"])
+                walked += f".{step}"
+                continue
+            close = difflib.get_close_matches(str(step), list(props), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"the type of {walked} has no property {step!r}{hint}"
+        if declared != step:
+            return f"{walked}.{step}: the type spells it {declared!r}"
+        if props[declared]["flags"] & WRITE_ONLY:
+            return f"{walked}.{step} is write-only: it cannot be read back"
+        current = file.resolve(props[declared]["type"])
+        walked += f".{step}"
+    return None
+
+
 def check_text(
     text: str, label: str = "snippet.bicep", root: Path = TYPES_ROOT, checked: list[str] | None = None
 ) -> list[Finding]:
     """Every finding in Bicep source ``text``."""
-    return [finding for decl in declarations(parse(text)) for finding in check_declaration(decl, label, root, checked)]
+    doc = parse(text)
+    decls = declarations(doc)
+    return [finding for decl in decls for finding in check_declaration(decl, label, root, checked)] + accessor_findings(
+        doc, decls, label, root
+    )
 
 
 def check_file(path: Path, root: Path = TYPES_ROOT, checked: list[str] | None = None) -> list[Finding]:

@@ -333,3 +333,40 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
 def test_a_property_written_twice_is_reported() -> None:
     text = ACCOUNT.replace("allowSharedKeyAccess: false", "allowSharedKeyAccess: false\n    allowSharedKeyAccess: true")
     assert "properties.allowSharedKeyAccess: written twice" in only(text)
+
+
+def test_property_names_read_from_a_resource_are_checked() -> None:
+    site = """
+resource site 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: 'app'
+}
+"""
+    ok = site + "output host string = site.properties.defaultHostName\noutput id string = site.identity.principalId\n"
+    assert findings(ok) == []
+    assert "has no property 'defaultHostNam' (did you mean 'defaultHostName'?)" in only(
+        ok.replace("defaultHostName", "defaultHostNam")
+    )
+    # inside string interpolation and through an array index
+    assert "has no property 'minTlsVerson'" in only(
+        site + "var u = 'https://${site.properties.siteConfig.minTlsVerson}'\n"
+    )
+    assert "site.properties.hostNames[n] is a StringType; it has no property 'x'" in only(
+        site + "var h = site.properties.hostNames[0].x\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("relpath", "read"),
+    [
+        ("modules/functionapp.bicep", "site.properties.defaultHostName"),
+        ("modules/functionapp.bicep", "insights.properties.ConnectionString"),
+        ("modules/storage.bicep", "account.properties.primaryEndpoints.table"),
+        ("modules/demo-scale-set.bicep", "scaleSet.identity.principalId"),
+        ("eventgrid.bicep", "site.properties.defaultHostName"),  # inside '${...}'
+    ],
+)
+def test_a_misspelt_read_in_infra_is_reported(relpath: str, read: str) -> None:
+    text = (INFRA / relpath).read_text()
+    assert read in text
+    found = [str(f) for f in check_text(text.replace(read, read + "X"), relpath)]
+    assert any(f"has no property '{read.rsplit('.', 1)[1]}X'" in f for f in found), found
