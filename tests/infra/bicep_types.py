@@ -15,7 +15,9 @@ module parses a .bicep file with pycep-parser and, for every ``resource`` declar
   as the element its discriminator selects;
 - a resource whose ``type@apiVersion`` has no definition here is a finding of its own;
 - a property read from a resource symbol (``site.properties.defaultHostName``, also inside ``'${...}'``)
-  must exist in that resource's type.
+  must exist in that resource's type;
+- a module call passes only parameters the module declares, all it requires, and literals of the
+  declared type and @allowed values.
 
 Deliberately NOT evaluated: expressions. Parameters, variables, function calls, conditionals, property
 accessors and string interpolation are not computed, so only literal values are checked; property
@@ -684,20 +686,98 @@ def _walk_access(resolved: ResolvedType, decl: Declaration, steps: list[Any]) ->
     return None
 
 
+# ---------------------------------------------------------------------------------------------------
+# Module calls against the called file's parameters
+# ---------------------------------------------------------------------------------------------------
+
+MODULE_KEYS = {"name", "params", "scope", "dependsOn"}
+_PARAM_KINDS = {"string": "string", "int": "int", "bool": "bool", "object": "object", "array": "array"}
+
+
+def _nullable_params(text: str) -> set[str]:
+    """Parameters declared `param x type?` (pycep drops the `?`): optional without a default."""
+    return set(re.findall(r"^\s*param\s+([A-Za-z_]\w*)\s+[A-Za-z_][\w.]*(?:\[\])*\?", text, flags=re.MULTILINE))
+
+
+def module_findings(doc: dict[str, Any], label: str, base: Path) -> list[Finding]:
+    """A module call passes only parameters the module declares, every one it requires, and literals of
+    the declared type and @allowed values (what `bicep build` checks for local modules)."""
+    findings: list[Finding] = []
+    for symbol, entry in doc.get("modules", {}).items():
+        where = f"{label}:{entry.get('__start_line__')} module {symbol}"
+        target = base / entry["detail"]["path"]
+        if entry.get("type") != "local":
+            continue
+        if not target.is_file():
+            findings.append(Finding(where, "", f"module file {entry['detail']['path']} does not exist"))
+            continue
+        body = _unwrap(entry["config"])
+        if not isinstance(body, ObjectLiteral):
+            continue
+        for key in body:
+            if key not in MODULE_KEYS and key not in (CHILDREN, DUPLICATES):
+                findings.append(Finding(where, key, "a module takes only name, params, scope and dependsOn"))
+        text = target.read_text()
+        declared: dict[str, Any] = parse(text).get("parameters", {})
+        optional = _nullable_params(text)
+        defaults = set(re.findall(r"^\s*param\s+([A-Za-z_]\w*)\s[^=\n]*=", text, flags=re.MULTILINE))
+        passed = body.get("params", ObjectLiteral())
+        if not isinstance(passed, ObjectLiteral):
+            continue
+        for raw_key, value in passed.items():
+            name = _unquote_key(raw_key)
+            if name is None or raw_key in (CHILDREN, DUPLICATES):
+                continue
+            if name not in declared:
+                close = difflib.get_close_matches(name, list(declared), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                findings.append(Finding(where, f"params.{name}", f"{target.name} declares no such parameter{hint}"))
+                continue
+            problem = _param_value_problem(declared[name], value)
+            if problem:
+                findings.append(Finding(where, f"params.{name}", problem))
+        for name in declared:
+            if name not in defaults and name not in optional and name not in passed:
+                findings.append(Finding(where, f"params.{name}", f"required by {target.name} but not passed"))
+    return findings
+
+
+def _param_value_problem(param: dict[str, Any], value: Any) -> str | None:
+    literal = _literal_kind(value)
+    if literal is None:
+        return None
+    expected = _PARAM_KINDS.get(str(param.get("type")))
+    if expected is not None and literal != expected:
+        return f"{literal} literal where the parameter is {expected}"
+    for decorator in param.get("decorators", []):
+        if decorator.get("type") == "allowed" and isinstance(value, str):
+            actual = _string_value(value)
+            allowed = list(decorator.get("argument") or [])
+            if actual is not None and actual not in allowed:
+                return f"{actual!r} is not one of the @allowed values {allowed}"
+    return None
+
+
 def check_text(
-    text: str, label: str = "snippet.bicep", root: Path = TYPES_ROOT, checked: list[str] | None = None
+    text: str,
+    label: str = "snippet.bicep",
+    root: Path = TYPES_ROOT,
+    checked: list[str] | None = None,
+    base: Path | None = None,
 ) -> list[Finding]:
-    """Every finding in Bicep source ``text``."""
+    """Every finding in Bicep source ``text`` (module calls too when ``base``, the file's folder, is given)."""
     doc = parse(text)
     decls = declarations(doc)
-    return [finding for decl in decls for finding in check_declaration(decl, label, root, checked)] + accessor_findings(
-        doc, decls, label, root
+    return (
+        [finding for decl in decls for finding in check_declaration(decl, label, root, checked)]
+        + accessor_findings(doc, decls, label, root)
+        + (module_findings(doc, label, base) if base is not None else [])
     )
 
 
 def check_file(path: Path, root: Path = TYPES_ROOT, checked: list[str] | None = None) -> list[Finding]:
     label = path.relative_to(INFRA).as_posix() if path.is_relative_to(INFRA) else str(path)
-    return check_text(path.read_text(), label, root, checked)
+    return check_text(path.read_text(), label, root, checked, base=path.parent)
 
 
 def infra_files() -> Iterator[Path]:

@@ -370,3 +370,64 @@ def test_a_misspelt_read_in_infra_is_reported(relpath: str, read: str) -> None:
     assert read in text
     found = [str(f) for f in check_text(text.replace(read, read + "X"), relpath)]
     assert any(f"has no property '{read.rsplit('.', 1)[1]}X'" in f for f in found), found
+
+
+def test_module_calls_are_checked_against_the_modules_parameters(tmp_path: Path) -> None:
+    (tmp_path / "mod.bicep").write_text(
+        """
+param name string
+param count int = 1
+param maybe string?
+@allowed([
+  'User'
+  'Group'
+])
+param kind string = 'User'
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: name
+}
+"""
+    )
+    call = """
+param n string
+module m 'mod.bicep' = {
+  name: 'm'
+  params: {
+    name: n
+  }
+}
+"""
+
+    def found(text: str) -> list[str]:
+        return [str(f) for f in check_text(text, base=tmp_path)]
+
+    assert found(call) == []
+    assert any(
+        "params.nam: mod.bicep declares no such parameter (did you mean 'name'?)" in f
+        for f in found(call.replace("name: n", "nam: n"))
+    )
+    assert any(
+        "params.name: required by mod.bicep but not passed" in f for f in found(call.replace("name: n", "count: 2"))
+    )
+    assert "params.count: string literal where the parameter is int" in " ".join(
+        found(call.replace("name: n", "name: n\n    count: '2'"))
+    )
+    assert "params.kind: 'Robot' is not one of the @allowed values ['User', 'Group']" in " ".join(
+        found(call.replace("name: n", "name: n\n    kind: 'Robot'"))
+    )
+    assert "module file nope.bicep does not exist" in " ".join(found(call.replace("mod.bicep", "nope.bicep")))
+
+
+def test_a_misspelt_module_parameter_in_main_is_reported() -> None:
+    text = (INFRA / "main.bicep").read_text()
+    mutated = text.replace(
+        "    releaseContainerName: storage.outputs.releaseContainerName\n",
+        "    releaseContainer: storage.outputs.releaseContainerName\n",
+        1,
+    )
+    assert mutated != text
+    found = [str(f) for f in check_text(mutated, "main.bicep", base=INFRA)]
+    assert any("params.releaseContainer: release-access.bicep declares no such parameter" in f for f in found), found
+    assert any("params.releaseContainerName: required by release-access.bicep but not passed" in f for f in found), (
+        found
+    )
