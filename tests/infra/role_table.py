@@ -62,8 +62,7 @@ def guid_literals(text: str, label: str) -> list[GuidLiteral]:
     """Every GUID inside a string literal of ``text`` (Bicep source), line by line."""
     found: list[GuidLiteral] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        code, _, comment = line.partition("//")
-        comment = "//" + comment if comment else ""
+        code, comment = split_comment(line)
         stated = ROLE_COMMENT.search(comment)
         for match in GUID.finditer(code):
             found.append(
@@ -75,6 +74,23 @@ def guid_literals(text: str, label: str) -> list[GuidLiteral]:
                 )
             )
     return found
+
+
+def split_comment(line: str) -> tuple[str, str]:
+    """(code, `// comment`) of one Bicep line; a `//` inside a '...' string (a URL) is code."""
+    quoted = False
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if quoted and char == "\\":
+            index += 2
+            continue
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and line.startswith("//", index):
+            return line[:index], line[index:]
+        index += 1
+    return line, ""
 
 
 def role_id_problems(literals: list[GuidLiteral]) -> list[str]:

@@ -86,6 +86,19 @@ def test_scanner_reports(line: str, expected: str) -> None:
     assert len(problems) == 1 and expected in problems[0], problems
 
 
+def test_scanner_sees_a_guid_after_a_url_and_ignores_one_in_a_comment() -> None:
+    url = (
+        "var r = 'https://x/roleDefinitions/974c5e8b-45b9-4653-ba55-5f855dd0a4d3' "
+        "// role: Storage Queue Data Contributor"
+    )
+    assert (
+        "the built-in role's id is 974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+        in role_id_problems(guid_literals(url, "snippet.bicep"))[0]
+    )
+    assert guid_literals("// 974c5e8b-45b9-4653-ba55-5f855dd0a4d3 was the wrong id", "snippet.bicep") == []
+    assert guid_literals(r"var s = 'it\'s // not a comment 974c5e8b-45b9-4653-ba55-5f855dd0fb88'", "x") != []
+
+
 def test_scanner_accepts_a_correct_line_and_an_explicit_non_role() -> None:
     ok = "var q = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // role: Storage Queue Data Contributor\n"
     other = "param tenant string = '72f988bf-86f1-41af-91ab-2d7cd011db47' // not a role: a tenant id\n"
