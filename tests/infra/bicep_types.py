@@ -184,6 +184,8 @@ def declarations(doc: dict[str, Any]) -> list[Declaration]:
             problems.append(f"the body of {symbol} is not an object the checker can read")
             body = ObjectLiteral()
         parent = body.get("parent")
+        if isinstance(parent, dict) and parent.get("operator", {}).get("type") == "index_accessor":
+            parent = parent["operator"]["operands"]["operand_1"]  # `parent: accounts[i]`, a looped parent
         if isinstance(parent, Identifier):
             parent_type = full_types.get(parent)
             if parent_type is None:

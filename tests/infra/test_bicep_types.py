@@ -239,6 +239,23 @@ def test_nested_child_resources_get_their_full_type_and_the_parents_api_version(
     assert len(found) == 2, found
 
 
+def test_a_looped_parent_is_resolved() -> None:
+    text = f"""
+resource accounts '{STORAGE}' existing = [for n in ['aaa', 'bbb']: {{
+  name: n
+}}]
+resource services 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = [for i in range(0, 2): {{
+  parent: accounts[i]
+  name: 'default'
+}}]
+resource wrong 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {{
+  parent: accounts[0]
+  name: 'releases'
+}}
+"""
+    assert "wrong: with `parent: accounts` the type must be Microsoft.Storage/storageAccounts/<child>" in only(text)
+
+
 def test_a_parent_with_another_type_is_reported() -> None:
     text = (
         ACCOUNT
