@@ -21,11 +21,14 @@ module parses a .bicep file with pycep-parser and, for every ``resource`` declar
 
 Deliberately NOT evaluated: expressions. Parameters, variables, function calls, conditionals, property
 accessors and string interpolation are not computed, so only literal values are checked; property
-NAMES are always checked, whatever their value is. ``existing`` resources are only checked for their
-type, their name and that they carry nothing but name/scope/parent/dependsOn.
+NAMES are always checked, whatever their value is (and so are the names an accessor reads from a
+resource). ``existing`` resources are only checked for their type, their name and that they carry
+nothing but name/scope/parent/dependsOn.
 
-Child resources: a resource nested in another one gets the parent's type plus its own relative type, and
-the parent's API version unless it states its own; a resource with ``parent:`` must state the full type,
+Child resources (https://learn.microsoft.com/azure/azure-resource-manager/bicep/child-resource-name-type,
+MicrosoftDocs/azure-docs articles/azure-resource-manager/bicep/child-resource-name-type.md): a resource
+nested in another one gets the parent's type plus its own relative type, and the parent's API version
+unless it states its own (``<segment>@<version>``); a resource with ``parent:`` states the full type,
 which must be the parent's type plus one segment.
 
 Nothing here knows about particular resources: adding a resource to infra/ checks it too, and a new
@@ -47,10 +50,11 @@ from tests.infra.bicep_model import INFRA, REPO_ROOT, ToolMissingError
 
 TYPES_ROOT = REPO_ROOT / "tests" / "data" / "bicep-types"
 
-# ObjectType property flags (bicep-types): https://github.com/Azure/bicep-types, ObjectTypePropertyFlags
+# ObjectType property flags, as tests/data/bicep-types/README.md lists them.
 REQUIRED, READ_ONLY, WRITE_ONLY, DEPLOY_TIME_CONSTANT = 1, 2, 4, 8
-# ResourceType scope bits (bicep-types ScopeType): Tenant 1, ManagementGroup 2, Subscription 4,
-# ResourceGroup 8, Extension 16.
+# ResourceType readableScopes/writableScopes bit of an extension resource (one deployed with `scope:` onto
+# another resource): ScopeType Tenant 1, ManagementGroup 2, Subscription 4, ResourceGroup 8, Extension 16
+# (Azure/bicep-types src/Bicep.Types/Concrete/ScopeType.cs). roleAssignments@2022-04-01 has 31 here.
 EXTENSION_SCOPE = 16
 
 # Keys of a resource body that are Bicep language, not resource properties.
