@@ -39,10 +39,12 @@ param entraTenantId string = tenant().tenantId
 @description('Value of the azd-service-name tag: the service name in azure.yaml, how `azd deploy` finds this app.')
 param azdServiceName string = 'api'
 
-var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0a4d3'
-var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+// Built-in role ids: tests/infra/test_role_ids.py checks each against the name after `// role:`
+// (tests/data/azure-builtin-roles.json, transcribed from the built-in roles reference).
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // role: Storage Blob Data Owner
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // role: Storage Queue Data Contributor
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // role: Storage Table Data Contributor
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // role: Monitoring Metrics Publisher
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName

@@ -8,7 +8,7 @@
 //
 // Least privilege: Reader on the gallery when a gallery id is given (every image definition and version in
 // it, nothing else); on the whole resource group only when the images are managed images in a resource
-// group (no gallery). Built-in role Reader, acdd72a7-3385-48ef-bd42-f606fba81ae7
+// group (no gallery). Built-in role Reader (its id below is checked by tests/infra/test_role_ids.py)
 // (learn.microsoft.com/azure/role-based-access-control/built-in-roles/general#reader: actions `*/read`).
 
 @description('Azure Compute Gallery in this resource group; empty = grant Reader on the resource group itself.')
@@ -17,7 +17,7 @@ param galleryName string = ''
 @description('Object id of the function app\'s system-assigned identity.')
 param principalId string
 
-var reader = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+var reader = 'acdd72a7-3385-48ef-bd42-f606fba81ae7' // role: Reader
 
 // Galleries have their own API versions (Azure/bicep-types-az: generated/compute/microsoft.compute/2024-03-03).
 resource gallery 'Microsoft.Compute/galleries@2024-03-03' existing = if (!empty(galleryName)) {

@@ -20,8 +20,10 @@ param uploaderPrincipalId string = ''
 ])
 param uploaderPrincipalType string = 'User'
 
-var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
-var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+// Built-in role ids: tests/infra/test_role_ids.py checks each against the name after `// role:`
+// (tests/data/azure-builtin-roles.json, transcribed from the built-in roles reference).
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1' // role: Storage Blob Data Reader
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // role: Storage Blob Data Contributor
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName

@@ -18,7 +18,9 @@ param scaleSetName string
 @description('Object id of the function app\'s system-assigned identity.')
 param principalId string
 
-var virtualMachineContributor = '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
+// Built-in role ids: tests/infra/test_role_ids.py checks each against the name after `// role:`
+// (tests/data/azure-builtin-roles.json, transcribed from the built-in roles reference).
+var virtualMachineContributor = '9980e02c-c2be-4d73-94e8-173b1dc7cf3c' // role: Virtual Machine Contributor
 
 resource scaleSet 'Microsoft.Compute/virtualMachineScaleSets@2024-07-01' existing = {
   name: scaleSetName

@@ -26,19 +26,20 @@ from tests.infra.bicep_model import (
     resolve_principal,
     unquote,
 )
+from tests.infra.role_table import role_id
 
 pytestmark = pytest.mark.infra
 
-# Built-in role definition ids (the same in every tenant).
-STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
-STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
-STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0a4d3"
-STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
-VIRTUAL_MACHINE_CONTRIBUTOR = "9980e02c-c2be-4d73-94e8-173b1dc7cf3c"
-MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
-# learn.microsoft.com/azure/role-based-access-control/built-in-roles/general#reader
-READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+# Built-in role definition ids, from the table transcribed from the public reference (the only place the
+# tests hold role ids: tests/data/azure-builtin-roles.json, checked by test_role_ids.py).
+STORAGE_BLOB_DATA_OWNER = role_id("Storage Blob Data Owner")
+STORAGE_BLOB_DATA_CONTRIBUTOR = role_id("Storage Blob Data Contributor")
+STORAGE_BLOB_DATA_READER = role_id("Storage Blob Data Reader")
+STORAGE_QUEUE_DATA_CONTRIBUTOR = role_id("Storage Queue Data Contributor")
+STORAGE_TABLE_DATA_CONTRIBUTOR = role_id("Storage Table Data Contributor")
+VIRTUAL_MACHINE_CONTRIBUTOR = role_id("Virtual Machine Contributor")
+MONITORING_METRICS_PUBLISHER = role_id("Monitoring Metrics Publisher")
+READER = role_id("Reader")
 
 FUNCTION_IDENTITY = "modules/functionapp.bicep:site.identity.principalId"
 SCALE_SET_IDENTITY = "modules/demo-scale-set.bicep:scaleSet.identity.principalId"
