@@ -484,6 +484,22 @@ def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPoli
     return plan.decision()
 
 
+def write_refused(rollout: Rollout, action: UpdateModel, reason: str, now: datetime) -> Decision:
+    """ARM refused a model write for good (403: the identity lacks a permission the write needs,
+    e.g. read on the image it names). Retrying until the progress deadline would change nothing, so
+    stop now with the reason: a refused release write rolls back (nothing took the release, or the
+    rollback restores what did); a refused rollback write needs a human (``Failed``)."""
+    plan = _Plan(rollout, now)
+    if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING) and action.purpose == "release":
+        return _start_rollback(plan, f"ARM refused the release's model write: {reason}")
+    if rollout.phase is Phase.ROLLING_BACK:
+        plan.update(paused_from=Phase.ROLLING_BACK)
+        plan.transition(Phase.FAILED, f"ARM refused the rollback's model write: {reason}")
+        plan.act(Notify(f"{rollout.release.label}: rollback refused by ARM, needs a human: {reason}"))
+        return plan.decision()
+    return plan.decision()
+
+
 # --- operator commands -------------------------------------------------------------------------
 
 COMMANDS = ("abort", "pause", "resume", "promote", "promote-full", "retry")
