@@ -253,3 +253,59 @@ def test_the_cli_flags_pick_the_alternatives(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def _paths(node: Any, prefix: str = "") -> set[str]:
+    """Every key path of a JSON body ("properties.storageProfile.osDisk.osType"); list items as "[]"."""
+    out: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out |= {path} | _paths(value, path)
+    elif isinstance(node, list):
+        for value in node:
+            out |= _paths(value, f"{prefix}[]")
+    return out
+
+
+# Key paths of the official example bodies (Azure/azure-rest-api-specs, cited in docs/emulator.md):
+# Compute/Compute/examples/2026-04-01/imageExamples/Image_Get.json @ c3c12ca9,
+# GalleryRP/stable/2025-03-03/examples/galleryExamples/GalleryImageVersion_Get.json @ 0c20ffea and
+# GalleryImage_Get.json @ 3dd59678. The emulator's bodies must use no key outside them.
+OFFICIAL_KEYS = {
+    "image": {"id", "name", "type", "location", "properties", "properties.provisioningState"}
+    | {f"properties.storageProfile{p}" for p in ("", ".osDisk", ".osDisk.osType", ".osDisk.osState", ".zoneResilient")},
+    "version": {"id", "name", "location", "properties", "properties.provisioningState", "properties.storageProfile"}
+    | {f"properties.storageProfile.osDiskImage{p}" for p in ("", ".sizeInGB", ".hostCaching")}
+    | {"properties.publishingProfile", "properties.safetyProfile"},
+    "definition": {"id", "name", "location", "properties", "properties.provisioningState"}
+    | {f"properties.{p}" for p in ("osType", "osState", "hyperVGeneration", "identifier")}
+    | {f"properties.identifier.{p}" for p in ("publisher", "offer", "sku")},
+}
+# "type" is in every ARM resource envelope (common-types Resource) though two examples leave it out.
+RESOURCE_ENVELOPE = {"type"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "suffix"),
+    [
+        ("image", "/images/web"),
+        ("version", "/galleries/gal/images/nginx/versions/1.0.0"),
+        ("definition", "/galleries/gal/images/nginx"),
+    ],
+)
+def test_image_bodies_use_only_keys_of_the_official_examples(
+    arm_emulator: ArmEmulator, make_scale_set: Any, kind: str, suffix: str
+) -> None:
+    make_scale_set(1, serve=False)
+    arm_emulator.add_image(f"{RG_IMAGES}/images/web")
+    arm_emulator.add_image(f"{GALLERY}/images/nginx/versions/1.0.0")
+    answer = requests.get(
+        f"{arm_emulator.url}{RG_IMAGES}{suffix}",
+        params={"api-version": "2026-04-01"},
+        headers={"Authorization": f"Bearer {EMULATOR_TOKEN}"},
+        verify=arm_emulator.ca_bundle,
+        timeout=5,
+    )
+    assert answer.status_code == 200
+    assert _paths(answer.json()) <= OFFICIAL_KEYS[kind] | RESOURCE_ENVELOPE
