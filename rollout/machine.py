@@ -353,7 +353,14 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
     unavailable = {v.instance_id for v in fleet.instances if assess_instance(v) is not Health.HEALTHY}
     chosen: list[str] = []
     if plan.rollout.promote_full:
-        chosen = sort_ids(v.instance_id for v in outdated)
+        # Not an instance that is already Updating (a scale-out still Creating, someone else's
+        # upgrade): ARM may refuse the whole call for it (409), and it is upgraded once it is done.
+        busy = [v.instance_id for v in outdated if assess_instance(v) is Health.UPDATING]
+        chosen = sort_ids(v.instance_id for v in outdated if v.instance_id not in busy)
+        if not chosen:
+            if _past_deadline(plan, policy):
+                return _start_rollback(plan, f"promotion stalled: {len(busy)} outdated instance(s) stay updating")
+            return plan.wait(f"promote-full: waiting for {', '.join(sort_ids(busy))} to finish updating")
         plan.event("PromoteFull", f"promote-full: upgrading all {len(chosen)} remaining instances at once")
     else:
         budget = policy.calculate_max_unavailable(len(fleet.instances)) - len(unavailable)
