@@ -249,7 +249,7 @@ class RolloutService:
         problem = self._preflight(newest.release, fleet)
         if problem is None:
             try:
-                problem = self._preflight_image(newest.release)
+                problem = self._preflight_image(newest.release, fleet)
             except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
                 return Outcome("Error", f"cannot read the release's image: {exc}", newest.id, newest.phase)
         if problem is not None:
@@ -302,18 +302,24 @@ class RolloutService:
             return "the scale set does not use a managed image id: an image release would have no image to roll back to"
         return None
 
-    def _preflight_image(self, release: Release) -> str | None:
+    def _preflight_image(self, release: Release, fleet: FleetView) -> str | None:
         """An image release: read the image first. ARM refuses a model write naming an image the
         identity cannot read (403 LinkedAuthorizationFailed), so without read access every write of
-        the release would fail; say so now, before anything is written. Other port errors raise."""
+        the release would fail; say so now, before anything is written. The scale set's current
+        image is read too: a rollback writes it back and meets the same check. Other port errors raise."""
         if release.kind is not ReleaseKind.IMAGE or not release.image_id:
             return None
-        try:
-            self.compute.read_image(release.image_id)
-        except AccessDeniedError as exc:
-            return image_unreadable_reason(release.image_id, f"403 {exc.code or 'AuthorizationFailed'}")
-        except NotFoundError:
-            return image_missing_reason(release.image_id)
+        current = " (the scale set's current image, which a rollback writes back)"
+        images = [(release.image_id, "")]
+        if fleet.model.image_id and fleet.model.image_id.lower() != release.image_id.lower():
+            images.append((fleet.model.image_id, current))
+        for image_id, role in images:
+            try:
+                self.compute.read_image(image_id)
+            except AccessDeniedError as exc:
+                return image_unreadable_reason(image_id + role, f"403 {exc.code or 'AuthorizationFailed'}")
+            except NotFoundError:
+                return image_missing_reason(image_id + role)
         return None
 
     def _baseline(self, rollout: Rollout, fleet: FleetView, target: TargetRecord) -> tuple[ModelSpec, str]:

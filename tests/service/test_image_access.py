@@ -123,3 +123,16 @@ def test_a_refused_rollback_write_needs_a_human() -> None:
     assert f"cannot read image {BASE_IMAGE}" in rollout.reason
     assert writes(world).count("update_model:denied") == 1
     assert any("needs a human" in m for m in world.notifier.messages)
+
+
+def test_an_unreadable_current_image_is_rejected_too_since_a_rollback_writes_it_back() -> None:
+    world = make_world(size=3, readable_scopes=(SCALE_SET_RG, GALLERY))  # not the base image
+    world.scale_set.images.add(VERSION)
+    outcome = world.service.start_release(image_release(2, VERSION))
+    assert outcome.status == "Rejected"
+    assert outcome.message.startswith(
+        f"the function app's identity cannot read image {BASE_IMAGE} (the scale set's current image, which a "
+        "rollback writes back) (403 AuthorizationFailed): grant it Reader"
+    )
+    assert world.scale_set.calls_of("read_image") == [VERSION, BASE_IMAGE]
+    assert writes(world) == []
