@@ -625,6 +625,11 @@ class ArmEmulator:
         with self._lock:
             return sorted(self._images.values())
 
+    def clear_images(self) -> None:
+        """Forget every registered image (tests: each starts from none)."""
+        with self._lock:
+            self._images.clear()
+
     def inject_fault(
         self,
         method: str,
@@ -1713,6 +1718,9 @@ class ArmEmulator:
             return 201, {"images": self.images()}
         if parts == ["images"] and method == "GET":
             return 200, {"images": self.images()}
+        if parts == ["images"] and method == "DELETE":
+            self.clear_images()
+            return 200, {"images": []}
         if parts == ["idle"] and method == "POST":
             self.wait_idle(float(body.get("timeout", 30)))
             return 200, {}

@@ -149,7 +149,7 @@ def test_image_gets_answer_in_the_official_shapes_404_when_missing_403_when_unre
     definition = compute_client.gallery_images.get("rg-images", "gal", "nginx")
     assert definition.properties.identifier.sku == "nginx" and definition.properties.os_state == "Generalized"
     with pytest.raises(ResourceNotFoundError) as missing:
-        compute_client.gallery_image_versions.get("rg-images", "gal", "nginx", "2.0.0")
+        compute_client.gallery_image_versions.get("rg-images", "gal", "nginx", "8.0.0")
     assert missing.value.error is not None and missing.value.error.code == "ResourceNotFound"
 
     arm_emulator.set_readable_scopes([f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg-canary"])
@@ -212,6 +212,8 @@ def test_the_admin_api_sets_and_reports_the_switches(arm_emulator: ArmEmulator, 
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidParameter"
     added = session.post(f"{admin}/images", json={"id": f"{GALLERY}/images/x/versions/1.0.0"}, timeout=5)
     assert added.status_code == 201 and f"{GALLERY}/images/x" in added.json()["images"]
+    assert session.delete(f"{admin}/images", timeout=5).json() == {"images": []}
+    assert arm_emulator.images() == []
     assert session.post(f"{admin}/images", json={"id": "/not/an/image"}, timeout=5).status_code == 400
 
 
