@@ -44,6 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--instances", type=int, default=0, help="create a scale set with N synthetic instances")
     serve.add_argument("--script-uri", default=None, help="initial CustomScript fileUris[0] of that scale set")
     serve.add_argument("--image-id", default=None, help="initial image id of that scale set")
+    serve.add_argument(
+        "--model-applied",
+        choices=("content", "version"),
+        default="content",
+        help="latestModelApplied: model content equality, or a model version counter (docs/emulator.md)",
+    )
+    serve.add_argument(
+        "--upgrade-while-updating",
+        choices=("accept", "conflict"),
+        default="accept",
+        help="manualupgrade naming an Updating instance: accepted, or 409 OperationNotAllowed",
+    )
+    serve.add_argument(
+        "--readable-scope",
+        action="append",
+        default=None,
+        metavar="SCOPE",
+        help="a resource scope the caller may read (repeatable); none given = everything readable",
+    )
+    serve.add_argument("--image", action="append", default=[], metavar="ID", help="register an image id (repeatable)")
     serve.add_argument("--info-file", type=Path, default=None, help="also write the startup JSON here")
     return parser
 
@@ -61,7 +81,12 @@ def serve(args: argparse.Namespace) -> int:
         retry_after=args.retry_after,
         page_size=args.page_size,
         throttle=None if args.no_throttle else (12.0, 4.0),
+        model_applied=args.model_applied,
+        upgrade_while_updating=args.upgrade_while_updating,
+        readable_scopes=args.readable_scope,
     )
+    for image_id in args.image:
+        emu.add_image(image_id)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -17,13 +17,21 @@ Design decisions (the why; docs/emulator.md has the how):
   the scale set's ``upgrade_seconds`` and applies the model.
 * **Idempotent writes.** Upgrading an instance already on the latest model is accepted and changes
   nothing (it is still in the request log). Upgrading an instance that is *already Updating* is
-  accepted too and does NOT start a second apply: the running one finishes the job. (If the model
+  accepted too (by default, ``upgrade_while_updating="accept"``) and does NOT start a second apply:
+  the running one finishes the job. (If the model
   changed in between, the instance ends on the model the first upgrade took, so it reads
   ``latestModelApplied: false`` and the next tick upgrades it again: level-triggered callers heal.)
-* **"Latest model" is content equality**, not a generation counter: image id plus each extension's
-  publisher/type/typeHandlerVersion/settings/protectedSettings/forceUpdateTag. Writing back the
-  baseline (a rollback) therefore makes instances still on the baseline "latest" again, which is
-  what Azure shows too.
+* **"Latest model" is content equality by default** (``model_applied="content"``): image id plus each
+  extension's publisher/type/typeHandlerVersion/settings/protectedSettings/forceUpdateTag. Writing
+  back the baseline (a rollback) therefore makes instances still on the baseline "latest" again.
+  Azure does not document which it is, so ``model_applied="version"`` is the other alternative:
+  every model write bumps a counter and only instances upgraded since the last write are latest.
+  Likewise ``upgrade_while_updating="accept"|"conflict"`` picks whether manualupgrade naming an
+  instance that is already Updating is accepted or refused with 409 (docs/emulator.md).
+* **Linked authorization.** A model write whose ``imageReference.id`` lies outside
+  ``readable_scopes`` answers 403 LinkedAuthorizationFailed, and the image GETs (managed image,
+  gallery image, gallery image version) answer 403 AuthorizationFailed there, as ARM checks the
+  caller's read permission on resources a request body references. ``None`` (default) = all readable.
 * **A failed extension** leaves the instance on the new model (``latestModelApplied: true``) with
   ``provisioningState: Failed`` and the CustomScript status ``ProvisioningState/failed/1``; the
   manualupgrade operation then ends ``Failed`` (the SDK poller raises), as Azure reports
@@ -57,7 +65,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +84,15 @@ MAX_LOG = 100_000  # request log entries kept (oldest tenth dropped beyond it)
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
 CUSTOM_SCRIPT = ("Microsoft.Azure.Extensions", "CustomScript", "2.1")
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
+
+# A managed image or an Azure Compute Gallery image (definition, optionally a version): the ids an
+# image release may name, and the Images_Get / GalleryImages_Get / GalleryImageVersions_Get paths.
+_IMAGE_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
+    r"(?:images/(?P<image>[^/]+)|galleries/(?P<gallery>[^/]+)/images/(?P<definition>[^/]+)"
+    r"(?:/versions/(?P<version>[^/]+))?)/?$",
+    re.IGNORECASE,
+)
 
 RuntimeFactory = Callable[[str, InstanceModel], InstanceRuntime]
 JSON = dict[str, Any]
@@ -185,6 +202,9 @@ class Model:
 
     image_id: str | None
     extensions: tuple[Extension, ...]
+    # Bumped by every model write (PUT/PATCH of the scale set or an extension); not part of key().
+    # Only the "version" latest-model semantics look at it (ArmEmulator(model_applied=...)).
+    version: int = field(default=0, compare=False)
 
     def key(self) -> tuple[Any, ...]:
         return ((self.image_id or "").lower(), tuple(e.content() for e in self.extensions))
@@ -346,6 +366,9 @@ class ArmEmulator:
         page_size: int = 50,
         throttle: tuple[float, float] | None = (12.0, 4.0),
         workers: int = 32,
+        model_applied: str = "content",
+        upgrade_while_updating: str = "accept",
+        readable_scopes: Sequence[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -356,6 +379,15 @@ class ArmEmulator:
         self.retry_after = retry_after
         self.page_size = page_size
         self.throttle = throttle  # (bucket capacity, refill per minute); None disables
+        # Two behaviours Azure does not document (docs/emulator.md, "Undocumented behaviours"):
+        self.model_applied = "content"  # "content" | "version": what latestModelApplied compares
+        self.upgrade_while_updating = "accept"  # "accept" | "conflict": manualupgrade of an Updating instance
+        self.set_semantics(model_applied=model_applied, upgrade_while_updating=upgrade_while_updating)
+        # Scopes the caller may read (linked authorization of image ids); None = everything.
+        self.readable_scopes: tuple[str, ...] | None = None
+        self.set_readable_scopes(readable_scopes)
+        self.caller_id = "11111111-0000-0000-0000-00000000ca11"  # the caller's object id in 403 messages
+        self._images: dict[str, str] = {}  # lower-case image resource id -> its id as registered
         self.runtime_kinds: dict[str, Callable[[ScaleSet, JSON], RuntimeFactory]] = {
             "synthetic": self._synthetic_factory_from_admin,
         }
@@ -464,6 +496,8 @@ class ArmEmulator:
         key = (resource_group.lower(), name.lower())
         if key in self._scale_sets:
             self.delete_scale_set(resource_group, name)
+        if image_id and _IMAGE_ID.match(image_id):
+            self.add_image(image_id)  # the image a scale set was created from exists
         exts: tuple[Extension, ...] = ()
         if extension_settings is not None:
             publisher, etype, version = CUSTOM_SCRIPT
@@ -582,6 +616,64 @@ class ArmEmulator:
             for scale_set in self._scale_sets.values():
                 scale_set.bucket = self._new_bucket()
 
+    def set_semantics(self, *, model_applied: str | None = None, upgrade_while_updating: str | None = None) -> None:
+        """Pick an alternative for each undocumented ARM behaviour (see docs/emulator.md).
+
+        ``model_applied``: "content" (an instance is latest when its applied model equals the scale
+        set model: writing the old model back makes untouched instances latest again) or "version"
+        (every model write bumps a counter: an instance is latest only when upgraded after the last
+        write). ``upgrade_while_updating``: "accept" (manualupgrade naming an Updating instance is
+        accepted, no second apply) or "conflict" (409 OperationNotAllowed, nothing starts)."""
+        if model_applied is not None:
+            if model_applied not in ("content", "version"):
+                raise ValueError(f"model_applied must be 'content' or 'version', not {model_applied!r}")
+            self.model_applied = model_applied
+        if upgrade_while_updating is not None:
+            if upgrade_while_updating not in ("accept", "conflict"):
+                raise ValueError(
+                    f"upgrade_while_updating must be 'accept' or 'conflict', not {upgrade_while_updating!r}"
+                )
+            self.upgrade_while_updating = upgrade_while_updating
+
+    def set_readable_scopes(self, scopes: Sequence[str] | None) -> None:
+        """The resource scopes the caller may read; ``None`` = everything (the default).
+
+        A model write whose ``imageReference.id`` lies outside them answers 403
+        LinkedAuthorizationFailed; an image GET outside them answers 403 AuthorizationFailed."""
+        if scopes is None:
+            self.readable_scopes = None
+            return
+        if isinstance(scopes, str) or not all(isinstance(x, str) and x.startswith("/") for x in scopes):
+            raise ValueError("readable_scopes must be a list of resource ids starting with '/'")
+        self.readable_scopes = tuple(x.rstrip("/").lower() or "/" for x in scopes)
+
+    def can_read(self, resource_id: str) -> bool:
+        """Whether the caller may read ``resource_id`` (a role at the id or any scope above it)."""
+        if self.readable_scopes is None:
+            return True
+        rid = resource_id.rstrip("/").lower()
+        return any(s == "/" or rid == s or rid.startswith(s + "/") for s in self.readable_scopes)
+
+    def add_image(self, image_id: str) -> None:
+        """Register a managed image (``.../images/<name>``) or gallery image version
+        (``.../galleries/<g>/images/<i>/versions/<v>``; its image definition then exists too), so
+        the image GETs find it."""
+        if _IMAGE_ID.match(image_id) is None:
+            raise ValueError(f"not a managed image or gallery image (version) id: {image_id!r}")
+        with self._lock:
+            self._images[image_id.lower()] = image_id
+            parent = re.sub(r"/versions/[^/]+$", "", image_id, flags=re.IGNORECASE)
+            self._images.setdefault(parent.lower(), parent)
+
+    def images(self) -> list[str]:
+        with self._lock:
+            return sorted(self._images.values())
+
+    def clear_images(self) -> None:
+        """Forget every registered image (tests: each starts from none)."""
+        with self._lock:
+            self._images.clear()
+
     def inject_fault(
         self,
         method: str,
@@ -679,7 +771,6 @@ class ArmEmulator:
         """A compact admin view: every instance's address, state and applied model."""
         scale_set = self._get(resource_group, name)
         with self._lock:
-            current = scale_set.model.key()
             return {
                 "resourceGroup": scale_set.resource_group,
                 "name": scale_set.name,
@@ -696,7 +787,7 @@ class ArmEmulator:
                         "address": i.address,
                         "port": getattr(i.runtime, "port", None),
                         "provisioningState": i.provisioning_state,
-                        "latestModelApplied": i.applied.key() == current,
+                        "latestModelApplied": self._latest(scale_set, i),
                         "extensionState": i.extension_state,
                         "upgrades": i.upgrades,
                         "release": getattr(i.runtime, "release", None),
@@ -706,6 +797,12 @@ class ArmEmulator:
             }
 
     # -- internals: instances ---------------------------------------------------------------------
+    def _latest(self, scale_set: ScaleSet, inst: Instance) -> bool:
+        """``latestModelApplied`` under the chosen semantics (``model_applied``); lock held or not."""
+        if self.model_applied == "version":
+            return inst.applied.version == scale_set.model.version
+        return inst.applied.key() == scale_set.model.key()
+
     def _new_bucket(self) -> TokenBucket | None:
         if self.throttle is None:
             return None
@@ -850,11 +947,21 @@ class ArmEmulator:
         with self._lock:
             insts = [self._get_instance(scale_set, i) for i in ids]
             model = scale_set.model
+            busy = sorted((inst.instance_id for inst in insts if inst.updating), key=int)
+            if busy and not reimage and self.upgrade_while_updating == "conflict":
+                # The "conflict" alternative (undocumented in Azure, see docs/emulator.md): the whole
+                # call is refused and nothing starts.
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation 'manualupgrade' is not allowed on VM instance(s) {', '.join(busy)} of "
+                    f"'{scale_set.name}' since another operation is in progress on them.",
+                )
             to_run: list[tuple[Instance, Model]] = []
             for inst in insts:
                 if inst.updating:
                     continue  # already being upgraded: no second apply
-                if not reimage and inst.applied.key() == model.key():
+                if not reimage and self._latest(scale_set, inst):
                     continue  # already latest: a no-op
                 inst.updating = True
                 inst.upgrades += 1
@@ -969,6 +1076,15 @@ class ArmEmulator:
         m = self._OPERATION.match(path)
         if m and method == "GET":
             return self._operation_status(m["op"], monitor="monitor" in query)
+        m = _IMAGE_ID.match(path)
+        if m and method == "GET":
+            if "api-version" not in query:
+                raise ArmError(
+                    400,
+                    "MissingApiVersionParameter",
+                    "The api-version query parameter (?api-version=) is required for all requests.",
+                )
+            return 200, {}, self._get_image(path.rstrip("/"), m)
         m = self._VMSS.match(path)
         if not m:
             raise ArmError(404, "NotFound", f"No route for {method} {path} in the ARM emulator.")
@@ -1061,8 +1177,96 @@ class ArmEmulator:
             headers = self._retry_after_headers() if op.ended is None else {}
             return 200, headers, doc
 
+    # -- images (read only) -------------------------------------------------------------------------
+    @staticmethod
+    def _image_read_action(m: re.Match[str]) -> str:
+        if m["image"]:
+            return "Microsoft.Compute/images/read"
+        if m["version"]:
+            return "Microsoft.Compute/galleries/images/versions/read"
+        return "Microsoft.Compute/galleries/images/read"
+
+    def _get_image(self, image_id: str, m: re.Match[str]) -> JSON:
+        """Images_Get, GalleryImages_Get, GalleryImageVersions_Get: minimal bodies in the official
+        shapes (azure-rest-api-specs examples Image_Get.json, GalleryImage_Get.json,
+        GalleryImageVersion_Get.json; see docs/emulator.md). RBAC comes first, as at the ARM gateway:
+        an unreadable image answers 403 whether it exists or not."""
+        if not self.can_read(image_id):
+            # Shape: MicrosoftDocs/azure-docs articles/role-based-access-control/troubleshooting.md
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client '{self.caller_id}' with object id '{self.caller_id}' does not have authorization "
+                f"to perform action '{self._image_read_action(m)}' over scope '{image_id}' or the scope is "
+                "invalid. If access was recently granted, please refresh your credentials.",
+            )
+        with self._lock:
+            known = self._images.get(image_id.lower())
+        if known is None:
+            kind = self._image_read_action(m).rsplit("/", 1)[0]
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource '{kind}/{image_id.rsplit('/', 1)[-1]}' under resource group '{m['rg']}' was not "
+                "found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+            )
+        name = known.rsplit("/", 1)[-1]
+        if m["image"]:
+            return {
+                "id": known,
+                "name": name,
+                "type": "Microsoft.Compute/images",
+                "location": "westeurope",
+                "properties": {
+                    "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized"}},
+                    "provisioningState": "Succeeded",
+                },
+            }
+        if m["version"]:
+            return {
+                "id": known,
+                "name": name,
+                "type": "Microsoft.Compute/galleries/images/versions",
+                "location": "westeurope",
+                "properties": {
+                    "storageProfile": {"osDiskImage": {"sizeInGB": 30, "hostCaching": "ReadWrite"}},
+                    "provisioningState": "Succeeded",
+                },
+            }
+        return {
+            "id": known,
+            "name": name,
+            "type": "Microsoft.Compute/galleries/images",
+            "location": "westeurope",
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "identifier": {"publisher": "vmss-canary", "offer": m["gallery"], "sku": name},
+                "provisioningState": "Succeeded",
+            },
+        }
+
+    def _check_linked_image(self, scale_set_id: str, body: JSON) -> None:
+        """ARM's linked authorization: a model write referencing an image the caller cannot read is
+        refused before it reaches Compute (403 LinkedAuthorizationFailed; shape: see docs/emulator.md)."""
+        vmp = (body.get("properties") or {}).get("virtualMachineProfile") or {}
+        image_id = ((vmp.get("storageProfile") or {}).get("imageReference") or {}).get("id")
+        if not image_id or self.can_read(str(image_id)):
+            return
+        m = _IMAGE_ID.match(str(image_id))
+        action = self._image_read_action(m) if m else "Microsoft.Compute/images/read"
+        raise ArmError(
+            403,
+            "LinkedAuthorizationFailed",
+            f"The client '{self.caller_id}' with object id '{self.caller_id}' has permission to perform action "
+            f"'Microsoft.Compute/virtualMachineScaleSets/write' on scope '{scale_set_id}'; however, it does not "
+            f"have permission to perform action '{action}' on the linked scope(s) '{image_id}' or the linked "
+            "scope(s) are invalid.",
+        )
+
     # -- scale set model --------------------------------------------------------------------------
     def _put_vmss(self, rg: str, name: str, body: JSON) -> tuple[int, dict[str, str], Any]:
+        self._check_linked_image(self.vmss_id(rg, name), body)
         props = body.get("properties") or {}
         try:
             scale_set = self._get(rg, name)
@@ -1094,6 +1298,7 @@ class ArmEmulator:
         return 200, self._lro_headers(op), self._vmss_json(scale_set)
 
     def _patch_vmss(self, scale_set: ScaleSet, body: JSON) -> tuple[int, dict[str, str], Any]:
+        self._check_linked_image(self.vmss_id(scale_set.resource_group, scale_set.name), body)
         self._throttle(scale_set)
         self._apply_model_patch(scale_set, body, replace=False)
         op = self._new_operation("model", scale_set, set())
@@ -1123,7 +1328,7 @@ class ArmEmulator:
             mode = (props.get("upgradePolicy") or {}).get("mode")
             if mode:
                 scale_set.upgrade_mode = mode
-            scale_set.model = Model(image_id, extensions)
+            scale_set.model = Model(image_id, extensions, scale_set.model.version + 1)
             capacity = (body.get("sku") or {}).get("capacity")
             if capacity is not None and int(capacity) > len(scale_set.instances):
                 add = int(capacity) - len(scale_set.instances)
@@ -1186,7 +1391,7 @@ class ArmEmulator:
                 exts.append(new)
             else:
                 exts[idx] = new
-            scale_set.model = Model(scale_set.model.image_id, tuple(exts))
+            scale_set.model = Model(scale_set.model.image_id, tuple(exts), scale_set.model.version + 1)
         op = self._new_operation("model", scale_set, set())
         kv = self.key_vault_reference_in_answers
         op.result = lambda: new.to_json(vmss_id, key_vault_reference=kv)
@@ -1385,7 +1590,7 @@ class ArmEmulator:
     def _vm_json(self, scale_set: ScaleSet, inst: Instance, *, instance_view: bool) -> JSON:
         vmss_id = self.vmss_id(scale_set.resource_group, scale_set.name)
         with self._lock:
-            latest = inst.applied.key() == scale_set.model.key()
+            latest = self._latest(scale_set, inst)
             props: JSON = {
                 "latestModelApplied": latest,
                 "vmId": inst.vm_id,
@@ -1533,6 +1738,12 @@ class ArmEmulator:
                     None if t is None else float(t.get("capacity", 12)),
                     4.0 if t is None else float(t.get("per_minute", 4)),
                 )
+            if "model_applied" in body or "upgrade_while_updating" in body:
+                self.set_semantics(
+                    model_applied=body.get("model_applied"), upgrade_while_updating=body.get("upgrade_while_updating")
+                )
+            if "readable_scopes" in body:
+                self.set_readable_scopes(body["readable_scopes"])
             return 200, self._admin_settings()
         if parts == ["settings"] and method == "GET":
             return 200, self._admin_settings()
@@ -1562,6 +1773,14 @@ class ArmEmulator:
         if parts == ["requests"] and method == "DELETE":
             self.clear_requests()
             return 200, {"requests": []}
+        if parts == ["images"] and method == "POST":
+            self.add_image(str(body["id"]))
+            return 201, {"images": self.images()}
+        if parts == ["images"] and method == "GET":
+            return 200, {"images": self.images()}
+        if parts == ["images"] and method == "DELETE":
+            self.clear_images()
+            return 200, {"images": []}
         if parts == ["idle"] and method == "POST":
             self.wait_idle(float(body.get("timeout", 30)))
             return 200, {}
@@ -1643,6 +1862,9 @@ class ArmEmulator:
             "throttle": None
             if self.throttle is None
             else {"capacity": self.throttle[0], "per_minute": self.throttle[1]},
+            "model_applied": self.model_applied,
+            "upgrade_while_updating": self.upgrade_while_updating,
+            "readable_scopes": None if self.readable_scopes is None else list(self.readable_scopes),
         }
 
     def _faults_json(self) -> list[JSON]:

@@ -353,7 +353,14 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
     unavailable = {v.instance_id for v in fleet.instances if assess_instance(v) is not Health.HEALTHY}
     chosen: list[str] = []
     if plan.rollout.promote_full:
-        chosen = sort_ids(v.instance_id for v in outdated)
+        # Not an instance that is already Updating (a scale-out still Creating, someone else's
+        # upgrade): ARM may refuse the whole call for it (409), and it is upgraded once it is done.
+        busy = [v.instance_id for v in outdated if assess_instance(v) is Health.UPDATING]
+        chosen = sort_ids(v.instance_id for v in outdated if v.instance_id not in busy)
+        if not chosen:
+            if _past_deadline(plan, policy):
+                return _start_rollback(plan, f"promotion stalled: {len(busy)} outdated instance(s) stay updating")
+            return plan.wait(f"promote-full: waiting for {', '.join(sort_ids(busy))} to finish updating")
         plan.event("PromoteFull", f"promote-full: upgrading all {len(chosen)} remaining instances at once")
     else:
         budget = policy.calculate_max_unavailable(len(fleet.instances)) - len(unavailable)
@@ -481,6 +488,22 @@ def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPoli
     plan.update(paused_from=Phase.ROLLING_BACK)
     plan.transition(Phase.FAILED, f"baseline restored and reimaged, still unhealthy: {reason}")
     plan.act(Notify(f"{plan.rollout.release.label}: rollback could not repair {reason}; needs a human"))
+    return plan.decision()
+
+
+def write_refused(rollout: Rollout, action: UpdateModel, reason: str, now: datetime) -> Decision:
+    """ARM refused a model write for good (403: the identity lacks a permission the write needs,
+    e.g. read on the image it names). Retrying until the progress deadline would change nothing, so
+    stop now with the reason: a refused release write rolls back (nothing took the release, or the
+    rollback restores what did); a refused rollback write needs a human (``Failed``)."""
+    plan = _Plan(rollout, now)
+    if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING) and action.purpose == "release":
+        return _start_rollback(plan, f"ARM refused the release's model write: {reason}")
+    if rollout.phase is Phase.ROLLING_BACK:
+        plan.update(paused_from=Phase.ROLLING_BACK)
+        plan.transition(Phase.FAILED, f"ARM refused the rollback's model write: {reason}")
+        plan.act(Notify(f"{rollout.release.label}: rollback refused by ARM, needs a human: {reason}"))
+        return plan.decision()
     return plan.decision()
 
 

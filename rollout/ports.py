@@ -46,6 +46,16 @@ class ConflictError(PortError):
     """ARM refused the operation because of the resource's state (409)."""
 
 
+class AccessDeniedError(PortError):
+    """ARM answered 403: the identity may not do this. ``code`` is ARM's error code, e.g.
+    ``AuthorizationFailed`` (the request's own scope) or ``LinkedAuthorizationFailed`` (a resource
+    the request body references, such as the image of a model write)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class ConcurrencyError(PortError):
     """An optimistic-concurrency write lost: somebody else changed the row first."""
 
@@ -82,6 +92,12 @@ class Compute(Protocol):
 
         Starts the ARM operation and may wait a short bounded time for it; never raises because the
         operation is still running: the next observation shows where it got to."""
+        ...
+
+    def read_image(self, image_id: str) -> None:
+        """GET the image a release names (a managed image, a gallery image or a gallery image
+        version), to learn before any write whether the identity can read it: returns when it can,
+        raises ``AccessDeniedError`` (403) when it cannot, ``NotFoundError`` when it does not exist."""
         ...
 
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
@@ -176,6 +192,7 @@ class Clock(Protocol):
 
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyExistsError",
     "BlobVersion",
     "Clock",

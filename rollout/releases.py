@@ -158,6 +158,24 @@ def _read_manifest(content: bytes) -> str:
     return image_id
 
 
+# The infra parameter that grants the function app's identity Reader on the images' scope.
+IMAGE_READER_PARAMETER = "imageReaderScope"
+
+
+def image_unreadable_reason(image_id: str, answer: str) -> str:
+    """Why an image release cannot go on: the identity cannot read the image (``answer`` is what ARM
+    said, e.g. "403 AuthorizationFailed"). ARM checks read access on an image a model write names
+    (LinkedAuthorizationFailed), so without it every write of the release would be refused."""
+    return (
+        f"the function app's identity cannot read image {image_id} ({answer}): grant it Reader on the image's "
+        f"gallery or resource group, e.g. with the infra parameter {IMAGE_READER_PARAMETER}"
+    )
+
+
+def image_missing_reason(image_id: str) -> str:
+    return f"image {image_id} does not exist"
+
+
 @dataclass(frozen=True)
 class ExtensionDefaults:
     """How release scripts are wired into the CustomScript extension (from settings)."""

@@ -51,6 +51,7 @@ from rollout.model import (
 )
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
+    AccessDeniedError,
     AlreadyExistsError,
     Clock,
     Compute,
@@ -73,6 +74,8 @@ from rollout.releases import (
     ReleaseError,
     build_release,
     desired_model,
+    image_missing_reason,
+    image_unreadable_reason,
     parse_release_name,
     rejected_release,
     rollout_id_for,
@@ -280,6 +283,11 @@ class RolloutService:
         except PortError as exc:
             return Outcome("Error", f"cannot observe the scale set: {exc}", newest.id, newest.phase)
         problem = self._preflight(newest.release, fleet)
+        if problem is None:
+            try:
+                problem = self._preflight_image(newest.release, fleet)
+            except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
+                return Outcome("Error", f"cannot read the release's image: {exc}", newest.id, newest.phase)
         if problem is not None:
             self._reject_existing(newest, problem)
             return Outcome("Rejected", problem, newest.id, Phase.REJECTED)
@@ -389,6 +397,26 @@ class RolloutService:
             return _too_large_reason(started, exc)
         return None
 
+    def _preflight_image(self, release: Release, fleet: FleetView) -> str | None:
+        """An image release: read the image first. ARM refuses a model write naming an image the
+        identity cannot read (403 LinkedAuthorizationFailed), so without read access every write of
+        the release would fail; say so now, before anything is written. The scale set's current
+        image is read too: a rollback writes it back and meets the same check. Other port errors raise."""
+        if release.kind is not ReleaseKind.IMAGE or not release.image_id:
+            return None
+        current = " (the scale set's current image, which a rollback writes back)"
+        images = [(release.image_id, "")]
+        if fleet.model.image_id and fleet.model.image_id.lower() != release.image_id.lower():
+            images.append((fleet.model.image_id, current))
+        for image_id, role in images:
+            try:
+                self.compute.read_image(image_id)
+            except AccessDeniedError as exc:
+                return image_unreadable_reason(image_id + role, f"403 {exc.code or 'AuthorizationFailed'}")
+            except NotFoundError:
+                return image_missing_reason(image_id + role)
+        return None
+
     def _baseline(self, rollout: Rollout, fleet: FleetView, target: TargetRecord) -> tuple[ModelSpec, str]:
         """The exact current model, with the protected settings Azure will not give back.
 
@@ -486,7 +514,12 @@ class RolloutService:
                 return self._stop_unsavable(before, exc)
         for event in decision.events:
             self._append(event)
-        failed, failed_action, retry_after = self._execute(rollout, decision.actions)
+        failed, failed_action, error = self._execute(rollout, decision.actions)
+        if isinstance(error, AccessDeniedError) and isinstance(failed_action, UpdateModel):
+            # 403: the identity lacks a permission the write needs (e.g. read on the image). No
+            # retry can fix that: stop now with the reason instead of retrying to the deadline.
+            return self._write_refused(rollout, failed_action, str(error))
+        retry_after = error.retry_after if isinstance(error, TransientError) else None
         if failed:
             # The call did not reach ARM (throttled, refused): clear batch_started_at so a later
             # tick re-issues an upgrade without waiting for upgrade_retry_seconds, but not before
@@ -531,9 +564,17 @@ class RolloutService:
             self._finish(saved)
         return Outcome("Error", reason, saved.id, saved.phase), saved, True
 
-    def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, float | None]:
+    def _write_refused(self, rollout: Rollout, action: UpdateModel, reason: str) -> tuple[Outcome, Rollout, bool]:
+        outcome, saved, ok = self._commit(rollout, machine.write_refused(rollout, action, reason, self.clock.now()))
+        if ok and saved.phase is Phase.ROLLING_BACK:
+            # Usually nothing took the release (its write was refused): the rollback ends at once.
+            with contextlib.suppress(PortError):
+                return self._commit(saved, machine.decide(saved, self._observe(), self.policy, self.clock.now()))
+        return outcome, saved, ok
+
+    def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, PortError | None]:
         """Each action is one port call. Returns the first failure ('' if none), the action that
-        failed, and ARM's Retry-After if it gave one. Actions after a failure are not attempted."""
+        failed and its error. Actions after a failure are not attempted."""
         for action in actions:
             try:
                 if isinstance(action, UpdateModel):
@@ -548,7 +589,7 @@ class RolloutService:
                 message = f"{type(action).__name__} failed: {exc}"
                 log.warning("rollout %s: %s", rollout.id, message)
                 self._record(rollout, "ActionFailed", message)
-                return message, action, exc.retry_after if isinstance(exc, TransientError) else None
+                return message, action, exc
         return "", None, None
 
     def _finish(self, rollout: Rollout, target: TargetRecord | None = None) -> TargetRecord:

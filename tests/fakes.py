@@ -25,6 +25,7 @@ from rollout.model import (
     TargetRecord,
 )
 from rollout.ports import (
+    AccessDeniedError,
     AlreadyExistsError,
     BlobVersion,
     ConcurrencyError,
@@ -32,6 +33,7 @@ from rollout.ports import (
     ProbeTarget,
     TransientError,
 )
+from rollout.releases import image_unreadable_reason
 
 BASE_URL = "https://releases.blob.core.windows.net/init"
 
@@ -87,10 +89,16 @@ class FakeScaleSet:
     key_vault_reference_visible: bool = True  # like ArmEmulator.key_vault_reference_in_answers
     instances: dict[str, FakeInstance] = field(default_factory=dict)
     calls: list[tuple[str, object]] = field(default_factory=list)
+    # Images that exist (the model's own image is added), and the scopes the caller may read
+    # (None = everything), like the ARM emulator's ``add_image`` / ``readable_scopes``.
+    images: set[str] = field(default_factory=set)
+    readable_scopes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for i in range(self.size):
             self.instances[str(i)] = FakeInstance(str(i), applied=self.model)
+        if self.model.image_id:
+            self.images.add(self.model.image_id)
 
     # Compute protocol ----------------------------------------------------------------------------
     def observe(self) -> FleetView:
@@ -106,8 +114,28 @@ class FakeScaleSet:
         self.calls.append(("read_model", None))
         return dataclasses.replace(self._view(), instances=())
 
+    def read_image(self, image_id: str) -> None:
+        """As ARM: 403 AuthorizationFailed outside the readable scopes (whether it exists or not),
+        else 404 when it does not exist."""
+        self.calls.append(("read_image", image_id))
+        if not self.can_read(image_id):
+            raise AccessDeniedError(f"GET image {image_id}: HTTP 403 AuthorizationFailed (fake)", "AuthorizationFailed")
+        if image_id.lower() not in {i.lower() for i in self.images}:
+            raise NotFoundError(f"GET image {image_id}: HTTP 404 ResourceNotFound (fake)")
+
+    def can_read(self, resource_id: str) -> bool:
+        if self.readable_scopes is None:
+            return True
+        rid = resource_id.lower()
+        return any(rid == s.lower() or rid.startswith(s.lower().rstrip("/") + "/") for s in self.readable_scopes)
+
     def update_model(self, spec: ModelSpec) -> None:
         self._maybe_throttle("update_model")
+        if spec.image_id is not None and not self.can_read(spec.image_id):
+            # ARM's linked authorization: the write is refused and nothing changes.
+            self.calls.append(("update_model:denied", spec))
+            reason = image_unreadable_reason(spec.image_id, "403 LinkedAuthorizationFailed on the model write")
+            raise AccessDeniedError(reason, "LinkedAuthorizationFailed")
         self.calls.append(("update_model", spec))
         self.model = ModelSpec(
             extension=spec.extension if spec.extension is not None else self.model.extension,

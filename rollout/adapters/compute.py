@@ -29,6 +29,7 @@ Design decisions
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,7 +51,8 @@ from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.network import NetworkManagementClient
 
 from rollout.model import ExtensionSpec, FleetView, InstanceView, ModelSpec
-from rollout.ports import ConflictError, NotFoundError, PortError, TransientError
+from rollout.ports import AccessDeniedError, ConflictError, NotFoundError, PortError, TransientError
+from rollout.releases import image_unreadable_reason
 
 Json = Mapping[str, Any]
 
@@ -319,6 +321,23 @@ def calculate_image_patch(image_id: str) -> dict[str, Any]:
     return {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image_id}}}}}
 
 
+_IMAGE_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
+    r"(?:images/(?P<image>[^/]+)|galleries/(?P<gallery>[^/]+)/images/(?P<definition>[^/]+)"
+    r"(?:/versions/(?P<version>[^/]+))?)/?$",
+    re.IGNORECASE,
+)
+
+
+def calculate_image_parts(image_id: str) -> dict[str, str] | None:
+    """An image resource id -> its parts: ``sub``, ``rg`` and either ``image`` (a managed image) or
+    ``gallery`` + ``definition`` [+ ``version``] (an Azure Compute Gallery image); None otherwise."""
+    m = _IMAGE_ID.match(image_id.strip())
+    if m is None:
+        return None
+    return {k: v for k, v in m.groupdict().items() if v}
+
+
 def _retry_after(err: HttpResponseError) -> float | None:
     """ARM's Retry-After (whole seconds) or retry-after-ms, when the response carried one."""
     headers: Any = getattr(err.response, "headers", None) or {}
@@ -342,6 +361,9 @@ def assess_error(err: AzureError, action: str) -> PortError:
         text = f"{action}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
         if status == 404:
             return NotFoundError(text)
+        if status == 403:
+            # AuthorizationFailed, or LinkedAuthorizationFailed for a resource the body references.
+            return AccessDeniedError(text, code=str(code))
         if status == 409:
             return ConflictError(text)
         if status in (408, 429) or (status is not None and status >= 500):
@@ -455,13 +477,19 @@ class AzureCompute:
 
         self._compute = ComputeManagementClient(credential, subscription_id, **client_kwargs())
         self._network = NetworkManagementClient(credential, subscription_id, **client_kwargs())
+        # Images may live in another subscription: one compute client each, made when first needed.
+        self._credential = credential
+        self._client_kwargs = client_kwargs
+        self._image_clients: dict[str, ComputeManagementClient] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close both clients' HTTP sessions (pooled connections)."""
+        """Close the clients' HTTP sessions (pooled connections)."""
         self._compute.close()
         self._network.close()
+        for client in self._image_clients.values():
+            client.close()
 
     def __enter__(self) -> AzureCompute:
         return self
@@ -518,14 +546,37 @@ class AzureCompute:
                 )
                 _wait_until_done_or_deadline(poller)
         if spec.image_id is not None:
-            with _mapped_errors(f"write image of {self.vmss_name}"):
-                image_poller = self._compute.virtual_machine_scale_sets.begin_update(
-                    self.resource_group,
-                    self.vmss_name,
-                    compute_models.VirtualMachineScaleSetUpdate(calculate_image_patch(spec.image_id)),
-                    polling=self._bounded_polling(deadline),
-                )
-                _wait_until_done_or_deadline(image_poller)
+            try:
+                with _mapped_errors(f"write image of {self.vmss_name}"):
+                    image_poller = self._compute.virtual_machine_scale_sets.begin_update(
+                        self.resource_group,
+                        self.vmss_name,
+                        compute_models.VirtualMachineScaleSetUpdate(calculate_image_patch(spec.image_id)),
+                        polling=self._bounded_polling(deadline),
+                    )
+                    _wait_until_done_or_deadline(image_poller)
+            except AccessDeniedError as denied:
+                if denied.code != "LinkedAuthorizationFailed":
+                    raise
+                # ARM refused the write because the identity cannot read the image it names.
+                raise AccessDeniedError(
+                    image_unreadable_reason(spec.image_id, "403 LinkedAuthorizationFailed on the model write"),
+                    code=denied.code,
+                ) from denied
+
+    def read_image(self, image_id: str) -> None:
+        parts = calculate_image_parts(image_id)
+        if parts is None:
+            raise NotFoundError(f"{image_id!r} is not a managed image or gallery image resource id")
+        client = self._compute_for(parts["sub"])
+        with _mapped_errors(f"GET image {image_id}"):
+            if "image" in parts:
+                client.images.get(parts["rg"], parts["image"])
+            elif "version" in parts:
+                client.gallery_image_versions.get(parts["rg"], parts["gallery"], parts["definition"], parts["version"])
+            else:
+                # A gallery image without a version: the scale set takes its latest version.
+                client.gallery_images.get(parts["rg"], parts["gallery"], parts["definition"])
 
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
         if not instance_ids:
@@ -554,6 +605,15 @@ class AzureCompute:
             )
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _compute_for(self, subscription_id: str) -> ComputeManagementClient:
+        if subscription_id.lower() == self.subscription_id.lower():
+            return self._compute
+        client = self._image_clients.get(subscription_id.lower())
+        if client is None:
+            client = ComputeManagementClient(self._credential, subscription_id, **self._client_kwargs())
+            self._image_clients[subscription_id.lower()] = client
+        return client
 
     def _get_scale_set(self) -> Json:
         return _as_json(self._compute.virtual_machine_scale_sets.get(self.resource_group, self.vmss_name))
@@ -601,6 +661,7 @@ __all__ = [
     "assess_instance",
     "calculate_azure_state",
     "calculate_extension_body",
+    "calculate_image_parts",
     "calculate_image_patch",
     "calculate_instance_id",
     "calculate_private_ips",

@@ -231,6 +231,7 @@ def test_an_image_release_changes_the_image_reference_and_rolls_out_the_same_way
     )
     monkeypatch.setenv("VMSS_NAME", handle.name)
     updated = base.replace("nginx-base-image", "nginx-updated-image")
+    arm_emulator.add_image(updated)  # it exists: pre-flight reads it (tests/integration/test_image_access.py)
     arm_emulator.clear_requests()
     app.upload("install_nginx.v5.image.json", json.dumps({"imageId": updated}).encode())
     [summary] = app.rollouts()

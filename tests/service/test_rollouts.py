@@ -341,6 +341,7 @@ def test_an_image_release_rolls_out_the_same_way() -> None:
     image = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/nginx-updated-image"
     release = build_release(name, f"{BASE_URL}/{name.blob_name}", json.dumps({"imageId": image}).encode())
     assert release.kind is ReleaseKind.IMAGE
+    world.scale_set.images.add(image)  # pre-flight reads it
     rid = world.service.start_release(release).rollout_id or ""
     assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
     assert world.scale_set.model.image_id == image
