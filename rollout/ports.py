@@ -54,6 +54,15 @@ class AlreadyExistsError(PortError):
     """An insert found the row already there."""
 
 
+class InvalidRecordError(PortError):
+    """The store cannot hold this record or key (a key breaking the store's key rules, an entity too
+    large or not encodable). Retrying does not help: the input or the record has to change."""
+
+
+class InvalidKeyError(InvalidRecordError):
+    """A key (for Azure Tables: PartitionKey or RowKey) the store's key rules refuse."""
+
+
 @dataclass(frozen=True)
 class ProbeTarget:
     instance_id: str
@@ -140,6 +149,8 @@ __all__ = [
     "ConcurrencyError",
     "ConflictError",
     "InstanceView",
+    "InvalidKeyError",
+    "InvalidRecordError",
     "NotFoundError",
     "Notifier",
     "PortError",
