@@ -100,6 +100,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from emulator import appindex
+from emulator.easyauth import CLAIM_NAMES, DEFAULT_AUDIENCE, DEFAULT_ISSUER, PLATFORM_ENV, EasyAuth, EasyAuthSettings
 from emulator.ncrontab import NCrontabError, parse_schedule
 
 __all__ = [
@@ -569,7 +570,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                # A front end answers this itself; the request never reaches the host or the app.
+                status, headers, payload = _text_response(400, "Bad Request: invalid Content-Length")
+                self.close_connection = True
+                self._send(status, headers, payload)
+                return
             body = self.rfile.read(length) if length > 0 else b""
             status, headers, payload = self.server.host._handle_http(
                 self.command, self.path, dict(self.headers.items()), body
@@ -577,6 +587,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             log.exception("host error serving %s %s", self.command, self.path)
             status, headers, payload = _text_response(500, _GENERIC_500)
+        self._send(status, headers, payload)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -654,9 +667,15 @@ class LocalFunctionsHost:
         keys: HostKeys | None = None,
         export_env: bool = True,
         functions: Iterable[str] | None = None,
+        easy_auth: EasyAuthSettings | None = None,
     ) -> None:
         self.app = load_app(app) if isinstance(app, str) else app
         self._env_overrides = dict(env or {})
+        # App Service authentication in front of the HTTP routes (emulator/easyauth.py); the platform
+        # then also tells the app so (WEBSITE_AUTH_ENABLED), which a caller's env cannot override.
+        self._easy_auth = EasyAuth(easy_auth) if easy_auth is not None else None
+        if easy_auth is not None:
+            self._env_overrides.update(PLATFORM_ENV)
         self._http_host = http_host
         self._http_port = http_port
         self._route_prefix = route_prefix.strip("/")
@@ -1011,6 +1030,13 @@ class LocalFunctionsHost:
         path = split.path
         if path.rstrip("/") == "/admin" or path.startswith("/admin/"):
             return self._handle_admin(method, path, presented, body)
+        if self._easy_auth is not None:
+            # Before the Functions host sees anything, as App Service authentication does.
+            verdict = self._easy_auth.apply(headers)
+            if verdict.status is not None:
+                log.info("App Service authentication refused %s %s: %s", method, path, verdict.reason)
+                return _text_response(verdict.status, "Unauthorized")
+            headers = verdict.headers
         prefix = f"/{self._route_prefix}" if self._route_prefix else ""
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             return _text_response(404, "Not Found")
@@ -1353,7 +1379,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-dequeue", type=int, default=DEFAULT_MAX_DEQUEUE_COUNT)
     parser.add_argument("--functions", nargs="*", help="host only these functions")
     parser.add_argument("--verbose", "-v", action="store_true")
+    auth = parser.add_argument_group("App Service authentication (emulator/easyauth.py); on with --easy-auth-key")
+    auth.add_argument("--easy-auth-key", help="PEM public key tokens must be signed with (easyauth keygen)")
+    auth.add_argument("--easy-auth-issuer", default=DEFAULT_ISSUER)
+    auth.add_argument("--easy-auth-audience", action="append", help=f"allowed audience (default {DEFAULT_AUDIENCE})")
+    auth.add_argument("--easy-auth-allow-anonymous", action="store_true", help="requireAuthentication off")
+    auth.add_argument("--easy-auth-claims", choices=CLAIM_NAMES, default="token", help="principal claim names")
     args = parser.parse_args(argv)
+    easy_auth = None
+    if args.easy_auth_key:
+        easy_auth = EasyAuthSettings(
+            issuer=args.easy_auth_issuer,
+            audiences=tuple(args.easy_auth_audience or [DEFAULT_AUDIENCE]),
+            public_key_pem=Path(args.easy_auth_key).read_bytes(),
+            require_authentication=not args.easy_auth_allow_anonymous,
+            claim_names=args.easy_auth_claims,
+        )
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -1377,6 +1418,7 @@ def main(argv: list[str] | None = None) -> int:
             blob_max_dequeue_count=args.max_dequeue,
             state_dir=args.state_dir or script_root / ".funchost",
             functions=args.functions,
+            easy_auth=easy_auth,
         )
         host.start()
     except HostStartupError as error:
@@ -1393,6 +1435,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [*host._timers, *host._blobs]:
         print(f"  {name}: {'timer' if name in host._timers else 'blob'} trigger")
     print(f"Function key: {host.function_key}\nMaster key: {host.master_key}  (in {host.state_dir / KEYS_FILE})")
+    if easy_auth is not None:
+        print(f"App Service authentication: issuer {easy_auth.issuer}, audiences {', '.join(easy_auth.audiences)}")
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
     host.stop()
