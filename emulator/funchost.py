@@ -42,6 +42,11 @@ App settings: the real host makes app settings environment variables of the work
 app runs in-process, so ``env=`` is exported into ``os.environ`` from ``start()`` to ``stop()`` and
 the previous values are restored afterwards (``export_env=False`` turns that off).
 
+App Service authentication: ``easy_auth=EasyAuthSettings(...)`` (CLI ``--easy-auth-key``) puts the
+emulation of ``emulator/easyauth.py`` in front of the HTTP routes: bearer tokens validated, 401 when
+required, client-sent ``X-MS-CLIENT-PRINCIPAL*`` headers always stripped, the validated principal
+injected, ``WEBSITE_AUTH_ENABLED=True`` set for the app. See docs/funchost.md.
+
 Admin API (master key), as the real host offers it: ``POST /admin/functions/<name>`` with
 ``{"input": "..."}`` fires a non-HTTP function now (timer: input ignored; blob: input is
 ``<container>/<blob name>``) and returns 202; ``GET /admin/host/status``.

@@ -224,3 +224,28 @@ def test_entra_without_platform_authentication_fails_closed_instead_of_trusting_
         response = requests.get(f"{host.api_url}/rollouts", headers=forged, timeout=10)
     assert response.status_code == 500
     assert "misconfigured" in response.json()["error"] and "WEBSITE_AUTH_ENABLED" in response.json()["error"]
+
+
+def test_the_easyauth_cli_mints_tokens_the_emulation_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emulator.easyauth import EasyAuth, EasyAuthSettings, main
+
+    assert main(["keygen", str(tmp_path)]) == 0
+    assert (tmp_path / "key.pem").stat().st_mode & 0o777 == 0o600
+    capsys.readouterr()
+    assert main(["token", "--key", str(tmp_path / "key.pem"), "--role", READ_ROLE, "--name", ADA]) == 0
+    token = capsys.readouterr().out.strip()
+    auth = EasyAuth(
+        EasyAuthSettings(
+            issuer=LocalTokenIssuer().issuer,
+            audiences=(LocalTokenIssuer().audience,),
+            public_key_pem=(tmp_path / "key.pub.pem").read_bytes(),
+        )
+    )
+    verdict = auth.apply({"Authorization": f"Bearer {token}", "X-MS-CLIENT-PRINCIPAL-NAME": "forged"})
+    assert verdict.status is None
+    assert verdict.headers["X-MS-CLIENT-PRINCIPAL-NAME"] == ADA
+    principal = json.loads(base64.b64decode(verdict.headers["X-MS-CLIENT-PRINCIPAL"]))
+    assert {"typ": "roles", "val": READ_ROLE} in principal["claims"]
+    assert set(principal) == {"auth_typ", "claims", "name_typ", "role_typ"}
