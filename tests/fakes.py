@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from rollout.adapters.tables import EVENT_KEY_SEPARATOR, EntityKeyError, check_key
 from rollout.model import (
     ExtensionSpec,
     FleetView,
@@ -217,8 +218,17 @@ class FakeProber:
         }
 
 
+def _keys(target: str, rollout_id: str | None = None) -> None:
+    """The Tables adapter's key rules (same checks, same ``InvalidKeyError``), before anything is touched."""
+    check_key(target, "target")
+    if rollout_id is not None:
+        check_key(rollout_id, "rollout id")
+        if EVENT_KEY_SEPARATOR in rollout_id:
+            raise EntityKeyError(f"rollout id {rollout_id[:60]!r} must not contain {EVENT_KEY_SEPARATOR!r}")
+
+
 class FakeStore:
-    """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter."""
+    """Implements ``rollout.ports.StateStore`` with ETags as counters and the key rules of the Tables adapter."""
 
     def __init__(self) -> None:
         self.targets: dict[str, TargetRecord] = {}
@@ -230,9 +240,11 @@ class FakeStore:
         return f'W/"{next(self._etags)}"'
 
     def get_target(self, key: str) -> TargetRecord | None:
+        _keys(key)
         return self.targets.get(key)
 
     def save_target(self, record: TargetRecord) -> TargetRecord:
+        _keys(record.key)
         current = self.targets.get(record.key)
         if (current.etag if current else None) != record.etag:
             raise ConcurrencyError(f"target {record.key} changed")
@@ -241,9 +253,11 @@ class FakeStore:
         return saved
 
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
+        _keys(target, rollout_id)
         return self.rollouts.get((target, rollout_id))
 
     def insert_rollout(self, rollout: Rollout) -> Rollout:
+        _keys(rollout.target, rollout.id)
         if (rollout.target, rollout.id) in self.rollouts:
             raise AlreadyExistsError(rollout.id)
         saved = rollout.evolve(etag=self._tag())
@@ -251,6 +265,7 @@ class FakeStore:
         return saved
 
     def update_rollout(self, rollout: Rollout) -> Rollout:
+        _keys(rollout.target, rollout.id)
         current = self.rollouts.get((rollout.target, rollout.id))
         if current is None or current.etag != rollout.etag:
             raise ConcurrencyError(rollout.id)
@@ -259,13 +274,16 @@ class FakeStore:
         return saved
 
     def list_rollouts(self, target: str) -> list[Rollout]:
+        _keys(target)
         found = [r for (t, _), r in self.rollouts.items() if t == target]
         return sorted(found, key=lambda r: r.created_at, reverse=True)
 
     def append_event(self, event: RolloutEvent) -> None:
+        _keys(event.target, event.rollout_id)
         self.events.append(event)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
+        _keys(target, rollout_id)
         found = [e for e in self.events if e.target == target and e.rollout_id == rollout_id]
         return sorted(found, key=lambda e: e.at)  # time order, as the Tables adapter returns them
 

@@ -705,6 +705,11 @@ def _replace_if_unchanged(table: TableClient, entity: Mapping[str, Any], etag: s
         raise ConcurrencyError(f"{what}: the row is gone (deleted since it was read)") from exc
 
 
+def check_key(value: str, what: str) -> str:
+    """The key rules this adapter enforces, for callers that must behave the same (tests/fakes.py)."""
+    return _check_key(value, what)
+
+
 _R = TypeVar("_R", Rollout, TargetRecord)
 
 
@@ -723,6 +728,7 @@ __all__ = [
     "EntityTooLargeError",
     "TableStateStore",
     "check_entity_size",
+    "check_key",
     "event_from_entity",
     "event_row_key",
     "event_to_entity",

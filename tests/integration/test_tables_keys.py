@@ -119,3 +119,20 @@ def test_any_text_is_either_a_plain_read_or_an_invalid_key_on_azurite(store: Tab
 
     read()
     assert {"read", "refused"} <= set(answers)
+
+
+@pytest.mark.parametrize("key", REFUSED + ACCEPTED, ids=lambda k: repr(k[:12]) + f"~{len(k)}")
+def test_the_fake_store_keeps_the_same_key_rules(key: str) -> None:
+    from tests.fakes import FakeStore
+
+    fake = FakeStore()
+    if key in REFUSED:
+        for call in (
+            lambda: fake.get_rollout(TARGET, key),
+            lambda: fake.list_rollouts(key),
+            lambda: fake.get_target(key),
+        ):
+            with pytest.raises(InvalidKeyError):
+                call()
+    else:
+        assert fake.get_rollout(TARGET, key) is None and fake.list_rollouts(key) == [] and fake.get_target(key) is None
