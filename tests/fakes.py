@@ -218,12 +218,12 @@ class FakeProber:
         }
 
 
-def _keys(target: str, rollout_id: str | None = None) -> None:
+def _keys(target: str, rollout_id: str | None = None, *, events: bool = False) -> None:
     """The Tables adapter's key rules (same checks, same ``InvalidKeyError``), before anything is touched."""
     check_key(target, "target")
     if rollout_id is not None:
         check_key(rollout_id, "rollout id")
-        if EVENT_KEY_SEPARATOR in rollout_id:
+        if events and EVENT_KEY_SEPARATOR in rollout_id:  # event row keys start with the rollout id
             raise EntityKeyError(f"rollout id {rollout_id[:60]!r} must not contain {EVENT_KEY_SEPARATOR!r}")
 
 
@@ -279,11 +279,11 @@ class FakeStore:
         return sorted(found, key=lambda r: r.created_at, reverse=True)
 
     def append_event(self, event: RolloutEvent) -> None:
-        _keys(event.target, event.rollout_id)
+        _keys(event.target, event.rollout_id, events=True)
         self.events.append(event)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
-        _keys(target, rollout_id)
+        _keys(target, rollout_id, events=True)
         found = [e for e in self.events if e.target == target and e.rollout_id == rollout_id]
         return sorted(found, key=lambda e: e.at)  # time order, as the Tables adapter returns them
 
