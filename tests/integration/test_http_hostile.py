@@ -10,6 +10,7 @@ a failure in CI fails the same way locally).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import function_app
+from emulator import appindex
+from rollout.access import OPERATE_ROLE, READ_ROLE
 from rollout.machine import COMMANDS
 from rollout.releases import ROLLOUT_ID_RE
 from tests.integration.test_function_app_rollout import App, user_function
@@ -29,6 +32,7 @@ from tests.integration.test_function_app_rollout import App, user_function
 pytestmark = pytest.mark.integration
 
 ALLOWED = {200, 400, 401, 403, 404, 409, 503}
+ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 EXAMPLES = 2000
 ROUTES = {
     "list": ("list_rollouts", "GET"),
@@ -262,3 +266,64 @@ def test_a_misconfigured_app_is_the_only_500(
     ]:
         status, payload = call(function, method, route)
         assert status == 500 and message in payload["error"]
+
+
+def _principal_header(claims: list[tuple[str, str]], extra: dict[str, Any]) -> str:
+    body = {"auth_typ": "aad", "claims": [{"typ": t, "val": v} for t, v in claims], **extra}
+    return base64.b64encode(json.dumps(body).encode()).decode()
+
+
+principal_headers = st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200),  # not Base64 JSON at all
+    json_values.map(lambda v: base64.b64encode(json.dumps(v).encode()).decode()),  # Base64 JSON of any shape
+    st.builds(
+        _principal_header,
+        st.lists(
+            st.tuples(
+                st.sampled_from(["roles", ROLE_URI, "name", "preferred_username", "oid", "upn", "azp", "x"]),
+                st.one_of(st.sampled_from([READ_ROLE, OPERATE_ROLE, "rollouts.operate", ""]), any_text),
+            ),
+            max_size=6,
+        ),
+        st.fixed_dictionaries({}, optional={"role_typ": any_text, "name_typ": any_text, "claims_extra": json_values}),
+    ),
+)
+
+
+def test_entra_mode_hostile_principals_are_401_or_403_never_a_500(
+    live: tuple[App, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same property with HTTP_AUTH=entra behind platform authentication: whatever principal header
+    arrives (garbage, any JSON, principals with any claims), the answer is JSON and never a 500."""
+    from tests.integration.test_funchost_auth import load_function_app
+
+    _, existing = live
+    module = load_function_app("entra", monkeypatch)
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    seen: list[int] = []
+
+    @settings(
+        max_examples=500,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        route=st.sampled_from(sorted(ROUTES)),
+        rollout_id=st.one_of(any_text, st.just(existing), valid_shape),
+        verb=st.one_of(st.sampled_from(COMMANDS), any_text),
+        body=bodies,
+        principal=st.one_of(st.none(), principal_headers),
+    )
+    def one_request(route: str, rollout_id: str, verb: str, body: bytes, principal: str | None) -> None:
+        hdrs = {} if principal is None else {"X-MS-CLIENT-PRINCIPAL": principal}
+        function, request = request_for(route, rollout_id, verb, body, hdrs, {})
+        response = appindex.user_function(module.app, function)(request)
+        seen.append(response.status_code)
+        assert response.mimetype == "application/json"
+        payload = json.loads(response.get_body())
+        assert response.status_code in ALLOWED, (route, principal, payload)
+
+    one_request()
+    assert len(seen) >= 500 and {200, 401, 403} <= set(seen)
