@@ -125,6 +125,13 @@ KEYS_FILE = "host_keys.json"
 RECEIPTS_FILE = "blob_receipts.json"
 DEFAULT_MAX_DEQUEUE_COUNT = 5
 _GENERIC_500 = b"Internal Server Error. The function failed; see the host log for the details."
+# "The HTTP request length is limited to 100 MB (104,857,600 bytes), and the URL length is limited to
+# 4 KB (4,096 bytes). These limits are specified by the httpRuntime element of the runtime's Web.config
+# file." (learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger, "Limits").
+# The URL limit comes from a Web.config, i.e. the Windows host; whether a Linux host has the same is not
+# documented, so it is a switch (max_url_bytes: None = no limit, the default; 4096 = that limit).
+MAX_REQUEST_BYTES = 104_857_600
+WEB_CONFIG_MAX_URL_BYTES = 4096
 
 
 class HostStartupError(RuntimeError):
@@ -579,13 +586,18 @@ class _Handler(BaseHTTPRequestHandler):
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
                 length = -1
-            if length < 0:
-                # A front end answers this itself; the request never reaches the host or the app.
-                status, headers, payload = _text_response(400, "Bad Request: invalid Content-Length")
+            refusal = self.server.host._refuse_request(self.path, length)
+            if refusal is not None:
+                # Answered in front of the host (the body is not read); the app never sees the request.
                 self.close_connection = True
-                self._send(status, headers, payload)
+                self._send(*refusal)
                 return
-            body = self.rfile.read(length) if length > 0 else b""
+            try:
+                body = self.rfile.read(length) if length > 0 else b""
+            except TimeoutError:
+                self.close_connection = True
+                self._send(*_text_response(408, "Request Timeout: the body was shorter than its Content-Length"))
+                return
             status, headers, payload = self.server.host._handle_http(
                 self.command, self.path, dict(self.headers.items()), body
             )
@@ -673,12 +685,14 @@ class LocalFunctionsHost:
         export_env: bool = True,
         functions: Iterable[str] | None = None,
         easy_auth: EasyAuthSettings | None = None,
+        max_url_bytes: int | None = None,
     ) -> None:
         self.app = load_app(app) if isinstance(app, str) else app
         self._env_overrides = dict(env or {})
         # App Service authentication in front of the HTTP routes (emulator/easyauth.py); the platform
         # then also tells the app so (WEBSITE_AUTH_ENABLED), which a caller's env cannot override.
         self._easy_auth = EasyAuth(easy_auth) if easy_auth is not None else None
+        self._max_url_bytes = max_url_bytes
         if easy_auth is not None:
             self._env_overrides.update(PLATFORM_ENV)
         self._http_host = http_host
@@ -1025,6 +1039,16 @@ class LocalFunctionsHost:
         server.host = self
         self._server = server
         self._spawn("http", server.serve_forever, 0.1)
+
+    def _refuse_request(self, raw_path: str, length: int) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The front end's own answers, before the host: a bad Content-Length, a request or URL too long."""
+        if length < 0:
+            return _text_response(400, "Bad Request: invalid Content-Length")
+        if length > MAX_REQUEST_BYTES:
+            return _text_response(413, f"Request Entity Too Large: at most {MAX_REQUEST_BYTES} bytes")
+        if self._max_url_bytes is not None and len(raw_path) > self._max_url_bytes:
+            return _text_response(414, f"URI Too Long: at most {self._max_url_bytes} bytes")
+        return None
 
     def _handle_http(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
@@ -1384,6 +1408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-dequeue", type=int, default=DEFAULT_MAX_DEQUEUE_COUNT)
     parser.add_argument("--functions", nargs="*", help="host only these functions")
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument(
+        "--max-url-bytes", type=int, help=f"answer 414 to longer URLs ({WEB_CONFIG_MAX_URL_BYTES}: the Windows host's)"
+    )
     auth = parser.add_argument_group("App Service authentication (emulator/easyauth.py); on with --easy-auth-key")
     auth.add_argument("--easy-auth-key", help="PEM public key tokens must be signed with (easyauth keygen)")
     auth.add_argument("--easy-auth-issuer", default=DEFAULT_ISSUER)
@@ -1424,6 +1451,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir or script_root / ".funchost",
             functions=args.functions,
             easy_auth=easy_auth,
+            max_url_bytes=args.max_url_bytes,
         )
         host.start()
     except HostStartupError as error:

@@ -96,6 +96,7 @@ def host(
     with LocalFunctionsHost(function_app.app, env=env, http_port=0, state_dir=tmp_path, functions=functions) as running:
         status, payload = send(running, "GET", "/api/rollouts", {"x-functions-key": running.function_key})
         assert status == 200
+        running.test_env = env  # type: ignore[attr-defined]  # for a second host on the same state
         yield running, payload["rollouts"][0]["id"]
     blobs.close()
 
@@ -181,3 +182,26 @@ def test_the_issue_reproduction_over_http(host: tuple[LocalFunctionsHost, str]) 
         running, "POST", "/api/rollouts/x/pause", {"x-functions-key": running.function_key, "Content-Length": "nope"}
     )
     assert status == 400
+
+
+def test_under_the_windows_hosts_4kb_url_limit_a_long_id_is_a_414_from_the_front(
+    host: tuple[LocalFunctionsHost, str], tmp_path: Any
+) -> None:
+    """The documented 4 KB URL limit (a switch: the Linux host's limit is not documented): the long id
+    never reaches the app, and nothing is a 500; a short hostile id still reaches it and is a JSON 404."""
+    running, _ = host
+    functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status"]
+    with LocalFunctionsHost(
+        function_app.app,
+        env=running.test_env,  # type: ignore[attr-defined]
+        http_port=0,
+        state_dir=tmp_path / "limited",
+        functions=functions,
+        max_url_bytes=4096,
+    ) as limited:
+        key = {"x-functions-key": limited.function_key}
+        status, _ = send(limited, "POST", "/api/rollouts/" + "x" * 5000 + "/pause", key)
+        assert status == 414
+        status, payload = send(limited, "POST", "/api/rollouts/" + "x" * 3000 + "/pause", key)
+        assert status == 404 and isinstance(payload, dict)
+        assert [i for i in limited.invocations if i.outcome == "failed"] == []
