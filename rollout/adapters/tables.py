@@ -43,7 +43,7 @@ Errors: the service only ever sees ``rollout.ports`` errors. ResourceNotFound ->
 ``TransientError``, anything else -> ``PortError`` with the service's message. A key that breaks
 the key rules (``EntityKeyError``, a ``rollout.ports.InvalidKeyError``) and a record that cannot be
 encoded or is too large (``EntityEncodingError``, a ``rollout.ports.InvalidRecordError``) are refused
-before any request; what the SDK itself refuses (``ValueError``/``TypeError``) is an ``InvalidRecordError``.
+before any request; text the client cannot encode (``UnicodeError``) is an ``InvalidRecordError``.
 """
 
 from __future__ import annotations
@@ -510,10 +510,11 @@ def map_storage_errors(what: str) -> Iterator[None]:
         raise PortError(f"{what}: HTTP {status}: {exc.message}") from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise TransientError(f"{what}: {exc}") from exc
-    except (ValueError, TypeError) as exc:
-        # The SDK's own argument checks and text it cannot encode (UnicodeError is a ValueError):
-        # the request never left, and sending it again would fail the same way.
-        raise InvalidRecordError(f"{what}: the table client refused the request: {exc}") from exc
+    except UnicodeError as exc:
+        # Text the client cannot encode for the wire: the request never left, and would fail the same
+        # way again. (Only UnicodeError: callers such as the blobs adapter raise their own ValueErrors
+        # inside this block and expect them to pass through.)
+        raise InvalidRecordError(f"{what}: the request cannot be encoded: {exc}") from exc
 
 
 # (account url, table name) pairs this process has already created: creating is one round trip

@@ -136,3 +136,14 @@ def test_the_fake_store_keeps_the_same_key_rules(key: str) -> None:
                 call()
     else:
         assert fake.get_rollout(TARGET, key) is None and fake.list_rollouts(key) == [] and fake.get_target(key) is None
+
+
+def test_text_the_client_cannot_encode_is_an_invalid_record_and_other_value_errors_pass_through() -> None:
+    from rollout.adapters.tables import map_storage_errors
+
+    with pytest.raises(InvalidRecordError, match="cannot be encoded"), map_storage_errors("write x"):
+        "lone \ud800".encode("utf-8")
+    # The blobs adapter raises its own ValueErrors inside the same block; they are not swallowed.
+    with pytest.raises(ValueError, match="mine") as info, map_storage_errors("read x"):
+        raise ValueError("mine")
+    assert not isinstance(info.value, PortError)
