@@ -3,8 +3,10 @@
 * ``release_uploaded`` (blob, Event Grid source, bound to a ``BlobClient``): a release blob landed ->
   check its size, read it, then start, queue or reject it.
 * ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
-* ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP, function key):
-  status, the operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet.
+* ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
+  operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
+  them is ``HTTP_AUTH`` (``rollout.access``): function keys, or App Service authentication with
+  Microsoft Entra ID app roles. Every answer is JSON; 500 only for a misconfigured app.
 
 Runs unchanged under ``func start`` (Core Tools) and in Azure; locally ``emulator.funchost`` fires
 the same functions.
@@ -14,24 +16,39 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
+from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
 from rollout.bootstrap import service_from_environment
 from rollout.machine import COMMANDS, CommandError
-from rollout.ports import PortError
+from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
+from rollout.releases import rollout_id_problem
 from rollout.service import RolloutNotFoundError
-from rollout.settings import SettingsError
+from rollout.settings import SettingsError, http_auth_at_startup, platform_auth_enabled
 from rollout.views import fleet_json, rollout_detail, rollout_summary, target_json
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Auth levels are fixed when the functions are indexed, so HTTP_AUTH is read once here. In entra mode
+# the routes are anonymous to the Functions host: App Service authentication in front rejects calls
+# without a valid token (Return401), and "When using one of these function app-level security methods,
+# you should set the HTTP-triggered function authorization level to anonymous"
+# (learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger, "Secure an HTTP
+# endpoint in production"). Every call still checks the principal and its app role (rollout.access),
+# and fails closed (500) unless the platform says authentication is on.
+HTTP_AUTH = http_auth_at_startup(os.environ)
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS if HTTP_AUTH == "entra" else func.AuthLevel.FUNCTION)
 log = logging.getLogger("function_app")
 
 MAX_BODY_BYTES = 4096
 MAX_REASON_CHARS = 500
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # The trigger hands over a BlobClient (the SDK-type binding), not the content: with func.InputStream
@@ -66,40 +83,60 @@ def advance_rollouts(timer: func.TimerRequest) -> None:
 
 @app.route(route="rollouts", methods=["GET"])
 def list_rollouts(req: func.HttpRequest) -> func.HttpResponse:
-    return _http(lambda service: _list(service))
+    return _http(req, READ_ROLE, "list rollouts", lambda service, caller: _list(service))
 
 
 @app.route(route="rollouts/{id}", methods=["GET"])
 def get_rollout(req: func.HttpRequest) -> func.HttpResponse:
-    rollout_id = req.route_params.get("id", "")
-    return _http(lambda service: (200, rollout_detail(*service.get(rollout_id))))
+    def run(service: Any, caller: Caller) -> tuple[int, Any]:
+        rollout_id = _rollout_id(req)
+        return 200, rollout_detail(*service.get(rollout_id))
+
+    return _http(req, READ_ROLE, "view a rollout", run)
 
 
 @app.route(route="fleet", methods=["GET"])
 def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _http(lambda service: (200, fleet_json(service.fleet())))
+    return _http(req, READ_ROLE, "view the fleet", lambda service, caller: (200, fleet_json(service.fleet())))
 
 
 @app.route(route="rollouts/{id}/{verb}", methods=["POST"])
 def steer_rollout(req: func.HttpRequest) -> func.HttpResponse:
-    rollout_id, verb = req.route_params.get("id", ""), req.route_params.get("verb", "")
-    if verb not in COMMANDS:
-        return _json(404, {"error": f"unknown verb {verb!r}; expected one of {', '.join(COMMANDS)}"})
-    try:
-        body = _command_body(req.get_body(), verb)
-    except ValueError as exc:
-        return _json(400, {"error": str(exc)})
-    # Behind App Service authentication the caller's name is in this header; with a function key
-    # alone we only know "a key holder".
-    actor = req.headers.get("x-ms-client-principal-name") or "operator (function key)"
-
-    def run(service: Any) -> tuple[int, Any]:
+    def run(service: Any, caller: Caller) -> tuple[int, Any]:
+        verb = req.route_params.get("verb", "")
+        if verb not in COMMANDS:
+            raise _Refused(404, f"unknown verb {_shorten(verb)}; expected one of {', '.join(COMMANDS)}")
+        rollout_id = _rollout_id(req)
+        try:
+            body = _command_body(req.get_body(), verb)
+        except ValueError as exc:
+            raise _Refused(400, str(exc)) from None
         outcome = service.command(
-            rollout_id, verb, actor=actor, reason=body.get("reason", ""), rollback=body.get("rollback", False)
+            rollout_id, verb, actor=caller.actor, reason=body.get("reason", ""), rollback=body.get("rollback", False)
         )
         return 200, outcome.as_dict()
 
-    return _http(run)
+    return _http(req, OPERATE_ROLE, "steer rollouts", run)
+
+
+class _Refused(Exception):
+    """The request itself is wrong (bad id, verb or body): answered with ``status`` before any work."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _rollout_id(req: func.HttpRequest) -> str:
+    """The route's rollout id, checked against the shape rollout ids have before it reaches storage.
+
+    Anything else cannot name a rollout: 404 (an unknown rollout, as for a well-formed id that does not
+    exist), saying why, without echoing more than the start of it."""
+    rollout_id = req.route_params.get("id", "")
+    problem = rollout_id_problem(rollout_id)
+    if problem is not None:
+        raise _Refused(404, f"no such rollout: {problem}")
+    return rollout_id
 
 
 def _list(service: Any) -> tuple[int, Any]:
@@ -115,26 +152,55 @@ def _command_body(raw: bytes, verb: str) -> dict[str, Any]:
         raise ValueError(f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8/16/32, not JSON, nested too deep
+        raise ValueError(f"body is not valid JSON: {_shorten(str(exc))}") from None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
     allowed = {"reason", "rollback"} if verb == "abort" else {"reason"}
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}; {verb} takes {', '.join(sorted(allowed))}")
+        names = ", ".join(unknown)
+        names = names if len(names) <= 60 else names[:60] + "..."
+        raise ValueError(f"unknown field(s) {names}; {verb} takes {', '.join(sorted(allowed))}")
     if "rollback" in body and not isinstance(body["rollback"], bool):
         raise ValueError('"rollback" must be true or false')
-    if "reason" in body and (not isinstance(body["reason"], str) or len(body["reason"]) > MAX_REASON_CHARS):
-        raise ValueError(f'"reason" must be a string of at most {MAX_REASON_CHARS} characters')
+    if "reason" in body and not _is_reason(body["reason"]):
+        raise ValueError(
+            f'"reason" must be a string of at most {MAX_REASON_CHARS} characters without control characters'
+        )
     return body
 
 
-def _http(run: Any) -> func.HttpResponse:
+def _is_reason(value: Any) -> bool:
+    if not isinstance(value, str) or len(value) > MAX_REASON_CHARS or _CONTROL_CHARS.search(value):
+        return False
     try:
-        _, service = service_from_environment()
-        status, payload = run(service)
+        value.encode("utf-8")  # JSON may carry unpaired surrogates ("\ud800"): not text, not storable
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _http(
+    req: func.HttpRequest, needs: str, action: str, run: Callable[[Any, Caller], tuple[int, Any]]
+) -> func.HttpResponse:
+    """Settings -> who is calling -> the request's own checks -> the service; every answer is JSON."""
+    try:
+        settings, service = service_from_environment()
+        if settings.http_auth != HTTP_AUTH:
+            raise SettingsError(
+                f"HTTP_AUTH is {settings.http_auth!r} but the routes were declared for {HTTP_AUTH!r} when the app "
+                "started; restart the function app"
+            )
+        decision = authorize(settings.http_auth, platform_auth_enabled(os.environ), req.headers, needs, action)
+        if isinstance(decision, Denied):
+            if decision.status >= 500:
+                log.error("%s", decision.message)
+            return _json(decision.status, {"error": decision.message})
+        status, payload = run(service, decision)
         return _json(status, payload)
+    except _Refused as exc:
+        return _json(exc.status, {"error": str(exc)})
     except RolloutNotFoundError as exc:
         return _json(404, {"error": f"no rollout {exc.args[0]!r} on this scale set"})
     except CommandError as exc:
@@ -142,9 +208,23 @@ def _http(run: Any) -> func.HttpResponse:
     except SettingsError as exc:
         log.error("%s", exc)
         return _json(500, {"error": str(exc)})
+    except InvalidKeyError as exc:
+        return _json(400, {"error": f"not a valid key for the state store: {exc}"})
+    except InvalidRecordError as exc:
+        log.warning("state the store cannot hold: %s", exc)
+        return _json(409, {"error": f"the rollout's state cannot be stored: {exc}"})
     except PortError as exc:
         log.warning("backend error: %s", exc)
         return _json(503, {"error": f"a backend is unavailable, try again: {exc}"})
+    except Exception:  # noqa: BLE001 - the last resort: log it, answer JSON, never a traceback
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unexpected error in %s (incident %s)", action, incident)
+        return _json(500, {"error": f"internal error (incident {incident}); the details are in the app's log"})
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    """``repr`` of at most ``limit`` characters: an answer never echoes a huge or hostile input whole."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _json(status: int, payload: Any) -> func.HttpResponse:

@@ -45,6 +45,11 @@ App settings: the real host makes app settings environment variables of the work
 app runs in-process, so ``env=`` is exported into ``os.environ`` from ``start()`` to ``stop()`` and
 the previous values are restored afterwards (``export_env=False`` turns that off).
 
+App Service authentication: ``easy_auth=EasyAuthSettings(...)`` (CLI ``--easy-auth-key``) puts the
+emulation of ``emulator/easyauth.py`` in front of the HTTP routes: bearer tokens validated, 401 when
+required, client-sent ``X-MS-CLIENT-PRINCIPAL*`` headers always stripped, the validated principal
+injected, ``WEBSITE_AUTH_ENABLED=True`` set for the app. See docs/funchost.md.
+
 Admin API (master key), as the real host offers it: ``POST /admin/functions/<name>`` with
 ``{"input": "..."}`` fires a non-HTTP function now (timer: input ignored; blob: input is
 ``<container>/<blob name>``) and returns 202; ``GET /admin/host/status``.
@@ -105,6 +110,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azurefunctions.extensions.base import Datum, get_binding_registry
 
 from emulator import appindex
+from emulator.easyauth import CLAIM_NAMES, DEFAULT_AUDIENCE, DEFAULT_ISSUER, PLATFORM_ENV, EasyAuth, EasyAuthSettings
 from emulator.ncrontab import NCrontabError, parse_schedule
 
 __all__ = [
@@ -127,6 +133,13 @@ KEYS_FILE = "host_keys.json"
 RECEIPTS_FILE = "blob_receipts.json"
 DEFAULT_MAX_DEQUEUE_COUNT = 5
 _GENERIC_500 = b"Internal Server Error. The function failed; see the host log for the details."
+# "The HTTP request length is limited to 100 MB (104,857,600 bytes), and the URL length is limited to
+# 4 KB (4,096 bytes). These limits are specified by the httpRuntime element of the runtime's Web.config
+# file." (learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger, "Limits").
+# The URL limit comes from a Web.config, i.e. the Windows host; whether a Linux host has the same is not
+# documented, so it is a switch (max_url_bytes: None = no limit, the default; 4096 = that limit).
+MAX_REQUEST_BYTES = 104_857_600
+WEB_CONFIG_MAX_URL_BYTES = 4096
 
 
 class HostStartupError(RuntimeError):
@@ -630,14 +643,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            refusal = self.server.host._refuse_request(self.path, length)
+            if refusal is not None:
+                # Answered in front of the host (the body is not read); the app never sees the request.
+                self.close_connection = True
+                self._send(*refusal)
+                return
+            try:
+                body = self.rfile.read(length) if length > 0 else b""
+            except TimeoutError:
+                self.close_connection = True
+                self._send(*_text_response(408, "Request Timeout: the body was shorter than its Content-Length"))
+                return
             status, headers, payload = self.server.host._handle_http(
                 self.command, self.path, dict(self.headers.items()), body
             )
         except Exception:
             log.exception("host error serving %s %s", self.command, self.path)
             status, headers, payload = _text_response(500, _GENERIC_500)
+        self._send(status, headers, payload)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -715,9 +745,17 @@ class LocalFunctionsHost:
         keys: HostKeys | None = None,
         export_env: bool = True,
         functions: Iterable[str] | None = None,
+        easy_auth: EasyAuthSettings | None = None,
+        max_url_bytes: int | None = None,
     ) -> None:
         self.app = load_app(app) if isinstance(app, str) else app
         self._env_overrides = dict(env or {})
+        # App Service authentication in front of the HTTP routes (emulator/easyauth.py); the platform
+        # then also tells the app so (WEBSITE_AUTH_ENABLED), which a caller's env cannot override.
+        self._easy_auth = EasyAuth(easy_auth) if easy_auth is not None else None
+        self._max_url_bytes = max_url_bytes
+        if easy_auth is not None:
+            self._env_overrides.update(PLATFORM_ENV)
         self._http_host = http_host
         self._http_port = http_port
         self._route_prefix = route_prefix.strip("/")
@@ -1090,6 +1128,16 @@ class LocalFunctionsHost:
         self._server = server
         self._spawn("http", server.serve_forever, 0.1)
 
+    def _refuse_request(self, raw_path: str, length: int) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The front end's own answers, before the host: a bad Content-Length, a request or URL too long."""
+        if length < 0:
+            return _text_response(400, "Bad Request: invalid Content-Length")
+        if length > MAX_REQUEST_BYTES:
+            return _text_response(413, f"Request Entity Too Large: at most {MAX_REQUEST_BYTES} bytes")
+        if self._max_url_bytes is not None and len(raw_path) > self._max_url_bytes:
+            return _text_response(414, f"URI Too Long: at most {self._max_url_bytes} bytes")
+        return None
+
     def _handle_http(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -1099,6 +1147,13 @@ class LocalFunctionsHost:
         path = split.path
         if path.rstrip("/") == "/admin" or path.startswith("/admin/"):
             return self._handle_admin(method, path, presented, body)
+        if self._easy_auth is not None:
+            # Before the Functions host sees anything, as App Service authentication does.
+            verdict = self._easy_auth.apply(headers)
+            if verdict.status is not None:
+                log.info("App Service authentication refused %s %s: %s", method, path, verdict.reason)
+                return _text_response(verdict.status, "Unauthorized")
+            headers = verdict.headers
         prefix = f"/{self._route_prefix}" if self._route_prefix else ""
         if prefix and not (path == prefix or path.startswith(prefix + "/")):
             return _text_response(404, "Not Found")
@@ -1477,7 +1532,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-dequeue", type=int, default=DEFAULT_MAX_DEQUEUE_COUNT)
     parser.add_argument("--functions", nargs="*", help="host only these functions")
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument(
+        "--max-url-bytes", type=int, help=f"answer 414 to longer URLs ({WEB_CONFIG_MAX_URL_BYTES}: the Windows host's)"
+    )
+    auth = parser.add_argument_group("App Service authentication (emulator/easyauth.py); on with --easy-auth-key")
+    auth.add_argument("--easy-auth-key", help="PEM public key tokens must be signed with (easyauth keygen)")
+    auth.add_argument("--easy-auth-issuer", default=DEFAULT_ISSUER)
+    auth.add_argument("--easy-auth-audience", action="append", help=f"allowed audience (default {DEFAULT_AUDIENCE})")
+    auth.add_argument("--easy-auth-allow-anonymous", action="store_true", help="requireAuthentication off")
+    auth.add_argument("--easy-auth-claims", choices=CLAIM_NAMES, default="token", help="principal claim names")
     args = parser.parse_args(argv)
+    easy_auth = None
+    if args.easy_auth_key:
+        easy_auth = EasyAuthSettings(
+            issuer=args.easy_auth_issuer,
+            audiences=tuple(args.easy_auth_audience or [DEFAULT_AUDIENCE]),
+            public_key_pem=Path(args.easy_auth_key).read_bytes(),
+            require_authentication=not args.easy_auth_allow_anonymous,
+            claim_names=args.easy_auth_claims,
+        )
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -1501,6 +1574,8 @@ def main(argv: list[str] | None = None) -> int:
             blob_max_dequeue_count=args.max_dequeue,
             state_dir=args.state_dir or script_root / ".funchost",
             functions=args.functions,
+            easy_auth=easy_auth,
+            max_url_bytes=args.max_url_bytes,
         )
         host.start()
     except HostStartupError as error:
@@ -1517,6 +1592,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [*host._timers, *host._blobs]:
         print(f"  {name}: {'timer' if name in host._timers else 'blob'} trigger")
     print(f"Function key: {host.function_key}\nMaster key: {host.master_key}  (in {host.state_dir / KEYS_FILE})")
+    if easy_auth is not None:
+        print(f"App Service authentication: issuer {easy_auth.issuer}, audiences {', '.join(easy_auth.audiences)}")
     with contextlib.suppress(KeyboardInterrupt):
         stopped.wait()
     host.stop()

@@ -64,7 +64,16 @@ class AlreadyExistsError(PortError):
     """An insert found the row already there."""
 
 
-class RecordTooLargeError(PortError):
+class InvalidRecordError(PortError):
+    """The store cannot hold this record or key (a key breaking the store's key rules, an entity too
+    large or not encodable). Retrying does not help: the input or the record has to change."""
+
+
+class InvalidKeyError(InvalidRecordError):
+    """A key (for Azure Tables: PartitionKey or RowKey) the store's key rules refuse."""
+
+
+class RecordTooLargeError(InvalidRecordError):
     """A record exceeds what the state store can hold (Azure Tables: 64 KiB per string property,
     1 MiB per entity). Not transient: the same record fails the same way on every attempt."""
 
@@ -200,6 +209,8 @@ __all__ = [
     "ConcurrencyError",
     "ConflictError",
     "InstanceView",
+    "InvalidKeyError",
+    "InvalidRecordError",
     "NotFoundError",
     "Notifier",
     "PortError",

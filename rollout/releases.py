@@ -268,3 +268,24 @@ def _release_extension(release: Release, defaults: ExtensionDefaults) -> Extensi
 def rollout_id_for(release: Release) -> str:
     """Deterministic, so a duplicate event for the same content finds the same row."""
     return f"{release.app.lower()}-v{release.version}-{release.sha256[:10]}"
+
+
+# Every id ``rollout_id_for`` can make, and nothing else: the app part of _NAME_RE lowercased, the
+# version as ``int`` prints it (at most MAX_VERSION: 9 digits, no leading zero), 10 hex digits of the
+# content hash. ASCII only, so it is also a valid Azure Tables RowKey (no '/', '\\', '#', '?',
+# control characters; far below 1 KiB) and safe in a URL path segment.
+# Use fullmatch: "$" would also accept a trailing newline.
+ROLLOUT_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}-v(?:0|[1-9][0-9]{0,8})-[0-9a-f]{10}")
+MAX_ROLLOUT_ID_CHARS = 63 + 2 + 9 + 1 + 10
+
+
+def rollout_id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a rollout id (a sentence that never echoes more than 40 characters of it), or None."""
+    if not text:
+        return "the rollout id is empty"
+    if len(text) > MAX_ROLLOUT_ID_CHARS:
+        return f"the rollout id is {len(text)} characters long; rollout ids have at most {MAX_ROLLOUT_ID_CHARS}"
+    if ROLLOUT_ID_RE.fullmatch(text) is None:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        return f"{shown!r} is not a rollout id (<app>-v<N>-<10 hex digits>, for example install_nginx-v7-0123456789)"
+    return None

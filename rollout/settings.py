@@ -54,7 +54,23 @@ SETTINGS_READ: tuple[str, ...] = (
     "PROBE_EXPECT_STATUS",
     "PROBE_BODY_PATTERN",
     "PROBE_TIMEOUT_SECONDS",
+    "HTTP_AUTH",
 )
+
+# Who may call the operator API (README "The operator API"): routes need a function key and the actor
+# is recorded as "function key", or App Service authentication (Microsoft Entra ID) is in front and the
+# actor and app roles come from the validated principal.
+HTTP_AUTH_MODES: tuple[str, ...] = ("function-key", "entra")
+DEFAULT_HTTP_AUTH = "function-key"
+
+# Read-only variables the platform itself sets (not app settings; infra/ must not set them).
+# WEBSITE_AUTH_ENABLED: "Read-only. Injected into a Windows or Linux app to indicate whether App Service
+# authentication is enabled." (learn.microsoft.com/azure/app-service/reference-app-settings, section
+# "Authentication & Authorization"). Its value is "True" when on; Microsoft.Identity.Web compares it
+# with "true" ignoring case (AzureAD/microsoft-identity-web,
+# src/Microsoft.Identity.Web/AppServicesAuth/AppServicesAuthenticationInformation.cs).
+PLATFORM_AUTH_SIGNAL = "WEBSITE_AUTH_ENABLED"
+PLATFORM_SIGNALS_READ: tuple[str, ...] = (PLATFORM_AUTH_SIGNAL,)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
 _CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -105,6 +121,7 @@ class Settings:
     tick_schedule: str = "*/30 * * * * *"
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
+    http_auth: str = DEFAULT_HTTP_AUTH  # one of HTTP_AUTH_MODES
 
     @property
     def target_key(self) -> str:
@@ -167,6 +184,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     file_auth = get("EXTENSION_FILE_AUTH", "managedIdentity") or "managedIdentity"
     if file_auth not in ("managedIdentity", "none"):
         problems.append(f"EXTENSION_FILE_AUTH={file_auth!r} must be 'managedIdentity' or 'none'")
+
+    http_auth = get("HTTP_AUTH", DEFAULT_HTTP_AUTH) or DEFAULT_HTTP_AUTH
+    if http_auth not in HTTP_AUTH_MODES:
+        problems.append(f"HTTP_AUTH={http_auth!r} must be one of {', '.join(repr(m) for m in HTTP_AUTH_MODES)}")
 
     prefix = get("STATE_TABLE_PREFIX", "") or ""
     if prefix and not re.match(r"^[A-Za-z][A-Za-z0-9]{0,30}$", prefix):
@@ -231,7 +252,23 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         tick_schedule=get("ROLLOUT_TICK_SCHEDULE", "*/30 * * * * *") or "*/30 * * * * *",
         policy=policy,
         probe=probe,
+        http_auth=http_auth,
     )
+
+
+def http_auth_at_startup(env: Mapping[str, str]) -> str:
+    """The HTTP_AUTH mode to declare the routes with, at import time (auth levels are fixed then).
+
+    Never raises, and fails closed: only a valid ``entra`` gives anonymous routes (App Service
+    authentication in front); anything else keeps function keys, and a bad value is then reported by
+    ``load_settings`` on every call (a 500 naming HTTP_AUTH)."""
+    value = (env.get("HTTP_AUTH") or "").strip()
+    return "entra" if value == "entra" else DEFAULT_HTTP_AUTH
+
+
+def platform_auth_enabled(env: Mapping[str, str]) -> bool:
+    """Whether the platform says App Service authentication is on (WEBSITE_AUTH_ENABLED, see above)."""
+    return (env.get(PLATFORM_AUTH_SIGNAL) or "").strip().lower() == "true"
 
 
 def _connection(

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from rollout.adapters.tables import event_to_entity, rollout_to_entity, target_to_entity
+from rollout.adapters.tables import (
+    EVENT_KEY_SEPARATOR,
+    EntityKeyError,
+    check_key,
+    event_to_entity,
+    rollout_to_entity,
+    target_to_entity,
+)
 from rollout.model import (
     ExtensionSpec,
     FleetView,
@@ -265,6 +272,15 @@ class FakeProber:
         }
 
 
+def _keys(target: str, rollout_id: str | None = None, *, events: bool = False) -> None:
+    """The Tables adapter's key rules (same checks, same ``InvalidKeyError``), before anything is touched."""
+    check_key(target, "target")
+    if rollout_id is not None:
+        check_key(rollout_id, "rollout id")
+        if events and EVENT_KEY_SEPARATOR in rollout_id:  # event row keys start with the rollout id
+            raise EntityKeyError(f"rollout id {rollout_id[:60]!r} must not contain {EVENT_KEY_SEPARATOR!r}")
+
+
 class FakeStore:
     """Implements ``rollout.ports.StateStore`` with ETags as counters, like the Tables adapter.
 
@@ -282,6 +298,7 @@ class FakeStore:
         return f'W/"{next(self._etags)}"'
 
     def get_target(self, key: str) -> TargetRecord | None:
+        _keys(key)
         return self.targets.get(key)
 
     def check_fits(self, record: Rollout | TargetRecord) -> None:
@@ -291,6 +308,7 @@ class FakeStore:
             target_to_entity(record)
 
     def save_target(self, record: TargetRecord) -> TargetRecord:
+        _keys(record.key)
         target_to_entity(record)
         current = self.targets.get(record.key)
         if (current.etag if current else None) != record.etag:
@@ -300,9 +318,11 @@ class FakeStore:
         return saved
 
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
+        _keys(target, rollout_id)
         return self.rollouts.get((target, rollout_id))
 
     def insert_rollout(self, rollout: Rollout) -> Rollout:
+        _keys(rollout.target, rollout.id)
         rollout_to_entity(rollout)
         if (rollout.target, rollout.id) in self.rollouts:
             raise AlreadyExistsError(rollout.id)
@@ -311,6 +331,7 @@ class FakeStore:
         return saved
 
     def update_rollout(self, rollout: Rollout) -> Rollout:
+        _keys(rollout.target, rollout.id)
         rollout_to_entity(rollout)
         current = self.rollouts.get((rollout.target, rollout.id))
         if current is None or current.etag != rollout.etag:
@@ -320,14 +341,17 @@ class FakeStore:
         return saved
 
     def list_rollouts(self, target: str) -> list[Rollout]:
+        _keys(target)
         found = [r for (t, _), r in self.rollouts.items() if t == target]
         return sorted(found, key=lambda r: r.created_at, reverse=True)
 
     def append_event(self, event: RolloutEvent) -> None:
+        _keys(event.target, event.rollout_id, events=True)
         event_to_entity(event)
         self.events.append(event)
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
+        _keys(target, rollout_id, events=True)
         found = [e for e in self.events if e.target == target and e.rollout_id == rollout_id]
         return sorted(found, key=lambda e: e.at)  # time order, as the Tables adapter returns them
 

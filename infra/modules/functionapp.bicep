@@ -69,9 +69,9 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// Settings not read by rollout/settings.py: the Functions platform's own, and HTTP_AUTH.
+// The Functions platform's own settings, and HTTP_AUTH (rollout/settings.py reads it; it follows entraClientId).
 var platformSettings = {
-  // Read by function_app.py's HTTP auth: `entra` = trust only the principal App Service authentication
+  // The HTTP routes' auth (rollout/settings.py, rollout/access.py): `entra` = trust only the principal App Service authentication
   // validated (X-MS-CLIENT-PRINCIPAL, app roles Rollouts.Read / Rollouts.Operate); `function-key` = keys only.
   HTTP_AUTH: empty(entraClientId) ? 'function-key' : 'entra'
   // Host storage with the app's identity: blob leases, timer schedule monitor, blob trigger receipts.

@@ -40,7 +40,10 @@ do not point STATE_TABLE_PREFIX at a shared account you would not trust with the
 Errors: the service only ever sees ``rollout.ports`` errors. ResourceNotFound -> ``None`` on reads
 (``ConcurrencyError`` on conditional updates: the row was deleted under us), ResourceExists ->
 ``AlreadyExistsError``, HTTP 412 -> ``ConcurrencyError``, 408/429/5xx and connection failures ->
-``TransientError``, anything else -> ``PortError`` with the service's message.
+``TransientError``, anything else -> ``PortError`` with the service's message. A key that breaks
+the key rules (``EntityKeyError``, a ``rollout.ports.InvalidKeyError``) and a record that cannot be
+encoded or is too large (``EntityEncodingError``, a ``rollout.ports.InvalidRecordError``) are refused
+before any request; text the client cannot encode (``UnicodeError``) is an ``InvalidRecordError``.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ from rollout.model import (
 from rollout.ports import (
     AlreadyExistsError,
     ConcurrencyError,
+    InvalidKeyError,
+    InvalidRecordError,
     NotFoundError,
     PortError,
     RecordTooLargeError,
@@ -95,7 +100,8 @@ EVENT_KEY_SEPARATOR: Final = "~"
 # Azure Table limits (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model)
 MAX_STRING_PROPERTY_BYTES: Final = 64 * 1024  # UTF-16: 32 K code units
 MAX_ENTITY_BYTES: Final = 1024 * 1024
-MAX_KEY_CHARS: Final = 512  # keys are at most 1 KiB of UTF-16
+MAX_KEY_BYTES: Final = 1024  # keys hold at most 1 KiB of UTF-16: 512 BMP characters, fewer outside the BMP
+# "Characters Disallowed in Key Fields" (same page): '/', '\\', '#', '?', U+0000-U+001F, U+007F-U+009F.
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _PREFIX_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]{0,30})?$")
 
@@ -109,8 +115,15 @@ DEFAULT_CLIENT_OPTIONS: Final[Mapping[str, Any]] = {
 }
 
 
-class EntityEncodingError(ValueError):
-    """A record cannot be stored as a Table entity (bad key, naive datetime, unknown JSON value)."""
+class EntityEncodingError(InvalidRecordError, ValueError):
+    """A record cannot be stored as a Table entity (bad key, naive datetime, unknown JSON value).
+
+    A ``rollout.ports.InvalidRecordError``: callers that only know the ports see "the store cannot
+    hold this", never an adapter-specific exception (and it stays a ValueError for older callers)."""
+
+
+class EntityKeyError(EntityEncodingError, InvalidKeyError):
+    """A PartitionKey or RowKey that Azure Tables' key rules refuse (checked before any request)."""
 
 
 class EntityTooLargeError(EntityEncodingError, RecordTooLargeError):
@@ -124,15 +137,39 @@ class EntityTooLargeError(EntityEncodingError, RecordTooLargeError):
 
 
 def _check_key(value: str, what: str) -> str:
-    if not value:
-        raise EntityEncodingError(f"{what} must not be empty")
-    if len(value) > MAX_KEY_CHARS:
-        raise EntityEncodingError(f"{what} is {len(value)} characters; Azure Tables keys hold at most 512")
+    """``value`` if Azure Tables accepts it as a PartitionKey/RowKey, else ``EntityKeyError`` (a PortError).
+
+    Checked before any request, so a hostile key never reaches the wire (and the message never echoes
+    more than the start of it)."""
+    if not isinstance(value, str) or not value:
+        raise EntityKeyError(f"{what} must be a non-empty string")
+    shown = _shorten(value)
+    if _unpaired_surrogate(value):
+        # A lone surrogate cannot be encoded at all (not as UTF-16, not as UTF-8 for the request URL).
+        raise EntityKeyError(f"{what}={shown} is not valid Unicode text (an unpaired surrogate)")
+    size = _utf16_bytes(value)
+    if size > MAX_KEY_BYTES:
+        raise EntityKeyError(
+            f"{what} is {len(value)} characters ({size} bytes as UTF-16); Azure Tables keys hold at most 1 KiB"
+        )
     if _FORBIDDEN_KEY_CHARS.search(value):
-        raise EntityEncodingError(
-            f"{what}={value!r} contains a character Azure Tables forbids in keys ('/', '\\', '#', '?', control)"
+        raise EntityKeyError(
+            f"{what}={shown} contains a character Azure Tables forbids in keys ('/', '\\', '#', '?', control)"
         )
     return value
+
+
+def _unpaired_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    """``repr`` of at most ``limit`` characters of ``text``: error messages never echo a huge input."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _encode_dt(value: datetime, what: str) -> datetime:
@@ -290,7 +327,7 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
     }
     if EVENT_KEY_SEPARATOR in rollout.id:
         # The events range query relies on the id not containing the separator.
-        raise EntityEncodingError(f"rollout.id={rollout.id!r} must not contain {EVENT_KEY_SEPARATOR!r}")
+        raise EntityKeyError(f"rollout.id={_shorten(rollout.id)} must not contain {EVENT_KEY_SEPARATOR!r}")
     if rollout.batch_started_at is not None:
         entity["batch_started_at"] = _encode_dt(rollout.batch_started_at, "batch_started_at")
     if rollout.paused_from is not None:
@@ -392,7 +429,7 @@ def event_range(rollout_id: str) -> tuple[str, str]:
 def event_to_entity(event: RolloutEvent, row_key: str | None = None) -> dict[str, Any]:
     """``row_key`` defaults to a fresh unique key: two appends of the same event are two rows."""
     if EVENT_KEY_SEPARATOR in event.rollout_id:
-        raise EntityEncodingError(f"event.rollout_id={event.rollout_id!r} must not contain {EVENT_KEY_SEPARATOR!r}")
+        raise EntityKeyError(f"event.rollout_id={_shorten(event.rollout_id)} must not contain {EVENT_KEY_SEPARATOR!r}")
     if row_key is None:
         row_key = event_row_key(event.rollout_id, event.at, _next_sequence(), secrets.token_hex(4))
     entity: dict[str, Any] = {
@@ -427,7 +464,7 @@ def event_from_entity(entity: Mapping[str, Any]) -> RolloutEvent:
 
 
 def _utf16_bytes(text: str) -> int:
-    return len(text.encode("utf-16-le"))
+    return len(text.encode("utf-16-le", "surrogatepass"))
 
 
 def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
@@ -443,6 +480,8 @@ def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
             total += _utf16_bytes(str(value))
             continue
         if isinstance(value, str):
+            if _unpaired_surrogate(value):
+                raise EntityEncodingError(f"{what}: property {name!r} is not valid Unicode (an unpaired surrogate)")
             size = _utf16_bytes(value)
             if size > MAX_STRING_PROPERTY_BYTES:
                 raise EntityTooLargeError(
@@ -472,6 +511,8 @@ def map_storage_errors(what: str) -> Iterator[None]:
     """Translate azure-core errors into rollout.ports errors (the service never sees azure.*)."""
     try:
         yield
+    except PortError:
+        raise  # our own checks (EntityKeyError...) inside the block are ports errors already
     except ResourceExistsError as exc:
         raise AlreadyExistsError(f"{what}: already exists") from exc
     except ResourceNotFoundError as exc:
@@ -485,6 +526,11 @@ def map_storage_errors(what: str) -> Iterator[None]:
         raise PortError(f"{what}: HTTP {status}: {exc.message}") from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise TransientError(f"{what}: {exc}") from exc
+    except UnicodeError as exc:
+        # Text the client cannot encode for the wire: the request never left, and would fail the same
+        # way again. (Only UnicodeError: callers such as the blobs adapter raise their own ValueErrors
+        # inside this block and expect them to pass through.)
+        raise InvalidRecordError(f"{what}: the request cannot be encoded: {exc}") from exc
 
 
 # (account url, table name) pairs this process has already created: creating is one round trip
@@ -552,10 +598,11 @@ class TableStateStore:
     # -- targets ------------------------------------------------------------------------------
 
     def get_target(self, key: str) -> TargetRecord | None:
+        _check_key(key, "target key")  # keys are checked before any request, table creation included
         table = self._table(self.targets_table)
         with map_storage_errors(f"read target {key}"):
             try:
-                entity = table.get_entity(TARGETS_PARTITION, _check_key(key, "target key"))
+                entity = table.get_entity(TARGETS_PARTITION, key)
             except ResourceNotFoundError:
                 return None
         return target_from_entity(entity, entity.metadata.get("etag"))
@@ -592,10 +639,12 @@ class TableStateStore:
     # -- rollouts -----------------------------------------------------------------------------
 
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
+        _check_key(target, "target")
+        _check_key(rollout_id, "rollout id")
         table = self._table(self.rollouts_table)
-        with map_storage_errors(f"read rollout {target}/{rollout_id}"):
+        with map_storage_errors(f"read rollout {target}/{_shorten(rollout_id)}"):
             try:
-                entity = table.get_entity(_check_key(target, "target"), _check_key(rollout_id, "rollout id"))
+                entity = table.get_entity(target, rollout_id)
             except ResourceNotFoundError:
                 return None
         return rollout_from_entity(entity, entity.metadata.get("etag"))
@@ -622,11 +671,10 @@ class TableStateStore:
 
     def list_rollouts(self, target: str) -> list[Rollout]:
         """Every rollout of ``target``, newest first (created_at, then id, both descending)."""
+        _check_key(target, "target")
         table = self._table(self.rollouts_table)
         with map_storage_errors(f"list rollouts of {target}"):
-            entities = list(
-                table.query_entities("PartitionKey eq @pk", parameters={"pk": _check_key(target, "target")})
-            )
+            entities = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": target}))
         rollouts = [rollout_from_entity(e, e.metadata.get("etag")) for e in entities]
         rollouts.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return rollouts
@@ -649,13 +697,17 @@ class TableStateStore:
 
     def list_events(self, target: str, rollout_id: str) -> list[RolloutEvent]:
         """The events of one rollout in time order (then append order): one partition range query."""
+        _check_key(target, "target")
+        _check_key(rollout_id, "rollout id")
+        if EVENT_KEY_SEPARATOR in rollout_id:
+            raise EntityKeyError(f"rollout id {_shorten(rollout_id)} must not contain {EVENT_KEY_SEPARATOR!r}")
         low, high = event_range(rollout_id)
         table = self._table(self.events_table)
-        with map_storage_errors(f"list events of {target}/{rollout_id}"):
+        with map_storage_errors(f"list events of {target}/{_shorten(rollout_id)}"):
             entities = list(
                 table.query_entities(
                     "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
-                    parameters={"pk": _check_key(target, "target"), "low": low, "high": high},
+                    parameters={"pk": target, "low": low, "high": high},
                 )
             )
         return [event_from_entity(e) for e in entities]
@@ -677,6 +729,11 @@ def _replace_if_unchanged(table: TableClient, entity: Mapping[str, Any], etag: s
         raise ConcurrencyError(f"{what}: the row is gone (deleted since it was read)") from exc
 
 
+def check_key(value: str, what: str) -> str:
+    """The key rules this adapter enforces, for callers that must behave the same (tests/fakes.py)."""
+    return _check_key(value, what)
+
+
 _R = TypeVar("_R", Rollout, TargetRecord)
 
 
@@ -691,9 +748,11 @@ def _with_etag(record: _R, meta: Mapping[str, Any]) -> _R:
 __all__ = [
     "DEFAULT_CLIENT_OPTIONS",
     "EntityEncodingError",
+    "EntityKeyError",
     "EntityTooLargeError",
     "TableStateStore",
     "check_entity_size",
+    "check_key",
     "event_from_entity",
     "event_row_key",
     "event_to_entity",

@@ -91,9 +91,7 @@ NOT_SET_IN_AZURE = {
 }
 
 # Settings read by the app outside rollout/settings.py, and by what.
-READ_OUTSIDE_SETTINGS_PY = {
-    "HTTP_AUTH": "function_app.py's HTTP auth (entra = App Service authentication principal, function-key = keys)",
-}
+READ_OUTSIDE_SETTINGS_PY: dict[str, str] = {}
 
 # Settings the Functions platform reads (not rollout/settings.py); anything else unknown is a typo.
 PLATFORM_SETTINGS = {

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rollout.settings import SETTINGS_READ, SettingsError, load_settings
+from rollout.settings import (
+    PLATFORM_SIGNALS_READ,
+    SETTINGS_READ,
+    SettingsError,
+    http_auth_at_startup,
+    load_settings,
+    platform_auth_enabled,
+)
 
 REQUIRED = {
     "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
@@ -62,6 +69,10 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"LATENCY_RATIO": "2.5"}, None),
         ({"ROLLBACK_REIMAGE": "maybe"}, "ROLLBACK_REIMAGE='maybe' must be true or false"),
         ({"VMSS_NAME": "bad/name"}, "not a valid scale set name"),
+        ({"HTTP_AUTH": "entra"}, None),
+        ({"HTTP_AUTH": "function-key"}, None),
+        ({"HTTP_AUTH": "aad"}, "HTTP_AUTH='aad' must be one of 'function-key', 'entra'"),
+        ({"HTTP_AUTH": "Entra"}, "HTTP_AUTH='Entra'"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str | None) -> None:
@@ -93,3 +104,23 @@ def test_the_sample_settings_file_lists_every_setting_the_code_reads() -> None:
     # (azurefunctions/extensions/bindings/blob/utils.py): locally that would break the trigger.
     assert [name for name in IDENTITY_ONLY if name in values] == []
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+
+
+def test_http_auth_defaults_to_function_keys_and_the_route_level_fails_closed() -> None:
+    assert load_settings(REQUIRED).http_auth == "function-key"
+    assert load_settings({**REQUIRED, "HTTP_AUTH": "entra"}).http_auth == "entra"
+    # The import-time choice of auth level: only a valid "entra" drops the function keys.
+    assert http_auth_at_startup({"HTTP_AUTH": "entra"}) == "entra"
+    for value in (None, "", "function-key", "aad", "ENTRA", "entra "):
+        env = {} if value is None else {"HTTP_AUTH": value}
+        expected = "entra" if value == "entra " else "function-key"  # surrounding blanks are trimmed, as everywhere
+        assert http_auth_at_startup(env) == expected, value
+
+
+def test_the_platform_auth_signal_is_read_as_app_service_sets_it() -> None:
+    assert platform_auth_enabled({"WEBSITE_AUTH_ENABLED": "True"})
+    assert platform_auth_enabled({"WEBSITE_AUTH_ENABLED": "true"})
+    for value in (None, "", "False", "1", "yes"):
+        assert not platform_auth_enabled({} if value is None else {"WEBSITE_AUTH_ENABLED": value}), value
+    # A platform variable, not an app setting: infra/ must not set it, so it is not in SETTINGS_READ.
+    assert "WEBSITE_AUTH_ENABLED" in PLATFORM_SIGNALS_READ and "WEBSITE_AUTH_ENABLED" not in SETTINGS_READ
