@@ -79,6 +79,11 @@ var platformSettings = {
   // The Event Grid blob trigger's `ReleaseStorage` connection also needs the queue endpoint
   // (poison-message queue) besides ReleaseStorage__blobServiceUri from the contract.
   ReleaseStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
+  // The documentation disagrees on whether an identity connection needs `__credential`: the blob connection
+  // section asks for the service URIs only, the common identity properties say `managedidentity` for managed
+  // identity (tests/data/azure-app-settings.json cites both). Set, it satisfies either reading; with no
+  // `__clientId` next to it the system-assigned identity is used (the blob binding's utils.py, 1.1.2).
+  ReleaseStorage__credential: 'managedidentity'
   APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
   // Entra ID auth for telemetry (local auth is disabled on the component).
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
