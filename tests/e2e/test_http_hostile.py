@@ -17,18 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-import azurefunctions.extensions.bindings.blob as blob_sdk
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import function_app
-from emulator import appindex
-from emulator.funchost import LocalFunctionsHost, blob_model_binding_data, decode_sdk_binding
+from emulator.funchost import LocalFunctionsHost
 from rollout.adapters.blobs import ReleaseBlobs
 from rollout.machine import COMMANDS
 from rollout.releases import ROLLOUT_ID_RE
-from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
+from tests.fixtures.appenv import fire_release_uploaded, function_app_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -70,28 +68,14 @@ def host(
     blobs.ensure_container()
     v0 = blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n")
     handle = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
-    env = {
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "VMSS_RESOURCE_GROUP": handle.resource_group,
-        "VMSS_NAME": handle.name,
-        "ARM_ENDPOINT": arm_emulator.url,
-        "ARM_CA_BUNDLE": arm_emulator.ca_bundle,
-        "ARM_TOKEN": EMULATOR_TOKEN,
-        "ReleaseStorage": azurite.connection_string,
-        "StateStorage": azurite.connection_string,
-        "RELEASE_CONTAINER": container,
-        "STATE_TABLE_PREFIX": azurite_names.table_prefix,
-        "BAKE_SECONDS": "3600",
-        "PROBE_PORT": str(handle.port),
-        "PROBE_TIMEOUT_SECONDS": "1",
-    }
+    env = function_app_env(
+        handle, arm_emulator, azurite.connection_string, container, azurite_names.table_prefix, BAKE_SECONDS="3600"
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("HTTP_AUTH", raising=False)
     blobs.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
-    data = blob_model_binding_data("ReleaseStorage", container, "install_nginx.v1.sh")
-    client = decode_sdk_binding("blobTrigger", blob_sdk.BlobClient, data)
-    appindex.user_function(function_app.app, "release_uploaded")(client=client)
+    fire_release_uploaded(function_app.app, container, "install_nginx.v1.sh")
     functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status"]
     with LocalFunctionsHost(function_app.app, env=env, http_port=0, state_dir=tmp_path, functions=functions) as running:
         status, payload = send(running, "GET", "/api/rollouts", {"x-functions-key": running.function_key})

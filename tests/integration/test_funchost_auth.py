@@ -13,16 +13,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import azurefunctions.extensions.bindings.blob as blob_sdk
 import pytest
 import requests
 
-from emulator import appindex
 from emulator.easyauth import LocalTokenIssuer
-from emulator.funchost import LocalFunctionsHost, blob_model_binding_data, decode_sdk_binding
+from emulator.funchost import LocalFunctionsHost
 from rollout.access import OPERATE_ROLE, READ_ROLE
 from rollout.adapters.blobs import ReleaseBlobs
-from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
+from tests.fixtures.appenv import fire_release_uploaded, function_app_env
 
 pytestmark = pytest.mark.integration
 
@@ -58,22 +56,15 @@ def settings_env(
     blobs.ensure_container()
     v0 = blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n")
     handle = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
-    env = {
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "VMSS_RESOURCE_GROUP": handle.resource_group,
-        "VMSS_NAME": handle.name,
-        "ARM_ENDPOINT": arm_emulator.url,
-        "ARM_CA_BUNDLE": arm_emulator.ca_bundle,
-        "ARM_TOKEN": EMULATOR_TOKEN,
-        "ReleaseStorage": azurite.connection_string,
-        "StateStorage": azurite.connection_string,
-        "RELEASE_CONTAINER": container,
-        "STATE_TABLE_PREFIX": azurite_names.table_prefix,
-        "BAKE_SECONDS": "3600",
-        "PROBE_PORT": str(handle.port),
-        "PROBE_TIMEOUT_SECONDS": "1",
-        "ROLLOUT_TICK_SCHEDULE": "0 0 0 1 1 *",
-    }
+    env = function_app_env(
+        handle,
+        arm_emulator,
+        azurite.connection_string,
+        container,
+        azurite_names.table_prefix,
+        BAKE_SECONDS="3600",
+        ROLLOUT_TICK_SCHEDULE="0 0 0 1 1 *",
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
@@ -84,9 +75,7 @@ def settings_env(
 def start_release(module: ModuleType, ctx: dict[str, Any]) -> None:
     """The blob trigger of the same app, called as the host calls it: a rollout to look at and steer."""
     ctx["blobs"].upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
-    data = blob_model_binding_data("ReleaseStorage", ctx["container"], "install_nginx.v1.sh")
-    client = decode_sdk_binding("blobTrigger", blob_sdk.BlobClient, data)
-    appindex.user_function(module.app, "release_uploaded")(client=client)
+    fire_release_uploaded(module.app, ctx["container"], "install_nginx.v1.sh")
 
 
 def host_for(module: ModuleType, env: dict[str, str], tmp_path: Path, **kwargs: Any) -> LocalFunctionsHost:

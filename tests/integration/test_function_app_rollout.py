@@ -12,16 +12,15 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import azure.functions as func
-import azurefunctions.extensions.bindings.blob as blob_sdk
 import pytest
 import requests
 from azure.functions.timer import TimerRequest
 
 import function_app
 from emulator import appindex
-from emulator.funchost import blob_model_binding_data, decode_sdk_binding
 from rollout.adapters.blobs import ReleaseBlobs
-from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
+from tests.fixtures.appenv import fire_release_uploaded, function_app_env
+from tests.fixtures.emulator import SUBSCRIPTION_ID
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +42,7 @@ class App:
         self.blobs.upload(name, content)
         # What the worker hands the function: a BlobClient built by the blob extension's own converter
         # from the host's binding data (connection name, container, blob name); nothing downloaded.
-        data = blob_model_binding_data("ReleaseStorage", self.container, name)
-        user_function("release_uploaded")(client=decode_sdk_binding("blobTrigger", blob_sdk.BlobClient, data))
+        fire_release_uploaded(function_app.app, self.container, name)
 
     def tick(self) -> None:
         user_function("advance_rollouts")(timer=TimerRequest(past_due=False))
@@ -85,23 +83,16 @@ def app(
     blobs.ensure_container()
     v0_url = blobs.upload("install_nginx.sh", V0)
     handle = make_scale_set(5, extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"})
-    env = {
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "VMSS_RESOURCE_GROUP": handle.resource_group,
-        "VMSS_NAME": handle.name,
-        "ARM_ENDPOINT": arm_emulator.url,
-        "ARM_CA_BUNDLE": arm_emulator.ca_bundle,
-        "ARM_TOKEN": EMULATOR_TOKEN,
-        "ReleaseStorage": azurite.connection_string,
-        "StateStorage": azurite.connection_string,
-        "RELEASE_CONTAINER": container,
-        "STATE_TABLE_PREFIX": azurite_names.table_prefix,
-        "BAKE_SECONDS": "1",
-        "FAILURE_THRESHOLD": "2",
-        "PROBE_PORT": str(handle.port),
-        "PROBE_TIMEOUT_SECONDS": "1",
-        "PROBE_BODY_PATTERN": "Welcome to nginx",
-    }
+    env = function_app_env(
+        handle,
+        arm_emulator,
+        azurite.connection_string,
+        container,
+        azurite_names.table_prefix,
+        BAKE_SECONDS="1",
+        FAILURE_THRESHOLD="2",
+        PROBE_BODY_PATTERN="Welcome to nginx",
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     application = App(blobs, container)

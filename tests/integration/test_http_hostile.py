@@ -27,6 +27,7 @@ from emulator import appindex
 from rollout.access import OPERATE_ROLE, READ_ROLE
 from rollout.machine import COMMANDS
 from rollout.releases import ROLLOUT_ID_RE
+from tests.fixtures.appenv import function_app_env
 from tests.integration.test_function_app_rollout import App, user_function
 
 pytestmark = pytest.mark.integration
@@ -115,28 +116,15 @@ def live(
     azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[App, str]]:
     from rollout.adapters.blobs import ReleaseBlobs
-    from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
 
     container = azurite_names.container
     blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=container)
     blobs.ensure_container()
     v0 = blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n")
     handle = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
-    env = {
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "VMSS_RESOURCE_GROUP": handle.resource_group,
-        "VMSS_NAME": handle.name,
-        "ARM_ENDPOINT": arm_emulator.url,
-        "ARM_CA_BUNDLE": arm_emulator.ca_bundle,
-        "ARM_TOKEN": EMULATOR_TOKEN,
-        "ReleaseStorage": azurite.connection_string,
-        "StateStorage": azurite.connection_string,
-        "RELEASE_CONTAINER": container,
-        "STATE_TABLE_PREFIX": azurite_names.table_prefix,
-        "BAKE_SECONDS": "3600",
-        "PROBE_PORT": str(handle.port),
-        "PROBE_TIMEOUT_SECONDS": "1",
-    }
+    env = function_app_env(
+        handle, arm_emulator, azurite.connection_string, container, azurite_names.table_prefix, BAKE_SECONDS="3600"
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("HTTP_AUTH", raising=False)

@@ -30,7 +30,7 @@ from emulator.azurite import AzuriteService, run_azurite
 from emulator.funchost import LocalFunctionsHost
 from rollout.adapters.tables import TableStateStore
 from rollout.releases import MAX_SCRIPT_BYTES
-from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID
+from tests.fixtures.appenv import function_app_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,21 +84,14 @@ def test_a_huge_release_is_rejected_from_its_size_and_the_worker_stays_flat(
             "commandToExecute": "bash install_nginx.sh",
         },
     )
-    env = {
-        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION_ID,
-        "VMSS_RESOURCE_GROUP": handle.resource_group,
-        "VMSS_NAME": handle.name,
-        "ARM_ENDPOINT": arm_emulator.url,
-        "ARM_CA_BUNDLE": arm_emulator.ca_bundle,
-        "ARM_TOKEN": EMULATOR_TOKEN,
-        "ReleaseStorage": conn,
-        "StateStorage": conn,
-        "RELEASE_CONTAINER": azurite_names.container,
-        "STATE_TABLE_PREFIX": azurite_names.table_prefix,
-        "ROLLOUT_TICK_SCHEDULE": "0 0 0 1 1 *",
-        "PROBE_PORT": str(handle.port),
-        "PROBE_TIMEOUT_SECONDS": "1",
-    }
+    env = function_app_env(
+        handle,
+        arm_emulator,
+        conn,
+        azurite_names.container,
+        azurite_names.table_prefix,
+        ROLLOUT_TICK_SCHEDULE="0 0 0 1 1 *",
+    )
     service = BlobServiceClient.from_connection_string(conn)
     container = service.create_container(azurite_names.container)
     store = TableStateStore.from_connection_string(conn, azurite_names.table_prefix)
