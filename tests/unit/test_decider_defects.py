@@ -241,3 +241,13 @@ def test_budgeted_rollback_reimages_within_the_budget_too() -> None:
     observed = fleet(I("0", latest=True), I("1", latest=True), I("2", latest=True), I("3"), model=OLD)
     decision = decide(r, observed, policy, LATER)
     assert decision.actions == (ReimageInstances(("0",)),)
+
+
+# --- a mutation survivor that was a real bug: "consecutive" unhealthy observations -----------------
+
+
+def test_a_healthy_observation_while_promoting_resets_the_unhealthy_streak() -> None:
+    r = rollout(Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0",), unhealthy_streak=2)
+    decision = decide(r, fleet(I("0", latest=True), I("1"), I("2")), POLICY, LATER)
+    assert decision.actions == (UpgradeInstances(("1", "2"), "batch"),)
+    assert decision.rollout.unhealthy_streak == 0  # the next unhealthy observation is the first again
