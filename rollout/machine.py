@@ -506,6 +506,8 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         return _start_rollback(plan, f"an upgraded instance failed: {watched.reason}")
     if watched.verdict is Verdict.UNHEALTHY:
         return _count_unhealthy(plan, policy, f"an upgraded instance is unhealthy: {watched.reason}")
+    if watched.verdict is Verdict.SUCCESSFUL:
+        plan.update(unhealthy_streak=0)  # FAILURE_THRESHOLD counts consecutive unhealthy observations
 
     outdated = [v for v in fleet.instances if not v.latest_model_applied]
     if not outdated:
