@@ -604,8 +604,13 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         return plan.wait("rollback: restoring the baseline model")
 
     rollout = plan.rollout
-    allowed = None if policy.rollback_mode == "all-at-once" else policy.calculate_max_unavailable(len(fleet.instances))
     moved = set(rollout.upgraded_ids)
+    allowed = None if policy.rollback_mode == "all-at-once" else policy.calculate_max_unavailable(len(fleet.instances))
+    down = _unavailable(fleet)
+    if allowed is not None and not down & moved:
+        # Instances down for other reasons (never on the release) must not stall the rollback for
+        # ever: with none of its own instances down, it always takes one more healthy one at a time.
+        allowed = max(allowed, len(down) + 1)
     touched = [v for v in fleet.instances if v.instance_id in moved]
     behind = [v for v in touched if not v.latest_model_applied]
     fresh = [

@@ -251,3 +251,15 @@ def test_a_healthy_observation_while_promoting_resets_the_unhealthy_streak() -> 
     decision = decide(r, fleet(I("0", latest=True), I("1"), I("2")), POLICY, LATER)
     assert decision.actions == (UpgradeInstances(("1", "2"), "batch"),)
     assert decision.rollout.unhealthy_streak == 0  # the next unhealthy observation is the first again
+
+
+def test_a_budgeted_rollback_is_not_stalled_by_instances_down_for_other_reasons() -> None:
+    # MAX_UNAVAILABLE=1 and instance 3 (never on the release) is down: a rollback still moves one
+    # healthy instance at a time, never more, rather than waiting for ever.
+    policy = RolloutPolicy(max_unavailable=1)
+    r = rollout(Phase.ROLLING_BACK, upgraded_ids=("0", "1"), rollback_reason="x")
+    observed = fleet(I("0"), I("1"), I("2"), I("3", probe=BAD), model=OLD)
+    decision = decide(r, observed, policy, LATER)
+    assert decision.actions == (UpgradeInstances(("0",), "rollback"),)
+    moving = fleet(I("0", state="Updating", probe=None), I("1"), I("2"), I("3", probe=BAD), model=OLD)
+    assert decide(decision.rollout, moving, policy, LATER + timedelta(seconds=30)).actions == ()
