@@ -158,6 +158,19 @@ def test_a_scale_out_of_a_broken_release_is_not_left_behind_by_the_rollback() ->
     assert all(world.scale_set.healthy(i) for i in world.scale_set.instances)
 
 
+def test_an_unhealthy_scale_out_on_the_release_blocks_succeeded_and_is_rolled_back() -> None:
+    world = make_world()
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    [new] = world.scale_set.scale_out(1)
+    world.scale_set.instances[new].forced_unhealthy = True  # the release does not come up on it
+    assert ticks(world, rid, Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED) is Phase.ROLLED_BACK
+    rollout = world.store.get_rollout(TARGET, rid)
+    assert rollout is not None and f"instance {new}" in rollout.rollback_reason
+    assert on(world, "install_nginx.sh"), world.scale_set.releases()
+    assert all(world.scale_set.healthy(i) for i in world.scale_set.instances)
+
+
 class _LateCompute:
     """Host A's compute: its manualupgrade is held back (in flight) until ``land`` is called."""
 
