@@ -142,6 +142,13 @@ param minHealthyInstances int = 1
 @description('Script releases: reimage instances moved back to the baseline (a fresh disk).')
 param rollbackReimage bool = true
 
+@description('How a rollback uses capacity: unhealthy instances at once, healthy ones within maxUnavailable ("budgeted"), or every instance in one call ("all-at-once").')
+@allowed([
+  'budgeted'
+  'all-at-once'
+])
+param rollbackMode string = 'budgeted'
+
 @description('Canary vs baseline median latency ratio that counts as unhealthy; "0" = off.')
 param latencyRatio string = '0'
 
@@ -235,6 +242,7 @@ module functionApp 'modules/functionapp.bicep' = {
       UPGRADE_RETRY_SECONDS: string(upgradeRetrySeconds)
       MIN_HEALTHY_INSTANCES: string(minHealthyInstances)
       ROLLBACK_REIMAGE: rollbackReimage ? 'true' : 'false'
+      ROLLBACK_MODE: rollbackMode
       LATENCY_RATIO: latencyRatio
       LATENCY_MIN_DELTA_MS: latencyMinDeltaMs
       PROBE_PATH: probePath

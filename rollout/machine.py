@@ -13,6 +13,8 @@ Operator commands (abort, pause, resume, promote, promote-full, retry) are pure 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -144,14 +146,18 @@ def _decide(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, now: date
     plan = _Plan(rollout, now)
     if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING):
         drift = _model_drift(rollout, fleet)
-        # Before the canary is chosen the model is ours to write; after, a different model is drift.
-        if drift is not None and (rollout.phase is not Phase.CANARY or rollout.canary_ids):
+        if drift is None:
+            drift = _foreign_drift(plan, fleet)
+        elif rollout.phase is Phase.CANARY and not rollout.canary_ids:
+            drift = None  # before the canary is chosen the model is ours to write; after, it is drift
+        if drift is not None:
             # Someone rewrote the model while we were promoting: any batch now would ship their
             # model, not ours. Stop and ask a human instead of guessing.
             plan.update(paused_from=rollout.phase)
             plan.transition(Phase.FAILED, drift)
             plan.act(Notify(f"{rollout.release.label} stopped: {drift}"))
             return plan.decision()
+        _record_on_release(plan, fleet)
     if rollout.phase is Phase.CANARY:
         return _decide_canary(plan, fleet, policy)
     if rollout.phase is Phase.BAKING:
@@ -169,6 +175,67 @@ def _model_drift(rollout: Rollout, fleet: FleetView) -> str | None:
     if rollout.desired.matches(fleet.model) or fleet.provisioning_state.lower() == "updating":
         return None
     return "the scale set model no longer holds this release (changed outside the rollout)"
+
+
+def _foreign_digest(rollout: Rollout, model: ModelSpec) -> str:
+    """A digest of the parts of ``model`` the release does not own, as far as ARM lets us read them."""
+    if rollout.release.kind is ReleaseKind.SCRIPT:
+        part: Any = (model.image_id or "").lower()
+    else:
+        ext = model.extension
+        part = None
+        if ext is not None:
+            part = [ext.name, ext.publisher, ext.type, ext.type_handler_version.split(".")[0]]
+            part += [dict(ext.settings), ext.force_update_tag or None]
+    text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _foreign_drift(plan: _Plan, fleet: FleetView) -> str | None:
+    """Someone edited a part of the model the release does not own (the image during a script
+    release): the release's part still matches, so ``_model_drift`` cannot see it, but every
+    instance is outdated again and any further upgrade would ship their edit with ours. Stop, like
+    for a change of our own part. The digest is taken once the release's part is on the model."""
+    rollout = plan.rollout
+    if fleet.provisioning_state.lower() == "updating" or not rollout.desired.matches(fleet.model):
+        return None
+    digest = _foreign_digest(rollout, fleet.model)
+    if not rollout.foreign_model:
+        plan.update(foreign_model=digest)
+        return None
+    if digest == rollout.foreign_model:
+        return None
+    what = "image" if rollout.release.kind is ReleaseKind.SCRIPT else "extension"
+    return (
+        f"the scale set model changed outside the rollout: its {what}, which this release does not own, "
+        "was edited (every instance is outdated again)"
+    )
+
+
+def _on_release_model(rollout: Rollout, fleet: FleetView) -> bool:
+    """Does the scale set model hold the release (so an instance with the latest model runs it)?"""
+    if fleet.provisioning_state.lower() == "updating" or not rollout.desired.matches(fleet.model):
+        return False
+    return rollout.baseline is None or not rollout.baseline.matches(fleet.model)
+
+
+def _record_on_release(plan: _Plan, fleet: FleetView) -> None:
+    """Every instance observed with the latest model while the model holds the release runs it,
+    whoever put it there: a scale-out created from the release's model, an upgrade that landed late.
+    They count as upgraded (never upgraded again, watched, and moved back by a rollback)."""
+    if not _on_release_model(plan.rollout, fleet):
+        return
+    known = set(plan.rollout.upgraded_ids)
+    new = sort_ids(v.instance_id for v in fleet.instances if v.latest_model_applied and v.instance_id not in known)
+    if not new:
+        return
+    plan.update(upgraded_ids=tuple(sort_ids(known | set(new))))
+    plan.event(
+        "InstancesOnRelease",
+        f"{', '.join(new)} observed on {plan.rollout.release.label} without an upgrade by this rollout "
+        "(e.g. created by a scale-out): counted as upgraded",
+        instances=new,
+    )
 
 
 def _start_rollback(plan: _Plan, reason: str, actor: str = "controller") -> Decision:
@@ -203,25 +270,63 @@ def _judge(views: Sequence[InstanceView], plan: _Plan, fleet: FleetView, policy:
     )
 
 
-def _reissue_stalled(plan: _Plan, ids: Sequence[str], fleet: FleetView, policy: RolloutPolicy, purpose: str) -> None:
+def _unavailable(fleet: FleetView) -> set[str]:
+    return {v.instance_id for v in fleet.instances if assess_instance(v) is not Health.HEALTHY}
+
+
+def _within_budget(candidates: Sequence[InstanceView], fleet: FleetView, allowed: int | None) -> list[str]:
+    """The candidates that may be taken down now: the unavailable ones cost nothing (they are down
+    already), healthy ones only while fewer than ``allowed`` instances are unavailable (None: no limit)."""
+    down = _unavailable(fleet)
+    free = [v.instance_id for v in candidates if v.instance_id in down]
+    healthy = [v.instance_id for v in candidates if v.instance_id not in down]
+    if allowed is not None:
+        healthy = healthy[: max(0, allowed - len(down))]
+    return sort_ids(free + healthy)
+
+
+def _reissue_stalled(
+    plan: _Plan,
+    ids: Sequence[str],
+    fleet: FleetView,
+    policy: RolloutPolicy,
+    purpose: str,
+    allowed: int | None,
+) -> None:
     """Re-issue an upgrade that never started: lost in a crash, refused, or throttled.
 
     ``batch_started_at is None`` means the service knows the call failed; otherwise wait for
     ``upgrade_retry_seconds`` first, because ARM may not show the instance Updating at once.
+    The budget is computed again against this observation (the fleet may have shrunk, instances
+    that were down when the batch was chosen may be healthy now): a batch is trimmed to it, the
+    instances left out go back to the outdated pool for a later batch.
     """
     stalled = [
-        v.instance_id
-        for v in _observed(ids, fleet)
-        if not v.latest_model_applied and assess_instance(v) is not Health.UPDATING
+        v for v in _observed(ids, fleet) if not v.latest_model_applied and assess_instance(v) is not Health.UPDATING
     ]
     if not stalled:
         return
     started = plan.rollout.batch_started_at
     if started is not None and (plan.now - started).total_seconds() < policy.upgrade_retry_seconds:
         return
+    chosen = _within_budget(stalled, fleet, allowed)
+    left = sort_ids(v.instance_id for v in stalled if v.instance_id not in chosen)
+    if left and purpose == "batch":
+        plan.update(
+            batch_ids=tuple(i for i in plan.rollout.batch_ids if i not in left),
+            upgraded_ids=tuple(i for i in plan.rollout.upgraded_ids if i not in left),
+        )
+        plan.event(
+            "BatchTrimmed",
+            f"batch {plan.rollout.batch_number}: {', '.join(left)} left out of the re-issue: "
+            f"{len(_unavailable(fleet))} instance(s) unavailable, max unavailable {allowed}",
+            instances=left,
+        )
+    if not chosen:
+        return
     plan.update(batch_started_at=plan.now)
-    plan.act(UpgradeInstances(tuple(stalled), "retry" if started is not None else purpose))
-    plan.event("UpgradeIssued", f"upgrade (re)issued for {', '.join(stalled)}", instances=stalled)
+    plan.act(UpgradeInstances(tuple(chosen), "retry" if started is not None else purpose))
+    plan.event("UpgradeIssued", f"upgrade (re)issued for {', '.join(chosen)}", instances=chosen)
 
 
 def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
@@ -242,22 +347,7 @@ def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         plan.event("CanaryLost", f"canary instance(s) {', '.join(gone)} left the scale set")
         plan.update(canary_ids=tuple(canaries), batch_ids=tuple(canaries))
     if not canaries:
-        healthy = [v.instance_id for v in fleet.instances if assess_instance(v) is Health.HEALTHY]
-        if not healthy:
-            if _past_deadline(plan, policy):
-                return _start_rollback(plan, "no healthy instance to use as the canary")
-            return plan.wait("waiting for a healthy instance to use as the canary")
-        chosen = tuple(sort_ids(healthy)[: policy.canary_count])
-        plan.update(
-            canary_ids=chosen,
-            batch_ids=chosen,
-            batch_started_at=plan.now,
-            upgraded_ids=tuple(sort_ids(set(plan.rollout.upgraded_ids) | set(chosen))),
-            last_progress_at=plan.now,
-        )
-        plan.act(UpgradeInstances(chosen, "canary"))
-        plan.event("CanaryStarted", f"upgrading canary instance(s) {', '.join(chosen)}", instances=list(chosen))
-        return plan.wait(f"upgrading the canary: instance(s) {', '.join(chosen)}")
+        return _choose_canary(plan, fleet, policy)
 
     assessment = _judge(_observed(canaries, fleet), plan, fleet, policy)
     if assessment.verdict is Verdict.FAILED:
@@ -275,8 +365,57 @@ def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         return _start_rollback(
             plan, f"canary made no progress in {policy.progress_deadline_seconds} s: {assessment.reason}"
         )
-    _reissue_stalled(plan, canaries, fleet, policy, "canary")
+    _reissue_stalled(plan, canaries, fleet, policy, "canary", policy.calculate_canary_budget(len(fleet.instances)))
     return plan.wait(f"canary: {assessment.reason}")
+
+
+def _choose_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
+    """Pick the canary from what is observed (a start, a lost canary, a retry).
+
+    Instances already on the release (they took it earlier in this rollout, before a retry, or were
+    created from its model) are the canary first: they are never upgraded again to it. New ones
+    are the lowest healthy ids, within the unavailability budget (instances already down, such as
+    an earlier canary still broken, count against it)."""
+    on_release = [
+        v.instance_id
+        for v in fleet.instances
+        if v.latest_model_applied
+        and assess_instance(v) is not Health.UPDATING
+        and _on_release_model(plan.rollout, fleet)
+    ]
+    already = sort_ids(on_release)[: policy.canary_count]
+    healthy = [v for v in fleet.instances if assess_instance(v) is Health.HEALTHY and v.instance_id not in already]
+    wanted = sorted(healthy, key=lambda v: _num(v.instance_id))[: policy.canary_count - len(already)]
+    new = _within_budget(wanted, fleet, policy.calculate_canary_budget(len(fleet.instances)))
+    chosen = tuple(sort_ids([*already, *new]))
+    if not chosen:
+        why = (
+            "no healthy instance to use as the canary"
+            if not healthy
+            else f"no canary within the unavailability budget: {len(_unavailable(fleet))} instance(s) unavailable, "
+            f"max unavailable {policy.calculate_canary_budget(len(fleet.instances))}"
+        )
+        if _past_deadline(plan, policy):
+            return _start_rollback(plan, why)
+        return plan.wait(f"waiting for a canary: {why}")
+    plan.update(
+        canary_ids=chosen,
+        batch_ids=tuple(new),
+        batch_started_at=plan.now if new else None,
+        upgraded_ids=tuple(sort_ids(set(plan.rollout.upgraded_ids) | set(chosen))),
+        last_progress_at=plan.now,
+    )
+    if already:
+        plan.event(
+            "CanaryStarted",
+            f"canary instance(s) {', '.join(already)} already on {plan.rollout.release.label}: not upgraded again",
+            instances=list(already),
+        )
+    if not new:
+        return plan.wait(f"canary: instance(s) {', '.join(chosen)} already on the release")
+    plan.act(UpgradeInstances(tuple(new), "canary"))
+    plan.event("CanaryStarted", f"upgrading canary instance(s) {', '.join(new)}", instances=list(new))
+    return plan.wait(f"upgrading the canary: instance(s) {', '.join(new)}")
 
 
 def _count_unhealthy(plan: _Plan, policy: RolloutPolicy, reason: str) -> Decision:
@@ -289,16 +428,35 @@ def _count_unhealthy(plan: _Plan, policy: RolloutPolicy, reason: str) -> Decisio
 
 
 def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
-    assessment = _judge(_observed(plan.rollout.canary_ids, fleet), plan, fleet, policy)
+    present = fleet.by_id()
+    canaries = [i for i in plan.rollout.canary_ids if i in present]
+    if len(canaries) < len(plan.rollout.canary_ids):
+        # Lost while baking (scale-in): handled as in Canary. The rest bake on; with none left a new
+        # canary is chosen within the budget (or the rollout rolls back at the progress deadline).
+        gone = sorted(set(plan.rollout.canary_ids) - set(canaries))
+        plan.event("CanaryLost", f"canary instance(s) {', '.join(gone)} left the scale set while baking")
+        plan.update(canary_ids=tuple(canaries))
+        if not canaries:
+            plan.transition(Phase.CANARY, "the canary left the scale set while baking: choosing a new canary")
+            plan.update(last_progress_at=plan.now)
+            return _decide_canary(plan, fleet, policy)
+    assessment = _judge(_observed(canaries, fleet), plan, fleet, policy)
     if assessment.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"canary failed while baking: {assessment.reason}")
     if assessment.verdict is Verdict.UNHEALTHY:
         return _count_unhealthy(plan, policy, f"canary unhealthy while baking: {assessment.reason}")
     if assessment.verdict is not Verdict.SUCCESSFUL:
-        # Inconclusive or pending: the bake clock only counts healthy time, so restart it.
+        # Inconclusive or pending: the bake clock only counts healthy time, so restart it. The
+        # progress deadline applies, as in every phase that waits: a bake on hold for ever would
+        # hold the scale set (and the queue behind it) for ever.
+        if _past_deadline(plan, policy):
+            return _start_rollback(
+                plan, f"the bake made no progress in {policy.progress_deadline_seconds} s: {assessment.reason}"
+            )
         plan.update(phase_since=plan.now)
         return plan.wait(f"bake on hold: {assessment.reason}")
-    plan.update(unhealthy_streak=0)
+    # A healthy observation is progress (the bake may be longer than the progress deadline).
+    plan.update(unhealthy_streak=0, last_progress_at=plan.now)
     baked = (plan.now - plan.rollout.phase_since).total_seconds()
     if plan.rollout.skip_bake or baked >= policy.bake_seconds:
         plan.update(last_progress_at=plan.now)
@@ -310,6 +468,12 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
 
 def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
     rollout = plan.rollout
+    gone = [i for i in rollout.batch_ids if i not in fleet.by_id()]
+    if gone:
+        # Scaled in while upgrading: nothing left to wait for on them.
+        plan.event("BatchShrunk", f"batch {rollout.batch_number}: {', '.join(gone)} left the scale set")
+        plan.update(batch_ids=tuple(i for i in rollout.batch_ids if i not in gone))
+        rollout = plan.rollout
     if rollout.batch_ids:
         batch = _observed(rollout.batch_ids, fleet)
         assessment = _judge(batch, plan, fleet, policy)
@@ -322,7 +486,12 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
                 return _start_rollback(
                     plan, f"batch {rollout.batch_number} made no progress in {policy.progress_deadline_seconds} s"
                 )
-            _reissue_stalled(plan, rollout.batch_ids, fleet, policy, "batch")
+            allowed = len(fleet.instances) if rollout.promote_full else None
+            if allowed is None:
+                allowed = policy.calculate_max_unavailable(len(fleet.instances))
+            _reissue_stalled(plan, rollout.batch_ids, fleet, policy, "batch", allowed)
+            if not plan.rollout.batch_ids:
+                return _decide_promoting(plan, fleet, policy)  # trimmed to nothing: choose afresh
             return plan.wait(f"batch {rollout.batch_number}: {assessment.reason}")
         plan.event(
             "BatchSucceeded",
@@ -337,6 +506,8 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         return _start_rollback(plan, f"an upgraded instance failed: {watched.reason}")
     if watched.verdict is Verdict.UNHEALTHY:
         return _count_unhealthy(plan, policy, f"an upgraded instance is unhealthy: {watched.reason}")
+    if watched.verdict is Verdict.SUCCESSFUL:
+        plan.update(unhealthy_streak=0)  # FAILURE_THRESHOLD counts consecutive unhealthy observations
 
     outdated = [v for v in fleet.instances if not v.latest_model_applied]
     if not outdated:
@@ -403,6 +574,15 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
 
 
 def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
+    """Level-triggered: every instance observed on the release goes back to the baseline.
+
+    "On the release" is what the rollout upgraded plus every instance observed with the latest model
+    while the model held the release (``_record_on_release``: scale-outs, late upgrades). Once the
+    baseline model is back, such an instance is back on the baseline when it reports the latest
+    model. Instances never on the release are not judged by ``latestModelApplied``: where ARM keeps
+    a model version (docs/design.md, "Behaviour Azure does not document") they read outdated after
+    the baseline is written back although they run it. ``RolledBack`` needs every instance on the
+    baseline, none updating, and every one healthy."""
     rollout = plan.rollout
     baseline = rollout.baseline
     if baseline is None:
@@ -410,53 +590,88 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         return plan.decision()
     if (plan.now - rollout.phase_since).total_seconds() > policy.progress_deadline_seconds * 2:
         plan.update(paused_from=Phase.ROLLING_BACK)
-        plan.transition(Phase.FAILED, f"rollback did not finish in {policy.progress_deadline_seconds * 2} s")
+        plan.transition(
+            Phase.FAILED, f"rollback did not finish in {policy.progress_deadline_seconds * 2} s ({rollout.reason})"
+        )
         plan.act(Notify(f"{rollout.release.label}: rollback stuck, needs a human"))
         return plan.decision()
     if not baseline.matches(fleet.model):
+        _record_on_release(plan, fleet)
         if fleet.provisioning_state.lower() == "updating":
             return plan.wait("rollback: waiting for the scale set model write to finish")
         plan.act(UpdateModel(baseline, "rollback"))
         plan.event("ModelUpdateIssued", "restoring the baseline model")
         return plan.wait("rollback: restoring the baseline model")
 
-    # Only the instances this rollout moved need moving back; the rest never left the baseline.
-    touched = _observed(rollout.upgraded_ids, fleet)
+    rollout = plan.rollout
+    moved = set(rollout.upgraded_ids)
+    allowed = None if policy.rollback_mode == "all-at-once" else policy.calculate_max_unavailable(len(fleet.instances))
+    down = _unavailable(fleet)
+    if allowed is not None and not down & moved:
+        # Instances down for other reasons (never on the release) must not stall the rollback for
+        # ever: with none of its own instances down, it always takes one more healthy one at a time.
+        allowed = max(allowed, len(down) + 1)
+    touched = [v for v in fleet.instances if v.instance_id in moved]
     behind = [v for v in touched if not v.latest_model_applied]
     fresh = [
-        v.instance_id
-        for v in behind
-        if v.instance_id not in rollout.rollback_ids and assess_instance(v) is not Health.UPDATING
+        v for v in behind if v.instance_id not in rollout.rollback_ids and assess_instance(v) is not Health.UPDATING
     ]
-    if fresh:
+    chosen = _within_budget(fresh, fleet, allowed)
+    if chosen:
         plan.update(
-            rollback_ids=tuple(sort_ids(set(rollout.rollback_ids) | set(fresh))),
+            rollback_ids=tuple(sort_ids(set(rollout.rollback_ids) | set(chosen))),
             batch_started_at=plan.now,
         )
-        plan.act(UpgradeInstances(tuple(sort_ids(fresh)), "rollback"))
-        plan.event(
-            "RollbackUpgradeStarted", f"moving {', '.join(sort_ids(fresh))} back to the baseline", instances=fresh
-        )
-        return plan.wait(f"rollback: upgrading {', '.join(sort_ids(fresh))} to the baseline")
-    if behind:
-        _reissue_stalled(plan, [v.instance_id for v in behind], fleet, policy, "rollback")
-        return plan.wait(f"rollback: waiting for {', '.join(v.instance_id for v in behind)}")
-    updating = [v for v in touched if assess_instance(v) is Health.UPDATING]
-    if updating:
-        return plan.wait(f"rollback: waiting for {', '.join(v.instance_id for v in updating)}")
+        plan.act(UpgradeInstances(tuple(chosen), "rollback"))
+        plan.event("RollbackUpgradeStarted", f"moving {', '.join(chosen)} back to the baseline", instances=chosen)
+        return plan.wait(f"rollback: upgrading {', '.join(chosen)} to the baseline")
+    # Moved back once but on the release again (a late upgrade landed), or the call was lost.
+    again = [v.instance_id for v in behind if v.instance_id in rollout.rollback_ids]
+    _reissue_stalled(plan, again, fleet, policy, "rollback", allowed)
+    if plan.actions:
+        return plan.decision()
     if policy.rollback_reimage and rollout.release.kind is ReleaseKind.SCRIPT:
-        fresh = sort_ids(v.instance_id for v in touched if v.instance_id not in rollout.reimaged_ids)
-        if fresh:
-            # Back on the baseline model, but the bad script's changes are still on the disk.
-            plan.update(reimaged_ids=tuple(sort_ids(set(rollout.reimaged_ids) | set(fresh))), unhealthy_streak=0)
-            plan.act(ReimageInstances(tuple(fresh)))
-            plan.event("ReimageStarted", f"reimaging {', '.join(fresh)}: a fresh disk with the baseline extension")
-            return plan.wait(f"rollback: reimaging {', '.join(fresh)}")
-    broken = [v for v in touched if assess_instance(v) is not Health.HEALTHY]
+        # Back on the baseline model, but the bad script's changes are still on the disk.
+        due = [
+            v
+            for v in touched
+            if v.latest_model_applied
+            and v.instance_id not in rollout.reimaged_ids
+            and assess_instance(v) is not Health.UPDATING
+        ]
+        reimage = _within_budget(due, fleet, allowed)
+        if reimage:
+            plan.update(reimaged_ids=tuple(sort_ids(set(rollout.reimaged_ids) | set(reimage))), unhealthy_streak=0)
+            plan.act(ReimageInstances(tuple(reimage)))
+            plan.event("ReimageStarted", f"reimaging {', '.join(reimage)}: a fresh disk with the baseline extension")
+            return plan.wait(f"rollback: reimaging {', '.join(reimage)}")
+        if due:
+            return plan.wait(
+                f"rollback: {len(due)} instance(s) to reimage, waiting for the budget "
+                f"({len(_unavailable(fleet))} unavailable, max unavailable {allowed})"
+            )
+    # Back on the baseline yet unhealthy: repaired (reimaged) or Failed now, not after the others, so
+    # that a broken instance does not hold the budget the healthy ones wait for.
+    back = [v for v in touched if v.latest_model_applied]
+    broken = [v for v in back if assess_instance(v) in (Health.UNHEALTHY, Health.FAILED)]
     if broken:
         return _repair_or_fail(plan, broken, policy)
+    if behind:
+        ids = sort_ids(v.instance_id for v in behind)
+        return plan.wait(f"rollback: waiting for {', '.join(ids)} to be back on the baseline")
+    updating = sort_ids(v.instance_id for v in fleet.instances if assess_instance(v) is Health.UPDATING)
+    if updating:
+        return plan.wait(f"rollback: waiting for {', '.join(updating)} to finish updating")
+    others = [v for v in fleet.instances if v.instance_id not in moved and assess_instance(v) is not Health.HEALTHY]
+    if others:
+        # Never on the release, so not the release's doing: not reimaged, waited for (up to the
+        # rollback deadline, then Failed for a human with this reason).
+        why = "; ".join(describe_instance(v) for v in others)
+        return plan.wait(f"rollback: baseline restored; waiting for instances the release never reached: {why}")
     plan.transition(
-        Phase.ROLLED_BACK, f"baseline restored on {len(touched)} instance(s); cause: {rollout.rollback_reason}"
+        Phase.ROLLED_BACK,
+        f"baseline restored on {len(touched)} instance(s), all {len(fleet.instances)} healthy; "
+        f"cause: {rollout.rollback_reason}",
     )
     plan.act(Notify(f"{rollout.release.label} rolled back: {rollout.rollback_reason}"))
     return plan.decision()
@@ -566,9 +781,17 @@ def apply_command(
         plan.update(paused_from=None, last_progress_at=now, batch_started_at=None)
         if resume_to is not Phase.ROLLING_BACK:
             # It failed going forward (the model was changed under it): start again from the canary,
-            # which writes the release's model again, instead of failing on the same drift.
-            plan.update(canary_ids=(), batch_ids=())
-            plan.transition(Phase.CANARY, f"retried by {actor}{said}: re-writing the model, a new canary", actor)
+            # which writes the release's model again, instead of failing on the same drift. It resumes
+            # from what the next observation shows, not from scratch: instances it upgraded stay
+            # recorded (a rollback still moves them back), instances already on the release are the
+            # canary and are never upgraded again, instances down count against the budget, and the
+            # model as it is now becomes the reference for later edits (``foreign_model``).
+            plan.update(canary_ids=(), batch_ids=(), foreign_model="", unhealthy_streak=0)
+            plan.transition(
+                Phase.CANARY,
+                f"retried by {actor}{said}: re-writing the model if needed, resuming from the fleet",
+                actor,
+            )
             return plan.decision()
         plan.transition(resume_to, f"retried by {actor}{said}", actor)
         return plan.decision()

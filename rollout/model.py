@@ -191,6 +191,10 @@ class Rollout:
     upgraded_ids: tuple[str, ...] = ()  # every instance this rollout moved to the new model
     rollback_ids: tuple[str, ...] = ()  # instances moved back to the baseline so far
     reimaged_ids: tuple[str, ...] = ()  # instances reimaged because the baseline did not repair them
+    # A digest of the parts of the scale set model this release does not own (the image during a script
+    # release, the extension during an image release), taken once the release's own part is on the model.
+    # A different digest later means someone edited the model outside the rollout. "" = not taken yet.
+    foreign_model: str = ""
     unhealthy_streak: int = 0
     paused_from: Phase | None = None
     hold_until: datetime | None = None  # ARM throttled us: no scale set write before this time

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+ROLLBACK_MODES = ("budgeted", "all-at-once")
+
 
 @dataclass(frozen=True)
 class RolloutPolicy:
@@ -27,6 +29,10 @@ class RolloutPolicy:
     # 0 = off. The absolute floor keeps loopback-fast fleets (1 ms vs 3 ms) from tripping it.
     latency_ratio: float = 0.0
     latency_min_delta_ms: float = 50.0
+    # How a rollback uses capacity. "budgeted": instances that are unhealthy are moved back (and
+    # reimaged) at once, healthy ones only within the unavailability budget, like promotion batches.
+    # "all-at-once": every instance in one call, whatever that takes offline (fastest, least safe).
+    rollback_mode: str = "budgeted"
 
     def __post_init__(self) -> None:
         problems = []
@@ -54,6 +60,8 @@ class RolloutPolicy:
             problems.append("latency_ratio must be 0 (off) or at least 1")
         if self.latency_min_delta_ms < 0:
             problems.append("latency_min_delta_ms must not be negative")
+        if self.rollback_mode not in ROLLBACK_MODES:
+            problems.append(f"rollback_mode must be one of {', '.join(ROLLBACK_MODES)}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -68,3 +76,8 @@ class RolloutPolicy:
         if self.max_unavailable:
             return self.max_unavailable
         return max(1, math.ceil(fleet_size * self.max_unavailable_percent / 100))
+
+    def calculate_canary_budget(self, fleet_size: int) -> int:
+        """Instances that may be unavailable at once while the canary is chosen or upgraded: the
+        unavailability budget, but never fewer than the configured canary."""
+        return max(self.canary_count, self.calculate_max_unavailable(fleet_size))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from rollout.policy import RolloutPolicy
+from rollout.policy import ROLLBACK_MODES, RolloutPolicy
 
 T = TypeVar("T")
 
@@ -47,6 +47,7 @@ SETTINGS_READ: tuple[str, ...] = (
     "UPGRADE_RETRY_SECONDS",
     "MIN_HEALTHY_INSTANCES",
     "ROLLBACK_REIMAGE",
+    "ROLLBACK_MODE",
     "LATENCY_RATIO",
     "LATENCY_MIN_DELTA_MS",
     "PROBE_PATH",
@@ -223,6 +224,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         upgrade_retry_seconds=number("UPGRADE_RETRY_SECONDS", 300, int, 1),
         min_healthy_instances=number("MIN_HEALTHY_INSTANCES", 1, int, 1),
         rollback_reimage=_flag(get("ROLLBACK_REIMAGE"), "ROLLBACK_REIMAGE", True, problems),
+        rollback_mode=_choice(get("ROLLBACK_MODE"), "ROLLBACK_MODE", ROLLBACK_MODES, problems),
         latency_ratio=number("LATENCY_RATIO", 0.0, float, 0),
         latency_min_delta_ms=number("LATENCY_MIN_DELTA_MS", 50.0, float, 0),
     )
@@ -310,3 +312,14 @@ def _flag(raw: str | None, name: str, default: bool, problems: list[str]) -> boo
         return False
     problems.append(f"{name}={raw!r} must be true or false")
     return default
+
+
+def _choice(raw: str | None, name: str, allowed: tuple[str, ...], problems: list[str]) -> str:
+    """One of ``allowed`` (compared without case); the first is the default."""
+    if raw is None:
+        return allowed[0]
+    for value in allowed:
+        if raw.lower() == value:
+            return value
+    problems.append(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+    return allowed[0]

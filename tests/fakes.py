@@ -175,6 +175,35 @@ class FakeScaleSet:
             inst.remaining_observations = max(1, self.upgrade_observations)
 
     # test helpers --------------------------------------------------------------------------------
+    def scale_out(self, count: int = 1) -> list[str]:
+        """New instances, as ARM creates them: from the scale set model as it is now, next ids."""
+        added = []
+        for _ in range(count):
+            iid = str(max((int(i) for i in self.instances), default=-1) + 1)
+            inst = FakeInstance(iid, applied=self.model)
+            self._finish_upgrade(inst)  # the model's extension ran at creation (fails like an upgrade would)
+            self.instances[iid] = inst
+            added.append(iid)
+        self.calls.append(("scale_out", tuple(added)))
+        return added
+
+    def scale_in(self, *instance_ids: str) -> None:
+        for iid in instance_ids:
+            del self.instances[iid]
+        self.calls.append(("scale_in", instance_ids))
+
+    def edit_model(self, *, image_id: str | None = None, extension: ExtensionSpec | None = None) -> None:
+        """Someone else writes the model (the portal, a pipeline): nothing is upgraded."""
+        self.model = ModelSpec(
+            extension=extension if extension is not None else self.model.extension,
+            image_id=image_id if image_id is not None else self.model.image_id,
+        )
+        self.calls.append(("edit_model", self.model))
+
+    def unavailable(self) -> list[str]:
+        """Instances not serving now: updating or unhealthy."""
+        return [iid for iid in self.instances if not self.healthy(iid)]
+
     def calls_of(self, name: str) -> list[object]:
         return [arg for call, arg in self.calls if call == name]
 

@@ -148,17 +148,28 @@ def test_a_failed_extension_rolls_back_at_once() -> None:
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
 
 
-def test_a_batch_that_breaks_after_the_canary_rolls_back_every_upgraded_instance() -> None:
-    world = make_world()
+@pytest.mark.parametrize(
+    ("mode", "moves", "reimages"),
+    [
+        # The default: the broken instance at once, the healthy canary within MAX_UNAVAILABLE (1 of 5).
+        ("budgeted", [("1",), ("0",)], [("1",), ("0",)]),
+        # One call for every instance that took the new model, whatever that takes offline.
+        ("all-at-once", [("0", "1")], [("0", "1")]),
+    ],
+)
+def test_a_batch_that_breaks_after_the_canary_rolls_back_every_upgraded_instance(
+    mode: str, moves: list[tuple[str, ...]], reimages: list[tuple[str, ...]]
+) -> None:
+    world = make_world(policy=RolloutPolicy(bake_seconds=60, failure_threshold=2, rollback_mode=mode))
     rid = world.service.start_release(script(1)).rollout_id or ""
     world.tick_until(Phase.PROMOTING, rollout_id=rid)  # the same tick issued batch 1: instance 1
     assert world.scale_set.calls_of("upgrade_instances")[-1] == ("1",)
+    before = len(world.scale_set.calls_of("upgrade_instances"))
     world.scale_set.instances["1"].forced_unhealthy = True
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
-    rolled_back = world.scale_set.calls_of("upgrade_instances")[-1]
-    assert rolled_back == ("0", "1")  # one call for every instance that took the new model
+    assert world.scale_set.calls_of("upgrade_instances")[before:] == moves
     # Back on the baseline model, both get a fresh disk: re-running the old script undoes nothing.
-    assert world.scale_set.calls_of("reimage_instances") == [("0", "1")]
+    assert world.scale_set.calls_of("reimage_instances") == reimages
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
     assert "ReimageStarted" in world.kinds(rid)
 

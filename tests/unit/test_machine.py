@@ -94,7 +94,10 @@ class I:  # noqa: E742 - a short name keeps the tables readable
 
 def fleet(*instances: I, model: ModelSpec = NEW, state: str = "Succeeded") -> FleetView:
     readback = (
-        ModelSpec(extension=ExtensionSpec(**{**model.extension.__dict__, "protected_settings": None}))
+        ModelSpec(
+            extension=ExtensionSpec(**{**model.extension.__dict__, "protected_settings": None}),
+            image_id=model.image_id,
+        )
         if model.extension
         else model
     )

@@ -33,6 +33,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.state_storage.service_uri == "https://acct.table.core.windows.net"
     assert s.tick_schedule == "*/30 * * * * *"
     assert (s.policy.bake_seconds, s.policy.batch_percent, s.policy.failure_threshold) == (300, 20, 3)
+    assert s.policy.rollback_mode == "budgeted"
     assert s.policy.calculate_max_unavailable(10) == 2
     assert (s.probe.path, s.probe.port, s.probe.expect_status) == ("/", 80, 200)
     assert s.target_key == "rg:vmss"
@@ -68,6 +69,9 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"LATENCY_RATIO": "0.5"}, "latency_ratio must be 0 (off) or at least 1"),
         ({"LATENCY_RATIO": "2.5"}, None),
         ({"ROLLBACK_REIMAGE": "maybe"}, "ROLLBACK_REIMAGE='maybe' must be true or false"),
+        ({"ROLLBACK_MODE": "all-at-once"}, None),
+        ({"ROLLBACK_MODE": "Budgeted"}, None),
+        ({"ROLLBACK_MODE": "fast"}, "ROLLBACK_MODE='fast' must be one of budgeted, all-at-once"),
         ({"VMSS_NAME": "bad/name"}, "not a valid scale set name"),
         ({"HTTP_AUTH": "entra"}, None),
         ({"HTTP_AUTH": "function-key"}, None),
