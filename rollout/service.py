@@ -10,10 +10,14 @@ never issued. The decider heals that on a later tick (``_reissue_stalled``: an i
 neither updated nor updating after ``upgrade_retry_seconds`` gets its upgrade again), and the model
 write is level-triggered anyway (model differs -> write it).
 
-The ``targets`` row (one per scale set) holds the active rollout id and the stable release. It is
-claimed with a conditional write, so two blob events cannot start two canaries. The rollout row and
-the target row live in different tables, so every step that touches both is written to be repeated:
-a tick that finds the target pointing at a finished rollout finishes the hand-over.
+The ``targets`` row (one per scale set) holds the active rollout id and the stable release. The rollout
+row and the target row live in different tables, with no transaction across them; what keeps one
+rollout active per scale set whatever the interleaving is the claim protocol (docs/design.md, "Who
+holds the scale set"): a rollout is saved as started only after a conditional write of the target
+naming it, with a write conditional on the version of its row read as ``Queued``; the target stops
+naming a rollout only once its row is terminal (the hand-over) or once a host has moved it out of
+``Queued`` with a write conditional on the version it judged (superseding it). Ticks stop any
+started rollout the target does not name (``_stop_orphans``).
 """
 
 from __future__ import annotations
@@ -258,21 +262,42 @@ class RolloutService:
         return Outcome("Rejected", reason, rollout.id, Phase.REJECTED)
 
     def _activate_next(self) -> Outcome:
-        """If nothing holds the scale set, start the newest queued release (older ones are superseded)."""
+        """If nothing holds the scale set, start the newest queued release (older ones are superseded).
+
+        The claim protocol (docs/design.md, "Who holds the scale set"): the target row is read first,
+        the rollouts after it, so every row judged here is at least as new as the target read. The
+        scale set is free when the target names nothing, a finished rollout (handed over first) or a
+        rollout still ``Queued``. A ``Queued`` one may be mid-start on another host (claimed, not yet
+        saved as Canary), so it is never passed over silently: it is either started here or
+        superseded, each with a write conditional on the very version of its row judged ``Queued``;
+        of that write and the other host's start exactly one succeeds. The claim itself is
+        conditional on the target's ETag, and a rollout is saved as started only after its claim.
+        """
         target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
-        if target.active_rollout_id:
-            active = self.store.get_rollout(self.target_key, target.active_rollout_id)
-            if active is not None and active.phase.is_active:
-                return Outcome("Busy", f"{active.id} holds the scale set", active.id, active.phase)
-            if active is not None and active.phase is not Phase.QUEUED:
-                target = self._finish(active, target)
-        queued = [r for r in self.store.list_rollouts(self.target_key) if r.phase is Phase.QUEUED]
+        rollouts = self.store.list_rollouts(self.target_key)
+        held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
+        if held is not None and held.phase.is_active:
+            return Outcome("Busy", f"{held.id} holds the scale set", held.id, held.phase)
+        if held is not None and held.phase.is_terminal:
+            target = self._finish(held, target)
+            if target.active_rollout_id is not None:
+                # Handed over and claimed again by another host since our read: it goes on.
+                return Outcome("Lost", "another instance claimed the scale set first", target.active_rollout_id)
+            held = None
+        orphans = [r for r in rollouts if r.phase.is_active]
+        if orphans:
+            return self._adopt(orphans[0], target)
+        queued = [r for r in rollouts if r.phase is Phase.QUEUED]
         if not queued:
             return Outcome("Idle", "no queued release")
         queued.sort(key=lambda r: (r.release.version, r.created_at))
         newest = queued[-1]
         for older in queued[:-1]:
-            self._reject_existing(older, f"superseded by v{newest.release.version}")
+            superseded = self._reject_existing(older, f"superseded by v{newest.release.version}")
+            if not superseded and held is not None and older.id == held.id:
+                # The scale set was claimed for it and its row changed since we read it Queued:
+                # another host is starting it (or just superseded it). Re-judge on the next tick.
+                return Outcome("Lost", f"{held.id}, claimed by another instance, changed while starting", held.id)
         reason = self._not_newer_reason(newest.release, target)
         if reason is not None:
             self._reject_existing(newest, reason)
@@ -443,26 +468,70 @@ class RolloutService:
             "back; a rollback restores its public settings only"
         )
 
-    def _reject_existing(self, rollout: Rollout, reason: str) -> None:
+    def _reject_existing(self, rollout: Rollout, reason: str) -> bool:
+        """Reject ``rollout`` if its row is still the version read; False when it changed since."""
         reason = _clip(reason)
         try:
             saved = self.store.update_rollout(
                 rollout.evolve(phase=Phase.REJECTED, reason=reason, updated_at=self.clock.now())
             )
         except ConcurrencyError:
-            return
+            return False
         self._record(saved, "Rejected", reason)
+        return True
+
+    def _adopt(self, orphan: Rollout, target: TargetRecord) -> Outcome:
+        """A started rollout the target does not name, while the scale set is free: a leftover of
+        the claim race this protocol closes (rows written by an earlier version). Claim the scale set
+        for it (conditional on the target read before the listing that showed it, so a rollout that
+        was started properly in between makes this claim fail), so that ticks follow it again."""
+        try:
+            self.store.save_target(replace(target, active_rollout_id=orphan.id, updated_at=self.clock.now()))
+        except ConcurrencyError:
+            return Outcome("Lost", "another instance claimed the scale set first", orphan.id, orphan.phase)
+        message = (
+            f"{orphan.phase.value} but not holding the scale set (a lost claim race); "
+            "the scale set was free, so it holds it again"
+        )
+        self._record(orphan, "Adopted", message)
+        return Outcome("Advanced", message, orphan.id, orphan.phase)
+
+    def _stop_orphans(self, listed: Sequence[Rollout], target: TargetRecord) -> None:
+        """Stop every started rollout the target does not name, without touching the scale set.
+
+        ``listed`` was read BEFORE ``target``. A rollout started properly names itself in the target
+        before it is saved as started, and the target moves on only once it is finished; so one
+        listed as started that the later target read does not name either never held the scale set,
+        or has finished since, and then its row changed and the conditional write below fails."""
+        for orphan in listed:
+            if not orphan.phase.is_active or orphan.id == target.active_rollout_id:
+                continue
+            reason = _clip(
+                f"stopped: it was {orphan.phase.value} without holding the scale set ({target.active_rollout_id} "
+                "holds it; a lost claim race). Nothing was written to the scale set for this; the rollout that "
+                "holds it decides every instance"
+            )
+            now = self.clock.now()
+            try:
+                saved = self.store.update_rollout(
+                    orphan.evolve(phase=Phase.ABORTED, reason=reason, phase_since=now, updated_at=now)
+                )
+            except ConcurrencyError:
+                continue
+            self._record(saved, "Orphaned", f"{orphan.phase.value} -> Aborted: {reason}")
 
     # --- tick ----------------------------------------------------------------------------------
 
     def tick(self) -> Outcome:
         """Advance the active rollout one step (the timer trigger). Never waits on ARM operations."""
+        listed = self.store.list_rollouts(self.target_key)  # before the target: see _stop_orphans
         target = self.store.get_target(self.target_key)
         if target is None or not target.active_rollout_id:
             return self._activate_next()
         rollout = self.store.get_rollout(self.target_key, target.active_rollout_id)
         if rollout is None or not rollout.phase.is_active:
             return self._activate_next()
+        self._stop_orphans(listed, target)
         if rollout.phase in (Phase.PAUSED, Phase.FAILED):
             return Outcome("Idle", f"{rollout.phase.value}: {rollout.reason}", rollout.id, rollout.phase)
         try:
