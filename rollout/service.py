@@ -90,6 +90,8 @@ from rollout.releases import (
 
 log = logging.getLogger("rollout")
 
+_ARM_WRITES = (UpdateModel, UpgradeInstances, ReimageInstances)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -280,6 +282,8 @@ class RolloutService:
             return Outcome("Busy", f"{held.id} holds the scale set", held.id, held.phase)
         if held is not None and held.phase.is_terminal:
             target = self._finish(held, target)
+            if target.active_rollout_id == held.id:
+                return Outcome("Busy", f"{held.id} ended; a reimage it sent is not confirmed yet", held.id, held.phase)
             if target.active_rollout_id is not None:
                 # Handed over and claimed again by another host since our read: it goes on.
                 return Outcome("Lost", "another instance claimed the scale set first", target.active_rollout_id)
@@ -589,22 +593,29 @@ class RolloutService:
             # retry can fix that: stop now with the reason instead of retrying to the deadline.
             return self._write_refused(rollout, failed_action, str(error))
         retry_after = error.retry_after if isinstance(error, TransientError) else None
+        actions = list(decision.actions)
+        sent = actions[: actions.index(failed_action)] if failed_action is not None else actions
+        decided = rollout
+        if any(isinstance(a, ReimageInstances) for a in sent):
+            rollout = self._confirm_reimage(rollout)
+        if any(isinstance(a, _ARM_WRITES) for a in sent):
+            self._record_late_writes(decided, [a for a in sent if isinstance(a, _ARM_WRITES)])
         if failed:
             # The call did not reach ARM (throttled, refused): clear batch_started_at so a later
             # tick re-issues an upgrade without waiting for upgrade_retry_seconds, but not before
             # ARM's Retry-After (hold_until) when it gave one. A reimage leaves no trace the next
-            # observation could show, so its bookkeeping is taken back for it to be issued again.
+            # observation could show: one not sent stays pending, marked to be sent again.
             hold = self.clock.now() + timedelta(seconds=retry_after) if retry_after else None
-            reimaged = rollout.reimaged_ids
-            if isinstance(failed_action, ReimageInstances):
-                reimaged = tuple(i for i in reimaged if i not in failed_action.instance_ids)
+            changes: dict[str, Any] = {}
+            if any(isinstance(a, ReimageInstances) for a in actions if a not in sent):
+                changes["reimage_requested_at"] = None
             with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # a newer tick decides afresh anyway
                 rollout = self.store.update_rollout(
                     rollout.evolve(
                         batch_started_at=None,
                         hold_until=hold,
-                        reimaged_ids=reimaged,
                         reason=_clip(f"{rollout.reason}; {failed}"),
+                        **changes,
                     )
                 )
         if rollout.phase.is_terminal:
@@ -612,6 +623,56 @@ class RolloutService:
             self._activate_after(rollout)
         status = "Error" if failed else "Advanced"
         return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
+
+    def _confirm_reimage(self, saved: Rollout) -> Rollout:
+        """The second phase of a reimage: ARM took the call ``saved`` intended, so record it done.
+
+        Conditional like every write; on a conflict the row is read again and the confirmation is
+        applied to it as long as it still holds the same intent (an abort in between changes the
+        phase, not the fact that the call was sent). If another host has sent it again since (a
+        newer ``reimage_requested_at``), that host confirms its own call: confirming it here could
+        end the rollback before that second call has landed."""
+        intent = (saved.reimage_pending, saved.reimage_requested_at)
+        current: Rollout | None = saved
+        for _ in range(5):
+            if current is None or (current.reimage_pending, current.reimage_requested_at) != intent:
+                return current or saved
+            done = tuple(machine.sort_ids(set(current.reimaged_ids) | set(current.reimage_pending)))
+            try:
+                return self.store.update_rollout(
+                    current.evolve(reimaged_ids=done, reimage_pending=(), reimage_requested_at=None)
+                )
+            except ConcurrencyError:
+                current = self.store.get_rollout(self.target_key, saved.id)
+            except RecordTooLargeError:  # it only shrinks the row; the intent stays and is sent again
+                return current
+        return current or saved
+
+    def _record_late_writes(self, saved: Rollout, sent: Sequence[Action]) -> None:
+        """Record in the trail an ARM write that landed after another host changed the rollout's
+        phase (an operator's abort accepted while this tick's call was in flight): save, then act
+        orders ticks against ticks, not a tick against a verb. The decider heals it (a rollback
+        moves back every instance it observes on the release); the trail must show it happened."""
+        try:
+            current = self.store.get_rollout(self.target_key, saved.id)
+        except PortError:
+            return
+        if current is None or current.phase is saved.phase:
+            return
+        for action in sent:
+            ids = list(getattr(action, "instance_ids", ()))
+            what = {
+                UpgradeInstances: f"manualupgrade of {', '.join(ids)}",
+                ReimageInstances: f"reimage of {', '.join(ids)}",
+            }.get(type(action), f"{getattr(action, 'purpose', '')} model write".strip())
+            self._record(
+                current,
+                "LateWrite",
+                f"{what} issued by a tick that decided in {saved.phase.value}, before the rollout became "
+                f"{current.phase.value} ({current.reason})",
+                instances=ids,
+                decidedIn=saved.phase.value,
+            )
 
     def _stop_unsavable(self, before: Rollout, exc: RecordTooLargeError) -> tuple[Outcome, Rollout, bool]:
         """The next state of ``before`` is too large to store: nothing was acted on. A rollout that has
@@ -669,6 +730,8 @@ class RolloutService:
                 return target
             if not rollout.phase.is_terminal:
                 return target  # Failed keeps the claim: a human decides (retry or abort)
+            if self._reimage_in_flight(rollout):
+                return target  # handed over once confirmed sent (or its host is past the bound)
             changes: dict[str, Any] = {"active_rollout_id": None, "updated_at": self.clock.now()}
             if rollout.phase is Phase.SUCCEEDED:
                 changes.update(
@@ -681,6 +744,14 @@ class RolloutService:
             except ConcurrencyError:
                 target = None
         raise ConcurrencyError("could not release the scale set after 5 attempts")
+
+    def _reimage_in_flight(self, rollout: Rollout) -> bool:
+        """An unconfirmed reimage that its host may still be sending (an abort ended the rollout
+        meanwhile): the next rollout must not get the scale set before it lands or is past the bound."""
+        asked = rollout.reimage_requested_at
+        if not rollout.reimage_pending or asked is None:
+            return False
+        return (self.clock.now() - asked).total_seconds() < self.policy.upgrade_retry_seconds
 
     def _activate_after(self, rollout: Rollout) -> None:
         outcome = self._activate_next()

@@ -147,6 +147,7 @@ class TwoHosts:
         """Start host ``name`` on ``work``; it stops before its first port call."""
         host = Host(name, self.service(name))
         self.hosts[name] = host
+        self.gate.done.discard(name)
 
         def run() -> None:
             try:

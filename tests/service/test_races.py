@@ -248,3 +248,165 @@ def test_a_started_rollout_left_without_a_claim_is_adopted_when_the_scale_set_is
     assert "Adopted" in [e.kind for e in world.store.list_events(TARGET, rid(1))]
     settle(world)
     assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.SUCCEEDED
+
+
+# --- defect 5, variant 2: a reimage saved but not sent ------------------------------------------------
+
+
+class HostDied(Exception):
+    """Not a port error: the service does not catch it, like a host stopping mid-tick."""
+
+
+class DiesBeforeReimage:
+    """The scale set of a host that stops right after saving a reimage and before sending it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def reimage_instances(self, instance_ids: Any) -> None:
+        raise HostDied(f"host stopped before sending the reimage of {list(instance_ids)}")
+
+
+def _broken_v1(world: TwoHosts) -> RolloutService:
+    """v1 breaks its canary (instance 0); returns a plain host that started it."""
+    world.scale_set.broken_releases.add("install_nginx.v1.sh")
+    host = world.service("setup", gated=False)
+    assert host.start_release(script(1)).phase is Phase.CANARY
+    return host
+
+
+def _tick_until_about_to(world: TwoHosts, name: str, max_ticks: int = 40) -> None:
+    """Tick gated host A (a new tick each time) until its next port call is ``name``; A waits there."""
+    for n in range(max_ticks):
+        world.clock.advance(30)
+        world.start(f"A{n}", lambda s: s.tick())
+        while (call := world.gate.next_call(f"A{n}")) is not None and call.name != name:
+            world.step(f"A{n}")
+        if call is not None:
+            world.hosts["A"] = world.hosts.pop(f"A{n}")
+            world.hosts["A"].name = f"A{n}"
+            return
+    raise AssertionError(f"no tick reached {name}")
+
+
+def test_a_tick_that_dies_between_saving_and_sending_a_reimage_has_it_issued_again() -> None:
+    """Issue 8, crash window: the saved reimage used to count as done, so the next tick declared
+    RolledBack with the canary never reimaged (the bad release's changes still on its disk)."""
+    world = two_hosts()
+    _broken_v1(world)
+    dying = world.service("dying", gated=False)
+    dying.compute = DiesBeforeReimage(world.scale_set)
+    for _ in range(40):
+        world.clock.advance(30)
+        try:
+            dying.tick()
+        except HostDied:
+            break
+    else:
+        raise AssertionError("the rollback never reached its reimage")
+    assert world.scale_set.calls_of("reimage_instances") == []
+
+    other = world.service("B", gated=False)  # a fresh host takes over
+    for _ in range(40):
+        if world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLED_BACK:
+            break
+        world.clock.advance(30)
+        other.tick()
+    rollout = world.store.rollouts[(TARGET, rid(1))]
+    assert rollout.phase is Phase.ROLLED_BACK, rollout.reason
+    assert world.scale_set.calls_of("reimage_instances") == [("0",)]
+    assert rollout.reimaged_ids == ("0",)
+    assert "ReimageReissued" in [e.kind for e in world.store.list_events(TARGET, rid(1))]
+
+
+def test_a_reimage_another_host_has_saved_but_not_sent_is_not_read_as_done() -> None:
+    """Issue 8, defect 5, second variant: host A saved "reimaging 0" and is about to send it; host B
+    ticks meanwhile. B used to read the reimage as done, declare RolledBack and hand the scale set to
+    the queued v2, and A's reimage then landed in the middle of v2's canary."""
+    world = two_hosts()
+    host = _broken_v1(world)
+    host.start_release(script(2))  # queued behind v1
+    _tick_until_about_to(world, "reimage_instances")  # A saved the reimage and waits before sending it
+
+    other = world.service("B", gated=False)
+    world.clock.advance(30)
+    other.tick()
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLING_BACK
+    assert world.store.rollouts[(TARGET, rid(2))].phase is Phase.QUEUED
+    world.join()  # A's reimage lands, and is confirmed
+
+    settle(world)
+    calls = [c for c, _ in world.scale_set.calls]
+    reimaged_at = world.scale_set.calls.index(("reimage_instances", ("0",)))
+    v2_model = next(
+        i
+        for i, (c, arg) in enumerate(world.scale_set.calls)
+        if c == "update_model" and release_of(arg) == "install_nginx.v2.sh"  # type: ignore[arg-type]
+    )
+    assert reimaged_at < v2_model, calls
+    assert world.scale_set.calls_of("reimage_instances") == [("0",)]  # B did not send it again
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLED_BACK
+    assert world.store.rollouts[(TARGET, rid(2))].phase is Phase.SUCCEEDED
+
+
+def test_an_abort_while_a_reimage_is_being_sent_hands_over_only_once_it_is_sent() -> None:
+    """The same window through an abort: host A saved "reimaging 0"; an operator aborts on host B
+    (no rollback). Before, the scale set went to the queued v2 at once and A's reimage landed in
+    v2's canary. Now the hand-over waits for A's confirmation (or the bound, if A died)."""
+    world = two_hosts()
+    host = _broken_v1(world)
+    host.start_release(script(2))
+    _tick_until_about_to(world, "reimage_instances")
+
+    operator = world.service("B", gated=False)
+    assert operator.command(rid(1), "abort", reason="enough").phase is Phase.ABORTED
+    target = world.store.get_target(TARGET)
+    assert target is not None and target.active_rollout_id == rid(1)
+    assert world.store.rollouts[(TARGET, rid(2))].phase is Phase.QUEUED
+    world.join()  # A sends the reimage and confirms it
+
+    v1 = world.store.rollouts[(TARGET, rid(1))]
+    assert v1.reimaged_ids == ("0",) and v1.reimage_pending == ()
+    late = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind == "LateWrite"]
+    assert [e.message.split(",")[0] for e in late] == ["reimage of 0 issued by a tick that decided in RollingBack"]
+    settle(world)
+    reimaged_at = world.scale_set.calls.index(("reimage_instances", ("0",)))
+    v2_model = next(
+        i
+        for i, (c, arg) in enumerate(world.scale_set.calls)
+        if c == "update_model" and release_of(arg) == "install_nginx.v2.sh"  # type: ignore[arg-type]
+    )
+    assert reimaged_at < v2_model
+    assert world.store.rollouts[(TARGET, rid(2))].phase is Phase.SUCCEEDED
+
+
+# --- defect 5, variant 1: an abort accepted while a tick's manualupgrade is in flight ------------------
+
+
+def test_a_manualupgrade_that_lands_after_an_abort_is_recorded_in_the_trail() -> None:
+    """Issue 8, defect 5: a tick saved "batch 1: upgrading 1"; an abort with rollback is accepted on
+    another host; then the tick's manualupgrade lands anyway. The trail says so, with the ids."""
+    world = two_hosts()
+    host = world.service("setup", gated=False)
+    assert host.start_release(script(1)).phase is Phase.CANARY
+    _tick_until_about_to(world, "upgrade_instances")  # A saved batch 1 and is about to send it
+    batch = world.store.rollouts[(TARGET, rid(1))].batch_ids
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.PROMOTING and batch
+
+    operator = world.service("B", gated=False)
+    assert operator.command(rid(1), "abort", rollback=True, reason="error rate up").phase is Phase.ROLLING_BACK
+    world.join()  # the manualupgrade lands after the abort
+
+    late = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind == "LateWrite"]
+    assert len(late) == 1, [e.message for e in world.store.list_events(TARGET, rid(1))]
+    assert late[0].message.startswith(
+        f"manualupgrade of {', '.join(batch)} issued by a tick that decided in Promoting, "
+        "before the rollout became RollingBack"
+    )
+    assert late[0].data["instances"] == list(batch)
+    settle(world)
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLED_BACK
+    assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
