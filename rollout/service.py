@@ -290,6 +290,8 @@ class RolloutService:
             held = None
         orphans = [r for r in rollouts if r.phase.is_active]
         if orphans:
+            if held is not None and not self._revoke_claim(held):
+                return Outcome("Lost", f"{held.id}, claimed by another instance, changed while starting", held.id)
             return self._adopt(orphans[0], target)
         queued = [r for r in rollouts if r.phase is Phase.QUEUED]
         if not queued:
@@ -482,6 +484,16 @@ class RolloutService:
         except ConcurrencyError:
             return False
         self._record(saved, "Rejected", reason)
+        return True
+
+    def _revoke_claim(self, queued: Rollout) -> bool:
+        """Take the scale set's claim away from a rollout still ``Queued`` without superseding it: a
+        write on the version of its row read as ``Queued`` (it stays queued), so a start of it already
+        under way on another host, conditional on that version, fails. False if it changed since."""
+        try:
+            self.store.update_rollout(queued.evolve(updated_at=self.clock.now()))
+        except ConcurrencyError:
+            return False
         return True
 
     def _adopt(self, orphan: Rollout, target: TargetRecord) -> Outcome:

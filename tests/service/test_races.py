@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from rollout.model import Phase, Release, Rollout, TargetRecord
+from rollout.model import ModelSpec, Phase, Release, Rollout, TargetRecord
 from rollout.releases import build_release, parse_release_name
 from rollout.service import RolloutService
-from tests.fakes import BASE_URL, release_of
+from tests.fakes import BASE_URL, release_of, v0_extension
 from tests.service.interleave import TARGET, Call, TwoHosts, two_hosts
 
 
@@ -410,3 +410,51 @@ def test_a_manualupgrade_that_lands_after_an_abort_is_recorded_in_the_trail() ->
     settle(world)
     assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLED_BACK
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
+
+
+# --- the hand-over racing the next start ----------------------------------------------------------
+
+
+def test_a_hand_over_that_finds_the_scale_set_claimed_again_stops_there() -> None:
+    """v1 succeeded but its host died before handing the scale set back; v3 is queued. Host B's tick
+    reads the target (v1) and is about to hand it over; meanwhile host A hands it over, claims it for
+    v3 and starts v3; then v4 arrives. B's hand-over write fails and re-reads the target, now naming
+    v3. Before, B went on from there as if the scale set were free and started v4 next to v3."""
+    world = two_hosts()
+    _pre_finished_not_handed_over(world)
+    world.checks.append(at_most_one_started(world))
+    world.start("B", lambda s: s.tick())
+    world.run_until("B", lambda c: c.name == "save_target")  # B: about to clear v1's claim
+
+    other = world.service("A", gated=False)
+    other.tick()  # A hands over, claims v3, starts v3
+    assert world.store.rollouts[(TARGET, rid(3))].phase is Phase.CANARY
+    world.store.insert_rollout(_queued(other, 4))  # v4's blob event recorded it
+    world.join()
+
+    assert world.store.rollouts[(TARGET, rid(4))].phase is Phase.QUEUED
+    assert world.hosts["B"].outcome.status == "Lost"
+    settle(world)
+    assert world.store.rollouts[(TARGET, rid(3))].phase is Phase.SUCCEEDED
+    assert world.store.rollouts[(TARGET, rid(4))].phase is Phase.SUCCEEDED
+
+
+def test_adopting_an_orphan_revokes_a_claim_being_started() -> None:
+    """A started rollout no claim names turns up (written by a host on the code before this protocol)
+    while host A has claimed the scale set for v1 and is about to save v1 as Canary. Host B's tick
+    claims the scale set for the orphan; it must first revoke A's claim (a write on v1's row), or
+    A's start lands too and two rollouts run."""
+    world = two_hosts()
+    world.checks.append(at_most_one_started(world))
+    world.start("A", lambda s: s.start_release(script(1)))
+    world.run_until("A", saves_as(rid(1), Phase.CANARY))
+    plain = world.service("setup", gated=False)
+    orphan = world.store.insert_rollout(_queued(plain, 2))
+    world.store.update_rollout(orphan.evolve(phase=Phase.CANARY, baseline=ModelSpec(extension=v0_extension())))
+
+    world.service("B", gated=False).tick()
+    target = world.store.get_target(TARGET)
+    assert target is not None and target.active_rollout_id == rid(2)
+    world.join()
+    assert world.hosts["A"].outcome.status == "Queued"  # its start lost; v1 waits its turn
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.QUEUED
