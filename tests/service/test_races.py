@@ -44,6 +44,23 @@ def at_most_one_started(world: TwoHosts) -> Callable[[], None]:
     return check
 
 
+def writes_only_for_the_holder(world: TwoHosts) -> Callable[[], None]:
+    """Every ARM write just made is for the rollout the target names, and that rollout is started."""
+
+    def check() -> None:
+        call = world.log[-1] if world.log else None
+        if call is None or call.error is not None or call.name not in ("update_model", "upgrade_instances"):
+            return
+        target = world.store.get_target(TARGET)
+        holder = world.store.rollouts.get((TARGET, target.active_rollout_id or "")) if target else None
+        assert holder is not None and holder.phase.is_active, f"{call.name} by {call.host} with no rollout holding"
+        if call.name == "update_model":
+            spec = call.args[0]
+            assert spec in (holder.desired, holder.baseline), f"model write by {call.host} is not {holder.id}'s"
+
+    return check
+
+
 def settle(world: TwoHosts, max_ticks: int = 200) -> None:
     """Tick one (ungated) host until nothing is active or queued."""
     host = world.service("settler", gated=False)
@@ -145,6 +162,41 @@ def _pre_finished_not_handed_over(world: TwoHosts) -> None:
     world.store.insert_rollout(_queued(plain, 3))
 
 
+def _pre_about_to_reimage(world: TwoHosts) -> None:
+    """v1 broke its canary; the rollback has moved instance 0 back, so the next tick reimages it.
+    v2 is queued behind it."""
+    world.scale_set.broken_releases.add("install_nginx.v1.sh")
+    plain = world.service("setup", gated=False)
+    plain.start_release(script(1))
+    plain.start_release(script(2))
+    for _ in range(40):
+        if world.scale_set.calls_of("upgrade_instances") == [("0",), ("0",)]:  # the canary, then back
+            assert world.scale_set.calls_of("reimage_instances") == []
+            return
+        world.clock.advance(30)
+        plain.tick()
+    raise AssertionError("the rollback never got to its reimage")
+
+
+def _reimaged_before_the_hand_over(world: TwoHosts) -> None:
+    calls = world.scale_set.calls
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLED_BACK
+    reimaged = [i for i, (c, arg) in enumerate(calls) if c == "reimage_instances" and arg == ("0",)]
+    v2 = [i for i, (c, arg) in enumerate(calls) if c == "update_model" and release_of(arg) == "install_nginx.v2.sh"]  # type: ignore[arg-type]
+    assert reimaged and v2 and max(reimaged) < min(v2), [c for c, _ in calls]
+
+
+def _no_reimage_after_the_hand_over(world: TwoHosts) -> None:
+    calls = world.scale_set.calls
+    reimaged = [i for i, (c, _) in enumerate(calls) if c == "reimage_instances"]
+    v2 = [i for i, (c, arg) in enumerate(calls) if c == "update_model" and release_of(arg) == "install_nginx.v2.sh"]  # type: ignore[arg-type]
+    assert v2 and all(i < min(v2) for i in reimaged), [c for c, _ in calls]
+
+
+def _no_check(world: TwoHosts) -> None:
+    pass
+
+
 Work = Callable[[RolloutService], Any]
 SCENARIOS: dict[str, tuple[Callable[[TwoHosts], None], Work, Work]] = {
     "start v1 | start v2": (_pre_empty, lambda s: s.start_release(script(1)), lambda s: s.start_release(script(2))),
@@ -156,6 +208,16 @@ SCENARIOS: dict[str, tuple[Callable[[TwoHosts], None], Work, Work]] = {
         lambda s: s.tick(),
         lambda s: s.start_release(script(4)),
     ),
+    "reimage: tick | tick": (_pre_about_to_reimage, lambda s: s.tick(), lambda s: s.tick()),
+    "reimage: tick | abort": (
+        _pre_about_to_reimage,
+        lambda s: s.tick(),
+        lambda s: s.command(rid(1), "abort", reason="enough"),
+    ),
+}
+FINAL_CHECKS: dict[str, Callable[[TwoHosts], None]] = {
+    "reimage: tick | tick": _reimaged_before_the_hand_over,
+    "reimage: tick | abort": _no_reimage_after_the_hand_over,
 }
 
 
@@ -177,7 +239,7 @@ def test_every_interleaving_with_two_preemptions_keeps_one_rollout_active(scenar
             continue  # the same schedule as a shorter one
         world = two_hosts()
         prepare(world)
-        world.checks.append(at_most_one_started(world))
+        world.checks += [at_most_one_started(world), writes_only_for_the_holder(world)]
         world.start("A", work_a)
         world.start("B", work_b)
         try:
@@ -193,6 +255,10 @@ def test_every_interleaving_with_two_preemptions_keeps_one_rollout_active(scenar
         settle(world)
         bad = [(r.id, r.phase.value, r.reason) for r in world.store.rollouts.values() if r.phase is Phase.FAILED]
         assert not bad, f"{scenario}, schedule {first}{k} {other}{j}: {bad}"
+        try:
+            FINAL_CHECKS.get(scenario, _no_check)(world)
+        except AssertionError as exc:
+            raise AssertionError(f"{scenario}, schedule {first}{k} {other}{j}: {exc}") from exc
         tried += 1
     assert tried > 20
 
