@@ -15,9 +15,10 @@ row and the target row live in different tables, with no transaction across them
 rollout active per scale set whatever the interleaving is the claim protocol (docs/design.md, "Who
 holds the scale set"): a rollout is saved as started only after a conditional write of the target
 naming it, with a write conditional on the version of its row read as ``Queued``; the target stops
-naming a rollout only once its row is terminal (the hand-over) or once a host has moved it out of
-``Queued`` with a write conditional on the version it judged (superseding it). Ticks stop any
-started rollout the target does not name (``_stop_orphans``).
+naming a rollout only once its row is terminal (the hand-over) or once a host has written its row
+while still ``Queued``, conditional on the version it judged (superseding it, or revoking the claim
+to adopt an orphan). Ticks stop any started rollout the target does not name (``_stop_orphans``).
+A reimage is recorded in two phases (intent saved, then confirmed sent): ``_confirm_reimage``.
 """
 
 from __future__ import annotations
