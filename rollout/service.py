@@ -789,9 +789,20 @@ class RolloutService:
             if ok:
                 if saved.phase.is_active:
                     # Act on the verb now rather than at the next timer tick (a paused or failed
-                    # rollout's tick only reads it).
-                    self.tick()
-                    saved = self.store.get_rollout(self.target_key, rollout_id) or saved
+                    # rollout's tick only reads it). The verb is saved already: a backend failing
+                    # here is the next tick's to retry, not an error to report (a caller told "try
+                    # again" would find the verb no longer applies).
+                    try:
+                        self.tick()
+                        saved = self.store.get_rollout(self.target_key, rollout_id) or saved
+                    except PortError as exc:
+                        log.warning("%s of %s saved; acting on it now failed: %s", verb, rollout_id, exc)
+                        return Outcome(
+                            "Done",
+                            f"{verb}: {saved.reason} (saved; acting on it failed for now, the next tick does: {exc})",
+                            rollout_id,
+                            saved.phase,
+                        )
                 return Outcome("Done", f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 

@@ -524,3 +524,36 @@ def test_adopting_an_orphan_revokes_a_claim_being_started() -> None:
     world.join()
     assert world.hosts["A"].outcome.status == "Queued"  # its start lost; v1 waits its turn
     assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.QUEUED
+
+
+# --- a verb is saved, then acted on -----------------------------------------------------------------
+
+
+def test_a_verb_saved_whose_follow_up_tick_meets_a_backend_error_is_reported_done() -> None:
+    """Before, the abort was saved and then the follow-up tick's store error made the call answer
+    503 "try again", and trying again answered 409: the rollout was already rolling back."""
+    from rollout.ports import TransientError
+
+    world = two_hosts()
+    host = world.service("A", gated=False)
+    assert host.start_release(script(1)).phase is Phase.CANARY
+    failing = {"get_target": 1}
+
+    class FlakyStore:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(world.store, name)
+            if failing.get(name):
+
+                def fail(*args: Any) -> Any:
+                    failing[name] -= 1
+                    raise TransientError("503 Server Busy (fake)")
+
+                return fail
+            return attr
+
+    host.store = FlakyStore()  # type: ignore[assignment]
+    outcome = host.command(rid(1), "abort", rollback=True, reason="bad")
+    assert outcome.status == "Done" and outcome.phase is Phase.ROLLING_BACK
+    assert "the next tick does" in outcome.message
+    settle(world)
+    assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.ROLLED_BACK
