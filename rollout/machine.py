@@ -595,6 +595,8 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         )
         plan.act(Notify(f"{rollout.release.label}: rollback stuck, needs a human"))
         return plan.decision()
+    if rollout.reimage_pending:
+        return _await_reimage(plan, policy)
     if not baseline.matches(fleet.model):
         _record_on_release(plan, fleet)
         if fleet.provisioning_state.lower() == "updating":
@@ -641,7 +643,7 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         ]
         reimage = _within_budget(due, fleet, allowed)
         if reimage:
-            plan.update(reimaged_ids=tuple(sort_ids(set(rollout.reimaged_ids) | set(reimage))), unhealthy_streak=0)
+            plan.update(reimage_pending=tuple(reimage), reimage_requested_at=plan.now, unhealthy_streak=0)
             plan.act(ReimageInstances(tuple(reimage)))
             plan.event("ReimageStarted", f"reimaging {', '.join(reimage)}: a fresh disk with the baseline extension")
             return plan.wait(f"rollback: reimaging {', '.join(reimage)}")
@@ -677,6 +679,26 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     return plan.decision()
 
 
+def _await_reimage(plan: _Plan, policy: RolloutPolicy) -> Decision:
+    """A reimage is saved (save, then act) but the service has not confirmed it sent yet.
+
+    Nothing an observation shows tells a reimage sent from one never sent, so the rollback neither
+    counts it done nor ends while it is pending: the host that saved it confirms it once ARM took the
+    call. Unconfirmed after ``upgrade_retry_seconds`` (that host stopped in between), or known to have
+    failed (``reimage_requested_at`` cleared), it is sent again: a second reimage of an instance on
+    the baseline is harmless, a lost one leaves the bad release's changes on its disk."""
+    rollout = plan.rollout
+    ids = ", ".join(rollout.reimage_pending)
+    asked = rollout.reimage_requested_at
+    if asked is not None and (plan.now - asked).total_seconds() < policy.upgrade_retry_seconds:
+        return plan.wait(f"rollback: the reimage of {ids} is being sent; waiting for its confirmation")
+    plan.update(reimage_requested_at=plan.now)
+    plan.act(ReimageInstances(rollout.reimage_pending))
+    why = "its call failed" if asked is None else f"not confirmed sent within {policy.upgrade_retry_seconds} s"
+    plan.event("ReimageReissued", f"reimaging {ids} again: {why}", instances=list(rollout.reimage_pending))
+    return plan.wait(f"rollback: reimaging {ids} again ({why})")
+
+
 def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPolicy) -> Decision:
     """The baseline model is back on these instances, yet they are unhealthy.
 
@@ -693,7 +715,8 @@ def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPoli
     fresh = sort_ids(v.instance_id for v in broken if v.instance_id not in plan.rollout.reimaged_ids)
     if fresh:
         plan.update(
-            reimaged_ids=tuple(sort_ids(set(plan.rollout.reimaged_ids) | set(fresh))),
+            reimage_pending=tuple(fresh),
+            reimage_requested_at=plan.now,
             unhealthy_streak=0,
             last_progress_at=plan.now,
         )

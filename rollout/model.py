@@ -190,7 +190,11 @@ class Rollout:
     batch_number: int = 0
     upgraded_ids: tuple[str, ...] = ()  # every instance this rollout moved to the new model
     rollback_ids: tuple[str, ...] = ()  # instances moved back to the baseline so far
-    reimaged_ids: tuple[str, ...] = ()  # instances reimaged because the baseline did not repair them
+    reimaged_ids: tuple[str, ...] = ()  # instances whose reimage call was sent and confirmed
+    # A reimage saved before its call (save, then act) and not yet confirmed sent: two-phase, because
+    # nothing the next observation shows tells a reimage sent from one never sent (docs/design.md).
+    reimage_pending: tuple[str, ...] = ()
+    reimage_requested_at: datetime | None = None  # when it was (last) sent; None = send it again now
     # A digest of the parts of the scale set model this release does not own (the image during a script
     # release, the extension during an image release), taken once the release's own part is on the model.
     # A different digest later means someone edited the model outside the rollout. "" = not taken yet.

@@ -10,10 +10,15 @@ never issued. The decider heals that on a later tick (``_reissue_stalled``: an i
 neither updated nor updating after ``upgrade_retry_seconds`` gets its upgrade again), and the model
 write is level-triggered anyway (model differs -> write it).
 
-The ``targets`` row (one per scale set) holds the active rollout id and the stable release. It is
-claimed with a conditional write, so two blob events cannot start two canaries. The rollout row and
-the target row live in different tables, so every step that touches both is written to be repeated:
-a tick that finds the target pointing at a finished rollout finishes the hand-over.
+The ``targets`` row (one per scale set) holds the active rollout id and the stable release. The rollout
+row and the target row live in different tables, with no transaction across them; what keeps one
+rollout active per scale set whatever the interleaving is the claim protocol (docs/design.md, "Who
+holds the scale set"): a rollout is saved as started only after a conditional write of the target
+naming it, with a write conditional on the version of its row read as ``Queued``; the target stops
+naming a rollout only once its row is terminal (the hand-over) or once a host has written its row
+while still ``Queued``, conditional on the version it judged (superseding it, or revoking the claim
+to adopt an orphan). Ticks stop any started rollout the target does not name (``_stop_orphans``).
+A reimage is recorded in two phases (intent saved, then confirmed sent): ``_confirm_reimage``.
 """
 
 from __future__ import annotations
@@ -85,6 +90,8 @@ from rollout.releases import (
 )
 
 log = logging.getLogger("rollout")
+
+_ARM_WRITES = (UpdateModel, UpgradeInstances, ReimageInstances)
 
 
 @dataclass(frozen=True)
@@ -258,21 +265,46 @@ class RolloutService:
         return Outcome("Rejected", reason, rollout.id, Phase.REJECTED)
 
     def _activate_next(self) -> Outcome:
-        """If nothing holds the scale set, start the newest queued release (older ones are superseded)."""
+        """If nothing holds the scale set, start the newest queued release (older ones are superseded).
+
+        The claim protocol (docs/design.md, "Who holds the scale set"): the target row is read first,
+        the rollouts after it, so every row judged here is at least as new as the target read. The
+        scale set is free when the target names nothing, a finished rollout (handed over first) or a
+        rollout still ``Queued``. A ``Queued`` one may be mid-start on another host (claimed, not yet
+        saved as Canary), so it is never passed over silently: it is either started here or
+        superseded, each with a write conditional on the very version of its row judged ``Queued``;
+        of that write and the other host's start exactly one succeeds. The claim itself is
+        conditional on the target's ETag, and a rollout is saved as started only after its claim.
+        """
         target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
-        if target.active_rollout_id:
-            active = self.store.get_rollout(self.target_key, target.active_rollout_id)
-            if active is not None and active.phase.is_active:
-                return Outcome("Busy", f"{active.id} holds the scale set", active.id, active.phase)
-            if active is not None and active.phase is not Phase.QUEUED:
-                target = self._finish(active, target)
-        queued = [r for r in self.store.list_rollouts(self.target_key) if r.phase is Phase.QUEUED]
+        rollouts = self.store.list_rollouts(self.target_key)
+        held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
+        if held is not None and held.phase.is_active:
+            return Outcome("Busy", f"{held.id} holds the scale set", held.id, held.phase)
+        if held is not None and held.phase.is_terminal:
+            target = self._finish(held, target)
+            if target.active_rollout_id == held.id:
+                return Outcome("Busy", f"{held.id} ended; a reimage it sent is not confirmed yet", held.id, held.phase)
+            if target.active_rollout_id is not None:
+                # Handed over and claimed again by another host since our read: it goes on.
+                return Outcome("Lost", "another instance claimed the scale set first", target.active_rollout_id)
+            held = None
+        orphans = [r for r in rollouts if r.phase.is_active]
+        if orphans:
+            if held is not None and not self._revoke_claim(held):
+                return Outcome("Lost", f"{held.id}, claimed by another instance, changed while starting", held.id)
+            return self._adopt(orphans[0], target)
+        queued = [r for r in rollouts if r.phase is Phase.QUEUED]
         if not queued:
             return Outcome("Idle", "no queued release")
         queued.sort(key=lambda r: (r.release.version, r.created_at))
         newest = queued[-1]
         for older in queued[:-1]:
-            self._reject_existing(older, f"superseded by v{newest.release.version}")
+            superseded = self._reject_existing(older, f"superseded by v{newest.release.version}")
+            if not superseded and held is not None and older.id == held.id:
+                # The scale set was claimed for it and its row changed since we read it Queued:
+                # another host is starting it (or just superseded it). Re-judge on the next tick.
+                return Outcome("Lost", f"{held.id}, claimed by another instance, changed while starting", held.id)
         reason = self._not_newer_reason(newest.release, target)
         if reason is not None:
             self._reject_existing(newest, reason)
@@ -443,26 +475,80 @@ class RolloutService:
             "back; a rollback restores its public settings only"
         )
 
-    def _reject_existing(self, rollout: Rollout, reason: str) -> None:
+    def _reject_existing(self, rollout: Rollout, reason: str) -> bool:
+        """Reject ``rollout`` if its row is still the version read; False when it changed since."""
         reason = _clip(reason)
         try:
             saved = self.store.update_rollout(
                 rollout.evolve(phase=Phase.REJECTED, reason=reason, updated_at=self.clock.now())
             )
         except ConcurrencyError:
-            return
+            return False
         self._record(saved, "Rejected", reason)
+        return True
+
+    def _revoke_claim(self, queued: Rollout) -> bool:
+        """Take the scale set's claim away from a rollout still ``Queued`` without superseding it: a
+        write on the version of its row read as ``Queued`` (it stays queued), so a start of it already
+        under way on another host, conditional on that version, fails. False if it changed since."""
+        try:
+            self.store.update_rollout(queued.evolve(updated_at=self.clock.now()))
+        except ConcurrencyError:
+            return False
+        return True
+
+    def _adopt(self, orphan: Rollout, target: TargetRecord) -> Outcome:
+        """A started rollout the target does not name, while the scale set is free: a leftover of
+        the claim race this protocol closes (rows written by an earlier version). Claim the scale set
+        for it (conditional on the target read before the listing that showed it, so a rollout that
+        was started properly in between makes this claim fail), so that ticks follow it again."""
+        try:
+            self.store.save_target(replace(target, active_rollout_id=orphan.id, updated_at=self.clock.now()))
+        except ConcurrencyError:
+            return Outcome("Lost", "another instance claimed the scale set first", orphan.id, orphan.phase)
+        message = (
+            f"{orphan.phase.value} but not holding the scale set (a lost claim race); "
+            "the scale set was free, so it holds it again"
+        )
+        self._record(orphan, "Adopted", message)
+        return Outcome("Advanced", message, orphan.id, orphan.phase)
+
+    def _stop_orphans(self, listed: Sequence[Rollout], target: TargetRecord) -> None:
+        """Stop every started rollout the target does not name, without touching the scale set.
+
+        ``listed`` was read BEFORE ``target``. A rollout started properly names itself in the target
+        before it is saved as started, and the target moves on only once it is finished; so one
+        listed as started that the later target read does not name either never held the scale set,
+        or has finished since, and then its row changed and the conditional write below fails."""
+        for orphan in listed:
+            if not orphan.phase.is_active or orphan.id == target.active_rollout_id:
+                continue
+            reason = _clip(
+                f"stopped: it was {orphan.phase.value} without holding the scale set ({target.active_rollout_id} "
+                "holds it; a lost claim race). Nothing was written to the scale set for this; the rollout that "
+                "holds it decides every instance"
+            )
+            now = self.clock.now()
+            try:
+                saved = self.store.update_rollout(
+                    orphan.evolve(phase=Phase.ABORTED, reason=reason, phase_since=now, updated_at=now)
+                )
+            except ConcurrencyError:
+                continue
+            self._record(saved, "Orphaned", f"{orphan.phase.value} -> Aborted: {reason}")
 
     # --- tick ----------------------------------------------------------------------------------
 
     def tick(self) -> Outcome:
         """Advance the active rollout one step (the timer trigger). Never waits on ARM operations."""
+        listed = self.store.list_rollouts(self.target_key)  # before the target: see _stop_orphans
         target = self.store.get_target(self.target_key)
         if target is None or not target.active_rollout_id:
             return self._activate_next()
         rollout = self.store.get_rollout(self.target_key, target.active_rollout_id)
         if rollout is None or not rollout.phase.is_active:
             return self._activate_next()
+        self._stop_orphans(listed, target)
         if rollout.phase in (Phase.PAUSED, Phase.FAILED):
             return Outcome("Idle", f"{rollout.phase.value}: {rollout.reason}", rollout.id, rollout.phase)
         try:
@@ -520,22 +606,29 @@ class RolloutService:
             # retry can fix that: stop now with the reason instead of retrying to the deadline.
             return self._write_refused(rollout, failed_action, str(error))
         retry_after = error.retry_after if isinstance(error, TransientError) else None
+        actions = list(decision.actions)
+        sent = actions[: actions.index(failed_action)] if failed_action is not None else actions
+        decided = rollout
+        if any(isinstance(a, ReimageInstances) for a in sent):
+            rollout = self._confirm_reimage(rollout)
+        if any(isinstance(a, _ARM_WRITES) for a in sent):
+            self._record_late_writes(decided, [a for a in sent if isinstance(a, _ARM_WRITES)])
         if failed:
             # The call did not reach ARM (throttled, refused): clear batch_started_at so a later
             # tick re-issues an upgrade without waiting for upgrade_retry_seconds, but not before
             # ARM's Retry-After (hold_until) when it gave one. A reimage leaves no trace the next
-            # observation could show, so its bookkeeping is taken back for it to be issued again.
+            # observation could show: one not sent stays pending, marked to be sent again.
             hold = self.clock.now() + timedelta(seconds=retry_after) if retry_after else None
-            reimaged = rollout.reimaged_ids
-            if isinstance(failed_action, ReimageInstances):
-                reimaged = tuple(i for i in reimaged if i not in failed_action.instance_ids)
+            changes: dict[str, Any] = {}
+            if any(isinstance(a, ReimageInstances) for a in actions if a not in sent):
+                changes["reimage_requested_at"] = None
             with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # a newer tick decides afresh anyway
                 rollout = self.store.update_rollout(
                     rollout.evolve(
                         batch_started_at=None,
                         hold_until=hold,
-                        reimaged_ids=reimaged,
                         reason=_clip(f"{rollout.reason}; {failed}"),
+                        **changes,
                     )
                 )
         if rollout.phase.is_terminal:
@@ -543,6 +636,56 @@ class RolloutService:
             self._activate_after(rollout)
         status = "Error" if failed else "Advanced"
         return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
+
+    def _confirm_reimage(self, saved: Rollout) -> Rollout:
+        """The second phase of a reimage: ARM took the call ``saved`` intended, so record it done.
+
+        Conditional like every write; on a conflict the row is read again and the confirmation is
+        applied to it as long as it still holds the same intent (an abort in between changes the
+        phase, not the fact that the call was sent). If another host has sent it again since (a
+        newer ``reimage_requested_at``), that host confirms its own call: confirming it here could
+        end the rollback before that second call has landed."""
+        intent = (saved.reimage_pending, saved.reimage_requested_at)
+        current: Rollout | None = saved
+        for _ in range(5):
+            if current is None or (current.reimage_pending, current.reimage_requested_at) != intent:
+                return current or saved
+            done = tuple(machine.sort_ids(set(current.reimaged_ids) | set(current.reimage_pending)))
+            try:
+                return self.store.update_rollout(
+                    current.evolve(reimaged_ids=done, reimage_pending=(), reimage_requested_at=None)
+                )
+            except ConcurrencyError:
+                current = self.store.get_rollout(self.target_key, saved.id)
+            except RecordTooLargeError:  # it only shrinks the row; the intent stays and is sent again
+                return current
+        return current or saved
+
+    def _record_late_writes(self, saved: Rollout, sent: Sequence[Action]) -> None:
+        """Record in the trail an ARM write that landed after another host changed the rollout's
+        phase (an operator's abort accepted while this tick's call was in flight): save, then act
+        orders ticks against ticks, not a tick against a verb. The decider heals it (a rollback
+        moves back every instance it observes on the release); the trail must show it happened."""
+        try:
+            current = self.store.get_rollout(self.target_key, saved.id)
+        except PortError:
+            return
+        if current is None or current.phase is saved.phase:
+            return
+        for action in sent:
+            ids = list(getattr(action, "instance_ids", ()))
+            what = {
+                UpgradeInstances: f"manualupgrade of {', '.join(ids)}",
+                ReimageInstances: f"reimage of {', '.join(ids)}",
+            }.get(type(action), f"{getattr(action, 'purpose', '')} model write".strip())
+            self._record(
+                current,
+                "LateWrite",
+                f"{what} issued by a tick that decided in {saved.phase.value}, before the rollout became "
+                f"{current.phase.value} ({current.reason})",
+                instances=ids,
+                decidedIn=saved.phase.value,
+            )
 
     def _stop_unsavable(self, before: Rollout, exc: RecordTooLargeError) -> tuple[Outcome, Rollout, bool]:
         """The next state of ``before`` is too large to store: nothing was acted on. A rollout that has
@@ -600,6 +743,8 @@ class RolloutService:
                 return target
             if not rollout.phase.is_terminal:
                 return target  # Failed keeps the claim: a human decides (retry or abort)
+            if self._reimage_in_flight(rollout):
+                return target  # handed over once confirmed sent (or its host is past the bound)
             changes: dict[str, Any] = {"active_rollout_id": None, "updated_at": self.clock.now()}
             if rollout.phase is Phase.SUCCEEDED:
                 changes.update(
@@ -612,6 +757,14 @@ class RolloutService:
             except ConcurrencyError:
                 target = None
         raise ConcurrencyError("could not release the scale set after 5 attempts")
+
+    def _reimage_in_flight(self, rollout: Rollout) -> bool:
+        """An unconfirmed reimage that its host may still be sending (an abort ended the rollout
+        meanwhile): the next rollout must not get the scale set before it lands or is past the bound."""
+        asked = rollout.reimage_requested_at
+        if not rollout.reimage_pending or asked is None:
+            return False
+        return (self.clock.now() - asked).total_seconds() < self.policy.upgrade_retry_seconds
 
     def _activate_after(self, rollout: Rollout) -> None:
         outcome = self._activate_next()
@@ -636,9 +789,20 @@ class RolloutService:
             if ok:
                 if saved.phase.is_active:
                     # Act on the verb now rather than at the next timer tick (a paused or failed
-                    # rollout's tick only reads it).
-                    self.tick()
-                    saved = self.store.get_rollout(self.target_key, rollout_id) or saved
+                    # rollout's tick only reads it). The verb is saved already: a backend failing
+                    # here is the next tick's to retry, not an error to report (a caller told "try
+                    # again" would find the verb no longer applies).
+                    try:
+                        self.tick()
+                        saved = self.store.get_rollout(self.target_key, rollout_id) or saved
+                    except PortError as exc:
+                        log.warning("%s of %s saved; acting on it now failed: %s", verb, rollout_id, exc)
+                        return Outcome(
+                            "Done",
+                            f"{verb}: {saved.reason} (saved; acting on it failed for now, the next tick does: {exc})",
+                            rollout_id,
+                            saved.phase,
+                        )
                 return Outcome("Done", f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 

@@ -320,6 +320,7 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
         "rollback_ids": _dumps(list(rollout.rollback_ids)),
         "reimaged_ids": _dumps(list(rollout.reimaged_ids)),
         "foreign_model": rollout.foreign_model,
+        "reimage_pending": _dumps(list(rollout.reimage_pending)),
         "unhealthy_streak": rollout.unhealthy_streak,
         "skip_bake": rollout.skip_bake,
         "promote_full": rollout.promote_full,
@@ -335,6 +336,8 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
         entity["paused_from"] = rollout.paused_from.value
     if rollout.hold_until is not None:
         entity["hold_until"] = _encode_dt(rollout.hold_until, "hold_until")
+    if rollout.reimage_requested_at is not None:
+        entity["reimage_requested_at"] = _encode_dt(rollout.reimage_requested_at, "reimage_requested_at")
     check_entity_size(entity, f"rollout {rollout.target}/{rollout.id}")
     return entity
 
@@ -361,6 +364,8 @@ def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> R
         rollback_ids=tuple(json.loads(entity.get("rollback_ids") or "[]")),
         reimaged_ids=tuple(json.loads(entity.get("reimaged_ids") or "[]")),
         foreign_model=entity.get("foreign_model", "") or "",
+        reimage_pending=tuple(json.loads(entity.get("reimage_pending") or "[]")),
+        reimage_requested_at=_opt_dt(entity.get("reimage_requested_at")),
         unhealthy_streak=int(entity.get("unhealthy_streak", 0)),
         paused_from=None if paused_from is None else Phase(paused_from),
         hold_until=_opt_dt(entity.get("hold_until")),

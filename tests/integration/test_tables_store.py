@@ -317,3 +317,18 @@ def test_a_refused_token_is_a_port_error_not_a_transient_one(azurite_oauth: Azur
         store.get_rollout(TARGET, "r-1")
     assert not isinstance(raised.value, TransientError)
     assert "401" in str(raised.value) or "403" in str(raised.value)
+
+
+def test_a_listed_rollout_is_written_conditionally_on_the_version_listed(store: TableStateStore) -> None:
+    """The claim protocol judges rows from a listing and writes them conditionally on the listed
+    version (service._activate_next, _stop_orphans): the listing's ETag must be the one If-Match checks."""
+    store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.QUEUED))
+    (listed,) = store.list_rollouts(TARGET)
+    fresh = store.get_rollout(TARGET, "r-1")
+    assert fresh is not None and listed.etag == fresh.etag
+    started = store.update_rollout(fresh.evolve(phase=Phase.CANARY))  # another host starts it
+    with pytest.raises(ConcurrencyError):
+        store.update_rollout(listed.evolve(phase=Phase.REJECTED))  # the stale listed version loses
+    (again,) = store.list_rollouts(TARGET)
+    assert again.etag == started.etag and again.phase is Phase.CANARY
+    store.update_rollout(again.evolve(reason="touched"))  # the current listed version wins
