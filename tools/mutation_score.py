@@ -5,11 +5,11 @@
 Score = killed / (mutants - equivalent), where killed counts what mutmut reports as killed, timed out or
 caught by the type checker. A surviving mutant listed in the equivalents file is not counted (it cannot
 be killed: it behaves like the original). Each entry holds the mutant's name and the lines it changes
-(from `mutmut show`); an entry whose name now names a different mutation (the module changed since)
-is stale, does not count, and is reported, so the list has to be re-checked rather than silently reused.
+(from `mutmut show`). mutmut numbers mutants by their position in a function, so after an edit the entry
+is matched again by its change among the survivors of the same function; an entry whose change no
+survivor makes any more is reported and not counted (a test kills it now, or the code changed).
 
-Exits 1 when a module or the total is under the minimum, when a mutant was not run, or when an entry is
-stale; 0 otherwise.
+Exits 1 when a module or the total is under the minimum, or when a mutant was not run; 0 otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -68,6 +69,24 @@ def mutant_diff(name: str, path: str) -> str:
     return str(get_diff_for_mutant(name, path=path))
 
 
+def _function(mutant: str) -> str:
+    return mutant.rpartition("__mutmut_")[0]
+
+
+def find_equivalent(module: Module, entry: dict[str, Any], exclude: set[str]) -> str | None:
+    """The surviving mutant an equivalents entry describes: the named one if it still makes the recorded
+    change, else a survivor of the same function that makes it (mutmut numbers mutants by position, so
+    an edit elsewhere in the function renumbers them). None when no survivor makes that change."""
+    name, change = entry["mutant"], entry["change"]
+    if name in module.survivors and changed_lines(mutant_diff(name, module.path)) == change:
+        return name
+    for other in module.survivors:
+        same_function = other not in exclude and _function(other) == _function(name)
+        if same_function and changed_lines(mutant_diff(other, module.path)) == change:
+            return other
+    return None
+
+
 def load_modules() -> list[Module]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
     modules = []
@@ -109,16 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     equivalent: set[str] = set()
     for entry in entries:
-        name, path = entry["mutant"], entry["module"]
-        module = by_path.get(path)
-        if module is None or name not in module.survivors:
-            # Killed now (a test got better) or gone: the entry is obsolete, not an error in the score.
-            print(f"note: {name} is listed as equivalent but did not survive this run (drop the entry)")
+        module = by_path.get(entry["module"])
+        found = module and find_equivalent(module, entry, exclude=equivalent)
+        if not found:
+            # Killed now (a test got better), or the mutation is gone from the code: obsolete, not counted.
+            print(
+                f"note: {entry['mutant']} ({' / '.join(entry['change'])}) did not survive: drop or re-check the entry"
+            )
             continue
-        if changed_lines(mutant_diff(name, path)) != entry["change"]:
-            problems.append(f"stale equivalent entry {name}: the mutant now changes something else (re-check it)")
-            continue
-        equivalent.add(name)
+        if found != entry["mutant"]:
+            print(f"note: {entry['mutant']} is now {found} (the same change, renumbered)")
+        assert module is not None
+        equivalent.add(found)
         module.equivalent += 1
 
     print(f"{'module':24}" + "".join(f" {h:>8}" for h in HEADINGS))
