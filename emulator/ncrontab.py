@@ -93,7 +93,11 @@ def _check_field(text: str, index: int, expression: str) -> None:
         if word.upper() not in names:
             raise bad(f"{word!r} is not a {name} name" if names else f"{word!r} is not a number")
     for item in text.split(","):
-        base = item.partition("/")[0]
+        if not item:
+            raise bad("empty list item")
+        base, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and int(step) > 0):
+            raise bad(f"invalid step {step!r} (a positive number)")
         ends = [_value(end, low, names) for end in base.split("-")] if base != "*" else []
         if any(end is not None and not low <= end <= high for end in ends):
             raise bad(f"value out of range {low}-{high}")
@@ -128,7 +132,10 @@ class CronSchedule:
                 croniter(alone, second_at_beginning=True)
             except CroniterError as error:
                 name = _FIELDS[index][0]
-                raise NCrontabError(f"{name} field {text!r} of schedule {expression!r} is invalid: {error}") from None
+                reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error))  # croniter quotes its own (reordered) fields
+                raise NCrontabError(
+                    f"{name} field {text!r} of schedule {expression!r} is not valid NCRONTAB ({reason})"
+                ) from None
         # Fail now for schedules that can never fire (Feb 30th, Apr 31st) instead of at run time.
         schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
         return schedule

@@ -95,10 +95,12 @@ INVALID_CASES = [
     ("* * * 0 * *", "day field '0' of schedule '* * * 0 * *': value out of range 1-31"),
     ("* * * * 13 *", "month field '13' of schedule '* * * * 13 *': value out of range 1-12"),
     ("* * * * * 7", "day-of-week field '7' of schedule '* * * * * 7': value out of range 0-6"),  # croniter: Sunday
-    ("*/0 * * * * *", "second field '*/0'"),
+    ("*/0 * * * * *", "second field '*/0' of schedule '*/0 * * * * *': invalid step '0'"),
     ("*/x * * * * *", "second field '*/x' of schedule '*/x * * * * *': 'x' is not a number"),
+    ("0 */0 * * * *", "minute field '*/0' of schedule '0 */0 * * * *': invalid step '0'"),
     ("30-10 * * * * *", "runs backwards"),  # NCrontab swaps the ends, croniter wraps around
-    ("1,,2 * * * * *", "second field '1,,2'"),
+    ("1,,2 * * * * *", "second field '1,,2' of schedule '1,,2 * * * * *': empty list item"),
+    ("1-2-3 * * * * *", "second field '1-2-3' of schedule '1-2-3 * * * * *' is not valid NCRONTAB"),
     ("* * * * FOO *", "'FOO' is not a month name"),
     ("* * * * * FUNDAY", "'FUNDAY' is not a day-of-week name"),
     ("a * * * * *", "second field 'a' of schedule 'a * * * * *': 'a' is not a number"),
