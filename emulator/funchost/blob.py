@@ -133,17 +133,9 @@ class BlobTrigger:
         connection = connection_string(name, connection_name, env, "the blob trigger")
         regex, prefix = blob_name_pattern(pattern or "{name}")
         connection_name = connection_name or "AzureWebJobsStorage"
+        sdk_type = sdk_binding_type(function, name, trigger, env, connection_name)
         self._functions[name] = BlobFunction(
-            function=function,
-            name=name,
-            kind="blob",
-            trigger_arg=trigger.name,
-            container=container,
-            name_pattern=regex,
-            prefix=prefix,
-            connection_string=connection,
-            connection_name=connection_name,
-            sdk_type=sdk_binding_type(function, name, trigger, env, connection_name),
+            function, name, "blob", trigger.name, container, regex, prefix, connection, connection_name, sdk_type
         )
 
     def names(self) -> list[str]:

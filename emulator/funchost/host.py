@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from emulator.easyauth import PLATFORM_ENV, EasyAuth, EasyAuthSettings
 from emulator.funchost.admin import AdminApi
@@ -30,6 +30,14 @@ from emulator.funchost.keys import KEYS_FILE, HostKeys
 from emulator.funchost.timer import TimerTrigger
 
 _HOST_SERIAL = itertools.count(1)
+T = TypeVar("T")
+
+
+def _once_started(value: T | None) -> T:
+    """What ``start()`` sets up (keys, state dir), or an error before it."""
+    if value is None:
+        raise RuntimeError("host not started")
+    return value
 
 
 class LocalFunctionsHost:
@@ -95,9 +103,7 @@ class LocalFunctionsHost:
 
     @property
     def keys(self) -> HostKeys:
-        if self._keys is None:
-            raise RuntimeError("host not started")
-        return self._keys
+        return _once_started(self._keys)
 
     @property
     def function_key(self) -> str:
@@ -109,9 +115,7 @@ class LocalFunctionsHost:
 
     @property
     def state_dir(self) -> Path:
-        if self._state_dir is None:
-            raise RuntimeError("host not started")
-        return self._state_dir
+        return _once_started(self._state_dir)
 
     @property
     def max_url_bytes(self) -> int | None:

@@ -102,17 +102,10 @@ class HttpTrigger:
 
     def add(self, function: Function, name: str, trigger: Any, env: Mapping[str, str]) -> None:
         methods = getattr(trigger, "methods", None)
-        self.functions.append(
-            HttpFunction(
-                function=function,
-                name=name,
-                kind="http",
-                trigger_arg=trigger.name,
-                route=RouteTemplate.parse(getattr(trigger, "route", None) or name),
-                methods=frozenset(enum_value(m).upper() for m in methods) if methods else None,
-                auth_level=enum_value(getattr(trigger, "auth_level", None) or "function").lower(),
-            )
-        )
+        route = RouteTemplate.parse(getattr(trigger, "route", None) or name)
+        allowed = frozenset(enum_value(m).upper() for m in methods) if methods else None
+        auth_level = enum_value(getattr(trigger, "auth_level", None) or "function").lower()
+        self.functions.append(HttpFunction(function, name, "http", trigger.name, route, allowed, auth_level))
         # Most specific routes first (literals before parameters), then by template text for a stable order.
         self.functions.sort(key=lambda f: (f.route.precedence(), f.route.template))
 

@@ -48,14 +48,8 @@ class TimerTrigger:
             parse_schedule(schedule_text)
         except NCrontabError as error:
             raise HostStartupError(f"function {name}: {error}") from None
-        self._functions[name] = TimerFunction(
-            function=function,
-            name=name,
-            kind="timer",
-            trigger_arg=trigger.name,
-            schedule_text=schedule_text,
-            run_on_startup=bool(getattr(trigger, "run_on_startup", False)),
-        )
+        run_on_startup = bool(getattr(trigger, "run_on_startup", False))
+        self._functions[name] = TimerFunction(function, name, "timer", trigger.name, schedule_text, run_on_startup)
 
     def names(self) -> list[str]:
         return list(self._functions)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from emulator.demo import EXAMPLES, Twin, local_twin
+from emulator.twin import EXAMPLES, Twin, local_twin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
