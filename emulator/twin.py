@@ -271,9 +271,19 @@ def add_twin_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--upgrade-seconds", type=float, default=1.0, help="emulated time per upgrade (default 1)")
     parser.add_argument("--failure-threshold", type=int, default=2, help="FAILURE_THRESHOLD (default 2)")
+    parser.add_argument("--lb-address", default="127.0.9.1", help="the balancer's address, port 80")
+    parser.add_argument("--address-base", default="127.0.40.1", help="the first instance's address, port 80")
 
 
-_TWIN_ARGUMENTS = ("instances", "bake_seconds", "tick_seconds", "upgrade_seconds", "failure_threshold")
+_TWIN_ARGUMENTS = (
+    "instances",
+    "bake_seconds",
+    "tick_seconds",
+    "upgrade_seconds",
+    "failure_threshold",
+    "lb_address",
+    "address_base",
+)
 
 
 def twin_from_arguments(
