@@ -18,7 +18,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emulator.twin import EXAMPLES, Twin, TwinError, add_twin_arguments, run_until_interrupted, twin_from_arguments
+from emulator.twin import (
+    EXAMPLES,
+    Twin,
+    TwinError,
+    add_twin_arguments,
+    local_twin,
+    options_from_arguments,
+    run_until_interrupted,
+)
 
 
 class Narrator:
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         narrator = Narrator(time.monotonic(), lambda line: print(line, flush=True))
         print("Canary releases for VM Scale Sets: the walkthrough, automated, on the local twin.", flush=True)
-        with twin_from_arguments(parser, args, narrator.say) as twin:
+        with local_twin(options_from_arguments(parser, args), narrator.say) as twin:
             rollouts = run_story(twin, narrator, args.bake_seconds)
             summary(twin, rollouts, narrator)
         print("everything stopped: Azurite, the ARM emulator, nginx instances, balancer, functions host.")

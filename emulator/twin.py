@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,19 @@ TITLE_RE = re.compile(r"<title>(.*?)</title>", re.S)
 
 class TwinError(RuntimeError):
     """The twin cannot start (a port taken) or did not do what was expected of it."""
+
+
+@dataclass(frozen=True)
+class TwinOptions:
+    """How ``local_twin`` sets the twin up; ``make twin`` and ``make demo`` take each as an option."""
+
+    instances: int = 3  # nginx instances in the scale set (the walkthrough's 3)
+    bake_seconds: int = 8  # the app's BAKE_SECONDS
+    tick_seconds: float = 1.0  # the timer's period (instead of its NCRONTAB schedule)
+    upgrade_seconds: float = 1.0  # emulated time per upgrade
+    failure_threshold: int = 2  # the app's FAILURE_THRESHOLD
+    lb_address: str = "127.0.9.1"  # the balancer's address (port 80)
+    address_base: str = "127.0.40.1"  # the first instance's address (port 80)
 
 
 @dataclass(frozen=True)
@@ -194,27 +207,23 @@ def app_settings(
 
 
 @contextlib.contextmanager
-def local_twin(
-    *,
-    instances: int,
-    bake_seconds: int,
-    tick_seconds: float,
-    upgrade_seconds: float,
-    failure_threshold: int,
-    lb_address: str = "127.0.9.1",
-    address_base: str = "127.0.40.1",
-    say: Callable[[str], None] = print,
-) -> Iterator[Twin]:
+def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] = print) -> Iterator[Twin]:
     """Start the whole twin; stop every part of it on exit, whatever happened."""
     started = time.monotonic()
-    check_port_80(lb_address)
-    check_port_80(address_base)
+    instances, tick_seconds = options.instances, options.tick_seconds
+    check_port_80(options.lb_address)
+    check_port_80(options.address_base)
     with contextlib.ExitStack() as stack:
         state = Path(tempfile.mkdtemp(prefix="vmss-canary-twin-"))
         stack.callback(shutil.rmtree, state, ignore_errors=True)
         arm_options = {"token": TOKEN, "state_dir": state / "arm", "subscription_id": SUBSCRIPTION}
         parts = stack.enter_context(
-            backends(**arm_options, address_base=address_base, upgrade_seconds=upgrade_seconds, retry_after=0.2)
+            backends(
+                **arm_options,
+                address_base=options.address_base,
+                upgrade_seconds=options.upgrade_seconds,
+                retry_after=0.2,
+            )
         )
         azurite, emulator = parts.azurite, parts.emulator
         say(f"azurite        blobs and tables on {azurite.blob_endpoint.rsplit('/', 1)[0]}")
@@ -242,7 +251,7 @@ def local_twin(
             return [i.address for i in emulator.scale_set(RESOURCE_GROUP, VMSS).instances.values()]
 
         balancer = RoundRobinBalancer(
-            lb_address, 80, backends=backend_addresses, probe_interval_s=0.5, unhealthy_threshold=2
+            options.lb_address, 80, backends=backend_addresses, probe_interval_s=0.5, unhealthy_threshold=2
         )
         stack.enter_context(balancer)
         balancer.wait_until(lambda s: len(s.up) == instances, timeout_s=15)
@@ -250,7 +259,7 @@ def local_twin(
 
         host = LocalFunctionsHost(
             "function_app:app",
-            env=app_settings(azurite, emulator, bake_seconds, failure_threshold),
+            env=app_settings(azurite, emulator, options.bake_seconds, options.failure_threshold),
             http_port=0,
             timer_period_seconds=tick_seconds,
             blob_poll_seconds=0.5,
@@ -261,37 +270,32 @@ def local_twin(
         yield Twin(azurite, emulator, balancer, host, blobs, started)
 
 
+# The command-line flag and help of each TwinOptions field.
+_FLAGS = {
+    "instances": ("--instances", "nginx instances in the scale set"),
+    "bake_seconds": ("--bake", "BAKE_SECONDS"),
+    "tick_seconds": ("--tick", "seconds between timer ticks"),
+    "upgrade_seconds": ("--upgrade-seconds", "emulated time per upgrade"),
+    "failure_threshold": ("--failure-threshold", "FAILURE_THRESHOLD"),
+    "lb_address": ("--lb-address", "the balancer's address, port 80"),
+    "address_base": ("--address-base", "the first instance's address, port 80"),
+}
+
+
 def add_twin_arguments(parser: argparse.ArgumentParser) -> None:
-    """The twin's options, shared by ``make twin`` and ``make demo``."""
-    # Each dest is the name of local_twin's parameter it sets (_TWIN_ARGUMENTS).
-    parser.add_argument("--instances", type=int, default=3, help="fleet size (default 3, as the walkthrough)")
-    parser.add_argument("--bake", dest="bake_seconds", type=int, default=8, help="BAKE_SECONDS (default 8)")
-    parser.add_argument(
-        "--tick", dest="tick_seconds", type=float, default=1.0, help="seconds between ticks (default 1)"
-    )
-    parser.add_argument("--upgrade-seconds", type=float, default=1.0, help="emulated time per upgrade (default 1)")
-    parser.add_argument("--failure-threshold", type=int, default=2, help="FAILURE_THRESHOLD (default 2)")
-    parser.add_argument("--lb-address", default="127.0.9.1", help="the balancer's address, port 80")
-    parser.add_argument("--address-base", default="127.0.40.1", help="the first instance's address, port 80")
+    """``TwinOptions`` as command-line options (defaults from it), shared by ``make twin`` and ``make demo``."""
+    defaults = TwinOptions()
+    for option in fields(TwinOptions):
+        flag, text = _FLAGS[option.name]
+        default = getattr(defaults, option.name)
+        parser.add_argument(flag, dest=option.name, type=type(default), default=default, help=f"{text} (%(default)s)")
 
 
-_TWIN_ARGUMENTS = (
-    "instances",
-    "bake_seconds",
-    "tick_seconds",
-    "upgrade_seconds",
-    "failure_threshold",
-    "lb_address",
-    "address_base",
-)
-
-
-def twin_from_arguments(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, say: Callable[[str], None]
-) -> contextlib.AbstractContextManager[Twin]:
+def options_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TwinOptions:
+    """The ``TwinOptions`` of parsed ``add_twin_arguments`` options (each dest is the field's name)."""
     if not 1 <= args.instances <= 50:
         parser.error("--instances must be between 1 and 50 for nginx instances")
-    return local_twin(**{name: getattr(args, name) for name in _TWIN_ARGUMENTS}, say=say)
+    return TwinOptions(**{f.name: getattr(args, f.name) for f in fields(TwinOptions)})
 
 
 def run_until_interrupted(body: Callable[[], int]) -> int:
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        with twin_from_arguments(parser, args, lambda line: print(line, flush=True)) as twin:
+        with local_twin(options_from_arguments(parser, args), lambda line: print(line, flush=True)) as twin:
             print("\nThe local twin is running (Ctrl-C stops it):", flush=True)
             for name, value in twin.endpoints():
                 print(f"  {name:<18} {value}", flush=True)

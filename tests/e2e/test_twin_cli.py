@@ -92,3 +92,20 @@ def test_make_twin_refuses_to_start_when_port_80_is_taken() -> None:
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "cannot listen on 127.0.9.4:80" in output
+
+
+def test_every_twin_option_is_a_command_line_option_with_its_default() -> None:
+    import argparse
+
+    from emulator.twin import TwinOptions, add_twin_arguments, options_from_arguments
+
+    parser = argparse.ArgumentParser()
+    add_twin_arguments(parser)
+    assert options_from_arguments(parser, parser.parse_args([])) == TwinOptions()
+    given = ["--instances", "5", "--bake", "3", "--tick", "0.5", "--upgrade-seconds", "2", "--failure-threshold", "4"]
+    given += ["--lb-address", "127.0.9.9", "--address-base", "127.0.70.1"]
+    assert options_from_arguments(parser, parser.parse_args(given)) == TwinOptions(
+        5, 3, 0.5, 2.0, 4, "127.0.9.9", "127.0.70.1"
+    )
+    with pytest.raises(SystemExit):
+        options_from_arguments(parser, parser.parse_args(["--instances", "0"]))
