@@ -8,11 +8,12 @@ PYTEST_ARGS ?=
 MUTATION_CHILDREN ?= 2
 ARGS ?=
 
-.PHONY: help setup system-deps test test-fast lint typecheck demo bench mutation clean
+.PHONY: help setup system-deps test test-fast lint typecheck demo twin bench mutation clean
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
 	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10')"
+	@echo "make twin   - start the local twin, print its endpoints and keys; Ctrl-C stops it"
 	@echo "make lint   - ruff on everything, mypy --strict on rollout/ and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
@@ -53,6 +54,9 @@ lint: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/python -m emulator.demo $(ARGS)
+
+twin: setup
+	$(BIN)/python -m emulator.twin $(ARGS)
 
 bench: setup
 	$(BIN)/python -m bench.run $(ARGS)

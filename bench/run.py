@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.harness import expected_batches, run_rollout
-from emulator.arm import ArmEmulator
-from emulator.azurite import run_azurite
+from bench.harness import TOKEN, expected_batches, run_rollout
+from emulator.twin import backends
 from rollout.machine import decide
 from rollout.model import (
     ExtensionSpec,
@@ -118,32 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     policy = RolloutPolicy(bake_seconds=0, batch_percent=20, max_unavailable_percent=20)
-    with run_azurite() as azurite, tempfile.TemporaryDirectory() as tmp:
-        emulator = ArmEmulator(
-            host="127.0.0.1",
-            port=0,
-            token="bench-token",
-            state_dir=tmp,
-            address_base="127.0.60.1",
-            instance_port=8080,
-            upgrade_seconds=0.2,
-            retry_after=0.05,
-            throttle=None,
-        )
-        emulator.start()
-        try:
-            emulator.set_page_size(50)
-            for size in sizes:
-                run = run_rollout(emulator, azurite.connection_string, f"b{size}", size, policy=policy)
-                median, slowest = run.median_tick * 1000, run.slowest_tick * 1000
-                calls = f"{run.manualupgrade_calls} ({expected_batches(size, policy)})"
-                lines.append(
-                    f"| {size} | {run.phase.value} | {run.ticks} | {run.seconds:.1f} s | {median:.0f} ms "
-                    f"| {slowest:.0f} ms | {calls} | {run.extension_writes} | {run.peak_rss_mib:.0f} MiB |"
-                )
-                print(lines[-1], flush=True)
-        finally:
-            emulator.stop()
+    # The twin's two backends (emulator/twin.py), with synthetic instances on port 8080 and no throttling.
+    arm_options = {"token": TOKEN, "address_base": "127.0.60.1", "instance_port": 8080, "throttle": None}
+    with backends(**arm_options, upgrade_seconds=0.2, retry_after=0.05) as parts:
+        emulator = parts.emulator
+        emulator.set_page_size(50)
+        for size in sizes:
+            run = run_rollout(emulator, parts.azurite.connection_string, f"b{size}", size, policy=policy)
+            median, slowest = run.median_tick * 1000, run.slowest_tick * 1000
+            calls = f"{run.manualupgrade_calls} ({expected_batches(size, policy)})"
+            lines.append(
+                f"| {size} | {run.phase.value} | {run.ticks} | {run.seconds:.1f} s | {median:.0f} ms "
+                f"| {slowest:.0f} ms | {calls} | {run.extension_writes} | {run.peak_rss_mib:.0f} MiB |"
+            )
+            print(lines[-1], flush=True)
     lines += [
         "",
         "The scale test `tests/integration/test_scale.py` (marked `slow`) runs the same rollout on 40",

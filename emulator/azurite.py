@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ipaddress
 import os
 import re
 import signal
@@ -27,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,36 +65,6 @@ class AzuriteService:
             f"QueueEndpoint={self.queue_endpoint};"
             f"TableEndpoint={self.table_endpoint};"
         )
-
-
-def _self_signed_loopback_cert(directory: Path) -> tuple[Path, Path]:
-    """A one-day certificate for 127.0.0.1 (IP SAN): written as PEM, used as its own CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "azurite-test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 def _pdeathsig() -> None:
@@ -170,8 +138,12 @@ def run_azurite(oauth: bool = False, on_disk: bool = False) -> Iterator[AzuriteS
         tls_args: list[str] = []
         ca_file: Path | None = None
         if oauth:
-            ca_file, key_file = _self_signed_loopback_cert(workspace)
-            tls_args = ["--cert", str(ca_file), "--key", str(key_file), "--oauth", "basic"]
+            from emulator.certs import generate_certs  # cryptography: only when serving HTTPS
+
+            # A throw-away CA and a server certificate for 127.0.0.1, as the ARM emulator uses.
+            certs = generate_certs(workspace / "certs", hosts=("127.0.0.1",))
+            ca_file = certs.ca_bundle
+            tls_args = ["--cert", str(certs.cert_chain), "--key", str(certs.key), "--oauth", "basic"]
         persistence = (
             ["--location", str(workspace / "data")]
             if on_disk

@@ -5,18 +5,34 @@ The Functions host (via the .NET NCrontab library) takes six fields, seconds fir
     {second} {minute} {hour} {day} {month} {day-of-week}
     */30     *        *      *     *       *              -> every 30 seconds
 
-Design decisions, each matching the real host so a schedule that works here works in Azure:
+The next fire times come from ``croniter`` (PyPI, pinned in requirements-dev.txt), which reads a sixth
+field of seconds *first* when given ``second_at_beginning=True`` (croniter 7.0.0 README, "You can also
+use seconds as first field: croniter('15,25 * * * * *', base, second_at_beginning=True)";
+croniter/croniter.py ``_expand``: "move second to its own (6th) field"), and combines day-of-month and
+day-of-week with AND when given ``day_or=False``, as NCrontab does (classic Vixie cron uses OR).
+``0 0 0 13 * FRI`` is "Friday the 13th", not "every 13th and every Friday".
 
-* Six fields are the norm; five fields (classic cron, seconds = 0) are accepted too, as NCrontab's
-  fallback parse does. A ``hh:mm:ss`` TimeSpan (the App Service plan form) is an interval, see
-  ``TimeSpanSchedule``.
-* Day-of-month and day-of-week are combined with AND, as NCrontab does (classic Vixie cron uses OR
-  when both are restricted). ``0 0 0 13 * FRI`` is "Friday the 13th", not "every 13th and every Friday".
-* Day-of-week is 0-6 with 0 = Sunday; month and day names (``JAN``, ``mon``) are case-insensitive.
-* Times are UTC (the host's default without ``WEBSITE_TIME_ZONE``); callers pass aware datetimes.
+This module is the thin wrapper that keeps croniter to what NCrontab accepts, so a schedule that works
+here works in Azure. Where the two differ (each case has a test in tests/unit/test_ncrontab.py):
 
-Errors are ``NCrontabError`` (a ``ValueError``) naming the expression, the field and the bad part, so
-a typo in an app setting is found at host start and not at the first missed tick.
+* Field count: NCrontab takes 6 fields, or 5 (classic cron, seconds = 0) as its fallback parse; croniter
+  also takes a 7th (year) field. Seven fields are refused here.
+* Day-of-week: NCrontab's range is 0-6, 0 = Sunday (atifaziz/NCrontab, NCrontab/CrontabFieldImpl.cs:
+  ``DayOfWeek = new(CrontabFieldKind.DayOfWeek, 0, 6, ...)``); croniter also takes 7 for Sunday. 7 is
+  refused here.
+* A range that runs backwards (``30-10``): NCrontab swaps its ends (NCrontab/CrontabField.cs,
+  ``Accumulate``: "if the start is bigger than the end value then swap them over", i.e. 10-30);
+  croniter wraps it around (30-59 and 0-10). Refused here, with the reason, rather than run a schedule
+  different from Azure's.
+* Extensions NCrontab does not know (``L``, ``W``, ``#``, ``?``, ``H`` hashing), which croniter accepts:
+  refused here. Letters are allowed only as month and day names (``JAN``, ``mon``; case-insensitive).
+
+A ``hh:mm:ss`` TimeSpan (the App Service plan form) is an interval, see ``TimeSpanSchedule``. Times are
+UTC (the host's default without ``WEBSITE_TIME_ZONE``); callers pass aware datetimes.
+
+Errors are ``NCrontabError`` (a ``ValueError``) naming the expression and, where one field is at fault,
+the field and its text, so a typo in an app setting is found at host start and not at the first
+missed tick.
 """
 
 from __future__ import annotations
@@ -27,6 +43,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from croniter import CroniterBadDateError, CroniterError, croniter
+
 __all__ = ["CronSchedule", "NCrontabError", "Schedule", "TimeSpanSchedule", "parse_schedule"]
 
 
@@ -34,31 +52,18 @@ class NCrontabError(ValueError):
     """The schedule expression is malformed; the message names the field and the offending part."""
 
 
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    low: int
-    high: int
-    names: tuple[str, ...] = ()  # names[i] is the alias of low + i
-
-
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
-
-_FIELDS = (
-    _Field("second", 0, 59),
-    _Field("minute", 0, 59),
-    _Field("hour", 0, 23),
-    _Field("day", 1, 31),
-    _Field("month", 1, 12, _MONTHS),
-    _Field("day-of-week", 0, 6, _DAYS),
+# (name, low, high, value names) of the six NCRONTAB fields, seconds first.
+_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("second", 0, 59, ()),
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day-of-week", 0, 6, _DAYS),
 )
-
-# A schedule that matches nothing (``0 0 0 31 2 *``) must fail fast rather than loop forever:
-# every valid combination recurs within 28 years (the Gregorian weekday/leap cycle), so searching
-# further proves it never fires.
-_SEARCH_LIMIT = timedelta(days=366 * 28 + 7)
-
+_FIELD_SYNTAX = re.compile(r"^[0-9A-Za-z*,/-]+$")
 _TIMESPAN_RE = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
 
@@ -68,65 +73,44 @@ class Schedule(Protocol):
     def next_after(self, moment: datetime) -> datetime: ...
 
 
-def _parse_value(text: str, spec: _Field, expression: str) -> int:
-    upper = text.upper()
-    if spec.names and upper in spec.names:
-        return spec.low + spec.names.index(upper)
-    if not text.isdigit():
-        raise NCrontabError(
-            f"invalid {spec.name} value {text!r} in schedule {expression!r}"
-            + (f" (expected {spec.low}-{spec.high} or a name like {spec.names[0]})" if spec.names else "")
-        )
-    value = int(text)
-    if not spec.low <= value <= spec.high:
-        raise NCrontabError(
-            f"{spec.name} value {value} out of range {spec.low}-{spec.high} in schedule {expression!r}"
-        )
-    return value
+def _value(text: str, low: int, names: tuple[str, ...]) -> int | None:
+    """A field value as a number (names included), or None when it is not one (croniter judges it)."""
+    if text.isdigit():
+        return int(text)
+    return low + names.index(text.upper()) if text.upper() in names else None
 
 
-def _parse_field(text: str, spec: _Field, expression: str) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        if not part:
-            raise NCrontabError(f"empty list item in {spec.name} field {text!r} of schedule {expression!r}")
-        base, slash, step_text = part.partition("/")
-        step = 1
-        if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise NCrontabError(
-                    f"invalid step {step_text!r} in {spec.name} field {text!r} of schedule {expression!r}"
-                )
-            step = int(step_text)
-        if base == "*":
-            low, high = spec.low, spec.high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            low = _parse_value(first, spec, expression)
-            high = _parse_value(last, spec, expression)
-            if low > high:
-                raise NCrontabError(
-                    f"range {base!r} runs backwards in {spec.name} field of schedule {expression!r}"
-                )
-        else:
-            low = _parse_value(base, spec, expression)
-            # "5/15" means "from 5 to the end, every 15" (NCrontab); a bare "5" is just 5.
-            high = spec.high if slash else low
-        values.update(range(low, high + 1, step))
-    return frozenset(values)
+def _check_field(text: str, index: int, expression: str) -> None:
+    """What NCrontab refuses and croniter would accept (see the module docstring)."""
+    name, low, high, names = _FIELDS[index]
+
+    def bad(reason: str) -> NCrontabError:
+        return NCrontabError(f"{name} field {text!r} of schedule {expression!r}: {reason}")
+
+    if not _FIELD_SYNTAX.match(text):
+        raise bad("NCRONTAB allows only digits, names, '*', ',', '-' and '/'")
+    for word in re.findall(r"[A-Za-z]+", text):
+        if word.upper() not in names:
+            raise bad(f"{word!r} is not a {name} name" if names else f"{word!r} is not a number")
+    for item in text.split(","):
+        if not item:
+            raise bad("empty list item")
+        base, slash, step = item.partition("/")
+        if slash and not (step.isdigit() and int(step) > 0):
+            raise bad(f"invalid step {step!r} (a positive number)")
+        ends = [_value(end, low, names) for end in base.split("-")] if base != "*" else []
+        if any(end is not None and not low <= end <= high for end in ends):
+            raise bad(f"value out of range {low}-{high}")
+        if len(ends) == 2 and ends[0] is not None and ends[1] is not None and ends[0] > ends[1]:
+            raise bad("the range runs backwards (NCrontab swaps its ends, croniter wraps it around: write it low-high)")
 
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A parsed NCRONTAB expression: the set of allowed values of each field."""
+    """A valid NCRONTAB expression; croniter computes its fire times."""
 
     expression: str
-    seconds: frozenset[int]
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    days_of_week: frozenset[int]  # 0 = Sunday
+    fields: tuple[str, ...]  # always six, seconds first
 
     @classmethod
     def parse(cls, expression: str) -> CronSchedule:
@@ -138,41 +122,36 @@ class CronSchedule:
                 f"schedule {expression!r} has {len(parts)} fields; NCRONTAB needs 6 "
                 "({second} {minute} {hour} {day} {month} {day-of-week}), e.g. '*/30 * * * * *'"
             )
-        sets = [_parse_field(text, spec, expression) for text, spec in zip(parts, _FIELDS, strict=True)]
-        schedule = cls(expression, *sets)
+        for index, text in enumerate(parts):
+            _check_field(text, index, expression)
+        schedule = cls(expression, tuple(parts))
+        for index, text in enumerate(parts):
+            # Name the field croniter refuses: the field alone, every other field '*'.
+            alone = " ".join(text if i == index else "*" for i in range(6))
+            try:
+                croniter(alone, second_at_beginning=True)
+            except CroniterError as error:
+                name = _FIELDS[index][0]
+                reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error))  # croniter quotes its own (reordered) fields
+                raise NCrontabError(
+                    f"{name} field {text!r} of schedule {expression!r} is not valid NCRONTAB ({reason})"
+                ) from None
         # Fail now for schedules that can never fire (Feb 30th, Apr 31st) instead of at run time.
         schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
         return schedule
-
-    def _day_matches(self, moment: datetime) -> bool:
-        # Python: Monday = 0 .. Sunday = 6; cron: Sunday = 0 .. Saturday = 6.
-        cron_weekday = (moment.weekday() + 1) % 7
-        return moment.day in self.days and moment.month in self.months and cron_weekday in self.days_of_week
 
     def next_after(self, moment: datetime) -> datetime:
         """The first fire time strictly after ``moment`` (aware; the result is in UTC)."""
         if moment.tzinfo is None:
             raise ValueError("next_after needs an aware datetime (the host schedules in UTC)")
-        start = moment.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
-        limit = start + _SEARCH_LIMIT
-        candidate = start
-        # Coarse to fine: skip whole days, then hours, minutes, seconds. Each step either advances to
-        # the next unit boundary or narrows the search, so the loop is short even for sparse schedules.
-        while candidate < limit:
-            if not self._day_matches(candidate):
-                candidate = (candidate + timedelta(days=1)).replace(hour=0, minute=0, second=0)
-                continue
-            if candidate.hour not in self.hours:
-                candidate = (candidate + timedelta(hours=1)).replace(minute=0, second=0)
-                continue
-            if candidate.minute not in self.minutes:
-                candidate = (candidate + timedelta(minutes=1)).replace(second=0)
-                continue
-            if candidate.second not in self.seconds:
-                candidate += timedelta(seconds=1)
-                continue
-            return candidate
-        raise NCrontabError(f"schedule {self.expression!r} never fires (no matching date)")
+        try:
+            found = croniter(
+                " ".join(self.fields), moment.astimezone(UTC), day_or=False, second_at_beginning=True
+            ).get_next(datetime)
+        except CroniterBadDateError:
+            raise NCrontabError(f"schedule {self.expression!r} never fires (no matching date)") from None
+        assert isinstance(found, datetime)
+        return found.astimezone(UTC)
 
     def occurrences(self, after: datetime) -> Iterator[datetime]:
         """Successive fire times after ``after`` (for docs, tests and "next 5 runs" displays)."""

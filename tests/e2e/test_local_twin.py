@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from emulator.demo import EXAMPLES, Twin, local_twin
+from emulator.twin import EXAMPLES, Twin, TwinOptions, local_twin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -27,7 +27,7 @@ ENDED = ("Succeeded", "RolledBack", "Aborted", "Failed", "Rejected")
 def twin() -> Iterator[Twin]:
     if shutil.which("nginx") is None or shutil.which("bwrap") is None:
         pytest.fail("nginx and bubblewrap are needed: run `make setup`", pytrace=False)
-    with local_twin(
+    options = TwinOptions(
         instances=3,
         bake_seconds=4,
         tick_seconds=0.5,
@@ -35,8 +35,8 @@ def twin() -> Iterator[Twin]:
         failure_threshold=2,
         lb_address="127.0.9.2",
         address_base="127.0.50.1",
-        say=lambda line: None,
-    ) as running:
+    )
+    with local_twin(options, say=lambda line: None) as running:
         yield running
 
 

@@ -127,8 +127,9 @@ def test_the_blob_trigger_connection_is_known_with_its_binding_type() -> None:
 
 
 def test_the_local_host_refuses_documented_suffixes_only() -> None:
-    """emulator/funchost.py names the settings that switch the blob SDK binding to a managed identity."""
-    found = set(re.findall(r"\{conn\}(__[A-Za-z]+)", (REPO_ROOT / "emulator" / "funchost.py").read_text()))
+    """emulator/funchost/sdkbinding.py names the settings that switch the blob SDK binding to a managed identity."""
+    source = (REPO_ROOT / "emulator" / "funchost" / "sdkbinding.py").read_text()
+    found = set(re.findall(r"\{conn\}(__[A-Za-z]+)", source))
     assert len(found) >= 3
     assert found <= set(setting_table().suffixes), found - set(setting_table().suffixes)
 

@@ -1,5 +1,5 @@
 """The local host's front-end answers for requests no function should see: a bad or huge Content-Length,
-a body that never arrives, and (a switch, see emulator/funchost.py) URLs over the Windows host's 4 KB."""
+a body that never arrives, and (a switch, see emulator/funchost/http.py) URLs over the Windows host's 4 KB."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_a_bad_or_huge_content_length_is_answered_before_any_function(host: Loca
 def test_a_body_that_never_arrives_is_a_408_not_a_500(
     host: LocalFunctionsHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(funchost._Handler, "timeout", 1)
+    monkeypatch.setattr(funchost.http.Handler, "timeout", 1)
     key = {"x-functions-key": host.function_key}
     assert raw(host, "POST", "/api/items/1/abort", {**key, "Content-Length": "100"}, b"{}") == 408
     assert toy.recorder.http_calls == []
@@ -72,6 +72,6 @@ def test_a_body_that_never_arrives_is_a_408_not_a_500(
 @pytest.mark.parametrize("host", [None, funchost.WEB_CONFIG_MAX_URL_BYTES], indirect=True, ids=["no-limit", "4KB"])
 def test_long_urls_reach_the_function_unless_the_4kb_switch_is_on(host: LocalFunctionsHost) -> None:
     path = "/api/ping?pad=" + "x" * 5000
-    expected = 200 if host._max_url_bytes is None else 414
+    expected = 200 if host.max_url_bytes is None else 414
     assert raw(host, "GET", path, {}) == expected
     assert raw(host, "GET", "/api/ping?pad=" + "x" * 3000, {}) == 200

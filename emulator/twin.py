@@ -1,0 +1,340 @@
+"""The local twin: every part of the Azure setup the product runs against, on this machine.
+
+``backends()`` starts the two services the product calls (Azurite for blobs and tables, the ARM
+emulator over HTTPS) and stops them on exit; ``bench/`` uses it as it is. ``local_twin()`` adds the rest
+of the walkthrough's setup on top, and is what ``make demo`` (``emulator/demo.py``), ``make twin``
+(this module's CLI) and ``tests/e2e`` run:
+
+* the release container ``init`` holding the walkthrough's ``install_nginx.sh`` (v0);
+* a scale set of real nginx instances (each on its own loopback address, port 80) initialised by that
+  script through the CustomScript handler (``emulator/nginx.py``, ``emulator/customscript.py``);
+* a round-robin load balancer on ``lb_address:80`` probing ``GET /`` like the walkthrough's LB rule;
+* the local Functions host running ``function_app.py`` unchanged: the blob trigger, a fast timer and
+  the HTTP API with a function key.
+
+Everything is stopped on exit, whatever happened, in the reverse order of its start.
+
+``make twin`` (``python -m emulator.twin``) starts the twin, prints its endpoints and keys, and keeps it
+running until Ctrl-C (or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import logging
+import re
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from emulator.arm import ArmEmulator
+from emulator.azurite import AzuriteService, run_azurite
+from emulator.customscript import azure_blob_fetcher
+from emulator.funchost import LocalFunctionsHost
+from emulator.lb import RoundRobinBalancer
+from emulator.nginx import nginx_runtime_factory
+from rollout.adapters.blobs import ReleaseBlobs
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000de"
+RESOURCE_GROUP, VMSS = "canary-rg", "canary-vmss"
+RELEASE_CONTAINER = "init"
+TOKEN = "local-demo-token"
+BASE_IMAGE = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute/images/ubuntu-lts"
+)
+TITLE_RE = re.compile(r"<title>(.*?)</title>", re.S)
+
+
+class TwinError(RuntimeError):
+    """The twin cannot start (a port taken) or did not do what was expected of it."""
+
+
+@dataclass(frozen=True)
+class TwinOptions:
+    """How ``local_twin`` sets the twin up; ``make twin`` and ``make demo`` take each as an option."""
+
+    instances: int = 3  # nginx instances in the scale set (the walkthrough's 3)
+    bake_seconds: int = 8  # the app's BAKE_SECONDS
+    tick_seconds: float = 1.0  # the timer's period (instead of its NCRONTAB schedule)
+    upgrade_seconds: float = 1.0  # emulated time per upgrade
+    failure_threshold: int = 2  # the app's FAILURE_THRESHOLD
+    lb_address: str = "127.0.9.1"  # the balancer's address (port 80)
+    address_base: str = "127.0.40.1"  # the first instance's address (port 80)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The services the product calls: Azurite and the ARM emulator (HTTPS)."""
+
+    azurite: AzuriteService
+    emulator: ArmEmulator
+
+
+@contextlib.contextmanager
+def backends(**arm_options: Any) -> Iterator[Backends]:
+    """Azurite and an ARM emulator started with ``arm_options`` (``ArmEmulator``'s); both stopped on exit."""
+    with run_azurite() as azurite, ArmEmulator(**arm_options) as emulator:
+        yield Backends(azurite, emulator)
+
+
+@dataclass
+class Twin:
+    """The running local twin, as the demo, ``make twin`` and the e2e tests drive it."""
+
+    azurite: AzuriteService
+    emulator: ArmEmulator
+    balancer: RoundRobinBalancer
+    host: LocalFunctionsHost
+    blobs: ReleaseBlobs
+    started: float
+
+    # -- what a user sees ------------------------------------------------------------------------
+    def sample_titles(self, n: int = 12) -> collections.Counter[str]:
+        """``curl`` the balancer n times; count the page titles (the walkthrough's check)."""
+        seen: collections.Counter[str] = collections.Counter()
+        for _ in range(n):
+            seen[_title_of(self.balancer.url, 3, lambda exc: f"error: {type(exc).__name__}")] += 1
+        return seen
+
+    def instance_titles(self) -> dict[str, str]:
+        """Each instance's own page, bypassing the balancer (what the SSH tunnel showed)."""
+        scale_set = self.emulator.scale_set(RESOURCE_GROUP, VMSS)
+        ordered = sorted(scale_set.instances.items(), key=lambda kv: int(kv[0]))
+        return {
+            iid: _title_of(f"http://{inst.address}/", 2, lambda _: "down (connection refused)") for iid, inst in ordered
+        }
+
+    # -- the operator's side -----------------------------------------------------------------------
+    def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        r = requests.request(
+            method,
+            f"{self.host.api_url}/{path}",
+            headers={"x-functions-key": self.host.function_key},
+            json=body,
+            timeout=30,
+        )
+        return r.status_code, (r.json() if r.content else None)
+
+    def upload(self, name: str, source: Path) -> None:
+        self.blobs.upload(name, source.read_bytes(), overwrite=True)
+
+    def rollout_for(self, version: int, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, payload = self.api("GET", "rollouts")
+            if status == 200:
+                for r in payload["rollouts"]:
+                    if r["version"] == version:
+                        return r  # type: ignore[no-any-return]
+            time.sleep(0.3)
+        raise TwinError(f"the blob trigger did not record v{version} within {timeout:.0f} s")
+
+    def endpoints(self) -> list[tuple[str, str]]:
+        """What a person needs to talk to each part (``make twin`` prints these)."""
+        instances = self.emulator.scale_set(RESOURCE_GROUP, VMSS).instances
+        return [
+            ("Azurite", self.azurite.connection_string),
+            ("release container", f"{self.azurite.blob_endpoint}/{RELEASE_CONTAINER}"),
+            ("ARM emulator", f"{self.emulator.url} (token {TOKEN}, CA bundle {self.emulator.ca_bundle})"),
+            ("scale set", f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/.../{VMSS}"),
+            *((f"instance {iid}", f"http://{inst.address}/") for iid, inst in sorted(instances.items())),
+            ("load balancer", self.balancer.url),
+            ("Functions host", f"{self.host.api_url} (routes: rollouts, rollouts/<id>, fleet)"),
+            ("function key", self.host.function_key),
+            ("master key", f"{self.host.master_key} (admin API: {self.host.url}/admin/functions/<name>)"),
+        ]
+
+
+def _title_of(url: str, timeout: float, failed: Callable[[requests.RequestException], str]) -> str:
+    """The page title at ``url``; ``HTTP <status>`` for an error answer, ``failed(exc)`` for no answer."""
+    try:
+        r = requests.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        return failed(exc)
+    m = TITLE_RE.search(r.text)
+    return m.group(1).strip() if m and r.status_code == 200 else f"HTTP {r.status_code}"
+
+
+def check_port_80(address: str) -> None:
+    """Fail early and clearly when port 80 is taken (a system nginx on *:80 takes it everywhere)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, 80))
+        except OSError as exc:
+            raise TwinError(
+                f"cannot listen on {address}:80 ({exc.strerror}): is a system nginx, or another twin, "
+                "holding port 80? Stop it (for example `service nginx stop`) and try again"
+            ) from None
+
+
+def app_settings(
+    azurite: AzuriteService, emulator: ArmEmulator, bake_seconds: int, failure_threshold: int
+) -> dict[str, str]:
+    """The function app's settings on the twin (local.settings.sample.json names them all)."""
+    return {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+        "VMSS_RESOURCE_GROUP": RESOURCE_GROUP,
+        "VMSS_NAME": VMSS,
+        "ARM_ENDPOINT": emulator.url,
+        "ARM_CA_BUNDLE": str(emulator.ca_bundle),
+        "ARM_TOKEN": TOKEN,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "ReleaseStorage": azurite.connection_string,
+        "StateStorage": azurite.connection_string,
+        "RELEASE_CONTAINER": RELEASE_CONTAINER,
+        "ROLLOUT_TICK_SCHEDULE": "*/30 * * * * *",
+        "BAKE_SECONDS": str(bake_seconds),
+        "FAILURE_THRESHOLD": str(failure_threshold),
+        "PROGRESS_DEADLINE_SECONDS": "120",
+        "UPGRADE_RETRY_SECONDS": "20",
+        "PROBE_TIMEOUT_SECONDS": "1",
+    }
+
+
+@contextlib.contextmanager
+def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] = print) -> Iterator[Twin]:
+    """Start the whole twin; stop every part of it on exit, whatever happened."""
+    started = time.monotonic()
+    instances, tick_seconds = options.instances, options.tick_seconds
+    check_port_80(options.lb_address)
+    check_port_80(options.address_base)
+    with contextlib.ExitStack() as stack:
+        state = Path(tempfile.mkdtemp(prefix="vmss-canary-twin-"))
+        stack.callback(shutil.rmtree, state, ignore_errors=True)
+        arm_options = {"token": TOKEN, "state_dir": state / "arm", "subscription_id": SUBSCRIPTION}
+        parts = stack.enter_context(
+            backends(
+                **arm_options,
+                address_base=options.address_base,
+                upgrade_seconds=options.upgrade_seconds,
+                retry_after=0.2,
+            )
+        )
+        azurite, emulator = parts.azurite, parts.emulator
+        say(f"azurite        blobs and tables on {azurite.blob_endpoint.rsplit('/', 1)[0]}")
+        blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=RELEASE_CONTAINER)
+        stack.callback(blobs.close)
+        blobs.ensure_container()
+        v0_url = blobs.upload("install_nginx.sh", (EXAMPLES / "install_nginx.sh").read_bytes(), overwrite=True)
+
+        factory = nginx_runtime_factory(state / "vms", azure_blob_fetcher(azurite.connection_string), port=80)
+        emulator.create_scale_set(
+            RESOURCE_GROUP,
+            VMSS,
+            0,
+            image_id=BASE_IMAGE,
+            extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"},
+            extension_protected_settings={"managedIdentity": {}},
+            runtime_factory=factory,
+        )
+        # Like `az vmss create` + the extension: the instances run install_nginx.sh as they provision.
+        emulator.scale_out(RESOURCE_GROUP, VMSS, instances)
+        emulator.wait_idle(timeout=120)
+        say(f"arm emulator   {emulator.url} (HTTPS): scale set {VMSS}, {instances} nginx instances, v0 installed")
+
+        def backend_addresses() -> list[str]:
+            return [i.address for i in emulator.scale_set(RESOURCE_GROUP, VMSS).instances.values()]
+
+        balancer = RoundRobinBalancer(
+            options.lb_address, 80, backends=backend_addresses, probe_interval_s=0.5, unhealthy_threshold=2
+        )
+        stack.enter_context(balancer)
+        balancer.wait_until(lambda s: len(s.up) == instances, timeout_s=15)
+        say(f"load balancer  {balancer.url} (probe GET / on port 80, round robin)")
+
+        host = LocalFunctionsHost(
+            "function_app:app",
+            env=app_settings(azurite, emulator, options.bake_seconds, options.failure_threshold),
+            http_port=0,
+            timer_period_seconds=tick_seconds,
+            blob_poll_seconds=0.5,
+            state_dir=state / "host",
+        )
+        stack.enter_context(host)
+        say(f"functions host {host.api_url} (function key required), timer every {tick_seconds:g} s")
+        yield Twin(azurite, emulator, balancer, host, blobs, started)
+
+
+# The command-line flag and help of each TwinOptions field.
+_FLAGS = {
+    "instances": ("--instances", "nginx instances in the scale set"),
+    "bake_seconds": ("--bake", "BAKE_SECONDS"),
+    "tick_seconds": ("--tick", "seconds between timer ticks"),
+    "upgrade_seconds": ("--upgrade-seconds", "emulated time per upgrade"),
+    "failure_threshold": ("--failure-threshold", "FAILURE_THRESHOLD"),
+    "lb_address": ("--lb-address", "the balancer's address, port 80"),
+    "address_base": ("--address-base", "the first instance's address, port 80"),
+}
+
+
+def add_twin_arguments(parser: argparse.ArgumentParser) -> None:
+    """``TwinOptions`` as command-line options (defaults from it), shared by ``make twin`` and ``make demo``."""
+    defaults = TwinOptions()
+    for option in fields(TwinOptions):
+        flag, text = _FLAGS[option.name]
+        default = getattr(defaults, option.name)
+        parser.add_argument(flag, dest=option.name, type=type(default), default=default, help=f"{text} (%(default)s)")
+
+
+def options_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TwinOptions:
+    """The ``TwinOptions`` of parsed ``add_twin_arguments`` options (each dest is the field's name)."""
+    if not 1 <= args.instances <= 50:
+        parser.error("--instances must be between 1 and 50 for nginx instances")
+    return TwinOptions(**{f.name: getattr(args, f.name) for f in fields(TwinOptions)})
+
+
+def run_until_interrupted(body: Callable[[], int]) -> int:
+    """Run ``body`` with SIGTERM turned into Ctrl-C; 130 when interrupted, 1 when the twin failed."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    # The audit events and the endpoints tell the story; the controller's own log lines would repeat them.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("rollout").setLevel(logging.ERROR)
+    logging.getLogger("function_app").setLevel(logging.ERROR)
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything stopped.", file=sys.stderr)
+        return 130
+    except TwinError as exc:
+        print(f"\nfailed: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make twin", description="Start the local twin; Ctrl-C stops it.")
+    add_twin_arguments(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with local_twin(options_from_arguments(parser, args), lambda line: print(line, flush=True)) as twin:
+            print("\nThe local twin is running (Ctrl-C stops it):", flush=True)
+            for name, value in twin.endpoints():
+                print(f"  {name:<18} {value}", flush=True)
+            print(f"\nRelease: upload <app>.v<N>.sh to the {RELEASE_CONTAINER!r} container.", flush=True)
+            while True:
+                time.sleep(3600)
+
+    return run_until_interrupted(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
