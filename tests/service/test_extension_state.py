@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rollout.model import ExtensionSpec, ModelSpec, Phase, Rollout
+from rollout.model import EventKind, ExtensionSpec, ModelSpec, Phase, Rollout
 from rollout.policy import RolloutPolicy
 from rollout.ports import RecordTooLargeError
 from rollout.releases import ExtensionDefaults
@@ -224,7 +224,7 @@ def test_a_started_rollout_whose_next_state_cannot_be_saved_stops_as_failed_with
     world.clock.advance(30)
     outcome = world.service.tick()
     rollout = world.store.get_rollout(TARGET, rid) or pytest.fail()
-    assert rollout.phase is Phase.FAILED and rollout.paused_from is Phase.PROMOTING
+    assert rollout.phase is Phase.FAILED and rollout.failed_from is Phase.PROMOTING
     assert "could not be saved, so it was not acted on" in rollout.reason and "'upgraded_ids'" in rollout.reason
     assert len(world.scale_set.calls_of("upgrade_instances")) == upgrades  # the unsaved batch was never issued
     assert "StateTooLarge" in world.kinds(rid)
@@ -249,7 +249,7 @@ def test_an_event_whose_evidence_is_too_large_is_kept_without_it() -> None:
     world = world_with(rich_extension())
     rid = world.service.start_release(script(1)).rollout_id or ""
     rollout = world.store.get_rollout(TARGET, rid) or pytest.fail()
-    world.service._record(rollout, "Evidence", "a big observation", dump="y" * 70_000)
-    [event] = [e for e in world.store.list_events(TARGET, rid) if e.kind == "Evidence"]
+    world.service._record(rollout, EventKind.BASELINE_WARNING, "a big observation", dump="y" * 70_000)
+    [event] = [e for e in world.store.list_events(TARGET, rid) if e.message == "a big observation"]
     assert event.message == "a big observation"
     assert "too large to store" in event.data["evidenceDropped"] and "'data'" in event.data["evidenceDropped"]

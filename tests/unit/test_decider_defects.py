@@ -71,7 +71,7 @@ def test_an_edit_of_the_image_during_a_script_release_stops_it_as_failed_in_ever
         edited = fleet(I("0"), I("1"), I("2"), model=NEW_ON_IMAGE_B)
         decision = decide(seen, edited, POLICY, LATER + timedelta(seconds=30))
         assert decision.rollout.phase is Phase.FAILED, (phase, decision.rollout.reason)
-        assert decision.rollout.paused_from is phase
+        assert decision.rollout.failed_from is phase
         assert "model changed outside the rollout" in decision.rollout.reason and "image" in decision.rollout.reason
         assert not [a for a in decision.actions if isinstance(a, UpgradeInstances)]
 
@@ -80,7 +80,7 @@ def test_an_edit_of_the_image_during_a_script_release_stops_it_as_failed_in_ever
 
 
 def test_retry_keeps_instances_already_on_the_release_as_the_canary_and_upgrades_none_again() -> None:
-    failed = rollout(Phase.FAILED, paused_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
+    failed = rollout(Phase.FAILED, failed_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
     retried = apply_command(failed, "retry", T0 + timedelta(hours=1)).rollout
     assert retried.upgraded_ids == ("0", "1")  # a rollback still knows what to move back
     # The release's model written again; 0 and 1 still run it (latest), 2 and 3 do not.
@@ -93,7 +93,7 @@ def test_retry_keeps_instances_already_on_the_release_as_the_canary_and_upgrades
 
 def test_retry_counts_an_earlier_canary_still_down_against_the_budget() -> None:
     policy = RolloutPolicy(max_unavailable=1, batch_size=1, progress_deadline_seconds=600)
-    failed = rollout(Phase.FAILED, paused_from=Phase.BAKING, canary_ids=("0",), upgraded_ids=("0",))
+    failed = rollout(Phase.FAILED, failed_from=Phase.BAKING, canary_ids=("0",), upgraded_ids=("0",))
     retried = apply_command(failed, "retry", T0).rollout
     # The old canary reads outdated after the model is written again (a model version) and is down.
     observed = fleet(I("0", probe=BAD), I("1"), I("2"), I("3"), I("4"))
@@ -104,8 +104,8 @@ def test_retry_counts_an_earlier_canary_still_down_against_the_budget() -> None:
 
 def test_retry_restamps_progress_and_the_phase_clock() -> None:
     later = T0 + timedelta(hours=3)
-    for paused_from in (Phase.PROMOTING, Phase.ROLLING_BACK):
-        failed = rollout(Phase.FAILED, paused_from=paused_from, batch_started_at=T0)
+    for failed_from in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        failed = rollout(Phase.FAILED, failed_from=failed_from, batch_started_at=T0)
         retried = apply_command(failed, "retry", later).rollout
         assert retried.last_progress_at == later and retried.phase_since == later
         assert retried.batch_started_at is None

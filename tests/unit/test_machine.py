@@ -272,7 +272,7 @@ CASES = [
         fleet(I("0"), I("1"), model=OLD),
         Phase.FAILED,
         None,
-        check={"paused_from": Phase.BAKING},
+        check={"failed_from": Phase.BAKING},
     ),
     Case(
         "canary: model changed by someone else after the canary started -> Failed, not overwritten",
@@ -435,11 +435,11 @@ CASES = [
         fleet(I("0", latest=True, probe=BAD), I("1", latest=True), model=OLD),
         Phase.FAILED,
         None,
-        check={"paused_from": Phase.ROLLING_BACK},
+        check={"failed_from": Phase.ROLLING_BACK},
     ),
     Case(
         "paused: nothing moves",
-        rollout(Phase.PAUSED, paused_from=Phase.PROMOTING, upgraded_ids=("0",)),
+        rollout(Phase.PAUSED, resume_to=Phase.PROMOTING, upgraded_ids=("0",)),
         fleet(I("0", latest=True), I("1")),
         Phase.PAUSED,
         (),
@@ -460,7 +460,7 @@ def test_decide(case: Case) -> None:
 
 
 def test_the_decider_does_not_change_what_it_does_not_decide() -> None:
-    r = rollout(Phase.PAUSED, paused_from=Phase.BAKING)
+    r = rollout(Phase.PAUSED, resume_to=Phase.BAKING)
     decision = decide(r, fleet(I("0")), POLICY, T0 + timedelta(hours=5))
     assert decision.rollout == r and decision.events == () and decision.actions == ()
 
@@ -501,13 +501,13 @@ def test_commands_that_do_not_apply_are_refused(phase: Phase, verb: str, message
 
 def test_resume_returns_to_the_paused_phase_and_restarts_the_clocks() -> None:
     later = T0 + timedelta(hours=2)
-    decision = apply_command(rollout(Phase.PAUSED, paused_from=Phase.BAKING), "resume", later)
+    decision = apply_command(rollout(Phase.PAUSED, resume_to=Phase.BAKING), "resume", later)
     assert decision.rollout.phase is Phase.BAKING
     assert decision.rollout.phase_since == later and decision.rollout.last_progress_at == later
 
 
 def test_retry_of_a_failed_rollback_rolls_back_again() -> None:
-    decision = apply_command(rollout(Phase.FAILED, paused_from=Phase.ROLLING_BACK), "retry", T0)
+    decision = apply_command(rollout(Phase.FAILED, failed_from=Phase.ROLLING_BACK), "retry", T0)
     assert decision.rollout.phase is Phase.ROLLING_BACK
 
 
@@ -571,7 +571,7 @@ def test_a_policy_that_could_never_progress_is_refused() -> None:
 
 
 def test_retry_after_drift_starts_again_from_the_canary_and_rewrites_the_model() -> None:
-    failed = rollout(Phase.FAILED, paused_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
+    failed = rollout(Phase.FAILED, failed_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
     retried = apply_command(failed, "retry", T0).rollout
     assert retried.phase is Phase.CANARY and retried.canary_ids == ()
     decision = decide(retried, fleet(I("0", latest=True), I("1", latest=True), I("2"), model=OLD), POLICY, T0)
