@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from rollout.machine import ReimageInstances, UpdateModel, UpgradeInstances, apply_command, decide
-from rollout.model import ModelSpec, Phase
+from rollout.model import EventKind, ModelSpec, Phase
 from rollout.policy import RolloutPolicy
 from tests.unit.test_machine import BAD, NEW, OLD, POLICY, T0, I, fleet, rollout
 
@@ -27,7 +27,7 @@ def test_baking_a_canary_scaled_in_is_replaced_within_the_budget() -> None:
     assert decision.rollout.phase is Phase.CANARY, decision.rollout.reason
     assert decision.actions == (UpgradeInstances(("1",), "canary"),)
     assert decision.rollout.canary_ids == ("1",)
-    assert [e.kind for e in decision.events][:1] == ["CanaryLost"]
+    assert [e.kind for e in decision.events][:1] == [EventKind.CANARY_LOST]
 
 
 def test_baking_with_one_of_two_canaries_scaled_in_bakes_on_with_the_other() -> None:
@@ -130,7 +130,7 @@ def test_a_reissued_batch_is_trimmed_to_the_budget_of_the_current_observation() 
     assert decision.actions == (UpgradeInstances(("4", "5", "6"), "batch"),)
     assert decision.rollout.batch_ids == ("4", "5", "6")
     assert "7" not in decision.rollout.upgraded_ids  # back in the outdated pool for a later batch
-    assert "BatchTrimmed" in [e.kind for e in decision.events]
+    assert EventKind.BATCH_TRIMMED in [e.kind for e in decision.events]
 
 
 def test_a_reissued_batch_counts_instances_down_outside_it() -> None:
@@ -157,7 +157,7 @@ def test_an_instance_on_the_release_that_the_rollout_did_not_upgrade_is_recorded
     observed = fleet(I("0", latest=True), I("1", state="Updating", probe=None), I("2"), I("5", latest=True))
     decision = decide(r, observed, POLICY, LATER)
     assert decision.rollout.upgraded_ids == ("0", "5")
-    assert "InstancesOnRelease" in [e.kind for e in decision.events]
+    assert EventKind.INSTANCES_ON_RELEASE in [e.kind for e in decision.events]
 
 
 def test_rollback_moves_back_an_instance_scaled_out_on_the_release() -> None:

@@ -14,10 +14,12 @@ from rollout.machine import (
     ReimageInstances,
     UpdateModel,
     UpgradeInstances,
+    Verb,
     apply_command,
     decide,
 )
 from rollout.model import (
+    EventKind,
     ExtensionSpec,
     FleetView,
     Health,
@@ -456,7 +458,7 @@ def test_decide(case: Case) -> None:
     for name, value in case.check.items():
         assert getattr(decision.rollout, name) == value, name
     if decision.rollout.phase is not case.rollout.phase:
-        assert any(e.kind == "PhaseChanged" for e in decision.events), "every transition writes an event"
+        assert any(e.kind is EventKind.PHASE_CHANGED for e in decision.events), "every transition writes an event"
 
 
 def test_the_decider_does_not_change_what_it_does_not_decide() -> None:
@@ -625,3 +627,33 @@ def test_writes_wait_for_arms_retry_after_but_observation_goes_on() -> None:
     # A step that needs no write is not held: a healthy canary still moves on to Baking.
     canary = rollout(Phase.CANARY, canary_ids=("0",), upgraded_ids=("0",), hold_until=hold)
     assert decide(canary, observed, POLICY, T0).rollout.phase is Phase.BAKING
+
+
+def test_every_verb_has_a_transition_and_an_unknown_one_is_refused_with_the_list() -> None:
+    # Each verb either applies or is refused with a CommandError, in every phase: none falls through.
+    applied = set()
+    for verb in Verb:
+        for phase in Phase:
+            start = rollout(phase, resume_to=Phase.BAKING if phase is Phase.PAUSED else None)
+            try:
+                apply_command(start, verb, T0)
+            except CommandError:
+                continue
+            applied.add(verb)
+    assert applied == set(Verb)
+    assert [v.value for v in Verb] == ["abort", "pause", "resume", "promote", "promote-full", "retry"]
+    with pytest.raises(CommandError, match="expected one of abort, pause, resume, promote, promote-full, retry$"):
+        apply_command(rollout(Phase.CANARY), "resum", T0)  # type: ignore[arg-type]
+
+
+def test_pause_records_where_to_resume_and_a_stop_records_where_it_failed_from() -> None:
+    paused = apply_command(rollout(Phase.BAKING), Verb.PAUSE, T0).rollout
+    assert (paused.phase, paused.resume_to, paused.failed_from) == (Phase.PAUSED, Phase.BAKING, None)
+    resumed = apply_command(paused, Verb.RESUME, T0).rollout
+    assert (resumed.phase, resumed.resume_to, resumed.failed_from) == (Phase.BAKING, None, None)
+    # Paused, aborted with a rollback, then the rollback is stuck: Failed from RollingBack, and
+    # retry rolls back again (it does not return to where the rollout was paused).
+    rolling = apply_command(paused, Verb.ABORT, T0, rollback=True).rollout
+    stuck = decide(rolling, fleet(I("0"), I("1")), POLICY, T0 + timedelta(days=1)).rollout
+    assert (stuck.phase, stuck.failed_from, stuck.resume_to) == (Phase.FAILED, Phase.ROLLING_BACK, None)
+    assert apply_command(stuck, Verb.RETRY, T0 + timedelta(days=1)).rollout.phase is Phase.ROLLING_BACK
