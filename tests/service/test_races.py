@@ -14,7 +14,7 @@ import pytest
 
 from rollout.model import EventKind, ModelSpec, Phase, Release, Rollout, TargetRecord
 from rollout.releases import build_release, parse_release_name
-from rollout.service import RolloutService
+from rollout.service import OutcomeStatus, RolloutService
 from tests.fakes import BASE_URL, release_of, v0_extension
 from tests.service.interleave import TARGET, Call, TwoHosts, two_hosts
 
@@ -248,6 +248,11 @@ def test_every_interleaving_with_two_preemptions_keeps_one_rollout_active(scenar
             world.join()
         except AssertionError as exc:
             raise AssertionError(f"{scenario}, schedule {first}{k} {other}{j} then both to the end: {exc}") from exc
+        # Whatever the interleaving, each host answers with one of the documented statuses (a start whose
+        # rollout another host started meanwhile once answered with the phase's name, e.g. "Canary").
+        for name in ("A", "B"):
+            outcome = world.hosts[name].outcome
+            assert isinstance(outcome.status, OutcomeStatus), (scenario, first, k, j, name, outcome)
         if done_first:
             lengths[first] = min(lengths.get(first, 10**6), k)
         if done_other:
