@@ -28,10 +28,10 @@ import azurefunctions.extensions.bindings.blob as blob
 from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
 from rollout.bootstrap import service_from_environment
-from rollout.machine import COMMANDS, CommandError
+from rollout.machine import CommandError, Verb
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
 from rollout.releases import rollout_id_problem
-from rollout.service import RolloutNotFoundError
+from rollout.service import OutcomeStatus, RolloutNotFoundError
 from rollout.settings import SettingsError, http_auth_at_startup, platform_auth_enabled
 from rollout.views import fleet_json, rollout_detail, rollout_summary, target_json
 
@@ -75,7 +75,7 @@ def release_uploaded(client: blob.BlobClient) -> None:
 def advance_rollouts(timer: func.TimerRequest) -> None:
     _, service = service_from_environment()
     outcome = service.tick()
-    level = logging.WARNING if outcome.status in ("Error", "Lost") else logging.INFO
+    level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
     log.log(
         level, "advance_rollouts%s: %s %s", " (past due)" if timer.past_due else "", outcome.status, outcome.message
     )
@@ -103,9 +103,11 @@ def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="rollouts/{id}/{verb}", methods=["POST"])
 def steer_rollout(req: func.HttpRequest) -> func.HttpResponse:
     def run(service: Any, caller: Caller) -> tuple[int, Any]:
-        verb = req.route_params.get("verb", "")
-        if verb not in COMMANDS:
-            raise _Refused(404, f"unknown verb {_shorten(verb)}; expected one of {', '.join(COMMANDS)}")
+        name = req.route_params.get("verb", "")
+        try:
+            verb = Verb(name)
+        except ValueError:
+            raise _Refused(404, f"unknown verb {_shorten(name)}; expected one of {', '.join(Verb)}") from None
         rollout_id = _rollout_id(req)
         try:
             body = _command_body(req.get_body(), verb)
@@ -144,7 +146,7 @@ def _list(service: Any) -> tuple[int, Any]:
     return 200, {"target": target_json(target), "rollouts": [rollout_summary(r) for r in rollouts]}
 
 
-def _command_body(raw: bytes, verb: str) -> dict[str, Any]:
+def _command_body(raw: bytes, verb: Verb) -> dict[str, Any]:
     """The optional JSON body: {"rollback": bool (abort only), "reason": str}. Anything else is a 400."""
     if not raw or not raw.strip():
         return {}
@@ -156,7 +158,7 @@ def _command_body(raw: bytes, verb: str) -> dict[str, Any]:
         raise ValueError(f"body is not valid JSON: {_shorten(str(exc))}") from None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
-    allowed = {"reason", "rollback"} if verb == "abort" else {"reason"}
+    allowed = {"reason", "rollback"} if verb is Verb.ABORT else {"reason"}
     unknown = sorted(set(body) - allowed)
     if unknown:
         names = ", ".join(unknown)

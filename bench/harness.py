@@ -20,7 +20,7 @@ from rollout.adapters.tables import TableStateStore
 from rollout.model import Phase, Release, ReleaseKind
 from rollout.policy import RolloutPolicy
 from rollout.releases import ExtensionDefaults
-from rollout.service import RolloutService
+from rollout.service import OutcomeStatus, RolloutService
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000bead"
 TOKEN = "bench-token"
@@ -101,7 +101,7 @@ def run_rollout(
     started = time.monotonic()
     try:
         outcome = service.start_release(release)
-        if outcome.status not in ("Advanced", "Started"):
+        if outcome.status is not OutcomeStatus.ADVANCED:
             raise RuntimeError(f"the release did not start: {outcome.status}: {outcome.message}")
         rollout_id = outcome.rollout_id or ""
         tick_seconds: list[float] = []

@@ -13,15 +13,17 @@ Operator commands (abort, pause, resume, promote, promote-full, retry) are pure 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from rollout.analysis import Assessment, Verdict, assess_canary, assess_instance, describe_instance
 from rollout.model import (
+    EventKind,
     FleetView,
     Health,
     InstanceView,
@@ -34,16 +36,26 @@ from rollout.model import (
 from rollout.policy import RolloutPolicy
 
 
+class ActionPurpose(enum.StrEnum):
+    """Why an ARM write is issued: the model write (``RELEASE``, ``ROLLBACK``) or an upgrade."""
+
+    RELEASE = "release"  # the release's model (UpdateModel)
+    ROLLBACK = "rollback"  # the baseline's model (UpdateModel), or instances moved back to it
+    CANARY = "canary"  # the canary instances
+    BATCH = "batch"  # a promotion batch
+    RETRY = "retry"  # an upgrade issued again after it stalled
+
+
 @dataclass(frozen=True)
 class UpdateModel:
     spec: ModelSpec
-    purpose: str  # "release" or "rollback"
+    purpose: ActionPurpose  # RELEASE or ROLLBACK
 
 
 @dataclass(frozen=True)
 class UpgradeInstances:
     instance_ids: tuple[str, ...]
-    purpose: str  # "canary", "batch", "rollback", "retry"
+    purpose: ActionPurpose  # CANARY, BATCH, ROLLBACK or RETRY
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,7 @@ class _Plan:
     def update(self, **changes: Any) -> None:
         self.rollout = self.rollout.evolve(**changes)
 
-    def event(self, kind: str, message: str, actor: str = "controller", **data: Any) -> None:
+    def event(self, kind: EventKind, message: str, actor: str = "controller", **data: Any) -> None:
         self.events.append(
             RolloutEvent(
                 rollout_id=self.rollout.id,
@@ -111,7 +123,7 @@ class _Plan:
     def transition(self, phase: Phase, reason: str, actor: str = "controller", **data: Any) -> None:
         before = self.rollout.phase
         self.update(phase=phase, phase_since=self.now, reason=reason, unhealthy_streak=0)
-        self.event("PhaseChanged", f"{before.value} -> {phase.value}: {reason}", actor, **data)
+        self.event(EventKind.PHASE_CHANGED, f"{before.value} -> {phase.value}: {reason}", actor, **data)
 
     def wait(self, reason: str) -> Decision:
         self.update(reason=reason)
@@ -153,7 +165,7 @@ def _decide(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, now: date
         if drift is not None:
             # Someone rewrote the model while we were promoting: any batch now would ship their
             # model, not ours. Stop and ask a human instead of guessing.
-            plan.update(paused_from=rollout.phase)
+            plan.update(failed_from=rollout.phase, resume_to=None)
             plan.transition(Phase.FAILED, drift)
             plan.act(Notify(f"{rollout.release.label} stopped: {drift}"))
             return plan.decision()
@@ -231,7 +243,7 @@ def _record_on_release(plan: _Plan, fleet: FleetView) -> None:
         return
     plan.update(upgraded_ids=tuple(sort_ids(known | set(new))))
     plan.event(
-        "InstancesOnRelease",
+        EventKind.INSTANCES_ON_RELEASE,
         f"{', '.join(new)} observed on {plan.rollout.release.label} without an upgrade by this rollout "
         "(e.g. created by a scale-out): counted as upgraded",
         instances=new,
@@ -290,7 +302,7 @@ def _reissue_stalled(
     ids: Sequence[str],
     fleet: FleetView,
     policy: RolloutPolicy,
-    purpose: str,
+    purpose: ActionPurpose,
     allowed: int | None,
 ) -> None:
     """Re-issue an upgrade that never started: lost in a crash, refused, or throttled.
@@ -311,13 +323,13 @@ def _reissue_stalled(
         return
     chosen = _within_budget(stalled, fleet, allowed)
     left = sort_ids(v.instance_id for v in stalled if v.instance_id not in chosen)
-    if left and purpose == "batch":
+    if left and purpose is ActionPurpose.BATCH:
         plan.update(
             batch_ids=tuple(i for i in plan.rollout.batch_ids if i not in left),
             upgraded_ids=tuple(i for i in plan.rollout.upgraded_ids if i not in left),
         )
         plan.event(
-            "BatchTrimmed",
+            EventKind.BATCH_TRIMMED,
             f"batch {plan.rollout.batch_number}: {', '.join(left)} left out of the re-issue: "
             f"{len(_unavailable(fleet))} instance(s) unavailable, max unavailable {allowed}",
             instances=left,
@@ -325,8 +337,8 @@ def _reissue_stalled(
     if not chosen:
         return
     plan.update(batch_started_at=plan.now)
-    plan.act(UpgradeInstances(tuple(chosen), "retry" if started is not None else purpose))
-    plan.event("UpgradeIssued", f"upgrade (re)issued for {', '.join(chosen)}", instances=chosen)
+    plan.act(UpgradeInstances(tuple(chosen), ActionPurpose.RETRY if started is not None else purpose))
+    plan.event(EventKind.UPGRADE_ISSUED, f"upgrade (re)issued for {', '.join(chosen)}", instances=chosen)
 
 
 def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
@@ -336,15 +348,15 @@ def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
             return plan.wait("waiting for the scale set model write to finish")
         if _past_deadline(plan, policy):
             return _start_rollback(plan, f"the model write did not land within {policy.progress_deadline_seconds} s")
-        plan.act(UpdateModel(rollout.desired, "release"))
-        plan.event("ModelUpdateIssued", f"writing {rollout.release.label} to the scale set model")
+        plan.act(UpdateModel(rollout.desired, ActionPurpose.RELEASE))
+        plan.event(EventKind.MODEL_UPDATE_ISSUED, f"writing {rollout.release.label} to the scale set model")
         return plan.wait("writing the release to the scale set model")
 
     present = fleet.by_id()
     canaries = [i for i in rollout.canary_ids if i in present]
     if len(canaries) < len(rollout.canary_ids):
         gone = sorted(set(rollout.canary_ids) - set(canaries))
-        plan.event("CanaryLost", f"canary instance(s) {', '.join(gone)} left the scale set")
+        plan.event(EventKind.CANARY_LOST, f"canary instance(s) {', '.join(gone)} left the scale set")
         plan.update(canary_ids=tuple(canaries), batch_ids=tuple(canaries))
     if not canaries:
         return _choose_canary(plan, fleet, policy)
@@ -365,7 +377,9 @@ def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         return _start_rollback(
             plan, f"canary made no progress in {policy.progress_deadline_seconds} s: {assessment.reason}"
         )
-    _reissue_stalled(plan, canaries, fleet, policy, "canary", policy.calculate_canary_budget(len(fleet.instances)))
+    _reissue_stalled(
+        plan, canaries, fleet, policy, ActionPurpose.CANARY, policy.calculate_canary_budget(len(fleet.instances))
+    )
     return plan.wait(f"canary: {assessment.reason}")
 
 
@@ -407,21 +421,21 @@ def _choose_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
     )
     if already:
         plan.event(
-            "CanaryStarted",
+            EventKind.CANARY_STARTED,
             f"canary instance(s) {', '.join(already)} already on {plan.rollout.release.label}: not upgraded again",
             instances=list(already),
         )
     if not new:
         return plan.wait(f"canary: instance(s) {', '.join(chosen)} already on the release")
-    plan.act(UpgradeInstances(tuple(new), "canary"))
-    plan.event("CanaryStarted", f"upgrading canary instance(s) {', '.join(new)}", instances=list(new))
+    plan.act(UpgradeInstances(tuple(new), ActionPurpose.CANARY))
+    plan.event(EventKind.CANARY_STARTED, f"upgrading canary instance(s) {', '.join(new)}", instances=list(new))
     return plan.wait(f"upgrading the canary: instance(s) {', '.join(new)}")
 
 
 def _count_unhealthy(plan: _Plan, policy: RolloutPolicy, reason: str) -> Decision:
     streak = plan.rollout.unhealthy_streak + 1
     plan.update(unhealthy_streak=streak)
-    plan.event("HealthCheckFailed", f"{reason} ({streak} of {policy.failure_threshold})", streak=streak)
+    plan.event(EventKind.HEALTH_CHECK_FAILED, f"{reason} ({streak} of {policy.failure_threshold})", streak=streak)
     if streak >= policy.failure_threshold:
         return _start_rollback(plan, f"{reason}, {streak} consecutive observations")
     return plan.wait(f"{reason} ({streak} of {policy.failure_threshold} before rollback)")
@@ -434,7 +448,7 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         # Lost while baking (scale-in): handled as in Canary. The rest bake on; with none left a new
         # canary is chosen within the budget (or the rollout rolls back at the progress deadline).
         gone = sorted(set(plan.rollout.canary_ids) - set(canaries))
-        plan.event("CanaryLost", f"canary instance(s) {', '.join(gone)} left the scale set while baking")
+        plan.event(EventKind.CANARY_LOST, f"canary instance(s) {', '.join(gone)} left the scale set while baking")
         plan.update(canary_ids=tuple(canaries))
         if not canaries:
             plan.transition(Phase.CANARY, "the canary left the scale set while baking: choosing a new canary")
@@ -471,7 +485,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
     gone = [i for i in rollout.batch_ids if i not in fleet.by_id()]
     if gone:
         # Scaled in while upgrading: nothing left to wait for on them.
-        plan.event("BatchShrunk", f"batch {rollout.batch_number}: {', '.join(gone)} left the scale set")
+        plan.event(EventKind.BATCH_SHRUNK, f"batch {rollout.batch_number}: {', '.join(gone)} left the scale set")
         plan.update(batch_ids=tuple(i for i in rollout.batch_ids if i not in gone))
         rollout = plan.rollout
     if rollout.batch_ids:
@@ -489,12 +503,12 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
             allowed = len(fleet.instances) if rollout.promote_full else None
             if allowed is None:
                 allowed = policy.calculate_max_unavailable(len(fleet.instances))
-            _reissue_stalled(plan, rollout.batch_ids, fleet, policy, "batch", allowed)
+            _reissue_stalled(plan, rollout.batch_ids, fleet, policy, ActionPurpose.BATCH, allowed)
             if not plan.rollout.batch_ids:
                 return _decide_promoting(plan, fleet, policy)  # trimmed to nothing: choose afresh
             return plan.wait(f"batch {rollout.batch_number}: {assessment.reason}")
         plan.event(
-            "BatchSucceeded",
+            EventKind.BATCH_SUCCEEDED,
             f"batch {rollout.batch_number} ({', '.join(rollout.batch_ids)}) on the new model and healthy",
             instances=list(rollout.batch_ids),
         )
@@ -532,7 +546,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
             if _past_deadline(plan, policy):
                 return _start_rollback(plan, f"promotion stalled: {len(busy)} outdated instance(s) stay updating")
             return plan.wait(f"promote-full: waiting for {', '.join(sort_ids(busy))} to finish updating")
-        plan.event("PromoteFull", f"promote-full: upgrading all {len(chosen)} remaining instances at once")
+        plan.event(EventKind.PROMOTE_FULL, f"promote-full: upgrading all {len(chosen)} remaining instances at once")
     else:
         budget = policy.calculate_max_unavailable(len(fleet.instances)) - len(unavailable)
         size = policy.calculate_batch_size(len(fleet.instances))
@@ -564,9 +578,9 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         upgraded_ids=tuple(sort_ids(set(plan.rollout.upgraded_ids) | set(chosen))),
         last_progress_at=plan.now,
     )
-    plan.act(UpgradeInstances(tuple(chosen), "batch"))
+    plan.act(UpgradeInstances(tuple(chosen), ActionPurpose.BATCH))
     plan.event(
-        "BatchStarted",
+        EventKind.BATCH_STARTED,
         f"batch {number}: upgrading {', '.join(chosen)} ({len(outdated) - len(chosen)} outdated after it)",
         instances=list(chosen),
     )
@@ -586,10 +600,11 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     rollout = plan.rollout
     baseline = rollout.baseline
     if baseline is None:
+        plan.update(failed_from=Phase.ROLLING_BACK, resume_to=None)
         plan.transition(Phase.FAILED, "no baseline was recorded: cannot roll back automatically")
         return plan.decision()
     if (plan.now - rollout.phase_since).total_seconds() > policy.progress_deadline_seconds * 2:
-        plan.update(paused_from=Phase.ROLLING_BACK)
+        plan.update(failed_from=Phase.ROLLING_BACK, resume_to=None)
         plan.transition(
             Phase.FAILED, f"rollback did not finish in {policy.progress_deadline_seconds * 2} s ({rollout.reason})"
         )
@@ -601,8 +616,8 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         _record_on_release(plan, fleet)
         if fleet.provisioning_state.lower() == "updating":
             return plan.wait("rollback: waiting for the scale set model write to finish")
-        plan.act(UpdateModel(baseline, "rollback"))
-        plan.event("ModelUpdateIssued", "restoring the baseline model")
+        plan.act(UpdateModel(baseline, ActionPurpose.ROLLBACK))
+        plan.event(EventKind.MODEL_UPDATE_ISSUED, "restoring the baseline model")
         return plan.wait("rollback: restoring the baseline model")
 
     rollout = plan.rollout
@@ -624,12 +639,14 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
             rollback_ids=tuple(sort_ids(set(rollout.rollback_ids) | set(chosen))),
             batch_started_at=plan.now,
         )
-        plan.act(UpgradeInstances(tuple(chosen), "rollback"))
-        plan.event("RollbackUpgradeStarted", f"moving {', '.join(chosen)} back to the baseline", instances=chosen)
+        plan.act(UpgradeInstances(tuple(chosen), ActionPurpose.ROLLBACK))
+        plan.event(
+            EventKind.ROLLBACK_UPGRADE_STARTED, f"moving {', '.join(chosen)} back to the baseline", instances=chosen
+        )
         return plan.wait(f"rollback: upgrading {', '.join(chosen)} to the baseline")
     # Moved back once but on the release again (a late upgrade landed), or the call was lost.
     again = [v.instance_id for v in behind if v.instance_id in rollout.rollback_ids]
-    _reissue_stalled(plan, again, fleet, policy, "rollback", allowed)
+    _reissue_stalled(plan, again, fleet, policy, ActionPurpose.ROLLBACK, allowed)
     if plan.actions:
         return plan.decision()
     if policy.rollback_reimage and rollout.release.kind is ReleaseKind.SCRIPT:
@@ -645,7 +662,9 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         if reimage:
             plan.update(reimage_pending=tuple(reimage), reimage_requested_at=plan.now, unhealthy_streak=0)
             plan.act(ReimageInstances(tuple(reimage)))
-            plan.event("ReimageStarted", f"reimaging {', '.join(reimage)}: a fresh disk with the baseline extension")
+            plan.event(
+                EventKind.REIMAGE_STARTED, f"reimaging {', '.join(reimage)}: a fresh disk with the baseline extension"
+            )
             return plan.wait(f"rollback: reimaging {', '.join(reimage)}")
         if due:
             return plan.wait(
@@ -695,7 +714,7 @@ def _await_reimage(plan: _Plan, policy: RolloutPolicy) -> Decision:
     plan.update(reimage_requested_at=plan.now)
     plan.act(ReimageInstances(rollout.reimage_pending))
     why = "its call failed" if asked is None else f"not confirmed sent within {policy.upgrade_retry_seconds} s"
-    plan.event("ReimageReissued", f"reimaging {ids} again: {why}", instances=list(rollout.reimage_pending))
+    plan.event(EventKind.REIMAGE_REISSUED, f"reimaging {ids} again: {why}", instances=list(rollout.reimage_pending))
     return plan.wait(f"rollback: reimaging {ids} again ({why})")
 
 
@@ -721,9 +740,9 @@ def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPoli
             last_progress_at=plan.now,
         )
         plan.act(ReimageInstances(tuple(fresh)))
-        plan.event("ReimageStarted", f"the baseline did not repair {', '.join(fresh)}: reimaging ({reason})")
+        plan.event(EventKind.REIMAGE_STARTED, f"the baseline did not repair {', '.join(fresh)}: reimaging ({reason})")
         return plan.wait(f"rollback: reimaging {', '.join(fresh)}")
-    plan.update(paused_from=Phase.ROLLING_BACK)
+    plan.update(failed_from=Phase.ROLLING_BACK, resume_to=None)
     plan.transition(Phase.FAILED, f"baseline restored and reimaged, still unhealthy: {reason}")
     plan.act(Notify(f"{plan.rollout.release.label}: rollback could not repair {reason}; needs a human"))
     return plan.decision()
@@ -735,10 +754,10 @@ def write_refused(rollout: Rollout, action: UpdateModel, reason: str, now: datet
     stop now with the reason: a refused release write rolls back (nothing took the release, or the
     rollback restores what did); a refused rollback write needs a human (``Failed``)."""
     plan = _Plan(rollout, now)
-    if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING) and action.purpose == "release":
+    if rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING) and action.purpose is ActionPurpose.RELEASE:
         return _start_rollback(plan, f"ARM refused the release's model write: {reason}")
     if rollout.phase is Phase.ROLLING_BACK:
-        plan.update(paused_from=Phase.ROLLING_BACK)
+        plan.update(failed_from=Phase.ROLLING_BACK, resume_to=None)
         plan.transition(Phase.FAILED, f"ARM refused the rollback's model write: {reason}")
         plan.act(Notify(f"{rollout.release.label}: rollback refused by ARM, needs a human: {reason}"))
         return plan.decision()
@@ -747,12 +766,35 @@ def write_refused(rollout: Rollout, action: UpdateModel, reason: str, now: datet
 
 # --- operator commands -------------------------------------------------------------------------
 
-COMMANDS = ("abort", "pause", "resume", "promote", "promote-full", "retry")
+
+class Verb(enum.StrEnum):
+    """The operator's verbs (``POST /api/rollouts/{id}/{verb}``). The value is the verb in the URL."""
+
+    ABORT = "abort"
+    PAUSE = "pause"
+    RESUME = "resume"
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One operator command: the verb, who gave it, why, and (``abort`` only) whether to roll back."""
+
+    verb: Verb
+    actor: str = "operator"
+    reason: str = ""
+    rollback: bool = False
+
+    @property
+    def said(self) -> str:
+        return f" ({self.reason})" if self.reason else ""
 
 
 def apply_command(
     rollout: Rollout,
-    command: str,
+    command: Verb,
     now: datetime,
     *,
     actor: str = "operator",
@@ -760,62 +802,86 @@ def apply_command(
     rollback: bool = False,
 ) -> Decision:
     """An operator's verb, as a pure transition. Raises ``CommandError`` when it does not apply."""
-    plan = _Plan(rollout, now)
-    phase = rollout.phase
-    said = f" ({reason})" if reason else ""
-    if command == "abort":
-        if phase.is_terminal:
-            raise CommandError(f"rollout {rollout.id} is already {phase.value}")
-        if rollback and phase is not Phase.QUEUED:
-            return _start_rollback(plan, f"aborted by {actor}{said}", actor)
-        plan.update(batch_ids=(), batch_started_at=None)
-        plan.transition(Phase.ABORTED, f"aborted by {actor}{said}; no rollback", actor)
-        plan.act(Notify(f"{rollout.release.label} aborted by {actor}{said}"))
-        return plan.decision()
-    if command == "pause":
-        if phase not in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING):
-            raise CommandError(
-                f"only a rollout in Canary, Baking or Promoting can be paused; this one is {phase.value}"
-            )
-        plan.update(paused_from=phase)
-        plan.transition(Phase.PAUSED, f"paused by {actor}{said}", actor)
-        return plan.decision()
-    if command == "resume":
-        if phase is not Phase.PAUSED or rollout.paused_from is None:
-            raise CommandError(f"only a paused rollout can be resumed; this one is {phase.value}")
-        # The bake clock and the progress deadline restart: time spent paused proves nothing.
-        plan.update(paused_from=None, last_progress_at=now)
-        plan.transition(rollout.paused_from, f"resumed by {actor}{said}", actor)
-        return plan.decision()
-    if command in ("promote", "promote-full"):
-        allowed = (
-            (Phase.CANARY, Phase.BAKING) if command == "promote" else (Phase.CANARY, Phase.BAKING, Phase.PROMOTING)
+    try:
+        verb = Verb(command)
+    except ValueError:
+        raise CommandError(f"unknown command {command!r}; expected one of {', '.join(Verb)}") from None
+    return _VERBS[verb](_Plan(rollout, now), Command(verb, actor, reason, rollback))
+
+
+def _abort(plan: _Plan, command: Command) -> Decision:
+    rollout, actor, said = plan.rollout, command.actor, command.said
+    if rollout.phase.is_terminal:
+        raise CommandError(f"rollout {rollout.id} is already {rollout.phase.value}")
+    if command.rollback and rollout.phase is not Phase.QUEUED:
+        return _start_rollback(plan, f"aborted by {actor}{said}", actor)
+    plan.update(batch_ids=(), batch_started_at=None)
+    plan.transition(Phase.ABORTED, f"aborted by {actor}{said}; no rollback", actor)
+    plan.act(Notify(f"{rollout.release.label} aborted by {actor}{said}"))
+    return plan.decision()
+
+
+def _pause(plan: _Plan, command: Command) -> Decision:
+    phase = plan.rollout.phase
+    if phase not in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING):
+        raise CommandError(f"only a rollout in Canary, Baking or Promoting can be paused; this one is {phase.value}")
+    plan.update(resume_to=phase, failed_from=None)
+    plan.transition(Phase.PAUSED, f"paused by {command.actor}{command.said}", command.actor)
+    return plan.decision()
+
+
+def _resume(plan: _Plan, command: Command) -> Decision:
+    rollout = plan.rollout
+    if rollout.phase is not Phase.PAUSED or rollout.resume_to is None:
+        raise CommandError(f"only a paused rollout can be resumed; this one is {rollout.phase.value}")
+    # The bake clock and the progress deadline restart: time spent paused proves nothing.
+    plan.update(resume_to=None, last_progress_at=plan.now)
+    plan.transition(rollout.resume_to, f"resumed by {command.actor}{command.said}", command.actor)
+    return plan.decision()
+
+
+def _promote(plan: _Plan, command: Command) -> Decision:
+    rollout, verb, actor = plan.rollout, command.verb, command.actor
+    full = verb is Verb.PROMOTE_FULL
+    allowed = (Phase.CANARY, Phase.BAKING, Phase.PROMOTING) if full else (Phase.CANARY, Phase.BAKING)
+    if rollout.phase not in allowed:
+        names = ", ".join(p.value for p in allowed)
+        raise CommandError(f"{verb} applies to a rollout in {names}; this one is {rollout.phase.value}")
+    plan.update(skip_bake=True, promote_full=rollout.promote_full or full)
+    plan.event(EventKind.PROMOTED, f"{verb} by {actor}{command.said}", actor)
+    return plan.wait(f"{verb} by {actor}: the next tick skips the rest of the bake")
+
+
+def _retry(plan: _Plan, command: Command) -> Decision:
+    rollout, actor, said = plan.rollout, command.actor, command.said
+    if rollout.phase is not Phase.FAILED:
+        raise CommandError(f"only a Failed rollout can be retried; this one is {rollout.phase.value}")
+    resume_to = rollout.failed_from or Phase.ROLLING_BACK
+    plan.update(failed_from=None, last_progress_at=plan.now, batch_started_at=None)
+    if resume_to is not Phase.ROLLING_BACK:
+        # It failed going forward (the model was changed under it): start again from the canary,
+        # which writes the release's model again, instead of failing on the same drift. It resumes
+        # from what the next observation shows, not from scratch: instances it upgraded stay
+        # recorded (a rollback still moves them back), instances already on the release are the
+        # canary and are never upgraded again, instances down count against the budget, and the
+        # model as it is now becomes the reference for later edits (``foreign_model``).
+        plan.update(canary_ids=(), batch_ids=(), foreign_model="", unhealthy_streak=0)
+        plan.transition(
+            Phase.CANARY,
+            f"retried by {actor}{said}: re-writing the model if needed, resuming from the fleet",
+            actor,
         )
-        if phase not in allowed:
-            names = ", ".join(p.value for p in allowed)
-            raise CommandError(f"{command} applies to a rollout in {names}; this one is {phase.value}")
-        plan.update(skip_bake=True, promote_full=rollout.promote_full or command == "promote-full")
-        plan.event("Promoted", f"{command} by {actor}{said}", actor)
-        return plan.wait(f"{command} by {actor}: the next tick skips the rest of the bake")
-    if command == "retry":
-        if phase is not Phase.FAILED:
-            raise CommandError(f"only a Failed rollout can be retried; this one is {phase.value}")
-        resume_to = rollout.paused_from or Phase.ROLLING_BACK
-        plan.update(paused_from=None, last_progress_at=now, batch_started_at=None)
-        if resume_to is not Phase.ROLLING_BACK:
-            # It failed going forward (the model was changed under it): start again from the canary,
-            # which writes the release's model again, instead of failing on the same drift. It resumes
-            # from what the next observation shows, not from scratch: instances it upgraded stay
-            # recorded (a rollback still moves them back), instances already on the release are the
-            # canary and are never upgraded again, instances down count against the budget, and the
-            # model as it is now becomes the reference for later edits (``foreign_model``).
-            plan.update(canary_ids=(), batch_ids=(), foreign_model="", unhealthy_streak=0)
-            plan.transition(
-                Phase.CANARY,
-                f"retried by {actor}{said}: re-writing the model if needed, resuming from the fleet",
-                actor,
-            )
-            return plan.decision()
-        plan.transition(resume_to, f"retried by {actor}{said}", actor)
         return plan.decision()
-    raise CommandError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+    plan.transition(resume_to, f"retried by {actor}{said}", actor)
+    return plan.decision()
+
+
+# One function per verb: a reader lists the verbs here (tests/unit/test_machine.py checks that none is missing).
+_VERBS: dict[Verb, Callable[[_Plan, Command], Decision]] = {
+    Verb.ABORT: _abort,
+    Verb.PAUSE: _pause,
+    Verb.RESUME: _resume,
+    Verb.PROMOTE: _promote,
+    Verb.PROMOTE_FULL: _promote,
+    Verb.RETRY: _retry,
+}

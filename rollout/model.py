@@ -200,7 +200,11 @@ class Rollout:
     # A different digest later means someone edited the model outside the rollout. "" = not taken yet.
     foreign_model: str = ""
     unhealthy_streak: int = 0
-    paused_from: Phase | None = None
+    # Where ``resume`` returns a Paused rollout to (the phase it was paused in); set only while Paused.
+    resume_to: Phase | None = None
+    # The phase a Failed rollout stopped in (``retry`` goes on from there); set only while Failed.
+    # Both are stored in the one ``paused_from`` property they replace (``rollout.adapters.tables``).
+    failed_from: Phase | None = None
     hold_until: datetime | None = None  # ARM throttled us: no scale set write before this time
     skip_bake: bool = False
     promote_full: bool = False
@@ -225,6 +229,35 @@ class TargetRecord:
     etag: str | None = field(default=None, compare=False)
 
 
+class EventKind(enum.StrEnum):
+    """What an audit-trail line records. The value is what the Tables row and the HTTP API show."""
+
+    RECEIVED = "Received"  # a release blob was recorded as a rollout
+    REJECTED = "Rejected"  # a release was rejected (not newer, pre-flight, unreadable, superseded)
+    PHASE_CHANGED = "PhaseChanged"  # "<before> -> <after>: <reason>"
+    BASELINE_WARNING = "BaselineWarning"  # the baseline's protected settings are not known
+    ADOPTED = "Adopted"  # an orphan took the free scale set again
+    ORPHANED = "Orphaned"  # a started rollout not holding the scale set was stopped
+    MODEL_UPDATE_ISSUED = "ModelUpdateIssued"  # the release's (or the baseline's) model is written
+    INSTANCES_ON_RELEASE = "InstancesOnRelease"  # instances found on the release without our upgrade
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_LOST = "CanaryLost"  # a canary instance left the scale set
+    HEALTH_CHECK_FAILED = "HealthCheckFailed"  # one unhealthy observation (a streak counts them)
+    BATCH_STARTED = "BatchStarted"
+    BATCH_SUCCEEDED = "BatchSucceeded"
+    BATCH_SHRUNK = "BatchShrunk"  # batch instances left the scale set
+    BATCH_TRIMMED = "BatchTrimmed"  # a re-issue left instances out to keep within the budget
+    UPGRADE_ISSUED = "UpgradeIssued"  # a stalled upgrade was (re)issued
+    PROMOTED = "Promoted"  # the operator's promote or promote-full
+    PROMOTE_FULL = "PromoteFull"  # every remaining instance is upgraded at once
+    ROLLBACK_UPGRADE_STARTED = "RollbackUpgradeStarted"
+    REIMAGE_STARTED = "ReimageStarted"
+    REIMAGE_REISSUED = "ReimageReissued"
+    ACTION_FAILED = "ActionFailed"  # an ARM or notification call failed
+    LATE_WRITE = "LateWrite"  # an ARM write landed after another host changed the phase
+    STATE_TOO_LARGE = "StateTooLarge"  # the next state could not be stored; nothing was acted on
+
+
 @dataclass(frozen=True)
 class RolloutEvent:
     """One line of the audit trail: what happened, to which rollout, why, and the evidence."""
@@ -232,7 +265,7 @@ class RolloutEvent:
     rollout_id: str
     target: str
     at: datetime
-    kind: str  # "PhaseChanged", "UpgradeStarted", "ProbeFailed", "Aborted", ...
+    kind: EventKind
     message: str
     actor: str = "controller"
     phase: Phase | None = None

@@ -24,6 +24,7 @@ A reimage is recorded in two phases (intent saved, then confirmed sent): ``_conf
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 from collections.abc import Sequence
@@ -41,8 +42,10 @@ from rollout.machine import (
     ReimageInstances,
     UpdateModel,
     UpgradeInstances,
+    Verb,
 )
 from rollout.model import (
+    EventKind,
     ExtensionSpec,
     FleetView,
     Health,
@@ -94,18 +97,33 @@ log = logging.getLogger("rollout")
 _ARM_WRITES = (UpdateModel, UpgradeInstances, ReimageInstances)
 
 
+class OutcomeStatus(enum.StrEnum):
+    """What a use case did, in one word: ``Outcome.status``. The value is what logs and the HTTP API show."""
+
+    ADVANCED = "Advanced"  # a rollout was started or moved on (decided, saved, acted)
+    QUEUED = "Queued"  # the release waits its turn: another rollout holds the scale set, or it could not start yet
+    DUPLICATE = "Duplicate"  # a release with this content was received before
+    REJECTED = "Rejected"  # recorded and never started (not newer, pre-flight, unreadable, superseded)
+    IGNORED = "Ignored"  # not a release blob, or gone or changed before it was read
+    IDLE = "Idle"  # nothing to do: no queued release, or the active rollout waits (Paused, Failed)
+    BUSY = "Busy"  # another rollout holds the scale set (or has not handed it over yet)
+    LOST = "Lost"  # another host got there first; it acts, this one did nothing
+    ERROR = "Error"  # a backend failed; nothing more was done, the next tick tries again
+    DONE = "Done"  # an operator command was applied
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What a use case did, for the trigger to log or return. ``status`` is one word."""
+    """What a use case did, for the trigger to log or return."""
 
-    status: str  # Started, Queued, Duplicate, Rejected, Ignored, Advanced, Idle, Lost, Error, Done
+    status: OutcomeStatus
     message: str
     rollout_id: str | None = None
     phase: Phase | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "status": self.status,
+            "status": self.status.value,
             "message": self.message,
             "rolloutId": self.rollout_id,
             "phase": self.phase.value if self.phase else None,
@@ -149,7 +167,9 @@ class RolloutService:
         now = self.clock.now()
         rollout_id = rollout_id_for(release)
         if self.store.get_rollout(self.target_key, rollout_id) is not None:
-            return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
+            return Outcome(
+                OutcomeStatus.DUPLICATE, f"{release.blob_name} with this content was already received", rollout_id
+            )
         target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
         rollout = self._new_rollout(release, rollout_id, now)
 
@@ -159,21 +179,27 @@ class RolloutService:
         try:
             rollout = self.store.insert_rollout(rollout)
         except AlreadyExistsError:
-            return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
+            return Outcome(
+                OutcomeStatus.DUPLICATE, f"{release.blob_name} with this content was already received", rollout_id
+            )
         self._record(
-            rollout, "Received", f"{release.label} received ({release.blob_name}, sha256 {release.sha256[:12]})"
+            rollout, EventKind.RECEIVED, f"{release.label} received ({release.blob_name}, sha256 {release.sha256[:12]})"
         )
         outcome = self._activate_next()
         current = self.store.get_rollout(self.target_key, rollout_id)
         if current is not None and current.phase is Phase.QUEUED:
             # Busy: another rollout holds the scale set. Error/Lost: it could not start just now;
             # either way the timer starts it as soon as it can.
-            why = outcome.message if outcome.status in ("Error", "Lost") else current.reason
-            return Outcome("Queued", why, rollout_id, current.phase)
+            why = outcome.message if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else current.reason
+            return Outcome(OutcomeStatus.QUEUED, why, rollout_id, current.phase)
         if current is not None and current.id == outcome.rollout_id:
             return outcome
-        phase = current.phase if current else None
-        return Outcome(phase.value if phase else "Error", current.reason if current else "lost", rollout_id, phase)
+        if current is None:
+            return Outcome(OutcomeStatus.ERROR, "lost", rollout_id)
+        if current.phase is Phase.REJECTED:  # superseded by a newer release meanwhile
+            return Outcome(OutcomeStatus.REJECTED, current.reason, rollout_id, current.phase)
+        # Another host moved it on (started it) between our insert and our read: that host acts.
+        return Outcome(OutcomeStatus.LOST, current.reason, rollout_id, current.phase)
 
     def receive_blob(self, blob_path: str, blob_url: str, content: bytes, container: str) -> Outcome:
         """A blob landed in the release container: parse it, then start, queue or reject it.
@@ -185,7 +211,7 @@ class RolloutService:
         parsed = parse_release_name(name)
         if isinstance(parsed, str):
             log.info("ignored blob %r: %s", name, parsed)
-            return Outcome("Ignored", parsed)
+            return Outcome(OutcomeStatus.IGNORED, parsed)
         try:
             release = build_release(parsed, blob_url, content)
         except ReleaseError as exc:
@@ -207,7 +233,7 @@ class RolloutService:
         parsed = parse_release_name(blob.name)
         if isinstance(parsed, str):
             log.info("ignored blob %r: %s", blob.name, parsed)
-            return Outcome("Ignored", parsed)
+            return Outcome(OutcomeStatus.IGNORED, parsed)
         try:
             version = blob.version()
             problem = size_problem(parsed, version.size)
@@ -216,17 +242,21 @@ class RolloutService:
                 return self.reject_release(unread_release(parsed, blob.url), problem, rollout_id=rollout_id)
             content = blob.read(version)
         except NotFoundError:
-            return Outcome("Ignored", f"{blob.name} no longer exists")
+            return Outcome(OutcomeStatus.IGNORED, f"{blob.name} no longer exists")
         except ConcurrencyError:
             # Replaced between the size check and the read: the new version has its own event.
-            return Outcome("Ignored", f"{blob.name} changed while it was read; its new version is handled on its own")
+            return Outcome(
+                OutcomeStatus.IGNORED, f"{blob.name} changed while it was read; its new version is handled on its own"
+            )
         return self.receive_blob(f"{blob.container}/{blob.name}", blob.url, content, blob.container)
 
     def reject_release(self, release: Release, reason: str, rollout_id: str | None = None) -> Outcome:
         """A release blob whose content is unusable: recorded, never started."""
         rollout_id = rollout_id or rollout_id_for(release)
         if self.store.get_rollout(self.target_key, rollout_id) is not None:
-            return Outcome("Duplicate", f"{release.blob_name} with this content was already received", rollout_id)
+            return Outcome(
+                OutcomeStatus.DUPLICATE, f"{release.blob_name} with this content was already received", rollout_id
+            )
         return self._record_rejected(self._new_rollout(release, rollout_id, self.clock.now()), reason)
 
     def _new_rollout(self, release: Release, rollout_id: str, now: Any) -> Rollout:
@@ -259,10 +289,10 @@ class RolloutService:
         try:
             rejected = self.store.insert_rollout(rejected)
         except AlreadyExistsError:
-            return Outcome("Duplicate", "already received", rollout.id)
-        self._record(rejected, "Rejected", reason)
+            return Outcome(OutcomeStatus.DUPLICATE, "already received", rollout.id)
+        self._record(rejected, EventKind.REJECTED, reason)
         log.warning("release %s rejected: %s", rollout.release.blob_name, reason)
-        return Outcome("Rejected", reason, rollout.id, Phase.REJECTED)
+        return Outcome(OutcomeStatus.REJECTED, reason, rollout.id, Phase.REJECTED)
 
     def _activate_next(self) -> Outcome:
         """If nothing holds the scale set, start the newest queued release (older ones are superseded).
@@ -280,23 +310,29 @@ class RolloutService:
         rollouts = self.store.list_rollouts(self.target_key)
         held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
         if held is not None and held.phase.is_active:
-            return Outcome("Busy", f"{held.id} holds the scale set", held.id, held.phase)
+            return Outcome(OutcomeStatus.BUSY, f"{held.id} holds the scale set", held.id, held.phase)
         if held is not None and held.phase.is_terminal:
             target = self._finish(held, target)
             if target.active_rollout_id == held.id:
-                return Outcome("Busy", f"{held.id} ended; a reimage it sent is not confirmed yet", held.id, held.phase)
+                return Outcome(
+                    OutcomeStatus.BUSY, f"{held.id} ended; a reimage it sent is not confirmed yet", held.id, held.phase
+                )
             if target.active_rollout_id is not None:
                 # Handed over and claimed again by another host since our read: it goes on.
-                return Outcome("Lost", "another instance claimed the scale set first", target.active_rollout_id)
+                return Outcome(
+                    OutcomeStatus.LOST, "another instance claimed the scale set first", target.active_rollout_id
+                )
             held = None
         orphans = [r for r in rollouts if r.phase.is_active]
         if orphans:
             if held is not None and not self._revoke_claim(held):
-                return Outcome("Lost", f"{held.id}, claimed by another instance, changed while starting", held.id)
+                return Outcome(
+                    OutcomeStatus.LOST, f"{held.id}, claimed by another instance, changed while starting", held.id
+                )
             return self._adopt(orphans[0], target)
         queued = [r for r in rollouts if r.phase is Phase.QUEUED]
         if not queued:
-            return Outcome("Idle", "no queued release")
+            return Outcome(OutcomeStatus.IDLE, "no queued release")
         queued.sort(key=lambda r: (r.release.version, r.created_at))
         newest = queued[-1]
         for older in queued[:-1]:
@@ -304,25 +340,27 @@ class RolloutService:
             if not superseded and held is not None and older.id == held.id:
                 # The scale set was claimed for it and its row changed since we read it Queued:
                 # another host is starting it (or just superseded it). Re-judge on the next tick.
-                return Outcome("Lost", f"{held.id}, claimed by another instance, changed while starting", held.id)
+                return Outcome(
+                    OutcomeStatus.LOST, f"{held.id}, claimed by another instance, changed while starting", held.id
+                )
         reason = self._not_newer_reason(newest.release, target)
         if reason is not None:
             self._reject_existing(newest, reason)
-            return Outcome("Rejected", reason, newest.id, Phase.REJECTED)
+            return Outcome(OutcomeStatus.REJECTED, reason, newest.id, Phase.REJECTED)
 
         try:
             fleet = self._observe()
         except PortError as exc:
-            return Outcome("Error", f"cannot observe the scale set: {exc}", newest.id, newest.phase)
+            return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", newest.id, newest.phase)
         problem = self._preflight(newest.release, fleet)
         if problem is None:
             try:
                 problem = self._preflight_image(newest.release, fleet)
             except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
-                return Outcome("Error", f"cannot read the release's image: {exc}", newest.id, newest.phase)
+                return Outcome(OutcomeStatus.ERROR, f"cannot read the release's image: {exc}", newest.id, newest.phase)
         if problem is not None:
             self._reject_existing(newest, problem)
-            return Outcome("Rejected", problem, newest.id, Phase.REJECTED)
+            return Outcome(OutcomeStatus.REJECTED, problem, newest.id, Phase.REJECTED)
         now = self.clock.now()
         baseline, warning = self._baseline(newest, fleet, target)
         started = newest.evolve(
@@ -338,19 +376,19 @@ class RolloutService:
         problem = self._state_too_large(started, target)
         if problem is not None:
             self._reject_existing(newest, problem)
-            return Outcome("Rejected", problem, newest.id, Phase.REJECTED)
+            return Outcome(OutcomeStatus.REJECTED, problem, newest.id, Phase.REJECTED)
         try:
             self.store.save_target(replace(target, active_rollout_id=newest.id, updated_at=self.clock.now()))
         except ConcurrencyError:
             # Another host claimed the scale set between our read and our write; it will run it.
-            return Outcome("Lost", "another instance claimed the scale set first", newest.id, newest.phase)
+            return Outcome(OutcomeStatus.LOST, "another instance claimed the scale set first", newest.id, newest.phase)
         try:
             started = self.store.update_rollout(started)
         except ConcurrencyError:
-            return Outcome("Lost", "the rollout changed while starting", newest.id)
-        self._record(started, "PhaseChanged", "Queued -> Canary: pre-flight passed; baseline recorded")
+            return Outcome(OutcomeStatus.LOST, "the rollout changed while starting", newest.id)
+        self._record(started, EventKind.PHASE_CHANGED, "Queued -> Canary: pre-flight passed; baseline recorded")
         if warning:
-            self._record(started, "BaselineWarning", warning)
+            self._record(started, EventKind.BASELINE_WARNING, warning)
         return self._advance(started, fleet, steps=2)
 
     def _preflight(self, release: Release, fleet: FleetView) -> str | None:
@@ -484,7 +522,7 @@ class RolloutService:
             )
         except ConcurrencyError:
             return False
-        self._record(saved, "Rejected", reason)
+        self._record(saved, EventKind.REJECTED, reason)
         return True
 
     def _revoke_claim(self, queued: Rollout) -> bool:
@@ -505,13 +543,13 @@ class RolloutService:
         try:
             self.store.save_target(replace(target, active_rollout_id=orphan.id, updated_at=self.clock.now()))
         except ConcurrencyError:
-            return Outcome("Lost", "another instance claimed the scale set first", orphan.id, orphan.phase)
+            return Outcome(OutcomeStatus.LOST, "another instance claimed the scale set first", orphan.id, orphan.phase)
         message = (
             f"{orphan.phase.value} but not holding the scale set (a lost claim race); "
             "the scale set was free, so it holds it again"
         )
-        self._record(orphan, "Adopted", message)
-        return Outcome("Advanced", message, orphan.id, orphan.phase)
+        self._record(orphan, EventKind.ADOPTED, message)
+        return Outcome(OutcomeStatus.ADVANCED, message, orphan.id, orphan.phase)
 
     def _stop_orphans(self, listed: Sequence[Rollout], target: TargetRecord) -> None:
         """Stop every started rollout the target does not name, without touching the scale set.
@@ -535,7 +573,7 @@ class RolloutService:
                 )
             except ConcurrencyError:
                 continue
-            self._record(saved, "Orphaned", f"{orphan.phase.value} -> Aborted: {reason}")
+            self._record(saved, EventKind.ORPHANED, f"{orphan.phase.value} -> Aborted: {reason}")
 
     # --- tick ----------------------------------------------------------------------------------
 
@@ -550,12 +588,12 @@ class RolloutService:
             return self._activate_next()
         self._stop_orphans(listed, target)
         if rollout.phase in (Phase.PAUSED, Phase.FAILED):
-            return Outcome("Idle", f"{rollout.phase.value}: {rollout.reason}", rollout.id, rollout.phase)
+            return Outcome(OutcomeStatus.IDLE, f"{rollout.phase.value}: {rollout.reason}", rollout.id, rollout.phase)
         try:
             fleet = self._observe()
         except PortError as exc:
             log.warning("tick: cannot observe the scale set: %s", exc)
-            return Outcome("Error", f"cannot observe the scale set: {exc}", rollout.id, rollout.phase)
+            return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", rollout.id, rollout.phase)
         return self._advance(rollout, fleet, steps=1)
 
     def _observe(self) -> FleetView:
@@ -572,7 +610,7 @@ class RolloutService:
     def _advance(self, rollout: Rollout, fleet: FleetView, steps: int) -> Outcome:
         """Decide, save, act; when the decision wrote the model, observe again and take one more step
         (the model write is the one action we wait for, briefly, so a start issues the canary at once)."""
-        outcome = Outcome("Idle", rollout.reason, rollout.id, rollout.phase)
+        outcome = Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase)
         for step in range(steps):
             decision = machine.decide(rollout, fleet, self.policy, self.clock.now())
             outcome, rollout, ok = self._commit(rollout, decision)
@@ -594,7 +632,11 @@ class RolloutService:
                 rollout = self.store.update_rollout(rollout)
             except ConcurrencyError:
                 log.info("tick for %s lost the race to another host; it acts, we exit", before.id)
-                return Outcome("Lost", "another tick changed the rollout first", before.id, before.phase), before, False
+                return (
+                    Outcome(OutcomeStatus.LOST, "another tick changed the rollout first", before.id, before.phase),
+                    before,
+                    False,
+                )
             except RecordTooLargeError as exc:
                 # Save, then act: a decision that cannot be saved is not acted on. Stop for a human.
                 return self._stop_unsavable(before, exc)
@@ -634,7 +676,7 @@ class RolloutService:
         if rollout.phase.is_terminal:
             self._finish(rollout)
             self._activate_after(rollout)
-        status = "Error" if failed else "Advanced"
+        status = OutcomeStatus.ERROR if failed else OutcomeStatus.ADVANCED
         return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
 
     def _confirm_reimage(self, saved: Rollout) -> Rollout:
@@ -680,7 +722,7 @@ class RolloutService:
             }.get(type(action), f"{getattr(action, 'purpose', '')} model write".strip())
             self._record(
                 current,
-                "LateWrite",
+                EventKind.LATE_WRITE,
                 f"{what} issued by a tick that decided in {saved.phase.value}, before the rollout became "
                 f"{current.phase.value} ({current.reason})",
                 instances=ids,
@@ -695,17 +737,22 @@ class RolloutService:
         if before.phase is Phase.QUEUED:
             changes: dict[str, Any] = {"phase": Phase.REJECTED}
         else:
-            paused_from = before.paused_from if before.phase in (Phase.PAUSED, Phase.FAILED) else before.phase
-            changes = {"phase": Phase.FAILED, "paused_from": paused_from}
+            if before.phase is Phase.PAUSED:
+                failed_from = before.resume_to
+            elif before.phase is Phase.FAILED:
+                failed_from = before.failed_from
+            else:
+                failed_from = before.phase
+            changes = {"phase": Phase.FAILED, "failed_from": failed_from, "resume_to": None}
         try:
             saved = self.store.update_rollout(before.evolve(**changes, reason=reason, phase_since=now, updated_at=now))
         except PortError as again:
             log.error("rollout %s: %s; recording that failed too: %s", before.id, reason, again)
-            return Outcome("Error", reason, before.id, before.phase), before, False
-        self._record(saved, "StateTooLarge", reason)
+            return Outcome(OutcomeStatus.ERROR, reason, before.id, before.phase), before, False
+        self._record(saved, EventKind.STATE_TOO_LARGE, reason)
         if saved.phase.is_terminal:
             self._finish(saved)
-        return Outcome("Error", reason, saved.id, saved.phase), saved, True
+        return Outcome(OutcomeStatus.ERROR, reason, saved.id, saved.phase), saved, True
 
     def _write_refused(self, rollout: Rollout, action: UpdateModel, reason: str) -> tuple[Outcome, Rollout, bool]:
         outcome, saved, ok = self._commit(rollout, machine.write_refused(rollout, action, reason, self.clock.now()))
@@ -731,7 +778,7 @@ class RolloutService:
             except PortError as exc:
                 message = f"{type(action).__name__} failed: {exc}"
                 log.warning("rollout %s: %s", rollout.id, message)
-                self._record(rollout, "ActionFailed", message)
+                self._record(rollout, EventKind.ACTION_FAILED, message)
                 return message, action, exc
         return "", None, None
 
@@ -768,13 +815,13 @@ class RolloutService:
 
     def _activate_after(self, rollout: Rollout) -> None:
         outcome = self._activate_next()
-        if outcome.status not in ("Idle", "Busy"):
+        if outcome.status not in (OutcomeStatus.IDLE, OutcomeStatus.BUSY):
             log.info("after %s: %s %s", rollout.id, outcome.status, outcome.message)
 
     # --- steering ------------------------------------------------------------------------------
 
     def command(
-        self, rollout_id: str, verb: str, *, actor: str = "operator", reason: str = "", rollback: bool = False
+        self, rollout_id: str, verb: Verb, *, actor: str = "operator", reason: str = "", rollback: bool = False
     ) -> Outcome:
         """An operator verb (abort, pause, resume, promote, promote-full, retry). Raises
         ``RolloutNotFoundError`` or ``CommandError``; retries once if a tick wins the race."""
@@ -798,12 +845,12 @@ class RolloutService:
                     except PortError as exc:
                         log.warning("%s of %s saved; acting on it now failed: %s", verb, rollout_id, exc)
                         return Outcome(
-                            "Done",
+                            OutcomeStatus.DONE,
                             f"{verb}: {saved.reason} (saved; acting on it failed for now, the next tick does: {exc})",
                             rollout_id,
                             saved.phase,
                         )
-                return Outcome("Done", f"{verb}: {saved.reason}", rollout_id, saved.phase)
+                return Outcome(OutcomeStatus.DONE, f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 
     def fleet(self) -> FleetView:
@@ -821,7 +868,7 @@ class RolloutService:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _record(self, rollout: Rollout, kind: str, message: str, **data: Any) -> None:
+    def _record(self, rollout: Rollout, kind: EventKind, message: str, **data: Any) -> None:
         self._append(
             RolloutEvent(
                 rollout_id=rollout.id,

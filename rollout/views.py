@@ -74,7 +74,7 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
         "upgraded": list(r.upgraded_ids),
         "rolledBack": list(r.rollback_ids),
         "unhealthyStreak": r.unhealthy_streak,
-        "pausedFrom": r.paused_from.value if r.paused_from else None,
+        "pausedFrom": _stopped_at(r),
         "holdUntil": _time(r.hold_until),
         "rollbackReason": r.rollback_reason or None,
         "desired": model_json(r.desired),
@@ -82,7 +82,7 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
         "events": [
             {
                 "at": _time(e.at),
-                "kind": e.kind,
+                "kind": e.kind.value,
                 "message": e.message,
                 "actor": e.actor,
                 "phase": e.phase.value if e.phase else None,
@@ -90,6 +90,12 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
             for e in events
         ],
     }
+
+
+def _stopped_at(r: Rollout) -> str | None:
+    """``pausedFrom`` in the API: where a Paused rollout resumes, or where a Failed one stopped."""
+    phase = r.resume_to or r.failed_from
+    return phase.value if phase else None
 
 
 def target_json(t: TargetRecord | None) -> dict[str, Any] | None:

@@ -136,7 +136,7 @@ def _get(obj: Json | None, *path: str) -> Any:
     return cur
 
 
-def calculate_azure_state(word: str) -> str:
+def azure_state_spelling(word: str) -> str:
     """``"succeeded"`` -> ``"Succeeded"``: the spelling ARM uses in ``provisioningState``."""
     lowered = word.lower()
     return _AZURE_STATE_SPELLING.get(lowered, word[:1].upper() + word[1:])
@@ -153,7 +153,7 @@ def _status_value(statuses: Iterable[Json] | None, prefix: str) -> tuple[str, Js
     return None
 
 
-def assess_extension_spec(vmss: Json, extension_name: str) -> ExtensionSpec | None:
+def parse_extension_spec(vmss: Json, extension_name: str) -> ExtensionSpec | None:
     """The extension called ``extension_name`` on the scale set model, as ARM lets us read it back:
     ``protectedSettings`` is never returned, so ``protected_settings`` is ``None`` (not known)."""
     extensions = _get(vmss, "properties", "virtualMachineProfile", "extensionProfile", "extensions")
@@ -186,11 +186,11 @@ def _opt_bool(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
-def assess_fleet_model(vmss: Json, extension_name: str) -> FleetView:
+def parse_fleet_model(vmss: Json, extension_name: str) -> FleetView:
     """The scale set GET body -> a ``FleetView`` with no instances (the model and the set's state)."""
     image_id = _get(vmss, "properties", "virtualMachineProfile", "storageProfile", "imageReference", "id")
     return FleetView(
-        model=ModelSpec(extension=assess_extension_spec(vmss, extension_name), image_id=image_id or None),
+        model=ModelSpec(extension=parse_extension_spec(vmss, extension_name), image_id=image_id or None),
         provisioning_state=str(_get(vmss, "properties", "provisioningState") or "Unknown"),
         instances=(),
         # ARM omits orchestrationMode on older Uniform sets and upgradePolicy when it is the
@@ -200,7 +200,7 @@ def assess_fleet_model(vmss: Json, extension_name: str) -> FleetView:
     )
 
 
-def calculate_instance_id(vm_or_nic_owner_id: str) -> str | None:
+def parse_instance_id(vm_or_nic_owner_id: str) -> str | None:
     """``.../virtualMachineScaleSets/x/virtualMachines/3[/networkInterfaces/n]`` -> ``"3"``."""
     parts = vm_or_nic_owner_id.strip("/").split("/")
     for i, part in enumerate(parts[:-1]):
@@ -209,7 +209,7 @@ def calculate_instance_id(vm_or_nic_owner_id: str) -> str | None:
     return None
 
 
-def calculate_private_ips(nics: Iterable[Json]) -> dict[str, str]:
+def parse_private_ips(nics: Iterable[Json]) -> dict[str, str]:
     """The scale-set NIC listing -> {instance id: private IP of its primary NIC's primary IP config}.
 
     A VM with several NICs is listed once per NIC; the primary one wins, whatever the order."""
@@ -217,7 +217,7 @@ def calculate_private_ips(nics: Iterable[Json]) -> dict[str, str]:
     for nic in nics:
         props: Json = nic.get("properties") or {}
         owner = _get(props, "virtualMachine", "id") or str(nic.get("id", ""))
-        instance_id = calculate_instance_id(owner)
+        instance_id = parse_instance_id(owner)
         if instance_id is None:
             continue
         configs = list(props.get("ipConfigurations") or ())
@@ -232,7 +232,7 @@ def calculate_private_ips(nics: Iterable[Json]) -> dict[str, str]:
     return {iid: addr for iid, (_, addr) in found.items()}
 
 
-def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> InstanceView:
+def instance_view_from_vm(vm: Json, extension_name: str, private_ip: str | None) -> InstanceView:
     """One element of ``VirtualMachineScaleSetVMs_List`` (``$expand=instanceView``) -> InstanceView.
 
     The provisioning state comes from the instance view's ``ProvisioningState/<x>`` status, which is
@@ -243,7 +243,7 @@ def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> In
 
     provisioning = _status_value(statuses, "ProvisioningState")
     if provisioning is not None:
-        provisioning_state = calculate_azure_state(provisioning[0])
+        provisioning_state = azure_state_spelling(provisioning[0])
     else:
         provisioning_state = str(props.get("provisioningState") or "Unknown")
 
@@ -257,7 +257,7 @@ def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> In
         ext_statuses = list(ext.get("statuses") or ())
         found = _status_value(ext_statuses, "ProvisioningState")
         if found is not None:
-            extension_status = calculate_azure_state(found[0])
+            extension_status = azure_state_spelling(found[0])
             chosen: Json = found[1]
         elif ext_statuses:
             # No ProvisioningState code: judge by the level, as the portal does.
@@ -271,7 +271,7 @@ def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> In
 
     health = _status_value([_get(view, "vmHealth", "status") or {}], "HealthState")
 
-    instance_id = vm.get("instanceId") or calculate_instance_id(str(vm.get("id", ""))) or str(vm.get("name"))
+    instance_id = vm.get("instanceId") or parse_instance_id(str(vm.get("id", ""))) or str(vm.get("name"))
     return InstanceView(
         instance_id=str(instance_id),
         # Missing only in malformed answers; "outdated" is the safe reading: upgrading an instance
@@ -281,12 +281,12 @@ def assess_instance(vm: Json, extension_name: str, private_ip: str | None) -> In
         power_state=power[0] if power else None,
         extension_status=extension_status,
         extension_message=extension_message,
-        vm_health=calculate_azure_state(health[0]) if health else None,
+        vm_health=azure_state_spelling(health[0]) if health else None,
         private_ip=private_ip,
     )
 
 
-def calculate_extension_body(spec: ExtensionSpec) -> dict[str, Any]:
+def extension_body(spec: ExtensionSpec) -> dict[str, Any]:
     """The ``VirtualMachineScaleSetExtensions_CreateOrUpdate`` body for ``spec``.
 
     The PUT replaces the whole extension, so every writable property of
@@ -316,7 +316,7 @@ def calculate_extension_body(spec: ExtensionSpec) -> dict[str, Any]:
     return {"name": spec.name, "properties": props}
 
 
-def calculate_image_patch(image_id: str) -> dict[str, Any]:
+def image_patch_body(image_id: str) -> dict[str, Any]:
     """The ``VirtualMachineScaleSets_Update`` (PATCH) body that changes only the image reference."""
     return {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": image_id}}}}}
 
@@ -329,7 +329,7 @@ _IMAGE_ID = re.compile(
 )
 
 
-def calculate_image_parts(image_id: str) -> dict[str, str] | None:
+def parse_image_id(image_id: str) -> dict[str, str] | None:
     """An image resource id -> its parts: ``sub``, ``rg`` and either ``image`` (a managed image) or
     ``gallery`` + ``definition`` [+ ``version``] (an Azure Compute Gallery image); None otherwise."""
     m = _IMAGE_ID.match(image_id.strip())
@@ -351,7 +351,7 @@ def _retry_after(err: HttpResponseError) -> float | None:
     return None
 
 
-def assess_error(err: AzureError, action: str) -> PortError:
+def port_error_from(err: AzureError, action: str) -> PortError:
     """An azure-core exception -> the port error the service understands, with ARM's code/message."""
     if isinstance(err, HttpResponseError):
         status = err.status_code
@@ -502,7 +502,7 @@ class AzureCompute:
     def observe(self) -> FleetView:
         # The scale set first: a 404 here is the clear "no such scale set" answer, before the lists.
         with _mapped_errors(f"GET scale set {self.vmss_name}"):
-            fleet = assess_fleet_model(self._get_scale_set(), self.extension_name)
+            fleet = parse_fleet_model(self._get_scale_set(), self.extension_name)
         with _mapped_errors(f"list VMs of {self.vmss_name}"):
             vms = [
                 _as_json(vm)
@@ -511,13 +511,15 @@ class AzureCompute:
                 )
             ]
         with _mapped_errors(f"list NICs of {self.vmss_name}"):
-            ips = calculate_private_ips(
+            ips = parse_private_ips(
                 _as_json(nic)
                 for nic in self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
                     self.resource_group, self.vmss_name
                 )
             )
-        instances = tuple(assess_instance(vm, self.extension_name, ips.get(str(vm.get("instanceId")))) for vm in vms)
+        instances = tuple(
+            instance_view_from_vm(vm, self.extension_name, ips.get(str(vm.get("instanceId")))) for vm in vms
+        )
         return FleetView(
             model=fleet.model,
             provisioning_state=fleet.provisioning_state,
@@ -528,7 +530,7 @@ class AzureCompute:
 
     def read_model(self) -> FleetView:
         with _mapped_errors(f"GET scale set {self.vmss_name}"):
-            return assess_fleet_model(self._get_scale_set(), self.extension_name)
+            return parse_fleet_model(self._get_scale_set(), self.extension_name)
 
     def update_model(self, spec: ModelSpec) -> None:
         # One deadline for the whole call: with both parts set the two writes share the wait.
@@ -541,7 +543,7 @@ class AzureCompute:
                     self.vmss_name,
                     ext.name,
                     # The SDK models take the raw REST JSON: the body builders stay pure dicts.
-                    compute_models.VirtualMachineScaleSetExtension(calculate_extension_body(ext)),
+                    compute_models.VirtualMachineScaleSetExtension(extension_body(ext)),
                     polling=self._bounded_polling(deadline),
                 )
                 _wait_until_done_or_deadline(poller)
@@ -551,7 +553,7 @@ class AzureCompute:
                     image_poller = self._compute.virtual_machine_scale_sets.begin_update(
                         self.resource_group,
                         self.vmss_name,
-                        compute_models.VirtualMachineScaleSetUpdate(calculate_image_patch(spec.image_id)),
+                        compute_models.VirtualMachineScaleSetUpdate(image_patch_body(spec.image_id)),
                         polling=self._bounded_polling(deadline),
                     )
                     _wait_until_done_or_deadline(image_poller)
@@ -565,7 +567,7 @@ class AzureCompute:
                 ) from denied
 
     def read_image(self, image_id: str) -> None:
-        parts = calculate_image_parts(image_id)
+        parts = parse_image_id(image_id)
         if parts is None:
             raise NotFoundError(f"{image_id!r} is not a managed image or gallery image resource id")
         client = self._compute_for(parts["sub"])
@@ -649,21 +651,21 @@ def _mapped_errors(action: str) -> Iterator[None]:
     try:
         yield
     except AzureError as err:
-        raise assess_error(err, action) from err
+        raise port_error_from(err, action) from err
 
 
 __all__ = [
     "AzureCompute",
     "StaticTokenCredential",
-    "assess_error",
-    "assess_extension_spec",
-    "assess_fleet_model",
-    "assess_instance",
-    "calculate_azure_state",
-    "calculate_extension_body",
-    "calculate_image_parts",
-    "calculate_image_patch",
-    "calculate_instance_id",
-    "calculate_private_ips",
+    "azure_state_spelling",
     "credential_for",
+    "extension_body",
+    "image_patch_body",
+    "instance_view_from_vm",
+    "parse_extension_spec",
+    "parse_fleet_model",
+    "parse_image_id",
+    "parse_instance_id",
+    "parse_private_ips",
+    "port_error_from",
 ]

@@ -73,6 +73,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from rollout.model import (
+    EventKind,
     ExtensionSpec,
     ModelSpec,
     Phase,
@@ -332,8 +333,14 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
         raise EntityKeyError(f"rollout.id={_shorten(rollout.id)} must not contain {EVENT_KEY_SEPARATOR!r}")
     if rollout.batch_started_at is not None:
         entity["batch_started_at"] = _encode_dt(rollout.batch_started_at, "batch_started_at")
-    if rollout.paused_from is not None:
-        entity["paused_from"] = rollout.paused_from.value
+    # ``resume_to`` (Paused) and ``failed_from`` (Failed) are at most one at a time; both are written to
+    # ``paused_from``, the one property rows held before they were split, so that rows stay readable both
+    # ways. ``failed_from`` is written again under its own name to tell the two apart on reading.
+    stopped_at = rollout.resume_to or rollout.failed_from
+    if stopped_at is not None:
+        entity["paused_from"] = stopped_at.value
+    if rollout.failed_from is not None:
+        entity["failed_from"] = rollout.failed_from.value
     if rollout.hold_until is not None:
         entity["hold_until"] = _encode_dt(rollout.hold_until, "hold_until")
     if rollout.reimage_requested_at is not None:
@@ -344,12 +351,13 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
 
 def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> Rollout:
     baseline = _opt_json(entity.get("baseline"))
-    paused_from = entity.get("paused_from")
+    phase = Phase(entity["phase"])
+    resume_to, failed_from = _stopped_at(phase, entity.get("paused_from"), entity.get("failed_from"))
     return Rollout(
         id=entity["RowKey"],
         target=entity["PartitionKey"],
         release=release_from_dict(json.loads(entity["release"])),
-        phase=Phase(entity["phase"]),
+        phase=phase,
         desired=model_from_dict(json.loads(entity["desired"])),
         baseline=None if baseline is None else model_from_dict(baseline),
         created_at=_decode_dt(entity["created_at"]),
@@ -367,7 +375,8 @@ def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> R
         reimage_pending=tuple(json.loads(entity.get("reimage_pending") or "[]")),
         reimage_requested_at=_opt_dt(entity.get("reimage_requested_at")),
         unhealthy_streak=int(entity.get("unhealthy_streak", 0)),
-        paused_from=None if paused_from is None else Phase(paused_from),
+        resume_to=resume_to,
+        failed_from=failed_from,
         hold_until=_opt_dt(entity.get("hold_until")),
         skip_bake=bool(entity.get("skip_bake", False)),
         promote_full=bool(entity.get("promote_full", False)),
@@ -375,6 +384,18 @@ def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> R
         rollback_reason=entity.get("rollback_reason", ""),
         etag=etag,
     )
+
+
+def _stopped_at(phase: Phase, paused_from: str | None, failed_from: str | None) -> tuple[Phase | None, Phase | None]:
+    """``(resume_to, failed_from)`` from a row. A row without ``failed_from`` was written before the split
+    (or is not Failed): its ``paused_from`` meant "failed from" when the rollout is Failed, "resume to" otherwise."""
+    if failed_from is not None:
+        return None, Phase(failed_from)
+    if paused_from is None:
+        return None, None
+    if phase is Phase.FAILED:
+        return None, Phase(paused_from)
+    return Phase(paused_from), None
 
 
 def target_to_entity(record: TargetRecord) -> dict[str, Any]:
@@ -445,7 +466,7 @@ def event_to_entity(event: RolloutEvent, row_key: str | None = None) -> dict[str
         "schema": SCHEMA_VERSION,
         "rollout_id": event.rollout_id,
         "at": _encode_dt(event.at, "event.at"),
-        "kind": event.kind,
+        "kind": event.kind.value,
         "message": event.message,
         "actor": event.actor,
         "data": _dumps(dict(event.data)),
@@ -462,7 +483,7 @@ def event_from_entity(entity: Mapping[str, Any]) -> RolloutEvent:
         rollout_id=entity["rollout_id"],
         target=entity["PartitionKey"],
         at=_decode_dt(entity["at"]),
-        kind=entity["kind"],
+        kind=EventKind(entity["kind"]),
         message=entity.get("message", ""),
         actor=entity.get("actor", "controller"),
         phase=None if phase is None else Phase(phase),

@@ -22,13 +22,13 @@ from azure.core.rest import HttpRequest, HttpResponse
 from rollout.adapters.compute import (
     AzureCompute,
     StaticTokenCredential,
-    assess_error,
-    assess_fleet_model,
-    assess_instance,
-    calculate_extension_body,
-    calculate_image_patch,
-    calculate_private_ips,
     credential_for,
+    extension_body,
+    image_patch_body,
+    instance_view_from_vm,
+    parse_fleet_model,
+    parse_private_ips,
+    port_error_from,
 )
 from rollout.model import ExtensionSpec, FleetView, ModelSpec
 from rollout.ports import ConflictError, NotFoundError, PortError, TransientError
@@ -79,7 +79,7 @@ def test_instance_view_reads_states_from_instance_view_statuses() -> None:
         },
     )
 
-    view = assess_instance(vm, "CustomScript", "127.0.10.5")
+    view = instance_view_from_vm(vm, "CustomScript", "127.0.10.5")
 
     assert view.instance_id == "4"
     assert view.latest_model_applied is False
@@ -92,7 +92,7 @@ def test_instance_view_reads_states_from_instance_view_statuses() -> None:
 
 
 def test_instance_without_instance_view_falls_back_to_properties() -> None:
-    view = assess_instance(_vm("0", latestModelApplied=True, provisioningState="Succeeded"), "CustomScript", None)
+    view = instance_view_from_vm(_vm("0", latestModelApplied=True, provisioningState="Succeeded"), "CustomScript", None)
 
     assert (view.provisioning_state, view.power_state, view.extension_status, view.vm_health) == (
         "Succeeded",
@@ -120,7 +120,7 @@ def test_extension_status_of_the_named_extension(statuses: list[dict[str, str]],
         "1", latestModelApplied=True, instanceView={"extensions": [{"name": "CustomScript", "statuses": statuses}]}
     )
 
-    view = assess_instance(vm, "CustomScript", None)
+    view = instance_view_from_vm(vm, "CustomScript", None)
 
     assert (view.extension_status, view.extension_message) == expected
 
@@ -154,7 +154,7 @@ def test_fleet_model_reads_extension_image_and_modes() -> None:
         },
     }
 
-    fleet = assess_fleet_model(vmss, "CustomScript")
+    fleet = parse_fleet_model(vmss, "CustomScript")
 
     assert fleet.provisioning_state == "Updating"
     assert (fleet.orchestration_mode, fleet.upgrade_mode) == ("Uniform", "Manual")
@@ -173,7 +173,7 @@ def test_fleet_model_reads_extension_image_and_modes() -> None:
 
 
 def test_fleet_model_without_the_extension_or_image_id() -> None:
-    fleet = assess_fleet_model({"properties": {"provisioningState": "Succeeded"}}, "CustomScript")
+    fleet = parse_fleet_model({"properties": {"provisioningState": "Succeeded"}}, "CustomScript")
 
     assert fleet.model.extension is None and fleet.model.image_id is None
     # ARM's defaults when the properties are omitted.
@@ -201,7 +201,7 @@ def test_private_ips_prefer_the_primary_nic_and_ip_configuration() -> None:
         {"id": "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/loose"},
     ]
 
-    assert calculate_private_ips(nics) == {"0": "10.0.0.4", "1": "10.0.0.5"}
+    assert parse_private_ips(nics) == {"0": "10.0.0.4", "1": "10.0.0.5"}
 
 
 def test_extension_body_omits_unknown_protected_settings() -> None:
@@ -215,7 +215,7 @@ def test_extension_body_omits_unknown_protected_settings() -> None:
         force_update_tag="v7",
     )
 
-    body = calculate_extension_body(spec)
+    body = extension_body(spec)
 
     assert body == {
         "name": "CustomScript",
@@ -228,11 +228,11 @@ def test_extension_body_omits_unknown_protected_settings() -> None:
             "forceUpdateTag": "v7",
         },
     }
-    with_secret = calculate_extension_body(
+    with_secret = extension_body(
         ExtensionSpec(**{**spec.__dict__, "protected_settings": {"commandToExecute": "bash x.sh"}})
     )
     assert with_secret["properties"]["protectedSettings"] == {"commandToExecute": "bash x.sh"}
-    assert calculate_image_patch("/img/7") == {
+    assert image_patch_body("/img/7") == {
         "properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "/img/7"}}}}
     }
 
@@ -258,7 +258,7 @@ def _http_error(status: int, body: bytes, cls: type[HttpResponseError] = HttpRes
 def test_http_errors_map_to_port_errors_with_arm_code_and_message(status: int, expected: type[PortError]) -> None:
     err = _http_error(status, b'{"error": {"code": "SomeArmCode", "message": "what ARM said"}}')
 
-    mapped = assess_error(err, "GET scale set web")
+    mapped = port_error_from(err, "GET scale set web")
 
     assert type(mapped) is expected
     assert "SomeArmCode" in str(mapped) and "what ARM said" in str(mapped)
@@ -267,8 +267,8 @@ def test_http_errors_map_to_port_errors_with_arm_code_and_message(status: int, e
 
 def test_subclassed_and_connection_errors_map_too() -> None:
     conflict = _http_error(409, b'{"error": {"code": "OperationNotAllowed", "message": "busy"}}', ResourceExistsError)
-    assert isinstance(assess_error(conflict, "x"), ConflictError)
-    assert isinstance(assess_error(ServiceRequestError("connection refused"), "x"), TransientError)
+    assert isinstance(port_error_from(conflict, "x"), ConflictError)
+    assert isinstance(port_error_from(ServiceRequestError("connection refused"), "x"), TransientError)
 
 
 def test_credential_for_a_token_is_static() -> None:
@@ -532,7 +532,7 @@ def test_image_model_change_patches_the_image_reference(
     # The extension was not touched by an image release.
     assert fleet.model.extension is not None and fleet.model.extension.settings["fileUris"][0].endswith("v1.sh")
     writes = [r for r in _arm_requests(arm_emulator, handle) if r.method != "GET"]
-    assert [(_kind(r, handle), r.body) for r in writes] == [("PATCH vmss", calculate_image_patch(image_v2))]
+    assert [(_kind(r, handle), r.body) for r in writes] == [("PATCH vmss", image_patch_body(image_v2))]
 
     compute.upgrade_instances(["1"])
     done = _observe_until(compute, lambda f: f.by_id()["1"].latest_model_applied).by_id()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from rollout.adapters.compute import AzureCompute, assess_error, calculate_image_parts
+from rollout.adapters.compute import AzureCompute, parse_image_id, port_error_from
 from rollout.model import ModelSpec
 from rollout.ports import AccessDeniedError, NotFoundError
 from tests.fixtures.emulator import EMULATOR_TOKEN, SUBSCRIPTION_ID, StaticTokenCredential
@@ -38,28 +38,28 @@ OTHER_SUB_IMAGE = (
 
 
 def test_image_ids_parse_into_their_parts() -> None:
-    assert calculate_image_parts(BASE) == {
+    assert parse_image_id(BASE) == {
         "sub": SUBSCRIPTION_ID,
         "rg": "rg-canary",
         "image": "nginx-base-image",
     }
-    assert calculate_image_parts(VERSION) == {
+    assert parse_image_id(VERSION) == {
         "sub": SUBSCRIPTION_ID,
         "rg": "rg-images",
         "gallery": "gal",
         "definition": "nginx",
         "version": "2.0.0",
     }
-    assert calculate_image_parts(f"{GALLERY}/images/nginx")["definition"] == "nginx"  # type: ignore[index]
-    assert calculate_image_parts("/images/nginx-v1") is None
-    assert calculate_image_parts(f"{GALLERY}/images/nginx/versions/2.0.0/extra") is None
+    assert parse_image_id(f"{GALLERY}/images/nginx")["definition"] == "nginx"  # type: ignore[index]
+    assert parse_image_id("/images/nginx-v1") is None
+    assert parse_image_id(f"{GALLERY}/images/nginx/versions/2.0.0/extra") is None
 
 
 def test_a_403_maps_to_access_denied_with_arm_code() -> None:
     from tests.integration.test_compute_adapter import _http_error
 
     body = b'{"error": {"code": "LinkedAuthorizationFailed", "message": "has permission ... linked scope(s)"}}'
-    mapped = assess_error(_http_error(403, body), "write image of web")
+    mapped = port_error_from(_http_error(403, body), "write image of web")
     assert isinstance(mapped, AccessDeniedError) and mapped.code == "LinkedAuthorizationFailed"
     assert "HTTP 403 LinkedAuthorizationFailed" in str(mapped)
 

@@ -16,7 +16,7 @@ from datetime import UTC, timedelta
 import pytest
 
 from rollout.adapters.tables import TableStateStore
-from rollout.model import Phase, TargetRecord
+from rollout.model import EventKind, Phase, TargetRecord
 from rollout.ports import AlreadyExistsError, ConcurrencyError, PortError, TransientError
 from tests.fixtures.azurite import AzuriteNames, AzuriteService, FakeAzureAdCredential
 from tests.unit.test_entities import T0, TARGET, make_event, make_rollout, make_target
@@ -112,13 +112,13 @@ def test_updates_chain_on_the_etag_each_write_returns(store: TableStateStore) ->
     current = store.insert_rollout(make_rollout(phase=Phase.CANARY))
     seen = {current.etag}
     for phase in (Phase.BAKING, Phase.PROMOTING, Phase.SUCCEEDED):
-        current = store.update_rollout(current.evolve(phase=phase, paused_from=None, batch_started_at=None))
+        current = store.update_rollout(current.evolve(phase=phase, resume_to=None, batch_started_at=None))
         seen.add(current.etag)
 
     read = store.get_rollout(TARGET, current.id)
     assert read is not None and read.phase is Phase.SUCCEEDED and read.etag == current.etag
     # REPLACE, not MERGE: properties set to None are gone, not left over from older writes.
-    assert read.paused_from is None and read.batch_started_at is None
+    assert read.resume_to is None and read.batch_started_at is None
     assert len(seen) == 4
 
 
@@ -224,18 +224,18 @@ def test_events_come_back_in_time_order_whatever_the_append_order(store: TableSt
     shuffled = ats[:]
     random.Random(7).shuffle(shuffled)
     for at in shuffled:
-        store.append_event(make_event(at=at, kind=f"k{ats.index(at)}"))
+        store.append_event(make_event(at=at, message=f"k{ats.index(at)}"))
     # Same instant: the order they were appended in.
     same = T0 + timedelta(days=1)
     for n in range(3):
-        store.append_event(make_event(at=same, kind=f"same{n}"))
+        store.append_event(make_event(at=same, message=f"same{n}"))
     # Neighbours that must not leak into the range query.
-    store.append_event(make_event(rollout_id="r-20260401-00070", kind="other-rollout"))
-    store.append_event(make_event(target="rg:other", kind="other-target"))
+    store.append_event(make_event(rollout_id="r-20260401-00070", message="other-rollout"))
+    store.append_event(make_event(target="rg:other", message="other-target"))
 
-    kinds = [e.kind for e in store.list_events(TARGET, "r-20260401-0007")]
+    messages = [e.message for e in store.list_events(TARGET, "r-20260401-0007")]
 
-    assert kinds == ["k0", "k1", "k2", "k3", "k4", "same0", "same1", "same2"]
+    assert messages == ["k0", "k1", "k2", "k3", "k4", "same0", "same1", "same2"]
 
 
 def test_appending_the_same_event_twice_keeps_both(store: TableStateStore) -> None:
@@ -249,7 +249,8 @@ def test_fifty_events_read_back_intact(store: TableStateStore) -> None:
     events = [
         make_event(
             at=T0 + timedelta(seconds=n),
-            kind=f"Event{n:02d}",
+            kind=list(EventKind)[n % len(EventKind)],
+            message=f"event {n:02d}",
             phase=None if n % 3 else Phase.BAKING,
             data={"n": n, "ids": [str(i) for i in range(n % 5)]},
         )

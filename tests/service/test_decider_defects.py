@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rollout.machine import apply_command
-from rollout.model import Phase
+from rollout.model import EventKind, Phase
 from rollout.policy import RolloutPolicy
 from rollout.service import RolloutService
 from tests.fakes import release_of
@@ -60,7 +60,7 @@ def test_a_canary_scaled_in_while_baking_is_replaced_and_the_rollout_finishes() 
     assert ticks(world, rid, Phase.BAKING) is Phase.BAKING
     world.scale_set.scale_in("0")
     assert ticks(world, rid, Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED) is Phase.SUCCEEDED
-    assert "CanaryLost" in world.kinds(rid)
+    assert EventKind.CANARY_LOST in world.kinds(rid)
     assert on(world, "install_nginx.v1.sh")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rollout.model import ExtensionSpec, ModelSpec, Phase, Rollout
+from rollout.model import EventKind, ExtensionSpec, ModelSpec, Phase, Rollout
 from rollout.policy import RolloutPolicy
 from rollout.ports import RecordTooLargeError
 from rollout.releases import ExtensionDefaults
@@ -138,7 +138,7 @@ def test_protected_settings_from_key_vault_are_refused_with_what_to_do() -> None
     assert "protectedSettingsFromKeyVault" in outcome.message and "never returns protected settings" in outcome.message
     assert "remove protectedSettingsFromKeyVault" in outcome.message
     assert world.scale_set.calls_of("update_model") == [] and world.scale_set.calls_of("upgrade_instances") == []
-    assert world.kinds(outcome.rollout_id or "") == ["Received", "Rejected"]
+    assert world.kinds(outcome.rollout_id or "") == [EventKind.RECEIVED, EventKind.REJECTED]
 
 
 def test_a_key_vault_reference_arm_does_not_show_cannot_be_refused_and_is_reported_unknown() -> None:
@@ -150,7 +150,7 @@ def test_a_key_vault_reference_arm_does_not_show_cannot_be_refused_and_is_report
     )
     world = world_with(foreign, key_vault_reference_visible=False, broken_releases={"install_nginx.v1.sh"})
     rid = world.service.start_release(script(1)).rollout_id or ""
-    assert "BaselineWarning" in world.kinds(rid)
+    assert EventKind.BASELINE_WARNING in world.kinds(rid)
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
     restored = world.scale_set.calls_of("update_model")[-1].extension  # type: ignore[attr-defined]
     assert restored.protected_settings is None  # not sent: the PUT does not claim to know them
@@ -175,7 +175,7 @@ def test_an_oversized_baseline_is_rejected_before_any_arm_write_and_nothing_fail
     assert target is None or target.active_rollout_id is None
     rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
     assert rollout is not None and rollout.phase is Phase.REJECTED and rollout.baseline is None
-    assert world.kinds(rollout.id) == ["Received", "Rejected"]
+    assert world.kinds(rollout.id) == [EventKind.RECEIVED, EventKind.REJECTED]
     # Every later trigger answers normally.
     for _ in range(3):
         world.clock.advance(30)
@@ -224,10 +224,10 @@ def test_a_started_rollout_whose_next_state_cannot_be_saved_stops_as_failed_with
     world.clock.advance(30)
     outcome = world.service.tick()
     rollout = world.store.get_rollout(TARGET, rid) or pytest.fail()
-    assert rollout.phase is Phase.FAILED and rollout.paused_from is Phase.PROMOTING
+    assert rollout.phase is Phase.FAILED and rollout.failed_from is Phase.PROMOTING
     assert "could not be saved, so it was not acted on" in rollout.reason and "'upgraded_ids'" in rollout.reason
     assert len(world.scale_set.calls_of("upgrade_instances")) == upgrades  # the unsaved batch was never issued
-    assert "StateTooLarge" in world.kinds(rid)
+    assert EventKind.STATE_TOO_LARGE in world.kinds(rid)
     assert outcome.status == "Idle"  # Failed: a human decides; ticks answer normally
     target = world.store.get_target(TARGET)
     assert target is not None and target.active_rollout_id == rid
@@ -249,7 +249,7 @@ def test_an_event_whose_evidence_is_too_large_is_kept_without_it() -> None:
     world = world_with(rich_extension())
     rid = world.service.start_release(script(1)).rollout_id or ""
     rollout = world.store.get_rollout(TARGET, rid) or pytest.fail()
-    world.service._record(rollout, "Evidence", "a big observation", dump="y" * 70_000)
-    [event] = [e for e in world.store.list_events(TARGET, rid) if e.kind == "Evidence"]
+    world.service._record(rollout, EventKind.BASELINE_WARNING, "a big observation", dump="y" * 70_000)
+    [event] = [e for e in world.store.list_events(TARGET, rid) if e.message == "a big observation"]
     assert event.message == "a big observation"
     assert "too large to store" in event.data["evidenceDropped"] and "'data'" in event.data["evidenceDropped"]

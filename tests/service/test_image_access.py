@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from rollout.model import Phase, Release
+from rollout.model import EventKind, Phase, Release
 from rollout.ports import TransientError
 from rollout.releases import build_release, parse_release_name
 from tests.fakes import BASE_URL
@@ -45,7 +45,7 @@ def test_an_unreadable_image_is_rejected_at_pre_flight_with_the_grant_to_give() 
     assert writes(world) == []  # nothing reached the scale set
     rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
     assert rollout is not None and rollout.reason == outcome.message
-    assert world.kinds(rollout.id)[-1] == "Rejected"
+    assert world.kinds(rollout.id)[-1] == EventKind.REJECTED
 
 
 def test_a_missing_image_is_rejected_as_not_existing() -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from rollout.model import ModelSpec, Phase, Release, Rollout, TargetRecord
+from rollout.model import EventKind, ModelSpec, Phase, Release, Rollout, TargetRecord
 from rollout.releases import build_release, parse_release_name
-from rollout.service import RolloutService
+from rollout.service import OutcomeStatus, RolloutService
 from tests.fakes import BASE_URL, release_of, v0_extension
 from tests.service.interleave import TARGET, Call, TwoHosts, two_hosts
 
@@ -248,6 +248,11 @@ def test_every_interleaving_with_two_preemptions_keeps_one_rollout_active(scenar
             world.join()
         except AssertionError as exc:
             raise AssertionError(f"{scenario}, schedule {first}{k} {other}{j} then both to the end: {exc}") from exc
+        # Whatever the interleaving, each host answers with one of the documented statuses (a start whose
+        # rollout another host started meanwhile once answered with the phase's name, e.g. "Canary").
+        for name in ("A", "B"):
+            outcome = world.hosts[name].outcome
+            assert isinstance(outcome.status, OutcomeStatus), (scenario, first, k, j, name, outcome)
         if done_first:
             lengths[first] = min(lengths.get(first, 10**6), k)
         if done_other:
@@ -288,7 +293,7 @@ def test_a_started_rollout_the_target_does_not_name_is_stopped_by_the_next_tick(
     host.tick()
     orphan = world.store.rollouts[(TARGET, rid(1))]
     assert orphan.phase is Phase.ABORTED and "without holding the scale set" in orphan.reason
-    events = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind == "Orphaned"]
+    events = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind is EventKind.ORPHANED]
     assert len(events) == 1 and events[0].message.startswith("Canary -> Aborted")
     # Nothing was written to the scale set for the orphan; the holder (v2) goes on and ends.
     assert all(release_of(m) != "install_nginx.v1.sh" for m in world.scale_set.calls_of("update_model")[1:])  # type: ignore[arg-type]
@@ -311,7 +316,7 @@ def test_a_started_rollout_left_without_a_claim_is_adopted_when_the_scale_set_is
     host.tick()
     held = world.store.get_target(TARGET)
     assert held is not None and held.active_rollout_id == rid(1)
-    assert "Adopted" in [e.kind for e in world.store.list_events(TARGET, rid(1))]
+    assert EventKind.ADOPTED in [e.kind for e in world.store.list_events(TARGET, rid(1))]
     settle(world)
     assert world.store.rollouts[(TARGET, rid(1))].phase is Phase.SUCCEEDED
 
@@ -385,7 +390,7 @@ def test_a_tick_that_dies_between_saving_and_sending_a_reimage_has_it_issued_aga
     assert rollout.phase is Phase.ROLLED_BACK, rollout.reason
     assert world.scale_set.calls_of("reimage_instances") == [("0",)]
     assert rollout.reimaged_ids == ("0",)
-    assert "ReimageReissued" in [e.kind for e in world.store.list_events(TARGET, rid(1))]
+    assert EventKind.REIMAGE_REISSUED in [e.kind for e in world.store.list_events(TARGET, rid(1))]
 
 
 def test_a_reimage_another_host_has_saved_but_not_sent_is_not_read_as_done() -> None:
@@ -436,7 +441,7 @@ def test_an_abort_while_a_reimage_is_being_sent_hands_over_only_once_it_is_sent(
 
     v1 = world.store.rollouts[(TARGET, rid(1))]
     assert v1.reimaged_ids == ("0",) and v1.reimage_pending == ()
-    late = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind == "LateWrite"]
+    late = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind is EventKind.LATE_WRITE]
     assert [e.message.split(",")[0] for e in late] == ["reimage of 0 issued by a tick that decided in RollingBack"]
     settle(world)
     reimaged_at = world.scale_set.calls.index(("reimage_instances", ("0",)))
@@ -466,7 +471,7 @@ def test_a_manualupgrade_that_lands_after_an_abort_is_recorded_in_the_trail() ->
     assert operator.command(rid(1), "abort", rollback=True, reason="error rate up").phase is Phase.ROLLING_BACK
     world.join()  # the manualupgrade lands after the abort
 
-    late = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind == "LateWrite"]
+    late = [e for e in world.store.list_events(TARGET, rid(1)) if e.kind is EventKind.LATE_WRITE]
     assert len(late) == 1, [e.message for e in world.store.list_events(TARGET, rid(1))]
     assert late[0].message.startswith(
         f"manualupgrade of {', '.join(batch)} issued by a tick that decided in Promoting, "

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from rollout.machine import CommandError
-from rollout.model import Phase, Release, ReleaseKind
+from rollout.model import EventKind, Phase, Release, ReleaseKind
 from rollout.policy import RolloutPolicy
 from rollout.releases import (
     MAX_MANIFEST_BYTES,
@@ -50,7 +50,7 @@ class World:
         assert rollout is not None
         return rollout.phase
 
-    def kinds(self, rollout_id: str) -> list[str]:
+    def kinds(self, rollout_id: str) -> list[EventKind]:
         return [e.kind for e in self.store.list_events(TARGET, rollout_id)]
 
 
@@ -95,13 +95,10 @@ def test_a_good_release_goes_canary_bake_batches_and_becomes_stable() -> None:
     target = world.store.get_target(TARGET)
     assert target is not None and target.stable_version == 1 and target.active_rollout_id is None
     kinds = world.kinds(outcome.rollout_id or "")
-    assert kinds[:2] == ["Received", "PhaseChanged"] and kinds.count("BatchSucceeded") == 4
-    phases = [
-        e.message.split(":")[0]
-        for e in world.store.list_events(TARGET, outcome.rollout_id or "")
-        if e.kind == "PhaseChanged"
-    ]
-    assert phases == ["Queued -> Canary", "Canary -> Baking", "Baking -> Promoting", "Promoting -> Succeeded"]
+    assert kinds[:2] == [EventKind.RECEIVED, EventKind.PHASE_CHANGED] and kinds.count(EventKind.BATCH_SUCCEEDED) == 4
+    events = world.store.list_events(TARGET, outcome.rollout_id or "")
+    phases = [e.phase for e in events if e.kind is EventKind.PHASE_CHANGED]  # the phase entered
+    assert phases == [Phase.CANARY, Phase.BAKING, Phase.PROMOTING, Phase.SUCCEEDED]
     assert world.notifier.messages[-1] == "install_nginx v1 succeeded on 5 instances"
 
 
@@ -132,7 +129,7 @@ def test_a_broken_canary_is_rolled_back_and_the_rest_never_touched() -> None:
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
     rollout = world.store.get_rollout(TARGET, rid)
     assert rollout is not None and "probe failed: 500" in rollout.rollback_reason
-    assert world.kinds(rid).count("HealthCheckFailed") == 2  # failure_threshold=2
+    assert world.kinds(rid).count(EventKind.HEALTH_CHECK_FAILED) == 2  # failure_threshold=2
     target = world.store.get_target(TARGET)
     assert target is not None and target.stable_version is None and target.active_rollout_id is None
 
@@ -171,7 +168,7 @@ def test_a_batch_that_breaks_after_the_canary_rolls_back_every_upgraded_instance
     # Back on the baseline model, both get a fresh disk: re-running the old script undoes nothing.
     assert world.scale_set.calls_of("reimage_instances") == reimages
     assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}
-    assert "ReimageStarted" in world.kinds(rid)
+    assert EventKind.REIMAGE_STARTED in world.kinds(rid)
 
 
 def test_abort_stops_promotion_and_frees_the_scale_set() -> None:
@@ -279,7 +276,7 @@ def test_a_throttled_upgrade_is_reissued_on_the_next_tick() -> None:
     world.clock.advance(30)
     world.service.tick()
     assert "upgrade_instances:throttled" in [c for c, _ in world.scale_set.calls]
-    assert "ActionFailed" in world.kinds(rid)
+    assert EventKind.ACTION_FAILED in world.kinds(rid)
     throttled = (world.store.get_rollout(TARGET, rid) or pytest.fail()).batch_ids
     assert throttled == ("2",) and world.scale_set.instances["2"].upgrades == 0
     world.clock.advance(30)
@@ -416,7 +413,7 @@ def test_a_throttled_reimage_is_issued_again_not_forgotten() -> None:
     assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
     assert "reimage_instances:throttled" in [c for c, _ in world.scale_set.calls]
     assert world.scale_set.calls_of("reimage_instances") == [("0",)]  # issued again after the 429
-    assert "ActionFailed" in world.kinds(rid)
+    assert EventKind.ACTION_FAILED in world.kinds(rid)
 
 
 # --- the blob trigger: size first, then exactly the checked version ----------------------------------
@@ -435,7 +432,7 @@ def test_an_oversized_release_is_rejected_from_its_size_without_reading_it() -> 
     rollout = world.store.get_rollout(TARGET, outcome.rollout_id or "")
     assert rollout is not None and rollout.phase is Phase.REJECTED and rollout.reason == outcome.message
     assert rollout.release.sha256 == "" and rollout.release.version == 3
-    assert world.kinds(rollout.id) == ["Rejected"]
+    assert world.kinds(rollout.id) == [EventKind.REJECTED]
     assert world.scale_set.calls == []  # nothing reached the scale set
     # Event Grid delivers at least once: the same upload again is recognised, not recorded twice.
     again = world.service.receive_release_blob(blob)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from rollout.machine import ReimageInstances, UpdateModel, UpgradeInstances, apply_command, decide
-from rollout.model import ModelSpec, Phase
+from rollout.model import EventKind, ModelSpec, Phase
 from rollout.policy import RolloutPolicy
 from tests.unit.test_machine import BAD, NEW, OLD, POLICY, T0, I, fleet, rollout
 
@@ -27,7 +27,7 @@ def test_baking_a_canary_scaled_in_is_replaced_within_the_budget() -> None:
     assert decision.rollout.phase is Phase.CANARY, decision.rollout.reason
     assert decision.actions == (UpgradeInstances(("1",), "canary"),)
     assert decision.rollout.canary_ids == ("1",)
-    assert [e.kind for e in decision.events][:1] == ["CanaryLost"]
+    assert [e.kind for e in decision.events][:1] == [EventKind.CANARY_LOST]
 
 
 def test_baking_with_one_of_two_canaries_scaled_in_bakes_on_with_the_other() -> None:
@@ -71,7 +71,7 @@ def test_an_edit_of_the_image_during_a_script_release_stops_it_as_failed_in_ever
         edited = fleet(I("0"), I("1"), I("2"), model=NEW_ON_IMAGE_B)
         decision = decide(seen, edited, POLICY, LATER + timedelta(seconds=30))
         assert decision.rollout.phase is Phase.FAILED, (phase, decision.rollout.reason)
-        assert decision.rollout.paused_from is phase
+        assert decision.rollout.failed_from is phase
         assert "model changed outside the rollout" in decision.rollout.reason and "image" in decision.rollout.reason
         assert not [a for a in decision.actions if isinstance(a, UpgradeInstances)]
 
@@ -80,7 +80,7 @@ def test_an_edit_of_the_image_during_a_script_release_stops_it_as_failed_in_ever
 
 
 def test_retry_keeps_instances_already_on_the_release_as_the_canary_and_upgrades_none_again() -> None:
-    failed = rollout(Phase.FAILED, paused_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
+    failed = rollout(Phase.FAILED, failed_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
     retried = apply_command(failed, "retry", T0 + timedelta(hours=1)).rollout
     assert retried.upgraded_ids == ("0", "1")  # a rollback still knows what to move back
     # The release's model written again; 0 and 1 still run it (latest), 2 and 3 do not.
@@ -93,7 +93,7 @@ def test_retry_keeps_instances_already_on_the_release_as_the_canary_and_upgrades
 
 def test_retry_counts_an_earlier_canary_still_down_against_the_budget() -> None:
     policy = RolloutPolicy(max_unavailable=1, batch_size=1, progress_deadline_seconds=600)
-    failed = rollout(Phase.FAILED, paused_from=Phase.BAKING, canary_ids=("0",), upgraded_ids=("0",))
+    failed = rollout(Phase.FAILED, failed_from=Phase.BAKING, canary_ids=("0",), upgraded_ids=("0",))
     retried = apply_command(failed, "retry", T0).rollout
     # The old canary reads outdated after the model is written again (a model version) and is down.
     observed = fleet(I("0", probe=BAD), I("1"), I("2"), I("3"), I("4"))
@@ -104,8 +104,8 @@ def test_retry_counts_an_earlier_canary_still_down_against_the_budget() -> None:
 
 def test_retry_restamps_progress_and_the_phase_clock() -> None:
     later = T0 + timedelta(hours=3)
-    for paused_from in (Phase.PROMOTING, Phase.ROLLING_BACK):
-        failed = rollout(Phase.FAILED, paused_from=paused_from, batch_started_at=T0)
+    for failed_from in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        failed = rollout(Phase.FAILED, failed_from=failed_from, batch_started_at=T0)
         retried = apply_command(failed, "retry", later).rollout
         assert retried.last_progress_at == later and retried.phase_since == later
         assert retried.batch_started_at is None
@@ -130,7 +130,7 @@ def test_a_reissued_batch_is_trimmed_to_the_budget_of_the_current_observation() 
     assert decision.actions == (UpgradeInstances(("4", "5", "6"), "batch"),)
     assert decision.rollout.batch_ids == ("4", "5", "6")
     assert "7" not in decision.rollout.upgraded_ids  # back in the outdated pool for a later batch
-    assert "BatchTrimmed" in [e.kind for e in decision.events]
+    assert EventKind.BATCH_TRIMMED in [e.kind for e in decision.events]
 
 
 def test_a_reissued_batch_counts_instances_down_outside_it() -> None:
@@ -157,7 +157,7 @@ def test_an_instance_on_the_release_that_the_rollout_did_not_upgrade_is_recorded
     observed = fleet(I("0", latest=True), I("1", state="Updating", probe=None), I("2"), I("5", latest=True))
     decision = decide(r, observed, POLICY, LATER)
     assert decision.rollout.upgraded_ids == ("0", "5")
-    assert "InstancesOnRelease" in [e.kind for e in decision.events]
+    assert EventKind.INSTANCES_ON_RELEASE in [e.kind for e in decision.events]
 
 
 def test_rollback_moves_back_an_instance_scaled_out_on_the_release() -> None:

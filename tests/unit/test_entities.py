@@ -28,6 +28,7 @@ from rollout.adapters.tables import (
     target_to_entity,
 )
 from rollout.model import (
+    EventKind,
     ExtensionSpec,
     ModelSpec,
     Phase,
@@ -95,7 +96,7 @@ def make_rollout(rollout_id: str = "r-20260401-0007", created_at: datetime = T0,
         upgraded_ids=("0", "1", "2", "3", "4"),
         rollback_ids=("9",),
         unhealthy_streak=1,
-        paused_from=Phase.PROMOTING,
+        resume_to=Phase.PROMOTING,
         hold_until=created_at + timedelta(minutes=8, seconds=14),
         reimaged_ids=("9",),
         reimage_pending=("8",),
@@ -121,7 +122,7 @@ def make_target(**changes: Any) -> TargetRecord:
     return dataclasses.replace(target, **changes)
 
 
-def make_event(at: datetime = T0, kind: str = "PhaseChanged", **changes: Any) -> RolloutEvent:
+def make_event(at: datetime = T0, kind: EventKind = EventKind.PHASE_CHANGED, **changes: Any) -> RolloutEvent:
     event = RolloutEvent(
         rollout_id="r-20260401-0007",
         target=TARGET,
@@ -147,7 +148,7 @@ def test_rollout_round_trip_keeps_every_field() -> None:
         if f.name != "etag":
             assert getattr(back, f.name) == getattr(rollout, f.name), f.name
     assert back.etag == 'W/"1"'
-    assert isinstance(back.phase, Phase) and isinstance(back.paused_from, Phase)
+    assert isinstance(back.phase, Phase) and isinstance(back.resume_to, Phase)
     assert isinstance(back.canary_ids, tuple) and isinstance(back.upgraded_ids, tuple)
     for name in ("created_at", "updated_at", "phase_since", "last_progress_at", "batch_started_at"):
         value = getattr(back, name)
@@ -170,7 +171,7 @@ def test_rollout_entity_keeps_queryable_scalars_as_their_own_properties() -> Non
 
 def test_rollout_with_defaults_round_trips_and_omits_absent_scalars() -> None:
     rollout = make_rollout(
-        baseline=None, batch_started_at=None, paused_from=None, canary_ids=(), reason="", skip_bake=False
+        baseline=None, batch_started_at=None, resume_to=None, canary_ids=(), reason="", skip_bake=False
     )
     entity = rollout_to_entity(rollout)
 
@@ -329,3 +330,48 @@ def test_many_upgraded_ids_fit_in_one_rollout() -> None:
     ids = tuple(str(i) for i in range(1000))  # the Uniform scale set maximum
     back = rollout_from_entity(rollout_to_entity(make_rollout(upgraded_ids=ids)))
     assert back.upgraded_ids == ids
+
+
+# -- resume_to / failed_from: one stored property, rows written before the split still load ---------
+
+
+def test_a_row_written_before_the_split_loads_paused_from_by_phase() -> None:
+    # Rows written before ``paused_from`` was split hold only ``paused_from``: where a Paused rollout
+    # resumes, or where a Failed one stopped (what ``retry`` goes on from).
+    paused = rollout_to_entity(make_rollout(phase=Phase.PAUSED, resume_to=None))
+    paused["paused_from"] = "Baking"
+    failed = rollout_to_entity(make_rollout(phase=Phase.FAILED, resume_to=None))
+    failed["paused_from"] = "Promoting"
+
+    back_paused, back_failed = rollout_from_entity(paused), rollout_from_entity(failed)
+
+    assert (back_paused.resume_to, back_paused.failed_from) == (Phase.BAKING, None)
+    assert (back_failed.resume_to, back_failed.failed_from) == (None, Phase.PROMOTING)
+
+
+@pytest.mark.parametrize(
+    ("phase", "changes", "stored"),
+    [
+        (Phase.PAUSED, {"resume_to": Phase.BAKING}, {"paused_from": "Baking"}),
+        (Phase.FAILED, {"failed_from": Phase.PROMOTING}, {"paused_from": "Promoting", "failed_from": "Promoting"}),
+        # Failed, then aborted: the row keeps where it failed from, as rows did before.
+        (Phase.ABORTED, {"failed_from": Phase.CANARY}, {"paused_from": "Canary", "failed_from": "Canary"}),
+        (Phase.CANARY, {}, {}),
+    ],
+)
+def test_resume_to_and_failed_from_are_written_where_earlier_versions_read_them(
+    phase: Phase, changes: dict[str, Any], stored: dict[str, str]
+) -> None:
+    rollout = make_rollout(**{"phase": phase, "resume_to": None, **changes})
+    entity = rollout_to_entity(rollout)
+
+    assert {k: entity[k] for k in ("paused_from", "failed_from") if k in entity} == stored
+    assert rollout_from_entity(entity) == rollout
+
+
+def test_event_kinds_come_back_as_the_enum_with_the_same_stored_value() -> None:
+    for kind in EventKind:
+        entity = event_to_entity(make_event(kind=kind))
+        assert entity["kind"] == kind.value and type(entity["kind"]) is str
+        back = event_from_entity(entity)
+        assert back.kind is kind

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from emulator.arm import ArmEmulator
-from rollout.adapters.compute import assess_extension_spec, calculate_extension_body
+from rollout.adapters.compute import extension_body, parse_extension_spec
 from rollout.adapters.tables import extension_from_dict, extension_to_dict
 from rollout.model import ExtensionSpec
 from rollout.releases import ExtensionDefaults, build_release, desired_model, parse_release_name
@@ -69,30 +69,30 @@ def test_the_sample_covers_every_property_of_the_spec() -> None:
 
 def test_every_writable_property_read_from_arm_is_written_back_unchanged() -> None:
     readable = {k: v for k, v in FULL.items() if k != "protectedSettings"}  # ARM never returns it
-    spec = assess_extension_spec(vmss_with(readable), "customscript")
+    spec = parse_extension_spec(vmss_with(readable), "customscript")
     assert spec is not None and spec.protected_settings is None
-    body = calculate_extension_body(spec)
+    body = extension_body(spec)
     assert body["name"] == "CustomScript"
     assert body["properties"] == {k: v for k, v in readable.items() if k != "provisioningState"}
     # With the protected settings known (our own release, or the targets row), they go along too.
-    known = calculate_extension_body(ExtensionSpec(**{**spec.__dict__, "protected_settings": {"managedIdentity": {}}}))
+    known = extension_body(ExtensionSpec(**{**spec.__dict__, "protected_settings": {"managedIdentity": {}}}))
     assert set(known["properties"]) == writable_properties()
 
 
 def test_absent_optional_properties_stay_absent() -> None:
     minimal = {"publisher": "Microsoft.Azure.Extensions", "type": "CustomScript", "typeHandlerVersion": "2.1"}
-    spec = assess_extension_spec(vmss_with(minimal), "CustomScript")
+    spec = parse_extension_spec(vmss_with(minimal), "CustomScript")
     assert spec is not None
-    body = calculate_extension_body(spec)["properties"]
+    body = extension_body(spec)["properties"]
     for name in ("enableAutomaticUpgrade", "provisionAfterExtensions", "suppressFailures", "forceUpdateTag"):
         assert name not in body
     assert "protectedSettingsFromKeyVault" not in body and "protectedSettings" not in body
 
 
 def test_the_state_store_keeps_every_field_and_reads_old_rows() -> None:
-    spec = assess_extension_spec(vmss_with({k: v for k, v in FULL.items() if k != "protectedSettings"}), "x")
+    spec = parse_extension_spec(vmss_with({k: v for k, v in FULL.items() if k != "protectedSettings"}), "x")
     assert spec is None  # a different name
-    spec = assess_extension_spec(vmss_with(dict(FULL)), "CustomScript")
+    spec = parse_extension_spec(vmss_with(dict(FULL)), "CustomScript")
     assert spec is not None
     again = extension_from_dict(json.loads(json.dumps(extension_to_dict(spec))))
     assert again == spec
@@ -133,7 +133,7 @@ def release(version: int) -> Any:
 
 
 def observed(**changes: Any) -> ExtensionSpec:
-    spec = assess_extension_spec(
+    spec = parse_extension_spec(
         vmss_with({k: v for k, v in FULL.items() if k != "protectedSettingsFromKeyVault"}), "CustomScript"
     )
     assert spec is not None
@@ -154,7 +154,7 @@ def test_a_release_changes_only_the_script_the_command_and_the_protected_setting
     unchanged = ("name", "publisher", "type", "type_handler_version", "auto_upgrade_minor_version", "force_update_tag")
     for field in (*unchanged, "enable_automatic_upgrade", "provision_after_extensions", "suppress_failures"):
         assert getattr(ext, field) == getattr(current, field), field
-    body = calculate_extension_body(ext)["properties"]
+    body = extension_body(ext)["properties"]
     assert body["provisionAfterExtensions"] == ["HealthExtension", "KeyVaultForLinux"]
     assert body["suppressFailures"] is True and body["enableAutomaticUpgrade"] is True
     assert body["autoUpgradeMinorVersion"] is False and body["forceUpdateTag"] == "tag-7"

@@ -14,10 +14,12 @@ from rollout.machine import (
     ReimageInstances,
     UpdateModel,
     UpgradeInstances,
+    Verb,
     apply_command,
     decide,
 )
 from rollout.model import (
+    EventKind,
     ExtensionSpec,
     FleetView,
     Health,
@@ -272,7 +274,7 @@ CASES = [
         fleet(I("0"), I("1"), model=OLD),
         Phase.FAILED,
         None,
-        check={"paused_from": Phase.BAKING},
+        check={"failed_from": Phase.BAKING},
     ),
     Case(
         "canary: model changed by someone else after the canary started -> Failed, not overwritten",
@@ -435,11 +437,11 @@ CASES = [
         fleet(I("0", latest=True, probe=BAD), I("1", latest=True), model=OLD),
         Phase.FAILED,
         None,
-        check={"paused_from": Phase.ROLLING_BACK},
+        check={"failed_from": Phase.ROLLING_BACK},
     ),
     Case(
         "paused: nothing moves",
-        rollout(Phase.PAUSED, paused_from=Phase.PROMOTING, upgraded_ids=("0",)),
+        rollout(Phase.PAUSED, resume_to=Phase.PROMOTING, upgraded_ids=("0",)),
         fleet(I("0", latest=True), I("1")),
         Phase.PAUSED,
         (),
@@ -456,11 +458,11 @@ def test_decide(case: Case) -> None:
     for name, value in case.check.items():
         assert getattr(decision.rollout, name) == value, name
     if decision.rollout.phase is not case.rollout.phase:
-        assert any(e.kind == "PhaseChanged" for e in decision.events), "every transition writes an event"
+        assert any(e.kind is EventKind.PHASE_CHANGED for e in decision.events), "every transition writes an event"
 
 
 def test_the_decider_does_not_change_what_it_does_not_decide() -> None:
-    r = rollout(Phase.PAUSED, paused_from=Phase.BAKING)
+    r = rollout(Phase.PAUSED, resume_to=Phase.BAKING)
     decision = decide(r, fleet(I("0")), POLICY, T0 + timedelta(hours=5))
     assert decision.rollout == r and decision.events == () and decision.actions == ()
 
@@ -501,13 +503,13 @@ def test_commands_that_do_not_apply_are_refused(phase: Phase, verb: str, message
 
 def test_resume_returns_to_the_paused_phase_and_restarts_the_clocks() -> None:
     later = T0 + timedelta(hours=2)
-    decision = apply_command(rollout(Phase.PAUSED, paused_from=Phase.BAKING), "resume", later)
+    decision = apply_command(rollout(Phase.PAUSED, resume_to=Phase.BAKING), "resume", later)
     assert decision.rollout.phase is Phase.BAKING
     assert decision.rollout.phase_since == later and decision.rollout.last_progress_at == later
 
 
 def test_retry_of_a_failed_rollback_rolls_back_again() -> None:
-    decision = apply_command(rollout(Phase.FAILED, paused_from=Phase.ROLLING_BACK), "retry", T0)
+    decision = apply_command(rollout(Phase.FAILED, failed_from=Phase.ROLLING_BACK), "retry", T0)
     assert decision.rollout.phase is Phase.ROLLING_BACK
 
 
@@ -571,7 +573,7 @@ def test_a_policy_that_could_never_progress_is_refused() -> None:
 
 
 def test_retry_after_drift_starts_again_from_the_canary_and_rewrites_the_model() -> None:
-    failed = rollout(Phase.FAILED, paused_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
+    failed = rollout(Phase.FAILED, failed_from=Phase.PROMOTING, canary_ids=("0",), upgraded_ids=("0", "1"))
     retried = apply_command(failed, "retry", T0).rollout
     assert retried.phase is Phase.CANARY and retried.canary_ids == ()
     decision = decide(retried, fleet(I("0", latest=True), I("1", latest=True), I("2"), model=OLD), POLICY, T0)
@@ -625,3 +627,33 @@ def test_writes_wait_for_arms_retry_after_but_observation_goes_on() -> None:
     # A step that needs no write is not held: a healthy canary still moves on to Baking.
     canary = rollout(Phase.CANARY, canary_ids=("0",), upgraded_ids=("0",), hold_until=hold)
     assert decide(canary, observed, POLICY, T0).rollout.phase is Phase.BAKING
+
+
+def test_every_verb_has_a_transition_and_an_unknown_one_is_refused_with_the_list() -> None:
+    # Each verb either applies or is refused with a CommandError, in every phase: none falls through.
+    applied = set()
+    for verb in Verb:
+        for phase in Phase:
+            start = rollout(phase, resume_to=Phase.BAKING if phase is Phase.PAUSED else None)
+            try:
+                apply_command(start, verb, T0)
+            except CommandError:
+                continue
+            applied.add(verb)
+    assert applied == set(Verb)
+    assert [v.value for v in Verb] == ["abort", "pause", "resume", "promote", "promote-full", "retry"]
+    with pytest.raises(CommandError, match="expected one of abort, pause, resume, promote, promote-full, retry$"):
+        apply_command(rollout(Phase.CANARY), "resum", T0)  # type: ignore[arg-type]
+
+
+def test_pause_records_where_to_resume_and_a_stop_records_where_it_failed_from() -> None:
+    paused = apply_command(rollout(Phase.BAKING), Verb.PAUSE, T0).rollout
+    assert (paused.phase, paused.resume_to, paused.failed_from) == (Phase.PAUSED, Phase.BAKING, None)
+    resumed = apply_command(paused, Verb.RESUME, T0).rollout
+    assert (resumed.phase, resumed.resume_to, resumed.failed_from) == (Phase.BAKING, None, None)
+    # Paused, aborted with a rollback, then the rollback is stuck: Failed from RollingBack, and
+    # retry rolls back again (it does not return to where the rollout was paused).
+    rolling = apply_command(paused, Verb.ABORT, T0, rollback=True).rollout
+    stuck = decide(rolling, fleet(I("0"), I("1")), POLICY, T0 + timedelta(days=1)).rollout
+    assert (stuck.phase, stuck.failed_from, stuck.resume_to) == (Phase.FAILED, Phase.ROLLING_BACK, None)
+    assert apply_command(stuck, Verb.RETRY, T0 + timedelta(days=1)).rollout.phase is Phase.ROLLING_BACK

@@ -456,7 +456,7 @@ def test_a_rollback_gets_twice_the_progress_deadline_then_a_human() -> None:
     on_time = decide(rolling_back(), observed, POLICY, T0 + timedelta(seconds=1200))
     assert on_time.rollout.phase is Phase.ROLLING_BACK
     stuck = decide(rolling_back(), observed, POLICY, T0 + timedelta(seconds=1201))
-    assert stuck.rollout.phase is Phase.FAILED and stuck.rollout.paused_from is Phase.ROLLING_BACK
+    assert stuck.rollout.phase is Phase.FAILED and stuck.rollout.failed_from is Phase.ROLLING_BACK
     assert events(stuck) == [changed(Phase.ROLLING_BACK, Phase.FAILED, "rollback did not finish in 1200 s")]
     assert stuck.actions == (Notify("install_nginx v1: rollback stuck, needs a human"),)
     assert decide(rolling_back(), observed, POLICY, T0 + timedelta(seconds=1799)).rollout.phase is Phase.FAILED
@@ -570,7 +570,7 @@ def test_an_instance_a_reimage_did_not_repair_needs_a_human() -> None:
 
 def test_a_refused_rollback_write_fails_so_that_retry_rolls_back_again() -> None:
     d = write_refused(rolling_back(), UpdateModel(OLD, "rollback"), "403", LATER)
-    assert d.rollout.phase is Phase.FAILED and d.rollout.paused_from is Phase.ROLLING_BACK
+    assert d.rollout.phase is Phase.FAILED and d.rollout.failed_from is Phase.ROLLING_BACK
 
 
 def test_a_late_refusal_does_not_move_a_rollout_that_already_ended() -> None:
@@ -595,12 +595,12 @@ def test_an_abort_names_who_and_why() -> None:
 
 def test_only_a_paused_rollout_can_be_resumed_not_a_failed_one() -> None:
     with pytest.raises(CommandError, match="only a paused rollout can be resumed; this one is Failed"):
-        apply_command(rollout(Phase.FAILED, paused_from=Phase.PROMOTING), "resume", LATER)
+        apply_command(rollout(Phase.FAILED, failed_from=Phase.PROMOTING), "resume", LATER)
 
 
 def test_resume_is_recorded_as_the_operators_and_forgets_the_pause() -> None:
-    d = apply_command(rollout(Phase.PAUSED, paused_from=Phase.BAKING), "resume", LATER, actor="alice", reason="ok")
-    assert d.rollout.paused_from is None
+    d = apply_command(rollout(Phase.PAUSED, resume_to=Phase.BAKING), "resume", LATER, actor="alice", reason="ok")
+    assert d.rollout.resume_to is None
     assert events(d) == [changed(Phase.PAUSED, Phase.BAKING, "resumed by alice (ok)", "alice")]
 
 
@@ -619,17 +619,17 @@ def test_promote_is_recorded_even_when_repeated() -> None:
 
 
 def test_retry_of_a_failed_rollback_restarts_its_clocks_and_is_the_operators() -> None:
-    r = rollout(Phase.FAILED, paused_from=Phase.ROLLING_BACK, batch_started_at=T0, last_progress_at=T0)
+    r = rollout(Phase.FAILED, failed_from=Phase.ROLLING_BACK, batch_started_at=T0, last_progress_at=T0)
     d = apply_command(r, "retry", LATER, actor="alice", reason="fixed the image")
-    assert d.rollout.phase is Phase.ROLLING_BACK and d.rollout.paused_from is None
+    assert d.rollout.phase is Phase.ROLLING_BACK and d.rollout.failed_from is None
     assert (d.rollout.last_progress_at, d.rollout.batch_started_at) == (LATER, None)
     assert events(d) == [changed(Phase.FAILED, Phase.ROLLING_BACK, "retried by alice (fixed the image)", "alice")]
 
 
 def test_retry_after_drift_is_recorded_as_the_operators_and_restarts_the_progress_clock() -> None:
-    r = rollout(Phase.FAILED, paused_from=Phase.PROMOTING, batch_started_at=T0, last_progress_at=T0)
+    r = rollout(Phase.FAILED, failed_from=Phase.PROMOTING, batch_started_at=T0, last_progress_at=T0)
     d = apply_command(r, "retry", LATER, actor="alice")
-    assert d.rollout.phase is Phase.CANARY and d.rollout.paused_from is None
+    assert d.rollout.phase is Phase.CANARY and d.rollout.failed_from is None
     assert (d.rollout.last_progress_at, d.rollout.batch_started_at) == (LATER, None)
     assert [e.actor for e in d.events] == ["alice"]
 

@@ -14,7 +14,7 @@ from rollout.adapters.tables import (
     TableStateStore,
     rollout_to_entity,
 )
-from rollout.model import ModelSpec, Phase, Rollout, RolloutEvent, TargetRecord
+from rollout.model import EventKind, ModelSpec, Phase, Rollout, RolloutEvent, TargetRecord
 from rollout.ports import PortError, RecordTooLargeError
 from rollout.releases import ExtensionDefaults, build_release, desired_model, parse_release_name
 from rollout.service import MAX_TEXT_CHARS, _clip
@@ -73,7 +73,7 @@ def test_the_fake_store_refuses_oversized_targets_and_events() -> None:
     with pytest.raises(RecordTooLargeError, match="'stable_model'"):
         fake.save_target(TargetRecord(key="rg:vmss", stable_model=big))
     assert fake.targets == {}
-    event = RolloutEvent("r1", "rg:vmss", NOW, "Note", "m", data={"blob": "x" * 40_000})
+    event = RolloutEvent("r1", "rg:vmss", NOW, EventKind.ACTION_FAILED, "m", data={"blob": "x" * 40_000})
     with pytest.raises(RecordTooLargeError, match="'data'"):
         fake.append_event(event)
     assert fake.events == []
