@@ -21,46 +21,24 @@ The parts, each a module:
 * ``emulator``: ``ArmEmulator``, the facade; ``controls``: its Python control API's knobs.
 """
 
-from emulator.arm.budgets import Fault, FaultTable, Throttle, TokenBucket
-from emulator.arm.emulator import ArmEmulator
-from emulator.arm.model import (
-    API_VERSION,
-    CUSTOM_SCRIPT,
-    DEFAULT_IMAGE,
-    DEFAULT_SUBSCRIPTION,
-    EXTENSION_EXTRA_PROPERTIES,
-    JSON,
-    VMSS_TYPE,
-    ArmError,
-    Extension,
-    Instance,
-    Model,
-    Operation,
-    RuntimeFactory,
-    ScaleSet,
-)
-from emulator.arm.requestlog import MAX_LOG, RequestRecord
-
-__all__ = [
-    "API_VERSION",
-    "CUSTOM_SCRIPT",
-    "DEFAULT_IMAGE",
-    "DEFAULT_SUBSCRIPTION",
-    "EXTENSION_EXTRA_PROPERTIES",
-    "JSON",
-    "MAX_LOG",
-    "VMSS_TYPE",
-    "ArmEmulator",
-    "ArmError",
-    "Extension",
-    "Fault",
-    "FaultTable",
-    "Instance",
-    "Model",
-    "Operation",
-    "RequestRecord",
-    "RuntimeFactory",
-    "ScaleSet",
-    "Throttle",
-    "TokenBucket",
-]
+from emulator.arm.budgets import Fault as Fault
+from emulator.arm.budgets import FaultTable as FaultTable
+from emulator.arm.budgets import Throttle as Throttle
+from emulator.arm.budgets import TokenBucket as TokenBucket
+from emulator.arm.emulator import ArmEmulator as ArmEmulator
+from emulator.arm.model import API_VERSION as API_VERSION
+from emulator.arm.model import CUSTOM_SCRIPT as CUSTOM_SCRIPT
+from emulator.arm.model import DEFAULT_IMAGE as DEFAULT_IMAGE
+from emulator.arm.model import DEFAULT_SUBSCRIPTION as DEFAULT_SUBSCRIPTION
+from emulator.arm.model import EXTENSION_EXTRA_PROPERTIES as EXTENSION_EXTRA_PROPERTIES
+from emulator.arm.model import JSON as JSON
+from emulator.arm.model import VMSS_TYPE as VMSS_TYPE
+from emulator.arm.model import ArmError as ArmError
+from emulator.arm.model import Extension as Extension
+from emulator.arm.model import Instance as Instance
+from emulator.arm.model import Model as Model
+from emulator.arm.model import Operation as Operation
+from emulator.arm.model import RuntimeFactory as RuntimeFactory
+from emulator.arm.model import ScaleSet as ScaleSet
+from emulator.arm.requestlog import MAX_LOG as MAX_LOG
+from emulator.arm.requestlog import RequestRecord as RequestRecord

@@ -173,14 +173,9 @@ class Model:
         ext = self.main_extension()
         if ext is None:
             return InstanceModel(image_id=self.image_id)
+        settings, protected = copy.deepcopy(ext.settings), copy.deepcopy(ext.protected_settings)
         return InstanceModel(
-            image_id=self.image_id,
-            extension_name=ext.name,
-            extension_publisher=ext.publisher,
-            extension_type=ext.type,
-            extension_version=ext.type_handler_version,
-            settings=copy.deepcopy(ext.settings),
-            protected_settings=copy.deepcopy(ext.protected_settings),
+            self.image_id, ext.name, ext.publisher, ext.type, ext.type_handler_version, settings, protected
         )
 
 
