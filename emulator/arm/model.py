@@ -96,7 +96,7 @@ class Extension:
     extra: JSON = field(default_factory=dict)
 
     def content(self) -> tuple[Any, ...]:
-        """What "the same extension" means for latestModelApplied (see the package docstring)."""
+        """What "the same extension" means for latestModelApplied (``semantics``, model_applied="content")."""
         return (
             self.name.lower(),
             self.publisher,
