@@ -31,6 +31,7 @@ from emulator.arm.model import (
 )
 from emulator.arm.operations import OperationRunner
 from emulator.arm.requestlog import RequestLog
+from emulator.arm.routes import Answer
 from emulator.arm.semantics import Semantics
 from emulator.arm.server import ArmServer, tls_context
 from emulator.certs import generate_certs
@@ -110,6 +111,7 @@ class ArmEmulator(ArmControls, Lifecycle):
 
     def stop(self) -> None:
         """Stop serving, finish/cancel upgrades, stop every instance runtime, delete temp files."""
+        self.operations.cancel_waiting()  # first: no operation starts its applies while the server stops
         if self._server is not None:
             server = self._server
             shut_down(server, [self._thread] if self._thread else [], timeout=5, before_close=server.close_connections)
@@ -121,9 +123,7 @@ class ArmEmulator(ArmControls, Lifecycle):
             self._tmp.cleanup()
             self._tmp = None
 
-    def handle(
-        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], object]:
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Answer:
         """Route one request; returns (status, headers, JSON body or None). Used by the HTTP handler."""
         return self.gateway.handle(method, raw_path, headers, body)
 

@@ -40,9 +40,13 @@ class OperationRunner:
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="arm-upgrade")
 
+    def cancel_waiting(self) -> None:
+        """Operations still waiting out their upgrade time will not start their applies."""
+        self._stopping.set()
+
     def stop(self) -> None:
         """Cancel waiting operations, finish running applies."""
-        self._stopping.set()
+        self.cancel_waiting()
         for timer in list(self._timers):
             timer.join(timeout=5)
         if self._pool is not None:
