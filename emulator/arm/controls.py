@@ -5,6 +5,7 @@ failures, the request log). ``ArmEmulator`` inherits them; each delegates to the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Generic, TypeVar, cast
 
 from emulator.arm import render
 from emulator.arm.access import ImageAccess
@@ -15,6 +16,21 @@ from emulator.arm.operations import OperationRunner
 from emulator.arm.requestlog import RequestLog, RequestRecord
 from emulator.arm.semantics import Semantics
 from emulator.synthetic import FailureRule
+
+T = TypeVar("T")
+
+
+class _ReadOnly(Generic[T]):
+    """A read-only attribute reading ``<part>.<name>``, so each setting has one source: the part."""
+
+    def __init__(self, part: str, name: str) -> None:
+        self._part, self._name = part, name
+
+    def __get__(self, obj: object, owner: type | None = None) -> T:
+        return cast(T, getattr(getattr(obj, self._part), self._name))
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"read-only: change {self._name} through its set_* method")
 
 
 class ArmControls:
@@ -74,17 +90,9 @@ class ArmControls:
                 self._throttle.spend(scale_set.bucket)
 
     # -- undocumented behaviours (semantics.Semantics) ------------------------------------------------
-    @property
-    def model_applied(self) -> str:
-        return self.semantics.model_applied
-
-    @property
-    def upgrade_while_updating(self) -> str:
-        return self.semantics.upgrade_while_updating
-
-    @property
-    def key_vault_reference_in_answers(self) -> bool:
-        return self.semantics.key_vault_reference_in_answers
+    model_applied = _ReadOnly[str]("semantics", "model_applied")  # "content" | "version"
+    upgrade_while_updating = _ReadOnly[str]("semantics", "upgrade_while_updating")  # "accept" | "conflict"
+    key_vault_reference_in_answers = _ReadOnly[bool]("semantics", "key_vault_reference_in_answers")
 
     def set_semantics(self, *, model_applied: str | None = None, upgrade_while_updating: str | None = None) -> None:
         """Pick an alternative for each undocumented ARM behaviour (``semantics``, docs/emulator.md)."""
@@ -96,13 +104,8 @@ class ArmControls:
             self.semantics.key_vault_reference_in_answers = visible
 
     # -- linked authorization and images (access.ImageAccess) --------------------------------------------
-    @property
-    def readable_scopes(self) -> tuple[str, ...] | None:
-        return self.access.readable_scopes
-
-    @property
-    def caller_id(self) -> str:
-        return self.access.caller_id
+    readable_scopes = _ReadOnly["tuple[str, ...] | None"]("access", "readable_scopes")  # None: everything
+    caller_id = _ReadOnly[str]("access", "caller_id")  # the caller's object id in 403 messages
 
     def set_readable_scopes(self, scopes: Sequence[str] | None) -> None:
         """The resource scopes the caller may read; ``None`` = everything (the default).
