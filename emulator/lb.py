@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
+
+from emulator.serving import Lifecycle, QuietHandler, serve_in_background, shut_down
 
 # Headers that describe one connection, not the message: never copied through a proxy (RFC 9110 7.6.1).
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-     "content-length"}
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"}
 )
 
 
@@ -69,7 +69,7 @@ def _split(backend: str, default_port: int) -> tuple[str, int]:
     return (host, int(port)) if sep and port.isdigit() else (backend, default_port)
 
 
-class RoundRobinBalancer:
+class RoundRobinBalancer(Lifecycle):
     """``start()`` / ``stop()``; ``url`` is where to send requests."""
 
     def __init__(
@@ -130,31 +130,18 @@ class RoundRobinBalancer:
         self.port = self._server.server_address[1]  # port 0 -> the one the OS picked
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lb-probe")
         self._stop.clear()
-        self._threads = [
-            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                             name=f"lb-{self.address}", daemon=True),
-            threading.Thread(target=self._probe_loop, name=f"lb-probe-{self.address}", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        prober = threading.Thread(target=self._probe_loop, name=f"lb-probe-{self.address}", daemon=True)
+        prober.start()
+        self._threads = [serve_in_background(self._server, f"lb-{self.address}", 0.1), prober]
         return self
 
     def stop(self) -> None:
         self._stop.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        for t in self._threads:
-            t.join(timeout=10)
+            shut_down(self._server, self._threads, timeout=10)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._server, self._pool, self._threads = None, None, []
-
-    def __enter__(self) -> RoundRobinBalancer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- backends ------------------------------------------------------------------------------------
 
@@ -268,21 +255,17 @@ class RoundRobinBalancer:
                 self._state[backend].errors += 1
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
+class _ProxyHandler(QuietHandler):  # quiet: tests and the demo read stats(), not an access log
     lb: RoundRobinBalancer
-    protocol_version = "HTTP/1.1"
     server_version = "twin-lb"
     timeout = 5  # an idle keep-alive client must not hold a handler thread past stop() for long
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        return  # quiet: tests and the demo read stats(), not an access log
 
     def _forward(self) -> None:
         backend = self.lb.pick_backend()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         if backend is None:
-            self._reply(503, b"no healthy backend\n", {})
+            self.reply(503, b"no healthy backend\n", {})
             return
         host, port = _split(backend, self.lb.backend_port)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -294,23 +277,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             self.lb._record_error(backend)
-            self._reply(502, f"backend {backend} failed: {exc}\n".encode(), {"X-Backend": backend})
+            self.reply(502, f"backend {backend} failed: {exc}\n".encode(), {"X-Backend": backend})
             return
         finally:
             conn.close()
         out = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP}
         out["X-Backend"] = backend
         if self.command == "HEAD":  # no body came back; tell the client the length the GET would have
-            self._reply(resp.status, b"", out, length=int(resp.getheader("Content-Length") or 0))
+            self.reply(resp.status, b"", out, length=int(resp.getheader("Content-Length") or 0))
         else:
-            self._reply(resp.status, data, out)
-
-    def _reply(self, status: int, data: bytes, headers: dict[str, str], length: int | None = None) -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data) if length is None else length))
-        self.end_headers()
-        self.wfile.write(data)
+            self.reply(resp.status, data, out)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _forward
