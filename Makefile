@@ -7,13 +7,14 @@ AZURITE_VERSION := 3.37.0
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help setup system-deps test test-fast lint typecheck demo bench clean
+.PHONY: help setup system-deps test test-fast lint typecheck demo bench chaos clean
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
 	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10')"
 	@echo "make lint   - ruff on everything, mypy --strict on rollout/ and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
+	@echo "make chaos  - the randomized two-host test at length: CHAOS_EXAMPLES=20000 scenarios, a random seed"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,13 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run $(ARGS)
+
+# The randomized two-host test of tests/service/test_chaos.py with more scenarios than CI's 1,000 and a
+# fresh seed each run (a failure prints the seed and the shrunk steps). CHAOS_EXAMPLES picks the count.
+CHAOS_EXAMPLES ?= 20000
+chaos: $(BIN)/.installed
+	CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) CHAOS_RANDOM=1 $(BIN)/python -m pytest tests/service/test_chaos.py \
+	  -k test_two_hosts_under_chaos --runxfail -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

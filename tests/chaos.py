@@ -200,7 +200,10 @@ class Host:
 
 
 def script_release(version: int, flavour: str = "good") -> Release:
-    name = parse_release_name(f"install_nginx.v{version}.sh")
+    """``install_nginx.vN.sh``; other flavours get their own app name (``broken_nginx.vN.sh``), so a
+    fake scale set can tell them apart by the script's name."""
+    app = "install_nginx" if flavour == "good" else f"{flavour}_nginx"
+    name = parse_release_name(f"{app}.v{version}.sh")
     assert not isinstance(name, str)
     return build_release(name, f"{BASE_URL}/{name.blob_name}", f"#!/bin/bash\necho v{version} {flavour}\n".encode())
 
@@ -225,7 +228,7 @@ class ChaosWorld:
         self.oracle = Oracle(self)
         self.boundaries: list[Boundary] = []
         self.crash_at: int | None = None  # crash harness: raise HostCrash at this boundary index
-        self.hosts = {name: Host(self, name) for name in ("a", "b")}
+        self.hosts = {name: Host(self, name) for name in ("a", "b", "c")}
         self.ops: dict[str, Op] = {}
 
     # boundaries and interleaving
@@ -386,7 +389,8 @@ class Oracle:
     received: dict[str, Release] = field(default_factory=dict)  # rollout id -> release, delivered to a host
     pending: list[Release] = field(default_factory=list)  # deliveries whose host died: the trigger retries
     inflight: dict[str, tuple[tuple[str, str], str]] = field(default_factory=dict)  # instance -> (model, rollout)
-    down: dict[str, str] = field(default_factory=dict)  # instance -> "forward"/"rollback": taken down, not back
+    # instance -> ("forward"/"rollback", rollout id): a healthy instance a rollout's call took down, not back yet
+    down: dict[str, tuple[str, str]] = field(default_factory=dict)
     reimaged: set[tuple[str, str]] = field(default_factory=set)  # (rollout id, instance) sent to ARM
     ended: dict[str, Phase] = field(default_factory=dict)  # rollout id -> terminal phase first seen
     order: list[str] = field(default_factory=list)  # rollouts in the order they left Queued
@@ -463,6 +467,12 @@ class Oracle:
 
     def after_call(self, host: str, call: str, args: tuple[Any, ...]) -> None:
         ss = self.world.scale_set
+        if call == "store.update_rollout":
+            saved = args[0]
+            if saved.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and saved.id not in self.ended:
+                # The moment the end is recorded: the fleet must be as the phase says.
+                self.ended[saved.id] = saved.phase
+                self._check_fleet(saved, "when it ended")
         if call not in ("compute.upgrade_instances", "compute.reimage_instances"):
             return
         key = _model_key(ss.model)
@@ -472,21 +482,23 @@ class Oracle:
             else:
                 self.reimaged.add((self._call_rollout, iid))
             if was_healthy and not ss.healthy(iid):
-                self.down[iid] = self._purpose
+                self.down[iid] = (self._purpose, self._call_rollout)
         self.log.append(f"{host}: {call}({', '.join(args[0])}) for {self._call_rollout} [{self._purpose}]")
         budget = self.world.policy.calculate_max_unavailable(len(ss.instances))
-        forward = sorted(i for i, why in self.down.items() if why == "forward")
+        mine = {i: why for i, (why, rid) in self.down.items() if rid == self._call_rollout}
+        forward = sorted((i for i, why in mine.items() if why == "forward"), key=int)
         if len(forward) > budget:
             self.fail(
                 "budget",
-                f"host {host}: {call} left {len(forward)} healthy instances taken down by the rollout "
-                f"({', '.join(forward)}) with a budget of {budget} for {len(ss.instances)} instances",
+                f"host {host}: {call} left {len(forward)} healthy instances taken down by rollout "
+                f"{self._call_rollout} ({', '.join(forward)}) with a budget of {budget} "
+                f"for {len(ss.instances)} instances",
             )
-        if len(self.down) > budget and self._purpose == "rollback":
+        if len(mine) > budget and self._purpose == "rollback":
             self.fail(
                 "rollback-budget",
-                f"host {host}: {call} left {len(self.down)} healthy instances down ({', '.join(sorted(self.down))}) "
-                f"with a budget of {budget} for {len(ss.instances)} instances",
+                f"host {host}: {call} left {len(mine)} healthy instances taken down by rollout {self._call_rollout} "
+                f"({', '.join(sorted(mine, key=int))}) with a budget of {budget} for {len(ss.instances)} instances",
             )
 
     def _refresh(self) -> None:
@@ -532,17 +544,29 @@ class Oracle:
         return inst.applied
 
     def _check_fleet(self, r: Rollout, when: str) -> None:
+        """Succeeded: every instance on the release. RolledBack: every instance on the baseline; once
+        somebody edited the model by hand, the instances that never took it are on neither, so then:
+        no instance on the release."""
         ss = self.world.scale_set
-        want = r.desired if r.phase is Phase.SUCCEEDED else r.baseline
-        if want is None or r.phase not in (Phase.SUCCEEDED, Phase.ROLLED_BACK):
-            return
-        off = sorted((i for i in ss.instances if not want.matches(self.runs(i))), key=int)
-        if off:
-            runs = {i: "/".join(_model_key(self.runs(i))) for i in off}
-            if r.phase is Phase.SUCCEEDED:
+        if r.phase is Phase.SUCCEEDED:
+            off = sorted((i for i in ss.instances if not r.desired.matches(self.runs(i))), key=int)
+            if off:
+                runs = {i: "/".join(_model_key(self.runs(i))) for i in off}
                 self.fail("succeeded-fleet", f"{r.id} Succeeded but {when} {runs} are not on the release")
-            else:
-                self.fail("rolledback-fleet", f"{r.id} RolledBack but {when} {runs} are not on the baseline")
+        elif r.phase is Phase.ROLLED_BACK and r.baseline is not None:
+            strict = self.edits == 0
+            off = sorted(
+                (
+                    i
+                    for i in ss.instances
+                    if (not r.baseline.matches(self.runs(i)) if strict else r.desired.matches(self.runs(i)))
+                ),
+                key=int,
+            )
+            if off:
+                runs = {i: "/".join(_model_key(self.runs(i))) for i in off}
+                what = "are not on the baseline" if strict else "are on the release"
+                self.fail("rolledback-fleet", f"{r.id} RolledBack but {when} {runs} {what}")
 
     def check_end(self) -> None:
         """After quiescence: convergence, nothing lost, the fleet as the last rollout left it."""
