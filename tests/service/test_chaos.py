@@ -17,17 +17,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from rollout.model import ExtensionSpec, ModelSpec, Release
 from rollout.policy import RolloutPolicy
 from rollout.ports import ConflictError, TransientError
-from tests.chaos import INVARIANTS, TARGET, ChaosWorld, image_release, script_release
+from tests.chaos import INVARIANTS, TARGET, ChaosWorld, Violation, image_release, script_release
 
 EXAMPLES = int(os.environ.get("CHAOS_EXAMPLES", "1000"))
 STEPS = int(os.environ.get("CHAOS_STEPS", "30"))
@@ -49,6 +50,7 @@ def chosen_invariants(spec: str) -> set[str]:
 
 
 CHECKED = chosen_invariants(os.environ.get("CHAOS_INVARIANTS", ""))
+REACHED: Counter[str] = Counter()
 
 HOSTS = st.sampled_from("ab")
 FLAVOURS = ("good", "broken", "failing", "image", "broken-image")
@@ -317,6 +319,11 @@ class ChaosMachine(RuleBasedStateMachine):
             return
         self._guard()
         self.w.quiesce()
+        for r in self.w.rollouts():  # what the scenarios reach (CHAOS_STATS=1 prints it)
+            event("rollout ended", r.phase.value)
+            REACHED[f"ended {r.phase.value}"] += 1
+            REACHED[f"batches {r.batch_number}"] += 1
+            REACHED["with rollback " + str(bool(r.rollback_reason))] += 1
         self.ok = True
 
 
@@ -342,4 +349,138 @@ def quiet_logs() -> Iterator[None]:
 
 
 def test_two_hosts_under_chaos() -> None:
+    REACHED.clear()
     run_state_machine_as_test(ChaosMachine, settings=SETTINGS)
+    if os.environ.get("CHAOS_STATS"):
+        print("\nwhat the scenarios reached:", dict(sorted(REACHED.items())))
+
+
+# --- regressions: shrunk reproductions of violations the randomized test found, as plain tests -------
+#
+# Each replays rules of ``ChaosMachine`` (``promises_hold`` after every one, then ``teardown``, as
+# hypothesis does). ``xfail`` marks name the issue 8 defect each reproduces on the code they were
+# found on; a fix makes the test pass (XPASS), and the mark is then to be removed.
+
+Steps = tuple[tuple[str, dict[str, object]], ...]
+DEFAULTS: dict[str, object] = {
+    "size": 3,
+    "max_unavailable": 1,
+    "batch_size": 1,
+    "upgrade_observations": 1,
+    "model_applied": "content",
+    "apply_model_at": "finish",
+    "rollback_reimage": True,
+}
+
+
+def replay(steps: Steps, **setup: object) -> ChaosMachine:
+    state = ChaosMachine()
+    state.setup(**{**DEFAULTS, **setup})  # type: ignore[arg-type]
+    state.promises_hold()
+    try:
+        for name, kwargs in steps:
+            getattr(state, name)(**kwargs)
+            state.promises_hold()
+    except BaseException:
+        state.ok = False
+        state.teardown()
+        raise
+    state.teardown()
+    return state
+
+
+def defect(n: int, what: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=False, raises=Violation, reason=f"issue 8 defect {n}: {what}")
+
+
+@defect(1, "two blob events start two canaries")
+def test_two_blob_events_at_once_start_one_canary() -> None:
+    # Host a claims the target for v1 and is about to save v1 as Canary; host b reads v1 while it is
+    # still Queued, a's save lands, b claims the target for v2 with the ETag a left.
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("release", {"host": "b", "version": 2, "flavour": "good"}),
+            ("step", {"host": "a", "calls": 11}),  # a: before save_target
+            ("step", {"host": "b", "calls": 6}),  # b: before its second get_target
+            ("step", {"host": "a", "calls": 2}),  # a: target saved; before update_rollout (v1 Canary)
+            ("step", {"host": "b", "calls": 2}),  # b: read the target and v1, still Queued
+            ("step", {"host": "a", "calls": 2}),  # a: v1 saved as Canary
+        )
+    )
+
+
+@defect(2, "Baking waits for ever when the image changes under a script release")
+def test_an_image_edit_while_baking_a_script_release_does_not_bake_for_ever() -> None:
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 1}),  # Baking
+            ("hand_edit", {"part": "image"}),
+        )
+    )
+
+
+@defect(2, "Baking waits for ever when the canary is scaled in")
+def test_a_canary_scaled_in_while_baking_does_not_bake_for_ever() -> None:
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 1}),  # Baking, canary 0
+            ("scale_in", {"index": 0}),
+        )
+    )
+
+
+@defect(3, "retry re-canaries an instance already on the release")
+def test_retry_after_a_model_edit_does_not_upgrade_the_canary_again() -> None:
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 1}),  # Baking
+            ("hand_edit", {"part": "extension"}),
+            ("timer", {"ticks": 1}),  # Failed: the model changed outside the rollout
+            ("command", {"host": "a", "verb": "retry", "which": 0}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 2}),
+        )
+    )
+
+
+@defect(4, "a throttled batch is re-issued whole after its free instances recovered")
+def test_a_reissued_batch_stays_within_the_budget() -> None:
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 2}),  # Baking, 30 s of 60
+            ("flip_health", {"index": 1}),
+            ("flip_health", {"index": 2}),
+            ("flip_health", {"index": 3}),
+            ("throttle", {"retry_after": 60.0}),
+            ("timer", {"ticks": 1}),  # Promoting: batch 1 = 1, 2, 3 (down: free), throttled
+            ("flip_health", {"index": 1}),
+            ("flip_health", {"index": 2}),
+            ("flip_health", {"index": 3}),
+            ("timer", {"ticks": 3}),  # after Retry-After: re-issued whole, 3 healthy down, budget 2
+        ),
+        size=5,
+        max_unavailable=2,
+        batch_size=3,
+    )
+
+
+@defect(6, "an instance created during the rollout keeps the bad release after RolledBack")
+def test_a_scale_out_during_a_bad_release_is_rolled_back_too() -> None:
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "broken"}),
+            ("finish", {"host": "a"}),
+            ("scale_out", {"count": 1}),
+        ),
+        size=2,
+        rollback_reimage=False,
+    )
