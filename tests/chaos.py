@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollout.machine import ReimageInstances, UpgradeInstances
-from rollout.model import ModelSpec, Phase, Release, Rollout
+from rollout.model import ModelSpec, Phase, Release, ReleaseKind, Rollout
 from rollout.policy import RolloutPolicy
 from rollout.ports import PortError
 from rollout.releases import ExtensionDefaults, build_release, parse_release_name, rollout_id_for
@@ -43,7 +43,8 @@ INVARIANTS = {
     "double-upgrade": "no instance upgraded to the model it already runs or is already being upgraded to",
     "converges": "every rollout ends terminal, or Failed/Paused with a reason, after enough quiet ticks",
     "succeeded-fleet": "Succeeded leaves every instance (scaled-out ones too) on the release",
-    "rolledback-fleet": "RolledBack leaves every instance (scaled-out ones too) on the baseline",
+    "rolledback-fleet": "RolledBack leaves every instance (scaled-out ones too) on the baseline, reimaged "
+    "where ROLLBACK_REIMAGE says so",
     "lost-release": "every received release has a row",
     "lost-reimage": "every reimage a rollout recorded was sent to ARM",
     "use-case-error": "a use case raises only port errors or CommandError (anything else is an HTTP 500)",
@@ -457,6 +458,9 @@ class Oracle:
             # A rollback's upgrades (its re-issues too) go back to the baseline; the rest go forward.
             rolling_back = rollout is not None and rollout.phase is Phase.ROLLING_BACK
             self._purpose = "rollback" if rolling_back else "forward"
+            if not rolling_back and rollout is not None and rollout.promote_full:
+                # promote-full is the operator's "everything left, at once" (README): no budget applies.
+                self._purpose = "promote-full"
             self._call_rollout = rollout.id if rollout else "?"
         elif call == "compute.reimage_instances":
             _, rollout = _caller((ReimageInstances,))
@@ -567,6 +571,16 @@ class Oracle:
                 runs = {i: "/".join(_model_key(self.runs(i))) for i in off}
                 what = "are not on the baseline" if strict else "are on the release"
                 self.fail("rolledback-fleet", f"{r.id} RolledBack but {when} {runs} {what}")
+            if self.world.policy.rollback_reimage and r.release.kind is ReleaseKind.SCRIPT:
+                # ROLLBACK_REIMAGE: every instance the release ran on gets a fresh disk before RolledBack.
+                script = release_of(ModelSpec(extension=r.desired.extension))
+                dirty = sorted((i for i, inst in ss.instances.items() if script in inst.leftovers), key=int)
+                if dirty:
+                    self.fail(
+                        "rolledback-fleet",
+                        f"{r.id} RolledBack but {when} {', '.join(dirty)} still carry {script}'s changes on disk "
+                        "(never reimaged)",
+                    )
 
     def check_end(self) -> None:
         """After quiescence: convergence, nothing lost, the fleet as the last rollout left it."""

@@ -72,6 +72,10 @@ class FakeInstance:
     reimages: int = 0
     model_version: int = 0  # the scale set's model version it applied ("version" mode of latestModelApplied)
     pending: ModelSpec | None = None  # the model an upgrade took at its call ("call" mode), applied when done
+    reimaging: bool = False
+    # Scripts that ran on this disk since it was last reimaged: a release script's changes stay on the
+    # disk when the instance goes back to the old script (only a reimage gives a fresh disk).
+    leftovers: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -196,6 +200,7 @@ class FakeScaleSet:
         for iid in instance_ids:
             inst = self.instances[iid]
             inst.reimages += 1
+            inst.reimaging = True
             inst.forced_unhealthy = False
             inst.provisioning_state = "Updating"
             inst.remaining_observations = max(1, self.upgrade_observations)
@@ -266,6 +271,11 @@ class FakeScaleSet:
         model = inst.pending if inst.pending is not None else self.model
         inst.pending = None
         inst.applied = model
+        if inst.reimaging:
+            inst.leftovers.clear()
+        inst.reimaging = False
+        if model.extension is not None:
+            inst.leftovers.add(release_of(ModelSpec(extension=model.extension)))
         inst.model_version = self.model_version if model is self.model else -1
         name = release_of(model)
         if name in self.failing_releases or (model.image_id or "") in self.failing_releases:
