@@ -57,11 +57,13 @@ bench: setup
 	$(BIN)/python -m bench.run $(ARGS)
 
 # The randomized two-host test of tests/service/test_chaos.py with more scenarios than CI's 1,000 and a
-# fresh seed each run (a failure prints the seed and the shrunk steps). CHAOS_EXAMPLES picks the count.
+# fresh seed each run (a failure prints the seed and the shrunk steps). CHAOS_EXAMPLES picks the count,
+# CHAOS_SEED replays a seed.
 CHAOS_EXAMPLES ?= 20000
 chaos: $(BIN)/.installed
+	@seed=$${CHAOS_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "chaos seed $$seed"; \
 	CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) CHAOS_RANDOM=1 $(BIN)/python -m pytest tests/service/test_chaos.py \
-	  -k test_two_hosts_under_chaos --runxfail -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
+	  -k test_two_hosts_under_chaos --runxfail -p no:cacheprovider --timeout=0 --hypothesis-seed=$$seed $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -191,7 +191,7 @@ class ChaosMachine(RuleBasedStateMachine):
             self.w.start(host, f"{verb} {rid}", lambda s: s.command(rid, verb_, rollback=rollback, reason="chaos"))
         self.ok = True
 
-    @rule(host=HOSTS, calls=st.integers(1, 4))
+    @rule(host=HOSTS, calls=st.integers(1, 12))
     def step(self, host: str, calls: int) -> None:
         """Let the host's suspended use case make its next port call(s)."""
         self._guard()
@@ -206,6 +206,18 @@ class ChaosMachine(RuleBasedStateMachine):
         for _ in range(calls):
             self.w.step(first)
             self.w.step(second)
+        self.ok = True
+
+    @rule(first=HOSTS, lead=st.integers(0, 16), every=st.integers(1, 3))
+    def race(self, first: str, lead: int, every: int) -> None:
+        """``first`` runs ``lead`` port calls ahead, then both go on in turns of ``every`` calls each
+        until both are done: two use cases racing through the same rows."""
+        self._guard()
+        second = "b" if first == "a" else "a"
+        self.w.step(first, lead)
+        while self.w.ops:
+            self.w.step(second, every)
+            self.w.step(first, every)
         self.ok = True
 
     @rule(host=HOSTS)
@@ -351,9 +363,17 @@ def quiet_logs() -> Iterator[None]:
     logger.setLevel(level)
 
 
-def test_two_hosts_under_chaos() -> None:
+def test_two_hosts_under_chaos(request: pytest.FixtureRequest) -> None:
     REACHED.clear()
-    run_state_machine_as_test(ChaosMachine, settings=SETTINGS)
+    seed = request.config.getoption("hypothesis_seed", None)
+    try:
+        run_state_machine_as_test(ChaosMachine, settings=SETTINGS)
+    except BaseException as exc:
+        if seed is not None:
+            exc.add_note(f"chaos seed {seed}: CHAOS_SEED={seed} make chaos runs the same scenarios again")
+        else:
+            exc.add_note(f"derandomized run of {EXAMPLES} scenarios: running this test again repeats it")
+        raise
     if os.environ.get("CHAOS_STATS"):
         print("\nwhat the scenarios reached:", dict(sorted(REACHED.items())))
 
