@@ -32,7 +32,7 @@ from rollout.policy import RolloutPolicy
 from rollout.ports import PortError
 from rollout.releases import ExtensionDefaults, build_release, parse_release_name, rollout_id_for
 from rollout.service import RolloutService
-from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore, release_of
+from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore, _public, release_of
 
 TARGET = "rg:vmss"
 
@@ -40,7 +40,8 @@ INVARIANTS = {
     "one-active": "at most one active rollout per target, and it is the one the target row names",
     "budget": "at most MAX_UNAVAILABLE healthy instances taken down by a rollout's forward upgrades",
     "rollback-budget": "at most MAX_UNAVAILABLE healthy instances taken down by a rollback (upgrades back, reimages)",
-    "double-upgrade": "no instance upgraded to the model it already runs or is already being upgraded to",
+    "double-upgrade": "no instance upgraded to the model it already runs or is being upgraded to, nor upgraded "
+    "forward twice in one rollout while it runs the release",
     "converges": "every rollout ends terminal, or Failed/Paused with a reason, after enough quiet ticks",
     "succeeded-fleet": "Succeeded leaves every instance (scaled-out ones too) on the release",
     "rolledback-fleet": "RolledBack leaves every instance (scaled-out ones too) on the baseline, reimaged "
@@ -389,7 +390,8 @@ class Oracle:
     enabled: set[str] = field(default_factory=lambda: set(INVARIANTS))
     received: dict[str, Release] = field(default_factory=dict)  # rollout id -> release, delivered to a host
     pending: list[Release] = field(default_factory=list)  # deliveries whose host died: the trigger retries
-    inflight: dict[str, tuple[tuple[str, str], str]] = field(default_factory=dict)  # instance -> (model, rollout)
+    inflight: dict[str, tuple[object, str]] = field(default_factory=dict)  # instance -> (model content, rollout)
+    forward_done: set[tuple[str, str]] = field(default_factory=set)  # (rollout, instance) upgraded forward
     # instance -> ("forward"/"rollback", rollout id): a healthy instance a rollout's call took down, not back yet
     down: dict[str, tuple[str, str]] = field(default_factory=dict)
     reimaged: set[tuple[str, str]] = field(default_factory=set)  # (rollout id, instance) sent to ARM
@@ -438,21 +440,35 @@ class Oracle:
         if call == "compute.upgrade_instances":
             action, rollout = _caller((UpgradeInstances,))
             ids = [i for i in args[0] if i in ss.instances]
+            full = _public(ss.model)
             key = _model_key(ss.model)
+            rid = rollout.id if rollout else "?"
+            why = f"rollout {rid}, purpose {getattr(action, 'purpose', '?')}"
+            forward = rollout is not None and rollout.phase is not Phase.ROLLING_BACK
             for iid in ids:
                 inst = ss.instances[iid]
                 flight = self.inflight.get(iid)
-                if inst.provisioning_state not in ("Updating", "Creating") and _model_key(inst.applied) == key:
+                busy = inst.provisioning_state in ("Updating", "Creating")
+                if not busy and _public(inst.applied) == full:
                     self.fail(
-                        "double-upgrade",
-                        f"host {host} upgrades instance {iid} to {key}, which it already runs "
-                        f"(rollout {rollout.id if rollout else '?'}, purpose {getattr(action, 'purpose', '?')})",
+                        "double-upgrade", f"host {host} upgrades instance {iid} to {key}, which it already runs ({why})"
                     )
-                elif flight is not None and flight[0] == key:
+                elif flight is not None and flight[0] == full:
                     self.fail(
                         "double-upgrade",
-                        f"host {host} upgrades instance {iid} to {key} while an upgrade to it is still running "
-                        f"(rollout {rollout.id if rollout else '?'}, purpose {getattr(action, 'purpose', '?')})",
+                        f"host {host} upgrades instance {iid} to {key} while an upgrade to it is still running ({why})",
+                    )
+                elif (
+                    forward
+                    and rollout is not None
+                    and (rid, iid) in self.forward_done
+                    and not busy
+                    and rollout.desired.matches(inst.applied)
+                ):
+                    self.fail(
+                        "double-upgrade",
+                        f"host {host} upgrades instance {iid} a second time in {rid}: it already runs the release "
+                        f"{key} since this rollout's earlier upgrade ({why})",
                     )
             self._before_takedown = {i: ss.healthy(i) for i in ids}
             # A rollback's upgrades (its re-issues too) go back to the baseline; the rest go forward.
@@ -479,10 +495,12 @@ class Oracle:
                 self._check_fleet(saved, "when it ended")
         if call not in ("compute.upgrade_instances", "compute.reimage_instances"):
             return
-        key = _model_key(ss.model)
+        full = _public(ss.model)
         for iid, was_healthy in self._before_takedown.items():
             if call == "compute.upgrade_instances":
-                self.inflight[iid] = (key, self._call_rollout)
+                self.inflight[iid] = (full, self._call_rollout)
+                if self._purpose != "rollback":
+                    self.forward_done.add((self._call_rollout, iid))
             else:
                 self.reimaged.add((self._call_rollout, iid))
             if was_healthy and not ss.healthy(iid):

@@ -363,6 +363,11 @@ def quiet_logs() -> Iterator[None]:
     logger.setLevel(level)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 8: finds defects 1-6, the reimage crash window and the rollback capacity on the code before "
+    "their fixes (see the regressions below); remove once they are merged",
+)
 def test_two_hosts_under_chaos(request: pytest.FixtureRequest) -> None:
     REACHED.clear()
     seed = request.config.getoption("hypothesis_seed", None)
@@ -400,7 +405,7 @@ def replay(steps: Steps, skip: frozenset[str] = frozenset(), **setup: object) ->
     """``skip``: invariants a regression leaves to another one (so each names one defect)."""
     state = ChaosMachine()
     state.setup(**{**DEFAULTS, **setup})  # type: ignore[arg-type]
-    state.w.oracle.enabled -= skip
+    state.w.oracle.enabled = set(INVARIANTS) - skip  # whatever CHAOS_INVARIANTS says
     state.promises_hold()
     try:
         for name, kwargs in steps:
@@ -456,6 +461,22 @@ def test_a_canary_scaled_in_while_baking_does_not_bake_for_ever() -> None:
             ("timer", {"ticks": 1}),  # Baking, canary 0
             ("scale_in", {"index": 0}),
         )
+    )
+
+
+@defect(2, "an edit of a part the release does not own, while promoting: batches re-upgrade the canary")
+def test_an_extension_edit_during_an_image_release_does_not_upgrade_the_canary_again() -> None:
+    # The image release does not own the extension, so the edit is not drift; but every instance is
+    # now "outdated", and the next batch upgrades instance 0, already on the release, a second time.
+    replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "image"}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 3}),  # Promoting
+            ("hand_edit", {"part": "extension"}),
+            ("timer", {"ticks": 2}),
+        ),
+        size=4,
     )
 
 
