@@ -53,8 +53,9 @@ CHECKED = chosen_invariants(os.environ.get("CHAOS_INVARIANTS", ""))
 REACHED: Counter[str] = Counter()
 
 HOSTS = st.sampled_from("ab")
-FLAVOURS = ("good", "broken", "failing", "image", "broken-image")
-VERBS = ("abort", "abort-rollback", "pause", "resume", "promote", "promote-full", "retry")
+# Weighted by repetition: good releases and aborts with rollback reach the deeper states more often.
+FLAVOURS = ("good", "good", "broken", "failing", "image", "broken-image")
+VERBS = ("abort", "abort-rollback", "abort-rollback", "pause", "resume", "promote", "promote-full", "retry")
 
 
 IMAGES = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images"
@@ -339,6 +340,8 @@ class ChaosMachine(RuleBasedStateMachine):
             REACHED[f"ended {r.phase.value}"] += 1
             REACHED[f"batches {r.batch_number}"] += 1
             REACHED["with rollback " + str(bool(r.rollback_reason))] += 1
+            if "aborted" in r.rollback_reason:
+                REACHED[f"abort-rollback after {len(r.upgraded_ids)} upgraded"] += 1
         self.ok = True
 
 
