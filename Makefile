@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 MUTATION_CHILDREN ?= 2
 ARGS ?=
 
-.PHONY: help setup system-deps test test-fast lint typecheck demo twin bench mutation clean
+.PHONY: help setup system-deps test test-fast lint typecheck demo twin bench mutation chaos clean
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint   - ruff on everything, mypy --strict on rollout/ and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
+	@echo "make chaos  - the randomized two-host test at length: CHAOS_EXAMPLES=20000 scenarios, a random seed"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +75,15 @@ mutation: $(BIN)/.installed
 	  echo "rollout/$$m.py: $$(( $$(date +%s) - start )) s"; \
 	done
 	$(BIN)/python -m tools.mutation_score
+
+# The randomized two-host test of tests/service/test_chaos.py with more scenarios than CI's 1,000 and a
+# fresh seed each run (a failure prints the seed and the shrunk steps). CHAOS_EXAMPLES picks the count,
+# CHAOS_SEED replays a seed.
+CHAOS_EXAMPLES ?= 20000
+chaos: $(BIN)/.installed
+	@seed=$${CHAOS_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "chaos seed $$seed"; \
+	CHAOS_EXAMPLES=$(CHAOS_EXAMPLES) CHAOS_RANDOM=1 $(BIN)/python -m pytest tests/service/test_chaos.py \
+	  -k test_two_hosts_under_chaos --runxfail -p no:cacheprovider --timeout=0 --hypothesis-seed=$$seed $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache mutants

@@ -76,6 +76,13 @@ class FakeInstance:
     remaining_observations: int = 0  # while > 0 the instance is Updating
     forced_unhealthy: bool = False
     upgrades: int = 0
+    reimages: int = 0
+    model_version: int = 0  # the scale set's model version it applied ("version" mode of latestModelApplied)
+    pending: ModelSpec | None = None  # the model an upgrade took at its call ("call" mode), applied when done
+    reimaging: bool = False
+    # Scripts that ran on this disk since it was last reimaged: a release script's changes stay on the
+    # disk when the instance goes back to the old script (only a reimage gives a fresh disk).
+    leftovers: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -100,6 +107,21 @@ class FakeScaleSet:
     # (None = everything), like the ARM emulator's ``add_image`` / ``readable_scopes``.
     images: set[str] = field(default_factory=set)
     readable_scopes: tuple[str, ...] | None = None
+    # Switches for behaviour ARM does not document, as the ARM emulator has them (docs/emulator.md):
+    # ``model_applied``: "content" (latestModelApplied compares the model's content, the default) or
+    # "version" (every model write bumps a version; only instances upgraded since are latest).
+    model_applied: str = "content"
+    # ``apply_model_at``: "finish" (an upgrade applies the model as it is when the upgrade ends: the
+    # fake's original behaviour) or "call" (it applies the model as it was at the manualupgrade call,
+    # like the ARM emulator; a reimage then re-runs the instance's own applied model).
+    apply_model_at: str = "finish"
+    # With a clock, a 429 with Retry-After throttles every write until then (ARM keeps answering 429
+    # inside the window); without one, only the ``throttle_next`` calls are refused.
+    clock: object | None = None
+    throttled_until: datetime | None = None
+    fail_next_writes: list[Exception] = field(default_factory=list)  # raised by the next write calls, in order
+    fail_next_observe: int = 0  # the next N observe() calls raise TransientError
+    model_version: int = 0
 
     def __post_init__(self) -> None:
         for i in range(self.size):
@@ -109,6 +131,10 @@ class FakeScaleSet:
 
     # Compute protocol ----------------------------------------------------------------------------
     def observe(self) -> FleetView:
+        if self.fail_next_observe > 0:
+            self.fail_next_observe -= 1
+            self.calls.append(("observe:failed", None))
+            raise TransientError("503 ServiceUnavailable (fake)")
         self.calls.append(("observe", None))
         for inst in self.instances.values():
             if inst.remaining_observations > 0:
@@ -144,19 +170,28 @@ class FakeScaleSet:
             reason = image_unreadable_reason(spec.image_id, "403 LinkedAuthorizationFailed on the model write")
             raise AccessDeniedError(reason, "LinkedAuthorizationFailed")
         self.calls.append(("update_model", spec))
-        self.model = ModelSpec(
-            extension=spec.extension if spec.extension is not None else self.model.extension,
-            image_id=spec.image_id if spec.image_id is not None else self.model.image_id,
+        self.set_model(
+            ModelSpec(
+                extension=spec.extension if spec.extension is not None else self.model.extension,
+                image_id=spec.image_id if spec.image_id is not None else self.model.image_id,
+            )
         )
+
+    def set_model(self, model: ModelSpec) -> None:
+        """The scale set model changes (our write, or somebody's edit): a new model version."""
+        self.model = model
+        self.model_version += 1
 
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
         self._maybe_throttle("upgrade_instances")
+        self._check_exist("manualupgrade", instance_ids)
         self.calls.append(("upgrade_instances", tuple(instance_ids)))
         for iid in instance_ids:
             inst = self.instances[iid]
             inst.upgrades += 1
             inst.provisioning_state = "Updating"
             inst.remaining_observations = self.upgrade_observations
+            inst.pending = self.model if self.apply_model_at == "call" else None
             if self.upgrade_observations == 0:
                 self._finish_upgrade(inst)
 
@@ -167,12 +202,37 @@ class FakeScaleSet:
             self.calls.append(("reimage_instances:throttled", None))
             raise TransientError("429 TooManyRequests (fake)", retry_after=self.throttle_retry_after)
         self._maybe_throttle("reimage_instances")
+        self._check_exist("reimage", instance_ids)
         self.calls.append(("reimage_instances", tuple(instance_ids)))
         for iid in instance_ids:
             inst = self.instances[iid]
+            inst.reimages += 1
+            inst.reimaging = True
             inst.forced_unhealthy = False
             inst.provisioning_state = "Updating"
             inst.remaining_observations = max(1, self.upgrade_observations)
+            # "call" mode: like the emulator, a reimage re-runs the instance's own applied model.
+            inst.pending = inst.applied if self.apply_model_at == "call" else None
+
+    # fleet changes from outside the rollout ----------------------------------------------------------
+    def scale_out(self, count: int = 1) -> list[str]:
+        """New instances, created from the model as it is now (they take it whatever a rollout does)."""
+        start = max((int(i) for i in self.instances), default=-1) + 1
+        added = []
+        for n in range(count):
+            iid = str(start + n)
+            inst = FakeInstance(iid, applied=self.model, provisioning_state="Creating", model_version=-1)
+            inst.remaining_observations = max(1, self.upgrade_observations)
+            inst.pending = self.model
+            self.instances[iid] = inst
+            added.append(iid)
+        self.calls.append(("scale_out", tuple(added)))
+        return added
+
+    def scale_in(self, instance_ids: Sequence[str]) -> None:
+        for iid in instance_ids:
+            self.instances.pop(iid, None)
+        self.calls.append(("scale_in", tuple(instance_ids)))
 
     # test helpers --------------------------------------------------------------------------------
     def scale_out(self, count: int = 1) -> list[str]:
@@ -216,18 +276,45 @@ class FakeScaleSet:
             not inst.forced_unhealthy
             and inst.provisioning_state == "Succeeded"
             and release_of(inst.applied) not in self.broken_releases
+            and (inst.applied.image_id or "") not in self.broken_releases
         )
 
     def _maybe_throttle(self, what: str) -> None:
+        now = self.clock.now() if self.clock is not None else None  # type: ignore[attr-defined]
+        if now is not None and self.throttled_until is not None and now < self.throttled_until:
+            self.calls.append((f"{what}:throttled", None))
+            left = (self.throttled_until - now).total_seconds()
+            raise TransientError("429 TooManyRequests: still throttled (fake)", retry_after=left)
         if self.throttle_next > 0:
             self.throttle_next -= 1
             self.calls.append((f"{what}:throttled", None))
+            if now is not None and self.throttle_retry_after:
+                self.throttled_until = now + timedelta(seconds=self.throttle_retry_after)
             raise TransientError("429 TooManyRequests: throttled (fake)", retry_after=self.throttle_retry_after)
+        if self.fail_next_writes:
+            error = self.fail_next_writes.pop(0)
+            self.calls.append((f"{what}:failed", None))
+            raise error
+
+    def _check_exist(self, what: str, instance_ids: Sequence[str]) -> None:
+        missing = [i for i in instance_ids if i not in self.instances]
+        if missing:
+            # As the ARM emulator: an unknown instance id is a 404 for the whole call.
+            self.calls.append((f"{what}:notfound", tuple(missing)))
+            raise NotFoundError(f"{what}: instance(s) {', '.join(missing)} not found (fake)")
 
     def _finish_upgrade(self, inst: FakeInstance) -> None:
-        inst.applied = self.model
-        name = release_of(self.model)
-        if name in self.failing_releases:
+        model = inst.pending if inst.pending is not None else self.model
+        inst.pending = None
+        inst.applied = model
+        if inst.reimaging:
+            inst.leftovers.clear()
+        inst.reimaging = False
+        if model.extension is not None:
+            inst.leftovers.add(release_of(ModelSpec(extension=model.extension)))
+        inst.model_version = self.model_version if model is self.model else -1
+        name = release_of(model)
+        if name in self.failing_releases or (model.image_id or "") in self.failing_releases:
             inst.provisioning_state = "Failed"
             inst.extension_status = "Failed"
             inst.extension_message = f"Enable failed: {name} exited with status 1{self.failure_output}"
@@ -236,11 +323,16 @@ class FakeScaleSet:
             inst.extension_status = "Succeeded"
             inst.extension_message = "Enable succeeded"
 
+    def _latest(self, inst: FakeInstance) -> bool:
+        if self.model_applied == "version":
+            return inst.model_version == self.model_version
+        return _public(inst.applied) == _public(self.model)
+
     def _view(self) -> FleetView:
         views = tuple(
             InstanceView(
                 instance_id=inst.instance_id,
-                latest_model_applied=_public(inst.applied) == _public(self.model),
+                latest_model_applied=self._latest(inst),
                 provisioning_state=inst.provisioning_state,
                 power_state="running",
                 extension_status="Transitioning" if inst.provisioning_state == "Updating" else inst.extension_status,
