@@ -250,6 +250,30 @@ def _record_on_release(plan: _Plan, fleet: FleetView) -> None:
     )
 
 
+def _record_created_during(plan: _Plan, fleet: FleetView) -> None:
+    """With the baseline model restored: an instance created during the rollout (not among
+    ``known_ids``) that is not on the baseline was created from another model, the release's or a hand
+    edit of it, and may never have been seen with the latest model while it was running it (still being
+    created when the baseline was written). It is moved back, health-checked and reimaged like an
+    upgraded instance. Instances created from the baseline report the latest model and are left alone."""
+    rollout = plan.rollout
+    if not rollout.known_ids:
+        return
+    known = set(rollout.known_ids) | set(rollout.upgraded_ids)
+    strays = sort_ids(
+        v.instance_id for v in fleet.instances if v.instance_id not in known and not v.latest_model_applied
+    )
+    if not strays:
+        return
+    plan.update(upgraded_ids=tuple(sort_ids(set(rollout.upgraded_ids) | set(strays))))
+    plan.event(
+        EventKind.INSTANCES_ON_RELEASE,
+        f"{', '.join(strays)} created during the rollout and not on the restored baseline: moved back "
+        "like the upgraded instances",
+        instances=strays,
+    )
+
+
 def _start_rollback(plan: _Plan, reason: str, actor: str = "controller") -> Decision:
     plan.update(rollback_reason=reason, batch_ids=(), batch_started_at=None, last_progress_at=plan.now)
     plan.transition(Phase.ROLLING_BACK, reason, actor)
@@ -620,6 +644,7 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         plan.event(EventKind.MODEL_UPDATE_ISSUED, "restoring the baseline model")
         return plan.wait("rollback: restoring the baseline model")
 
+    _record_created_during(plan, fleet)
     rollout = plan.rollout
     moved = set(rollout.upgraded_ids)
     allowed = None if policy.rollback_mode == "all-at-once" else policy.calculate_max_unavailable(len(fleet.instances))

@@ -199,6 +199,10 @@ class Rollout:
     # release, the extension during an image release), taken once the release's own part is on the model.
     # A different digest later means someone edited the model outside the rollout. "" = not taken yet.
     foreign_model: str = ""
+    # The instance ids the scale set had when the rollout started. Any other id was created during the
+    # rollout, from whatever model the scale set had then (the release, a hand edit): a rollback moves
+    # such an instance back when it is not on the restored baseline. () = not recorded (older rows).
+    known_ids: tuple[str, ...] = ()
     unhealthy_streak: int = 0
     # Where ``resume`` returns a Paused rollout to (the phase it was paused in); set only while Paused.
     resume_to: Phase | None = None

@@ -366,6 +366,7 @@ class RolloutService:
         started = newest.evolve(
             phase=Phase.CANARY,
             baseline=baseline,
+            known_ids=tuple(v.instance_id for v in fleet.instances),
             # The release's model starts from the extension as observed: see desired_model.
             desired=desired_model(newest.release, self.extension, fleet.model.extension),
             phase_since=now,

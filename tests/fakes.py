@@ -229,29 +229,14 @@ class FakeScaleSet:
         self.calls.append(("scale_out", tuple(added)))
         return added
 
-    def scale_in(self, instance_ids: Sequence[str]) -> None:
-        for iid in instance_ids:
+    def scale_in(self, *instance_ids: str | Sequence[str]) -> None:
+        """Instances removed (an autoscaler, an operator): ids, or one sequence of ids."""
+        ids = [i for arg in instance_ids for i in ([arg] if isinstance(arg, str) else arg)]
+        for iid in ids:
             self.instances.pop(iid, None)
-        self.calls.append(("scale_in", tuple(instance_ids)))
+        self.calls.append(("scale_in", tuple(ids)))
 
     # test helpers --------------------------------------------------------------------------------
-    def scale_out(self, count: int = 1) -> list[str]:
-        """New instances, as ARM creates them: from the scale set model as it is now, next ids."""
-        added = []
-        for _ in range(count):
-            iid = str(max((int(i) for i in self.instances), default=-1) + 1)
-            inst = FakeInstance(iid, applied=self.model)
-            self._finish_upgrade(inst)  # the model's extension ran at creation (fails like an upgrade would)
-            self.instances[iid] = inst
-            added.append(iid)
-        self.calls.append(("scale_out", tuple(added)))
-        return added
-
-    def scale_in(self, *instance_ids: str) -> None:
-        for iid in instance_ids:
-            del self.instances[iid]
-        self.calls.append(("scale_in", instance_ids))
-
     def edit_model(self, *, image_id: str | None = None, extension: ExtensionSpec | None = None) -> None:
         """Someone else writes the model (the portal, a pipeline): nothing is upgraded."""
         self.model = ModelSpec(

@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from rollout.model import ExtensionSpec, ModelSpec, Release
 from rollout.policy import RolloutPolicy
 from rollout.ports import ConflictError, TransientError
-from tests.chaos import INVARIANTS, TARGET, ChaosWorld, Violation, image_release, script_release
+from tests.chaos import INVARIANTS, TARGET, ChaosWorld, image_release, script_release
 
 EXAMPLES = int(os.environ.get("CHAOS_EXAMPLES", "1000"))
 STEPS = int(os.environ.get("CHAOS_STEPS", "50"))
@@ -393,11 +393,6 @@ def quiet_logs() -> Iterator[None]:
     logger.setLevel(level)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 8: finds defects 1-6, the reimage crash window and the rollback capacity on the code before "
-    "their fixes (see the regressions below); remove once they are merged",
-)
 def test_two_hosts_under_chaos(request: pytest.FixtureRequest) -> None:
     REACHED.clear()
     seed = request.config.getoption("hypothesis_seed", None)
@@ -416,8 +411,8 @@ def test_two_hosts_under_chaos(request: pytest.FixtureRequest) -> None:
 # --- regressions: shrunk reproductions of violations the randomized test found, as plain tests -------
 #
 # Each replays rules of ``ChaosMachine`` (``promises_hold`` after every one, then ``teardown``, as
-# hypothesis does). ``xfail`` marks name the issue 8 defect each reproduces on the code they were
-# found on; a fix makes the test pass (XPASS), and the mark is then to be removed.
+# hypothesis does). Each named the issue 8 defect it reproduced on the code it was found on (defects 1-6,
+# the rollback capacity); all pass since their fixes, and any violation fails them.
 
 Steps = tuple[tuple[str, dict[str, object]], ...]
 DEFAULTS: dict[str, object] = {
@@ -449,11 +444,6 @@ def replay(steps: Steps, skip: frozenset[str] = frozenset(), **setup: object) ->
     return state
 
 
-def defect(n: int, what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=False, raises=Violation, reason=f"issue 8 defect {n}: {what}")
-
-
-@defect(1, "two blob events start two canaries")
 def test_two_blob_events_at_once_start_one_canary() -> None:
     # Host a claims the target for v1 and is about to save v1 as Canary; host b reads v1 while it is
     # still Queued, a's save lands, b claims the target for v2 with the ETag a left.
@@ -470,7 +460,6 @@ def test_two_blob_events_at_once_start_one_canary() -> None:
     )
 
 
-@defect(2, "Baking waits for ever when the image changes under a script release")
 def test_an_image_edit_while_baking_a_script_release_does_not_bake_for_ever() -> None:
     replay(
         (
@@ -482,7 +471,6 @@ def test_an_image_edit_while_baking_a_script_release_does_not_bake_for_ever() ->
     )
 
 
-@defect(2, "Baking waits for ever when the canary is scaled in")
 def test_a_canary_scaled_in_while_baking_does_not_bake_for_ever() -> None:
     replay(
         (
@@ -494,7 +482,6 @@ def test_a_canary_scaled_in_while_baking_does_not_bake_for_ever() -> None:
     )
 
 
-@defect(2, "an edit of a part the release does not own, while promoting: batches re-upgrade the canary")
 def test_an_extension_edit_during_an_image_release_does_not_upgrade_the_canary_again() -> None:
     # The image release does not own the extension, so the edit is not drift; but every instance is
     # now "outdated", and the next batch upgrades instance 0, already on the release, a second time.
@@ -510,7 +497,6 @@ def test_an_extension_edit_during_an_image_release_does_not_upgrade_the_canary_a
     )
 
 
-@defect(3, "retry re-canaries an instance already on the release")
 def test_retry_after_a_model_edit_does_not_upgrade_the_canary_again() -> None:
     replay(
         (
@@ -526,7 +512,6 @@ def test_retry_after_a_model_edit_does_not_upgrade_the_canary_again() -> None:
     )
 
 
-@defect(4, "a throttled batch is re-issued whole after its free instances recovered")
 def test_a_reissued_batch_stays_within_the_budget() -> None:
     replay(
         (
@@ -549,7 +534,6 @@ def test_a_reissued_batch_stays_within_the_budget() -> None:
     )
 
 
-@defect(5, "a batch upgrade saved before an abort lands after it, into the next rollout")
 def test_a_batch_upgrade_in_flight_during_an_abort_does_not_leak_into_the_next_rollout() -> None:
     # Host a's tick saves "batch 1: upgrading 1" and stops before its manualupgrade; host b aborts
     # with rollback, which ends RolledBack (1 never moved); v2 (broken) starts; a's manualupgrade
@@ -571,7 +555,6 @@ def test_a_batch_upgrade_in_flight_during_an_abort_does_not_leak_into_the_next_r
     )
 
 
-@defect(5, "a reimage saved but not sent is read by another host as done: RolledBack on a dirty disk")
 def test_a_reimage_in_flight_is_not_taken_as_done_by_another_host() -> None:
     replay(
         (
@@ -586,9 +569,6 @@ def test_a_reimage_in_flight_is_not_taken_as_done_by_another_host() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False, raises=Violation, reason="issue 8 rollback capacity: every touched instance goes back at once"
-)
 def test_a_rollback_after_several_batches_stays_within_the_budget() -> None:
     replay(
         (
@@ -601,7 +581,6 @@ def test_a_rollback_after_several_batches_stays_within_the_budget() -> None:
     )
 
 
-@defect(6, "an instance created during the rollout keeps the bad release after RolledBack")
 def test_a_scale_out_during_a_bad_release_is_rolled_back_too() -> None:
     replay(
         (
@@ -611,4 +590,22 @@ def test_a_scale_out_during_a_bad_release_is_rolled_back_too() -> None:
         ),
         size=2,
         rollback_reimage=False,
+    )
+
+
+def test_an_instance_created_from_a_hand_edited_release_model_is_moved_back() -> None:
+    # Found by the randomized test once defects 1-6 were fixed: a rollback starts (progress deadline),
+    # somebody edits the release's extension by hand, a scale-out creates instance 2 from that model;
+    # it was never seen on "the release", so the rollback ended RolledBack with 2 carrying v1's files.
+    replay(
+        (
+            ("arm_fault", {"kind": "conflict"}),
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("race", {"every": 1, "first": "a", "lead": 0}),
+            ("advance_clock", {"seconds": 400}),
+            ("hand_edit", {"part": "extension"}),
+            ("scale_out", {"count": 1}),
+            ("timer", {"ticks": 3}),
+        ),
+        size=2,
     )
