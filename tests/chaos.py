@@ -449,7 +449,12 @@ class Oracle:
                 inst = ss.instances[iid]
                 flight = self.inflight.get(iid)
                 busy = inst.provisioning_state in ("Updating", "Creating")
-                if not busy and _public(inst.applied) == full:
+                # Where ARM keeps a model version, an instance created during the rollout reports an
+                # outdated model after the baseline is written back whichever model it was created from:
+                # moving it back is the safe guess (docs/design.md, "Behaviour Azure does not document"),
+                # so a rollback upgrade of an instance the observation shows as outdated is not a fault.
+                unknowable = not forward and ss.model_applied == "version" and not ss._latest(inst)
+                if not busy and not unknowable and _public(inst.applied) == full:
                     self.fail(
                         "double-upgrade", f"host {host} upgrades instance {iid} to {key}, which it already runs ({why})"
                     )
