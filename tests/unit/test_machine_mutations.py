@@ -11,6 +11,7 @@ README "What it does" and docs/design.md "The control loop".
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -23,12 +24,13 @@ from rollout.machine import (
     ReimageInstances,
     UpdateModel,
     UpgradeInstances,
+    _foreign_digest,
     apply_command,
     decide,
     sort_ids,
     write_refused,
 )
-from rollout.model import Phase, ProbeResult, Rollout
+from rollout.model import ModelSpec, Phase, ProbeResult, Release, ReleaseKind, Rollout
 from rollout.policy import RolloutPolicy
 from tests.unit.test_machine import BAD, NEW, OLD, POLICY, T0, I, fleet, rollout
 
@@ -688,3 +690,82 @@ def test_promotion_rolls_back_only_on_consecutive_unhealthy_observations() -> No
         upgraded = I("0", latest=True, probe=probe) if probe else I("0", latest=True)
         r = decide(r, fleet(upgraded, *busy), POLICY, T0 + timedelta(seconds=30 * tick)).rollout
     assert r.phase is Phase.PROMOTING and r.unhealthy_streak == 1
+
+
+# --- issue 8's decider changes, each step checked whole ------------------------------------------------
+
+
+def test_an_unconfirmed_reimage_is_sent_again_after_the_retry_window_and_says_why() -> None:
+    r = rolling_back(rollback_ids=("0", "1"), reimage_pending=("0", "1"), reimage_requested_at=T0)
+    observed = fleet(I("0", latest=True), I("1", latest=True), model=OLD)
+    inside = decide(r, observed, POLICY, T0 + timedelta(seconds=299))
+    assert inside.actions == () and inside.rollout.reimage_requested_at == T0
+    assert inside.rollout.reason == "rollback: the reimage of 0, 1 is being sent; waiting for its confirmation"
+    at = T0 + timedelta(seconds=300)
+    again = decide(r, observed, POLICY, at)
+    assert again.actions == (ReimageInstances(("0", "1")),) and again.rollout.reimage_requested_at == at
+    why = "not confirmed sent within 300 s"
+    assert events(again) == [
+        ("ReimageReissued", f"reimaging 0, 1 again: {why}", "controller", Phase.ROLLING_BACK, {"instances": ["0", "1"]})
+    ]
+    assert again.rollout.reason == f"rollback: reimaging 0, 1 again ({why})"
+
+
+def test_a_reimage_whose_call_failed_is_sent_again_at_once() -> None:
+    r = rolling_back(rollback_ids=("0",), reimage_pending=("0",), reimage_requested_at=None)
+    d = decide(r, fleet(I("0", latest=True), I("1", latest=True), model=OLD), POLICY, LATER)
+    assert d.actions == (ReimageInstances(("0",)),) and d.rollout.reimage_requested_at == LATER
+    assert events(d) == [
+        (
+            "ReimageReissued",
+            "reimaging 0 again: its call failed",
+            "controller",
+            Phase.ROLLING_BACK,
+            {"instances": ["0"]},
+        )
+    ]
+
+
+def test_retry_after_drift_forgets_the_canary_and_the_model_reference_but_not_what_it_upgraded() -> None:
+    r = rollout(
+        Phase.FAILED,
+        paused_from=Phase.PROMOTING,
+        canary_ids=("0",),
+        batch_ids=("1",),
+        upgraded_ids=("0", "1"),
+        foreign_model="f" * 32,
+        unhealthy_streak=2,
+    )
+    d = apply_command(r, "retry", LATER, actor="alice", reason="image edit reverted")
+    after = d.rollout
+    assert (after.canary_ids, after.batch_ids, after.foreign_model, after.unhealthy_streak) == ((), (), "", 0)
+    assert after.upgraded_ids == ("0", "1")
+    why = "retried by alice (image edit reverted): re-writing the model if needed, resuming from the fleet"
+    assert events(d) == [changed(Phase.FAILED, Phase.CANARY, why, "alice")]
+
+
+def test_the_model_reference_of_a_script_release_is_its_image_whatever_the_case() -> None:
+    r = rollout(Phase.PROMOTING)
+    assert _foreign_digest(r, ModelSpec(image_id="/IMG/A")) == _foreign_digest(r, ModelSpec(image_id="/img/a"))
+    assert _foreign_digest(r, ModelSpec(image_id="/img/a")) != _foreign_digest(r, ModelSpec(image_id="/img/b"))
+    assert _foreign_digest(r, ModelSpec(image_id=None)) != _foreign_digest(r, ModelSpec(image_id="/img/a"))
+
+
+def test_the_model_reference_of_an_image_release_is_its_extension_up_to_the_minor_version() -> None:
+    image = Release(
+        ReleaseKind.IMAGE, "install_nginx", 2, "install_nginx.v2.image.json", "https://a/m", "cd" * 32, "/i"
+    )
+    r = rollout(Phase.PROMOTING, release=image)
+    base = OLD.extension
+    assert base is not None
+
+    def digest(**changes: Any) -> str:
+        return _foreign_digest(r, ModelSpec(extension=replace(base, **changes), image_id="/i"))
+
+    # ARM upgrades the minor version of an extension by itself (autoUpgradeMinorVersion): not an edit.
+    assert digest(type_handler_version="2.2") == digest()
+    assert digest(type_handler_version="3.0") != digest()
+    assert digest(force_update_tag="again") != digest()
+    assert digest(settings={"commandToExecute": "bash other.sh"}) != digest()
+    assert digest(name="Other") != digest() and digest(publisher="P") != digest() and digest(type="T") != digest()
+    assert _foreign_digest(r, ModelSpec(extension=None, image_id="/i")) != digest()
