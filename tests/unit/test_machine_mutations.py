@@ -769,3 +769,44 @@ def test_the_model_reference_of_an_image_release_is_its_extension_up_to_the_mino
     assert digest(settings={"commandToExecute": "bash other.sh"}) != digest()
     assert digest(name="Other") != digest() and digest(publisher="P") != digest() and digest(type="T") != digest()
     assert _foreign_digest(r, ModelSpec(extension=None, image_id="/i")) != digest()
+
+
+def test_instances_already_on_the_release_are_the_canary_without_an_upgrade() -> None:
+    policy = RolloutPolicy(canary_count=2, max_unavailable=2, batch_size=2, progress_deadline_seconds=600)
+    d = decide(rollout(Phase.CANARY), fleet(I("0", latest=True), I("1", latest=True), I("2")), policy, LATER)
+    assert d.actions == () and (d.rollout.canary_ids, d.rollout.batch_ids) == (("0", "1"), ())
+    assert d.rollout.batch_started_at is None and d.rollout.last_progress_at == LATER
+    assert d.rollout.reason == "canary: instance(s) 0, 1 already on the release"
+    assert events(d)[1] == (
+        "CanaryStarted",
+        "canary instance(s) 0, 1 already on install_nginx v1: not upgraded again",
+        "controller",
+        Phase.CANARY,
+        {"instances": ["0", "1"]},
+    )
+
+
+def test_a_canary_lost_while_baking_goes_back_to_choosing_a_canary_and_says_so() -> None:
+    policy = RolloutPolicy(canary_count=2, max_unavailable=2, batch_size=2, progress_deadline_seconds=600)
+    r = rollout(Phase.BAKING, canary_ids=("0", "1"), upgraded_ids=("0", "1"))
+    d = decide(r, fleet(I("2"), I("3"), I("4")), policy, LATER)
+    assert d.rollout.phase is Phase.CANARY and d.actions == (UpgradeInstances(("2", "3"), "canary"),)
+    assert events(d)[:2] == [
+        ("CanaryLost", "canary instance(s) 0, 1 left the scale set while baking", "controller", Phase.BAKING, {}),
+        changed(Phase.BAKING, Phase.CANARY, "the canary left the scale set while baking: choosing a new canary"),
+    ]
+
+
+def test_no_canary_within_the_budget_names_the_budget() -> None:
+    d = decide(rollout(Phase.CANARY), fleet(I("0", probe=BAD), I("1", probe=BAD), I("2")), POLICY, LATER)
+    assert d.actions == ()
+    assert d.rollout.reason == (
+        "waiting for a canary: no canary within the unavailability budget: 2 instance(s) unavailable, max unavailable 2"
+    )
+
+
+def test_a_healthy_bake_observation_is_progress() -> None:
+    r = baking(last_progress_at=T0 - timedelta(seconds=100))
+    d = decide(r, fleet(I("0", latest=True), I("1"), I("2")), POLICY, LATER)
+    assert d.rollout.phase is Phase.BAKING and d.rollout.last_progress_at == LATER
+    assert d.rollout.reason == "baking: 30 of 300 s, canary healthy"
