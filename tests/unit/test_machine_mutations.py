@@ -574,6 +574,7 @@ def test_an_instance_the_baseline_does_not_repair_is_reimaged_with_the_evidence(
     d = decide(r, observed, RolloutPolicy(rollback_reimage=False), LATER)
     why = "instance 0: probe failed: 500 Internal Server Error; instance 1: extension failed"
     assert d.rollout.last_progress_at == LATER
+    assert (d.rollout.reimage_pending, d.rollout.reimage_requested_at) == (("0", "1"), LATER)
     assert events(d) == [
         ("ReimageStarted", f"the baseline did not repair 0, 1: reimaging ({why})", "controller", Phase.ROLLING_BACK, {})
     ]
@@ -810,3 +811,48 @@ def test_a_healthy_bake_observation_is_progress() -> None:
     d = decide(r, fleet(I("0", latest=True), I("1"), I("2")), POLICY, LATER)
     assert d.rollout.phase is Phase.BAKING and d.rollout.last_progress_at == LATER
     assert d.rollout.reason == "baking: 30 of 300 s, canary healthy"
+
+
+def test_a_batch_scaled_in_is_recorded_and_the_next_batch_chosen() -> None:
+    r = promoting(upgraded_ids=("0", "1", "2"), batch_ids=("1", "2"), batch_number=1, batch_started_at=T0)
+    d = decide(r, fleet(I("0", latest=True), I("3"), I("4")), POLICY, LATER)
+    assert events(d)[0] == ("BatchShrunk", "batch 1: 1, 2 left the scale set", "controller", Phase.PROMOTING, {})
+    assert d.actions == (UpgradeInstances(("3", "4"), "batch"),) and d.rollout.batch_number == 2
+
+
+def test_a_reissued_batch_trimmed_to_nothing_chooses_the_next_batch_afresh() -> None:
+    # The call for 1, 2 failed; 3 and 4 went down since: no budget for a healthy one, and the down ones
+    # cost nothing, so they are the next batch.
+    r = promoting(upgraded_ids=("0", "1", "2"), batch_ids=("1", "2"), batch_number=1, batch_started_at=None)
+    d = decide(r, fleet(I("0", latest=True), I("1"), I("2"), I("3", probe=BAD), I("4", probe=BAD)), POLICY, LATER)
+    assert d.actions == (UpgradeInstances(("3", "4"), "batch"),)
+    assert (d.rollout.batch_ids, d.rollout.batch_number, d.rollout.upgraded_ids) == (("3", "4"), 2, ("0", "3", "4"))
+    assert events(d)[0] == (
+        "BatchTrimmed",
+        "batch 1: 1, 2 left out of the re-issue: 2 instance(s) unavailable, max unavailable 2",
+        "controller",
+        Phase.PROMOTING,
+        {"instances": ["1", "2"]},
+    )
+
+
+def test_a_budgeted_reimage_waits_for_the_budget_and_says_so() -> None:
+    # 1 (on the release, being moved back) is updating and 2 is down: no budget for reimaging 0.
+    r = rolling_back(upgraded_ids=("0", "1"), rollback_ids=("0", "1"))
+    observed = fleet(I("0", latest=True), I("1", latest=True, state="Updating"), I("2", probe=BAD), model=OLD)
+    d = decide(r, observed, POLICY, LATER)
+    assert d.actions == ()
+    assert (
+        d.rollout.reason
+        == "rollback: 1 instance(s) to reimage, waiting for the budget (2 unavailable, max unavailable 2)"
+    )
+
+
+def test_a_rollback_waiting_for_instances_the_release_never_reached_names_each() -> None:
+    r = rolling_back(upgraded_ids=("0",), rollback_ids=("0",), reimaged_ids=("0",))
+    d = decide(r, fleet(I("0", latest=True), I("1", probe=BAD), I("2", probe=BAD), model=OLD), POLICY, LATER)
+    bad = "probe failed: 500 Internal Server Error"
+    assert d.actions == () and d.rollout.reason == (
+        "rollback: baseline restored; waiting for instances the release never reached: "
+        f"instance 1: {bad}; instance 2: {bad}"
+    )
