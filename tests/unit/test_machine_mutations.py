@@ -768,6 +768,8 @@ def test_the_model_reference_of_an_image_release_is_its_extension_up_to_the_mino
     assert digest(type_handler_version="3.0") != digest()
     assert digest(force_update_tag="again") != digest()
     assert digest(settings={"commandToExecute": "bash other.sh"}) != digest()
+    # The same settings read back in another key order are the same model.
+    assert digest(settings=dict(reversed(list(base.settings.items())))) == digest()
     assert digest(name="Other") != digest() and digest(publisher="P") != digest() and digest(type="T") != digest()
     assert _foreign_digest(r, ModelSpec(extension=None, image_id="/i")) != digest()
 
