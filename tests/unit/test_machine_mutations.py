@@ -858,3 +858,24 @@ def test_a_rollback_waiting_for_instances_the_release_never_reached_names_each()
         "rollback: baseline restored; waiting for instances the release never reached: "
         f"instance 1: {bad}; instance 2: {bad}"
     )
+
+
+def test_a_canary_reissue_waits_for_the_canary_budget_and_keeps_the_canary() -> None:
+    # The canary's upgrade call failed; since then 1 and 2 went down: no budget to take 0 down now.
+    d = decide(canary(batch_started_at=None), fleet(I("0"), I("1", probe=BAD), I("2", probe=BAD)), POLICY, LATER)
+    assert d.actions == () and d.events == ()
+    assert (d.rollout.canary_ids, d.rollout.batch_ids, d.rollout.upgraded_ids) == (("0",), ("0",), ("0",))
+    assert d.rollout.reason == "canary: waiting for instance 0"
+
+
+def test_a_promote_full_reissue_is_not_trimmed_to_max_unavailable() -> None:
+    r = promoting(promote_full=True, upgraded_ids=("0", "1", "2", "3"), batch_ids=("1", "2", "3"), batch_number=1)
+    d = decide(r, fleet(I("0", latest=True), I("1"), I("2"), I("3"), I("4", probe=BAD)), POLICY, LATER)
+    assert d.actions == (UpgradeInstances(("1", "2", "3"), "batch"),) and kinds(d) == ["UpgradeIssued"]
+
+
+def test_a_move_back_reissued_stays_within_the_rollback_budget() -> None:
+    # 3 is down for another reason; none of the rollback's own instances is down: one more at a time.
+    r = rolling_back(upgraded_ids=("0", "1", "2"), rollback_ids=("0", "1", "2"), batch_started_at=None)
+    d = decide(r, fleet(I("0"), I("1"), I("2"), I("3", probe=BAD), model=OLD), POLICY, LATER)
+    assert d.actions == (UpgradeInstances(("0",), "rollback"),)
