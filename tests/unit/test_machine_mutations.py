@@ -879,3 +879,19 @@ def test_a_move_back_reissued_stays_within_the_rollback_budget() -> None:
     r = rolling_back(upgraded_ids=("0", "1", "2"), rollback_ids=("0", "1", "2"), batch_started_at=None)
     d = decide(r, fleet(I("0"), I("1"), I("2"), I("3", probe=BAD), model=OLD), POLICY, LATER)
     assert d.actions == (UpgradeInstances(("0",), "rollback"),)
+
+
+def test_a_canary_lost_while_baking_with_no_instance_to_replace_it_waits_with_its_clock_restarted() -> None:
+    r = baking(last_progress_at=T0 - timedelta(seconds=100))
+    d = decide(r, fleet(I("1", probe=BAD), I("2", state="Updating")), POLICY, LATER)
+    assert d.rollout.phase is Phase.CANARY and d.actions == () and d.rollout.last_progress_at == LATER
+    assert d.rollout.reason == "waiting for a canary: no healthy instance to use as the canary"
+
+
+def test_the_canary_budget_in_the_reason_is_the_one_of_this_fleet_size() -> None:
+    policy = RolloutPolicy(max_unavailable=0, max_unavailable_percent=50)
+    observed = fleet(I("0", probe=BAD), I("1", probe=BAD), I("2"), I("3"))
+    d = decide(rollout(Phase.CANARY), observed, policy, LATER)
+    assert d.actions == () and d.rollout.reason.endswith(
+        f"2 instance(s) unavailable, max unavailable {policy.calculate_canary_budget(4)}"
+    )
