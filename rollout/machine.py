@@ -481,17 +481,18 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
     assessment = _judge(_observed(canaries, fleet), plan, fleet, policy)
     if assessment.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"canary failed while baking: {assessment.reason}")
+    if assessment.verdict is not Verdict.SUCCESSFUL:
+        # The bake clock only counts healthy time (BAKE_SECONDS), so any other observation restarts it.
+        plan.update(phase_since=plan.now)
     if assessment.verdict is Verdict.UNHEALTHY:
         return _count_unhealthy(plan, policy, f"canary unhealthy while baking: {assessment.reason}")
     if assessment.verdict is not Verdict.SUCCESSFUL:
-        # Inconclusive or pending: the bake clock only counts healthy time, so restart it. The
-        # progress deadline applies, as in every phase that waits: a bake on hold for ever would
-        # hold the scale set (and the queue behind it) for ever.
+        # Inconclusive or pending. The progress deadline applies, as in every phase that waits: a bake
+        # on hold for ever would hold the scale set (and the queue behind it) for ever.
         if _past_deadline(plan, policy):
             return _start_rollback(
                 plan, f"the bake made no progress in {policy.progress_deadline_seconds} s: {assessment.reason}"
             )
-        plan.update(phase_since=plan.now)
         return plan.wait(f"bake on hold: {assessment.reason}")
     # A healthy observation is progress (the bake may be longer than the progress deadline).
     plan.update(unhealthy_streak=0, last_progress_at=plan.now)

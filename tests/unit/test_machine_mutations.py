@@ -11,6 +11,7 @@ README "What it does" and docs/design.md "The control loop".
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -20,14 +21,16 @@ from rollout.machine import (
     CommandError,
     Decision,
     Notify,
+    ReimageInstances,
     UpdateModel,
     UpgradeInstances,
+    _foreign_digest,
     apply_command,
     decide,
     sort_ids,
     write_refused,
 )
-from rollout.model import Phase, ProbeResult, Rollout
+from rollout.model import ModelSpec, Phase, ProbeResult, Release, ReleaseKind, Rollout
 from rollout.policy import RolloutPolicy
 from tests.unit.test_machine import BAD, NEW, OLD, POLICY, T0, I, fleet, rollout
 
@@ -105,7 +108,7 @@ def test_no_healthy_instance_for_the_canary_waits_then_rolls_back() -> None:
     sick = fleet(I("0", probe=BAD), I("1", state="Updating"))
     waiting = decide(rollout(Phase.CANARY), sick, POLICY, LATER)
     assert (waiting.rollout.phase, waiting.actions) == (Phase.CANARY, ())
-    assert waiting.rollout.reason == "waiting for a healthy instance to use as the canary"
+    assert waiting.rollout.reason == "waiting for a canary: no healthy instance to use as the canary"
     late = decide(rollout(Phase.CANARY), sick, POLICY, T0 + timedelta(seconds=601))
     assert late.rollout.phase is Phase.ROLLING_BACK
     assert late.rollout.rollback_reason == "no healthy instance to use as the canary"
@@ -357,11 +360,23 @@ def test_an_upgraded_instance_that_turns_unhealthy_is_counted() -> None:
     assert d.rollout.reason == f"an upgraded instance is unhealthy: {why} (1 of 3 before rollback)"
 
 
-def test_succeeded_needs_every_instance_healthy_not_only_the_upgraded_ones() -> None:
-    # 1 came up on the new model by itself (a scale-out) and is unhealthy: not a success.
+def test_a_scale_out_on_the_release_is_watched_like_an_upgraded_instance() -> None:
+    # 1 came up on the new model by itself (a scale-out) and is unhealthy: it runs the release, so it
+    # counts as upgraded (docs/design.md, "Level-triggered, whatever put the release there").
     observed = fleet(I("0", latest=True), I("1", latest=True, probe=BAD))
     d = decide(promoting(), observed, POLICY, LATER)
-    assert d.rollout.phase is Phase.PROMOTING and d.actions == ()
+    assert d.rollout.phase is Phase.PROMOTING and d.actions == () and d.rollout.upgraded_ids == ("0", "1")
+    why = "an upgraded instance is unhealthy: instance 1: probe failed: 500 Internal Server Error"
+    assert d.rollout.reason == f"{why} (1 of 3 before rollback)"
+    assert kinds(d) == ["InstancesOnRelease", "HealthCheckFailed"]
+
+
+def test_succeeded_needs_every_instance_healthy_not_only_the_upgraded_ones() -> None:
+    # 1 came up on the new model by itself while the scale-out that made it is still under way (the
+    # scale set is Updating, so it is not yet recorded as on the release) and is unhealthy: not a success.
+    observed = fleet(I("0", latest=True), I("1", latest=True, probe=BAD), state="Updating")
+    d = decide(promoting(), observed, POLICY, LATER)
+    assert d.rollout.phase is Phase.PROMOTING and d.actions == () and d.rollout.upgraded_ids == ("0",)
     assert d.rollout.reason == "every instance is on the new model; waiting for all to be healthy"
     late = decide(promoting(), observed, POLICY, T0 + timedelta(seconds=601))
     assert late.rollout.phase is Phase.ROLLING_BACK
@@ -453,13 +468,16 @@ def test_without_a_baseline_there_is_no_automatic_rollback() -> None:
 
 def test_a_rollback_gets_twice_the_progress_deadline_then_a_human() -> None:
     observed = fleet(I("0", latest=True), I("1"), model=OLD, state="Updating")
-    on_time = decide(rolling_back(), observed, POLICY, T0 + timedelta(seconds=1200))
+    waiting = rolling_back(reason="rollback: waiting for the scale set model write to finish")
+    on_time = decide(waiting, observed, POLICY, T0 + timedelta(seconds=1200))
     assert on_time.rollout.phase is Phase.ROLLING_BACK
-    stuck = decide(rolling_back(), observed, POLICY, T0 + timedelta(seconds=1201))
+    stuck = decide(waiting, observed, POLICY, T0 + timedelta(seconds=1201))
     assert stuck.rollout.phase is Phase.FAILED and stuck.rollout.failed_from is Phase.ROLLING_BACK
-    assert events(stuck) == [changed(Phase.ROLLING_BACK, Phase.FAILED, "rollback did not finish in 1200 s")]
+    # The reason says what the rollback was still waiting for when the deadline passed.
+    why = "rollback did not finish in 1200 s (rollback: waiting for the scale set model write to finish)"
+    assert events(stuck) == [changed(Phase.ROLLING_BACK, Phase.FAILED, why)]
     assert stuck.actions == (Notify("install_nginx v1: rollback stuck, needs a human"),)
-    assert decide(rolling_back(), observed, POLICY, T0 + timedelta(seconds=1799)).rollout.phase is Phase.FAILED
+    assert decide(waiting, observed, POLICY, T0 + timedelta(seconds=1799)).rollout.phase is Phase.FAILED
 
 
 def test_restoring_the_baseline_model_waits_for_a_write_in_progress() -> None:
@@ -502,7 +520,7 @@ def test_a_move_back_is_not_reissued_inside_the_retry_window() -> None:
     r = rolling_back(upgraded_ids=("0", "1"), rollback_ids=("0", "1"), batch_started_at=T0)
     observed = fleet(I("0", probe=BAD), I("1", probe=BAD), I("2", latest=True), model=OLD)
     d = decide(r, observed, POLICY, LATER)
-    assert d.actions == () and d.rollout.reason == "rollback: waiting for 0, 1"
+    assert d.actions == () and d.rollout.reason == "rollback: waiting for 0, 1 to be back on the baseline"
     again = decide(r, observed, POLICY, T0 + timedelta(seconds=300))
     assert again.actions == (UpgradeInstances(("0", "1"), "retry"),)
 
@@ -517,14 +535,21 @@ def test_an_instance_still_updating_back_is_waited_for() -> None:
     r = rolling_back(upgraded_ids=("0", "1"), rollback_ids=("0", "1"))
     observed = fleet(I("0", latest=True, ext="Transitioning"), I("1", latest=True, ext="Transitioning"), model=OLD)
     d = decide(r, observed, POLICY, LATER)
-    assert d.actions == () and d.rollout.reason == "rollback: waiting for 0, 1"
+    assert d.actions == () and d.rollout.reason == "rollback: waiting for 0, 1 to finish updating"
 
 
 def test_a_script_release_reimages_what_it_moved_back_and_says_so() -> None:
     r = rolling_back(upgraded_ids=("0", "1"), rollback_ids=("0", "1"))
     observed = fleet(I("0", latest=True), I("1", latest=True), I("2", latest=True), I("3", latest=True), model=OLD)
     d = decide(r, observed, POLICY, LATER)
-    assert d.rollout.reimaged_ids == ("0", "1")
+    # Two phases: the reimage is saved as intended, and counts as done only once the service confirms
+    # it was sent (docs/design.md, "A reimage: intent, then confirmation").
+    assert (d.rollout.reimage_pending, d.rollout.reimage_requested_at, d.rollout.reimaged_ids) == (
+        ("0", "1"),
+        LATER,
+        (),
+    )
+    assert d.actions == (ReimageInstances(("0", "1")),)
     assert events(d) == [
         (
             "ReimageStarted",
@@ -540,7 +565,7 @@ def test_a_script_release_reimages_what_it_moved_back_and_says_so() -> None:
 def test_a_reimage_starts_with_a_clean_unhealthy_streak() -> None:
     r = rolling_back(rollback_ids=("0",), unhealthy_streak=2)
     d = decide(r, fleet(I("0", latest=True), I("1", latest=True), model=OLD), POLICY, LATER)
-    assert d.rollout.reimaged_ids == ("0",) and d.rollout.unhealthy_streak == 0
+    assert d.rollout.reimage_pending == ("0",) and d.rollout.unhealthy_streak == 0
 
 
 def test_an_instance_the_baseline_does_not_repair_is_reimaged_with_the_evidence() -> None:
@@ -549,6 +574,7 @@ def test_an_instance_the_baseline_does_not_repair_is_reimaged_with_the_evidence(
     d = decide(r, observed, RolloutPolicy(rollback_reimage=False), LATER)
     why = "instance 0: probe failed: 500 Internal Server Error; instance 1: extension failed"
     assert d.rollout.last_progress_at == LATER
+    assert (d.rollout.reimage_pending, d.rollout.reimage_requested_at) == (("0", "1"), LATER)
     assert events(d) == [
         ("ReimageStarted", f"the baseline did not repair 0, 1: reimaging ({why})", "controller", Phase.ROLLING_BACK, {})
     ]
@@ -642,14 +668,9 @@ def test_an_unknown_command_lists_the_known_ones() -> None:
     )
 
 
-# --- defects found while closing the gaps (not fixed here: rollout/machine.py is being reworked) ------
+# --- defects found while closing the gaps (regression tests of their fixes) ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an Unhealthy bake observation does not restart the bake clock, so BAKE_SECONDS counts "
-    "time the canary was unhealthy (only Inconclusive and Pending restart it)",
-)
 def test_the_bake_counts_only_healthy_time() -> None:
     # README: BAKE_SECONDS is the "healthy time the canary must show before promotion".
     r = baking()
@@ -661,11 +682,6 @@ def test_the_bake_counts_only_healthy_time() -> None:
     assert r.phase is Phase.BAKING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: in Promoting a healthy observation does not reset the unhealthy streak (only a finished "
-    "batch does), so FAILURE_THRESHOLD non-consecutive unhealthy observations roll back",
-)
 def test_promotion_rolls_back_only_on_consecutive_unhealthy_observations() -> None:
     # README: FAILURE_THRESHOLD is the number of "consecutive unhealthy observations before rolling back".
     # No budget for a next batch (1 and 2 are being upgraded by someone else), so no batch finishes.
@@ -675,3 +691,207 @@ def test_promotion_rolls_back_only_on_consecutive_unhealthy_observations() -> No
         upgraded = I("0", latest=True, probe=probe) if probe else I("0", latest=True)
         r = decide(r, fleet(upgraded, *busy), POLICY, T0 + timedelta(seconds=30 * tick)).rollout
     assert r.phase is Phase.PROMOTING and r.unhealthy_streak == 1
+
+
+# --- issue 8's decider changes, each step checked whole ------------------------------------------------
+
+
+def test_an_unconfirmed_reimage_is_sent_again_after_the_retry_window_and_says_why() -> None:
+    r = rolling_back(rollback_ids=("0", "1"), reimage_pending=("0", "1"), reimage_requested_at=T0)
+    observed = fleet(I("0", latest=True), I("1", latest=True), model=OLD)
+    inside = decide(r, observed, POLICY, T0 + timedelta(seconds=299))
+    assert inside.actions == () and inside.rollout.reimage_requested_at == T0
+    assert inside.rollout.reason == "rollback: the reimage of 0, 1 is being sent; waiting for its confirmation"
+    at = T0 + timedelta(seconds=300)
+    again = decide(r, observed, POLICY, at)
+    assert again.actions == (ReimageInstances(("0", "1")),) and again.rollout.reimage_requested_at == at
+    why = "not confirmed sent within 300 s"
+    assert events(again) == [
+        ("ReimageReissued", f"reimaging 0, 1 again: {why}", "controller", Phase.ROLLING_BACK, {"instances": ["0", "1"]})
+    ]
+    assert again.rollout.reason == f"rollback: reimaging 0, 1 again ({why})"
+
+
+def test_a_reimage_whose_call_failed_is_sent_again_at_once() -> None:
+    r = rolling_back(rollback_ids=("0",), reimage_pending=("0",), reimage_requested_at=None)
+    d = decide(r, fleet(I("0", latest=True), I("1", latest=True), model=OLD), POLICY, LATER)
+    assert d.actions == (ReimageInstances(("0",)),) and d.rollout.reimage_requested_at == LATER
+    assert events(d) == [
+        (
+            "ReimageReissued",
+            "reimaging 0 again: its call failed",
+            "controller",
+            Phase.ROLLING_BACK,
+            {"instances": ["0"]},
+        )
+    ]
+
+
+def test_retry_after_drift_forgets_the_canary_and_the_model_reference_but_not_what_it_upgraded() -> None:
+    r = rollout(
+        Phase.FAILED,
+        failed_from=Phase.PROMOTING,
+        canary_ids=("0",),
+        batch_ids=("1",),
+        upgraded_ids=("0", "1"),
+        foreign_model="f" * 32,
+        unhealthy_streak=2,
+    )
+    d = apply_command(r, "retry", LATER, actor="alice", reason="image edit reverted")
+    after = d.rollout
+    assert (after.canary_ids, after.batch_ids, after.foreign_model, after.unhealthy_streak) == ((), (), "", 0)
+    assert after.upgraded_ids == ("0", "1")
+    why = "retried by alice (image edit reverted): re-writing the model if needed, resuming from the fleet"
+    assert events(d) == [changed(Phase.FAILED, Phase.CANARY, why, "alice")]
+
+
+def test_the_model_reference_of_a_script_release_is_its_image_whatever_the_case() -> None:
+    r = rollout(Phase.PROMOTING)
+    assert _foreign_digest(r, ModelSpec(image_id="/IMG/A")) == _foreign_digest(r, ModelSpec(image_id="/img/a"))
+    assert _foreign_digest(r, ModelSpec(image_id="/img/a")) != _foreign_digest(r, ModelSpec(image_id="/img/b"))
+    assert _foreign_digest(r, ModelSpec(image_id=None)) != _foreign_digest(r, ModelSpec(image_id="/img/a"))
+
+
+def test_the_model_reference_of_an_image_release_is_its_extension_up_to_the_minor_version() -> None:
+    image = Release(
+        ReleaseKind.IMAGE, "install_nginx", 2, "install_nginx.v2.image.json", "https://a/m", "cd" * 32, "/i"
+    )
+    r = rollout(Phase.PROMOTING, release=image)
+    base = OLD.extension
+    assert base is not None
+
+    def digest(**changes: Any) -> str:
+        return _foreign_digest(r, ModelSpec(extension=replace(base, **changes), image_id="/i"))
+
+    # ARM upgrades the minor version of an extension by itself (autoUpgradeMinorVersion): not an edit.
+    assert digest(type_handler_version="2.2") == digest()
+    assert digest(type_handler_version="3.0") != digest()
+    assert digest(force_update_tag="again") != digest()
+    assert digest(settings={"commandToExecute": "bash other.sh"}) != digest()
+    # The same settings read back in another key order are the same model.
+    assert digest(settings=dict(reversed(list(base.settings.items())))) == digest()
+    assert digest(name="Other") != digest() and digest(publisher="P") != digest() and digest(type="T") != digest()
+    assert _foreign_digest(r, ModelSpec(extension=None, image_id="/i")) != digest()
+
+
+def test_instances_already_on_the_release_are_the_canary_without_an_upgrade() -> None:
+    policy = RolloutPolicy(canary_count=2, max_unavailable=2, batch_size=2, progress_deadline_seconds=600)
+    d = decide(rollout(Phase.CANARY), fleet(I("0", latest=True), I("1", latest=True), I("2")), policy, LATER)
+    assert d.actions == () and (d.rollout.canary_ids, d.rollout.batch_ids) == (("0", "1"), ())
+    assert d.rollout.batch_started_at is None and d.rollout.last_progress_at == LATER
+    assert d.rollout.reason == "canary: instance(s) 0, 1 already on the release"
+    assert events(d)[1] == (
+        "CanaryStarted",
+        "canary instance(s) 0, 1 already on install_nginx v1: not upgraded again",
+        "controller",
+        Phase.CANARY,
+        {"instances": ["0", "1"]},
+    )
+
+
+def test_a_canary_lost_while_baking_goes_back_to_choosing_a_canary_and_says_so() -> None:
+    policy = RolloutPolicy(canary_count=2, max_unavailable=2, batch_size=2, progress_deadline_seconds=600)
+    r = rollout(Phase.BAKING, canary_ids=("0", "1"), upgraded_ids=("0", "1"))
+    d = decide(r, fleet(I("2"), I("3"), I("4")), policy, LATER)
+    assert d.rollout.phase is Phase.CANARY and d.actions == (UpgradeInstances(("2", "3"), "canary"),)
+    assert events(d)[:2] == [
+        ("CanaryLost", "canary instance(s) 0, 1 left the scale set while baking", "controller", Phase.BAKING, {}),
+        changed(Phase.BAKING, Phase.CANARY, "the canary left the scale set while baking: choosing a new canary"),
+    ]
+
+
+def test_no_canary_within_the_budget_names_the_budget() -> None:
+    d = decide(rollout(Phase.CANARY), fleet(I("0", probe=BAD), I("1", probe=BAD), I("2")), POLICY, LATER)
+    assert d.actions == ()
+    assert d.rollout.reason == (
+        "waiting for a canary: no canary within the unavailability budget: 2 instance(s) unavailable, max unavailable 2"
+    )
+
+
+def test_a_healthy_bake_observation_is_progress() -> None:
+    r = baking(last_progress_at=T0 - timedelta(seconds=100))
+    d = decide(r, fleet(I("0", latest=True), I("1"), I("2")), POLICY, LATER)
+    assert d.rollout.phase is Phase.BAKING and d.rollout.last_progress_at == LATER
+    assert d.rollout.reason == "baking: 30 of 300 s, canary healthy"
+
+
+def test_a_batch_scaled_in_is_recorded_and_the_next_batch_chosen() -> None:
+    r = promoting(upgraded_ids=("0", "1", "2"), batch_ids=("1", "2"), batch_number=1, batch_started_at=T0)
+    d = decide(r, fleet(I("0", latest=True), I("3"), I("4")), POLICY, LATER)
+    assert events(d)[0] == ("BatchShrunk", "batch 1: 1, 2 left the scale set", "controller", Phase.PROMOTING, {})
+    assert d.actions == (UpgradeInstances(("3", "4"), "batch"),) and d.rollout.batch_number == 2
+
+
+def test_a_reissued_batch_trimmed_to_nothing_chooses_the_next_batch_afresh() -> None:
+    # The call for 1, 2 failed; 3 and 4 went down since: no budget for a healthy one, and the down ones
+    # cost nothing, so they are the next batch.
+    r = promoting(upgraded_ids=("0", "1", "2"), batch_ids=("1", "2"), batch_number=1, batch_started_at=None)
+    d = decide(r, fleet(I("0", latest=True), I("1"), I("2"), I("3", probe=BAD), I("4", probe=BAD)), POLICY, LATER)
+    assert d.actions == (UpgradeInstances(("3", "4"), "batch"),)
+    assert (d.rollout.batch_ids, d.rollout.batch_number, d.rollout.upgraded_ids) == (("3", "4"), 2, ("0", "3", "4"))
+    assert events(d)[0] == (
+        "BatchTrimmed",
+        "batch 1: 1, 2 left out of the re-issue: 2 instance(s) unavailable, max unavailable 2",
+        "controller",
+        Phase.PROMOTING,
+        {"instances": ["1", "2"]},
+    )
+
+
+def test_a_budgeted_reimage_waits_for_the_budget_and_says_so() -> None:
+    # 1 (on the release, being moved back) is updating and 2 is down: no budget for reimaging 0.
+    r = rolling_back(upgraded_ids=("0", "1"), rollback_ids=("0", "1"))
+    observed = fleet(I("0", latest=True), I("1", latest=True, state="Updating"), I("2", probe=BAD), model=OLD)
+    d = decide(r, observed, POLICY, LATER)
+    assert d.actions == ()
+    assert (
+        d.rollout.reason
+        == "rollback: 1 instance(s) to reimage, waiting for the budget (2 unavailable, max unavailable 2)"
+    )
+
+
+def test_a_rollback_waiting_for_instances_the_release_never_reached_names_each() -> None:
+    r = rolling_back(upgraded_ids=("0",), rollback_ids=("0",), reimaged_ids=("0",))
+    d = decide(r, fleet(I("0", latest=True), I("1", probe=BAD), I("2", probe=BAD), model=OLD), POLICY, LATER)
+    bad = "probe failed: 500 Internal Server Error"
+    assert d.actions == () and d.rollout.reason == (
+        "rollback: baseline restored; waiting for instances the release never reached: "
+        f"instance 1: {bad}; instance 2: {bad}"
+    )
+
+
+def test_a_canary_reissue_waits_for_the_canary_budget_and_keeps_the_canary() -> None:
+    # The canary's upgrade call failed; since then 1 and 2 went down: no budget to take 0 down now.
+    d = decide(canary(batch_started_at=None), fleet(I("0"), I("1", probe=BAD), I("2", probe=BAD)), POLICY, LATER)
+    assert d.actions == () and d.events == ()
+    assert (d.rollout.canary_ids, d.rollout.batch_ids, d.rollout.upgraded_ids) == (("0",), ("0",), ("0",))
+    assert d.rollout.reason == "canary: waiting for instance 0"
+
+
+def test_a_promote_full_reissue_is_not_trimmed_to_max_unavailable() -> None:
+    r = promoting(promote_full=True, upgraded_ids=("0", "1", "2", "3"), batch_ids=("1", "2", "3"), batch_number=1)
+    d = decide(r, fleet(I("0", latest=True), I("1"), I("2"), I("3"), I("4", probe=BAD)), POLICY, LATER)
+    assert d.actions == (UpgradeInstances(("1", "2", "3"), "batch"),) and kinds(d) == ["UpgradeIssued"]
+
+
+def test_a_move_back_reissued_stays_within_the_rollback_budget() -> None:
+    # 3 is down for another reason; none of the rollback's own instances is down: one more at a time.
+    r = rolling_back(upgraded_ids=("0", "1", "2"), rollback_ids=("0", "1", "2"), batch_started_at=None)
+    d = decide(r, fleet(I("0"), I("1"), I("2"), I("3", probe=BAD), model=OLD), POLICY, LATER)
+    assert d.actions == (UpgradeInstances(("0",), "rollback"),)
+
+
+def test_a_canary_lost_while_baking_with_no_instance_to_replace_it_waits_with_its_clock_restarted() -> None:
+    r = baking(last_progress_at=T0 - timedelta(seconds=100))
+    d = decide(r, fleet(I("1", probe=BAD), I("2", state="Updating")), POLICY, LATER)
+    assert d.rollout.phase is Phase.CANARY and d.actions == () and d.rollout.last_progress_at == LATER
+    assert d.rollout.reason == "waiting for a canary: no healthy instance to use as the canary"
+
+
+def test_the_canary_budget_in_the_reason_is_the_one_of_this_fleet_size() -> None:
+    policy = RolloutPolicy(max_unavailable=0, max_unavailable_percent=50)
+    observed = fleet(I("0", probe=BAD), I("1", probe=BAD), I("2"), I("3"))
+    d = decide(rollout(Phase.CANARY), observed, policy, LATER)
+    assert d.actions == () and d.rollout.reason.endswith(
+        f"2 instance(s) unavailable, max unavailable {policy.calculate_canary_budget(4)}"
+    )

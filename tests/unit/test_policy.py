@@ -26,6 +26,7 @@ REFUSED = [
     ({"latency_ratio": 0.5}, "latency_ratio must be 0 (off) or at least 1"),
     ({"latency_ratio": -1.0}, "latency_ratio must be 0 (off) or at least 1"),
     ({"latency_min_delta_ms": -0.5}, "latency_min_delta_ms must not be negative"),
+    ({"rollback_mode": "fast"}, "rollback_mode must be one of budgeted, all-at-once"),
 ]
 
 

@@ -57,3 +57,13 @@ def test_the_issue_reproduction_and_lookalikes_are_refused() -> None:
     ]:
         assert rollout_id_problem(bad) is not None, bad
     assert "5000 characters" in (rollout_id_problem("x" * 5000) or "")
+
+
+def test_each_refusal_says_why_and_shows_at_most_40_characters_of_the_text() -> None:
+    shape = "is not a rollout id (<app>-v<N>-<10 hex digits>, for example install_nginx-v7-0123456789)"
+    assert rollout_id_problem("") == "the rollout id is empty"
+    assert rollout_id_problem("a/b") == f"'a/b' {shape}"
+    forty = "/" * 40
+    assert rollout_id_problem(forty) == f"{forty!r} {shape}"
+    assert rollout_id_problem(forty + "xy") == f"{forty + '...'!r} {shape}"
+    assert rollout_id_problem("x" * 5000) == "the rollout id is 5000 characters long; rollout ids have at most 85"
