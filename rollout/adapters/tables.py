@@ -83,6 +83,7 @@ from rollout.model import (
     TargetRecord,
 )
 from rollout.ports import (
+    TABLE_PREFIX_PATTERN,
     AlreadyExistsError,
     ConcurrencyError,
     InvalidKeyError,
@@ -103,7 +104,6 @@ MAX_ENTITY_BYTES: Final = 1024 * 1024
 MAX_KEY_BYTES: Final = 1024  # keys hold at most 1 KiB of UTF-16: 512 BMP characters, fewer outside the BMP
 # "Characters Disallowed in Key Fields" (same page): '/', '\\', '#', '?', U+0000-U+001F, U+007F-U+009F.
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-_PREFIX_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]{0,30})?$")
 
 # A tick must finish in seconds: fail over to the next tick instead of the SDK's default
 # of ten retries with exponential back-off. Callers may override any of these.
@@ -550,7 +550,7 @@ class TableStateStore:
     """``StateStore`` on Azure Tables. Thread-safe as far as the SDK clients are (they are)."""
 
     def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
-        if not _PREFIX_RE.match(prefix):
+        if not TABLE_PREFIX_PATTERN.match(prefix):
             raise ValueError(f"table prefix {prefix!r} must be letters and digits, starting with a letter")
         self._service = service
         self.prefix = prefix
