@@ -40,3 +40,27 @@ def test_bootstrap_reaches_azure_only_through_adapters() -> None:
 
 def test_the_contract_sees_the_modules_it_guards() -> None:
     assert {"machine.py", "service.py", "analysis.py"} <= {p.name for p in DOMAIN}
+
+
+# Code that runs the product (not tests): the app, the twin, the benchmarks, the tools.
+PRODUCT_CODE = [
+    ROOT.parent / "function_app.py",
+    *sorted(ROOT.rglob("*.py")),
+    *sorted((ROOT.parent / "emulator").rglob("*.py")),
+    *sorted((ROOT.parent / "bench").rglob("*.py")),
+    *sorted((ROOT.parent / "tools").rglob("*.py")),
+]
+
+
+def test_only_the_composition_root_wires_the_service_and_declares_the_clock() -> None:
+    """The app and the benchmarks get their service from rollout.bootstrap, never wired by hand."""
+    wired, clocks = [], []
+    for path in PRODUCT_CODE:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RolloutService":
+                wired.append(path.relative_to(ROOT.parent).as_posix())
+            if isinstance(node, ast.FunctionDef) and node.name == "now" and path.name not in ("ports.py",):
+                clocks.append(path.relative_to(ROOT.parent).as_posix())
+    assert wired == ["rollout/bootstrap.py"]
+    assert clocks == ["rollout/bootstrap.py"]
