@@ -13,7 +13,7 @@ ARGS ?=
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
 	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10')"
-	@echo "make lint   - ruff on everything, mypy --strict on rollout/ and emulator/"
+	@echo "make lint   - ruff on everything, mypy --strict on rollout/, function_app.py and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
 

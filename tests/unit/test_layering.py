@@ -64,3 +64,12 @@ def test_only_the_composition_root_wires_the_service_and_declares_the_clock() ->
                 clocks.append(path.relative_to(ROOT.parent).as_posix())
     assert wired == ["rollout/bootstrap.py"]
     assert clocks == ["rollout/bootstrap.py"]
+
+
+def test_mypy_strict_covers_the_product_and_its_triggers() -> None:
+    """function_app.py is product code: its handlers are type-checked like rollout/ (pyproject.toml)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True
+    assert {"rollout", "function_app.py"} <= set(config["files"])
