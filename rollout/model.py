@@ -16,7 +16,7 @@ from typing import Any
 
 
 class Phase(str, enum.Enum):
-    """Where a rollout is. See DESIGN.md section 3 for the transitions."""
+    """Where a rollout is. The transitions: docs/design.md, "Phases"."""
 
     QUEUED = "Queued"
     CANARY = "Canary"

@@ -3,8 +3,8 @@
 Design decisions
 ----------------
 * **Few, predictable calls.** ``observe`` is exactly one scale set GET, one paged VM list with
-  ``$expand=instanceView`` and one paged scale-set NIC listing, whatever the fleet size (DESIGN.md
-  "few ARM calls"; Compute throttles per scale set). There is no per-instance GET anywhere.
+  ``$expand=instanceView`` and one paged scale-set NIC listing, whatever the fleet size (docs/design.md,
+  "Layers": few ARM calls; Compute throttles per scale set). There is no per-instance GET anywhere.
 * **Raw REST shapes in, domain values out.** The SDK 39 models are ``MutableMapping``s over the REST
   JSON; we read them through ``as_dict()`` so the mapping helpers below (``assess_*`` /
   ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with

@@ -94,7 +94,7 @@ NOT_SET_IN_AZURE = {
 # Settings read by the app outside rollout/settings.py, and by what.
 READ_OUTSIDE_SETTINGS_PY: dict[str, str] = {}
 
-# The contract of function_app.py (the lead's brief), used until/unless the real file can be imported.
+# The blob trigger's contract with infra/ (docs/design.md, "Configuration"); checked against function_app.py below.
 CONTRACT_BLOB_TRIGGER = {
     "function": "release_uploaded",
     "connection": "ReleaseStorage",

@@ -1,4 +1,4 @@
-"""The layering contract of DESIGN.md section 2, enforced: only rollout/adapters/ may import
+"""The layering contract of docs/design.md ("Layers"), enforced: only rollout/adapters/ may import
 azure.* or requests; the decider and the analysis import nothing that does I/O."""
 
 from __future__ import annotations
