@@ -1,19 +1,19 @@
 """Knobs: the app setting behind a dataclass field, what it means, and its bounds, declared once.
 
-A field declared as ``field(default=..., metadata=knob("NAME", "meaning", minimum=...))`` is the one
-place for that setting's default, bounds and description: ``check_knobs`` validates the dataclass
-against the bounds, ``rollout.settings`` parses the app setting by the field's type and bounds, and
+A field declared as ``name: int = knob(default, "NAME", "meaning", minimum=...)`` is the one place
+for that setting's default, bounds and description: ``check_knobs`` validates the dataclass against
+the bounds, ``rollout.settings`` parses the app setting by the field's type and bounds, and
 README.md's configuration table is generated from the same metadata (``python -m rollout.settings
---markdown``; docs/design.md, "Configuration").
+--update-readme``; docs/design.md, "Configuration").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 _KEY = "knob"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Knob:
 
 
 def knob(
+    default: T,
     setting: str,
     meaning: str,
     *,
@@ -43,9 +44,10 @@ def knob(
     zero_means: str | None = None,
     choices: tuple[str, ...] = (),
     percent: bool = False,
-) -> Mapping[str, Any]:
-    """Field metadata declaring the knob (``dataclasses.field(metadata=knob(...))``)."""
-    return {_KEY: Knob(setting, meaning, minimum, maximum, zero_means, choices, percent)}
+) -> T:
+    """A dataclass field with this default, declared as the knob ``setting`` (its metadata)."""
+    declared = Knob(setting, meaning, minimum, maximum, zero_means, choices, percent)
+    return field(default=default, metadata={_KEY: declared})
 
 
 @dataclass(frozen=True)

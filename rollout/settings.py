@@ -69,17 +69,11 @@ class StorageConnection:
 class ProbeSettings:
     """The HTTP probe of each instance's private IP; every field is a knob (``rollout.knobs``)."""
 
-    path: str = field(default="/", metadata=knob("PROBE_PATH", "the probe's path (starts with `/`)"))
-    port: int = field(default=80, metadata=knob("PROBE_PORT", "the probe's TCP port", minimum=1, maximum=65535))
-    expect_status: int = field(
-        default=200, metadata=knob("PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100)
-    )
-    body_pattern: str = field(
-        default="", metadata=knob("PROBE_BODY_PATTERN", "optional regular expression the body must match")
-    )
-    timeout_seconds: float = field(
-        default=3.0, metadata=knob("PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1)
-    )
+    path: str = knob("/", "PROBE_PATH", "the probe's path (starts with `/`)")
+    port: int = knob(80, "PROBE_PORT", "the probe's TCP port", minimum=1, maximum=65535)
+    expect_status: int = knob(200, "PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100)
+    body_pattern: str = knob("", "PROBE_BODY_PATTERN", "optional regular expression the body must match")
+    timeout_seconds: float = knob(3.0, "PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1)
 
 
 @dataclass(frozen=True)
