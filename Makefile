@@ -63,7 +63,7 @@ bench: setup
 # mutants/<module>.log. tools/mutation_score.py prints the score per module and fails under 90%.
 mutation: $(BIN)/.installed
 	rm -rf mutants && mkdir mutants
-	@for m in policy analysis releases machine; do \
+	@for m in policy knobs analysis releases machine; do \
 	  start=$$(date +%s); \
 	  $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) "rollout.$$m.*" > mutants/$$m.log 2>&1 \
 	    || { tail -n 30 mutants/$$m.log; exit 1; }; \
