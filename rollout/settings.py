@@ -1,6 +1,6 @@
 """Environment -> Settings, validated, with every problem reported at once.
 
-The variables are the configuration contract (docs/design.md, "Configuration"): ``SETTINGS_TABLE``
+The variables are the configuration contract (docs/design.md, "Configuration"): ``settings_table()``
 below lists each one once, with its meaning and default; the policy and probe knobs come from the
 fields of ``RolloutPolicy`` and ``ProbeSettings`` (``rollout.knobs``). README.md's configuration
 table is generated from it (``python -m rollout.settings --update-readme``; a test fails when they
@@ -156,8 +156,17 @@ def _knob_rows(cls: type[Any]) -> list[SettingRow]:
     return list(rows.values())
 
 
-# Every app setting, once: the README's configuration table is generated from this (see the module doc).
-SETTINGS_TABLE: tuple[SettingRow, ...] = (
+def settings_table() -> tuple[SettingRow, ...]:
+    """Every app setting, once: the README's configuration table is generated from this (see the module doc)."""
+    return (
+        *_FIXED_ROWS,
+        *_knob_rows(RolloutPolicy),
+        *_knob_rows(ProbeSettings),
+        _HTTP_AUTH_ROW,
+    )
+
+
+_FIXED_ROWS: tuple[SettingRow, ...] = (
     SettingRow(("AZURE_SUBSCRIPTION_ID", "VMSS_RESOURCE_GROUP", "VMSS_NAME"), "the target scale set", "required"),
     SettingRow(
         ("ARM_ENDPOINT",),
@@ -212,27 +221,25 @@ SETTINGS_TABLE: tuple[SettingRow, ...] = (
         "NCRONTAB of the advance timer (6 fields, seconds first); read by the Functions host, not by the app",
         _code(DEFAULT_TICK_SCHEDULE),
     ),
-    *_knob_rows(RolloutPolicy),
-    *_knob_rows(ProbeSettings),
-    SettingRow(
-        ("HTTP_AUTH",),
-        "who may call the operator API: `function-key` (function keys; actor recorded as `function key`) or "
-        "`entra` (App Service authentication with Microsoft Entra ID in front; actor and app roles "
-        "`Rollouts.Read`/`Rollouts.Operate` from the validated principal; needs the platform's "
-        "`WEBSITE_AUTH_ENABLED=True`). Read when the app starts (it sets the routes' auth level): change it with "
-        "a restart",
-        _code(DEFAULT_HTTP_AUTH),
-    ),
+)
+_HTTP_AUTH_ROW = SettingRow(
+    ("HTTP_AUTH",),
+    "who may call the operator API: `function-key` (function keys; actor recorded as `function key`) or "
+    "`entra` (App Service authentication with Microsoft Entra ID in front; actor and app roles "
+    "`Rollouts.Read`/`Rollouts.Operate` from the validated principal; needs the platform's "
+    "`WEBSITE_AUTH_ENABLED=True`). Read when the app starts (it sets the routes' auth level): change it with "
+    "a restart",
+    _code(DEFAULT_HTTP_AUTH),
 )
 
 # Every variable of the configuration contract (a test keeps infra/ and local.settings.sample.json in step).
-SETTINGS_READ: tuple[str, ...] = tuple(name for row in SETTINGS_TABLE for name in row.names)
+SETTINGS_READ: tuple[str, ...] = tuple(name for row in settings_table() for name in row.names)
 
 
 def markdown_table() -> str:
-    """README.md's configuration table, generated from ``SETTINGS_TABLE``."""
+    """README.md's configuration table, generated from ``settings_table()``."""
     lines = ["| setting | meaning | default |", "|---|---|---|"]
-    for row in SETTINGS_TABLE:
+    for row in settings_table():
         names = " / ".join(f"`{name}`" for name in row.names) if len(row.names) == 2 else None
         names = names or ", ".join(f"`{name}`" for name in row.names)
         lines.append(f"| {names} | {row.meaning} | {row.default} |".replace("|  |", "| |"))
