@@ -14,7 +14,7 @@ help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
 	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10')"
 	@echo "make twin   - start the local twin, print its endpoints and keys; Ctrl-C stops it"
-	@echo "make lint   - ruff on everything, mypy --strict on rollout/ and emulator/"
+	@echo "make lint   - ruff on everything, mypy --strict on rollout/, function_app.py and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
 	@echo "make chaos  - the randomized two-host test at length: CHAOS_EXAMPLES=20000 scenarios, a random seed"
@@ -68,7 +68,7 @@ bench: setup
 # mutants/<module>.log. tools/mutation_score.py prints the score per module and fails under 90%.
 mutation: $(BIN)/.installed
 	rm -rf mutants && mkdir mutants
-	@for m in policy analysis releases machine; do \
+	@for m in policy knobs analysis releases machine; do \
 	  start=$$(date +%s); \
 	  $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) "rollout.$$m.*" > mutants/$$m.log 2>&1 \
 	    || { tail -n 30 mutants/$$m.log; exit 1; }; \

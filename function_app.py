@@ -19,8 +19,8 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import NamedTuple, TypeGuard
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
@@ -31,7 +31,7 @@ from rollout.bootstrap import service_from_environment
 from rollout.machine import CommandError, Verb
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
 from rollout.releases import rollout_id_problem
-from rollout.service import OutcomeStatus, RolloutNotFoundError
+from rollout.service import OutcomeStatus, RolloutNotFoundError, RolloutService
 from rollout.settings import SettingsError, http_auth_at_startup, platform_auth_enabled
 from rollout.views import fleet_json, rollout_detail, rollout_summary, target_json
 
@@ -49,6 +49,10 @@ log = logging.getLogger("function_app")
 MAX_BODY_BYTES = 4096
 MAX_REASON_CHARS = 500
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# Every answer is a JSON object; a route's handler returns its status and that object.
+JsonObject = Mapping[str, object]
+Handler = Callable[[RolloutService, Caller], tuple[int, JsonObject]]
 
 
 # The trigger hands over a BlobClient (the SDK-type binding), not the content: with func.InputStream
@@ -88,7 +92,7 @@ def list_rollouts(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="rollouts/{id}", methods=["GET"])
 def get_rollout(req: func.HttpRequest) -> func.HttpResponse:
-    def run(service: Any, caller: Caller) -> tuple[int, Any]:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
         rollout_id = _rollout_id(req)
         return 200, rollout_detail(*service.get(rollout_id))
 
@@ -102,8 +106,8 @@ def fleet_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.route(route="rollouts/{id}/{verb}", methods=["POST"])
 def steer_rollout(req: func.HttpRequest) -> func.HttpResponse:
-    def run(service: Any, caller: Caller) -> tuple[int, Any]:
-        name = req.route_params.get("verb", "")
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        name = _route_param(req, "verb")
         try:
             verb = Verb(name)
         except ValueError:
@@ -113,9 +117,7 @@ def steer_rollout(req: func.HttpRequest) -> func.HttpResponse:
             body = _command_body(req.get_body(), verb)
         except ValueError as exc:
             raise _Refused(400, str(exc)) from None
-        outcome = service.command(
-            rollout_id, verb, actor=caller.actor, reason=body.get("reason", ""), rollback=body.get("rollback", False)
-        )
+        outcome = service.command(rollout_id, verb, actor=caller.actor, reason=body.reason, rollback=body.rollback)
         return 200, outcome.as_dict()
 
     return _http(req, OPERATE_ROLE, "steer rollouts", run)
@@ -134,22 +136,36 @@ def _rollout_id(req: func.HttpRequest) -> str:
 
     Anything else cannot name a rollout: 404 (an unknown rollout, as for a well-formed id that does not
     exist), saying why, without echoing more than the start of it."""
-    rollout_id = req.route_params.get("id", "")
+    rollout_id = _route_param(req, "id")
     problem = rollout_id_problem(rollout_id)
     if problem is not None:
         raise _Refused(404, f"no such rollout: {problem}")
     return rollout_id
 
 
-def _list(service: Any) -> tuple[int, Any]:
+def _route_param(req: func.HttpRequest, name: str) -> str:
+    """A route parameter as text ("" when absent)."""
+    value = req.route_params.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _list(service: RolloutService) -> tuple[int, JsonObject]:
     target, rollouts = service.list()
     return 200, {"target": target_json(target), "rollouts": [rollout_summary(r) for r in rollouts]}
 
 
-def _command_body(raw: bytes, verb: Verb) -> dict[str, Any]:
-    """The optional JSON body: {"rollback": bool (abort only), "reason": str}. Anything else is a 400."""
+class _CommandBody(NamedTuple):
+    """A verb's optional JSON body, checked: {"reason": str, "rollback": bool (abort only)}. (Not a
+    dataclass: the tests load this module under other names, which dataclasses cannot resolve.)"""
+
+    reason: str = ""
+    rollback: bool = False
+
+
+def _command_body(raw: bytes, verb: Verb) -> _CommandBody:
+    """The optional JSON body, checked (raises ``ValueError`` saying why: answered 400)."""
     if not raw or not raw.strip():
-        return {}
+        return _CommandBody()
     if len(raw) > MAX_BODY_BYTES:
         raise ValueError(f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
     try:
@@ -164,16 +180,18 @@ def _command_body(raw: bytes, verb: Verb) -> dict[str, Any]:
         names = ", ".join(unknown)
         names = names if len(names) <= 60 else names[:60] + "..."
         raise ValueError(f"unknown field(s) {names}; {verb} takes {', '.join(sorted(allowed))}")
-    if "rollback" in body and not isinstance(body["rollback"], bool):
+    reason = body.get("reason", "")
+    rollback = body.get("rollback", False)
+    if not isinstance(rollback, bool):
         raise ValueError('"rollback" must be true or false')
-    if "reason" in body and not _is_reason(body["reason"]):
+    if not _is_reason(reason):
         raise ValueError(
             f'"reason" must be a string of at most {MAX_REASON_CHARS} characters without control characters'
         )
-    return body
+    return _CommandBody(reason=reason, rollback=rollback)
 
 
-def _is_reason(value: Any) -> bool:
+def _is_reason(value: object) -> TypeGuard[str]:
     if not isinstance(value, str) or len(value) > MAX_REASON_CHARS or _CONTROL_CHARS.search(value):
         return False
     try:
@@ -183,9 +201,7 @@ def _is_reason(value: Any) -> bool:
     return True
 
 
-def _http(
-    req: func.HttpRequest, needs: str, action: str, run: Callable[[Any, Caller], tuple[int, Any]]
-) -> func.HttpResponse:
+def _http(req: func.HttpRequest, needs: str, action: str, run: Handler) -> func.HttpResponse:
     """Settings -> who is calling -> the request's own checks -> the service; every answer is JSON."""
     try:
         settings, service = service_from_environment()
@@ -229,7 +245,7 @@ def _shorten(text: str, limit: int = 60) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
-def _json(status: int, payload: Any) -> func.HttpResponse:
+def _json(status: int, payload: JsonObject) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(payload, indent=2, sort_keys=False), status_code=status, mimetype="application/json"
     )

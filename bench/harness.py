@@ -7,29 +7,20 @@ from __future__ import annotations
 import math
 import resource
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from emulator.arm import ArmEmulator
-from rollout.adapters.compute import AzureCompute, credential_for
-from rollout.adapters.notify import LogNotifier
 from rollout.adapters.probe import HttpProber
-from rollout.adapters.tables import TableStateStore
+from rollout.bootstrap import build_compute, build_service, build_store
 from rollout.model import Phase, Release, ReleaseKind
 from rollout.policy import RolloutPolicy
-from rollout.releases import ExtensionDefaults
-from rollout.service import OutcomeStatus, RolloutService
+from rollout.service import OutcomeStatus
+from rollout.settings import load_settings
 
 SUBSCRIPTION = "00000000-0000-0000-0000-00000000bead"
 TOKEN = "bench-token"
-URL = "https://bench.blob.core.windows.net/init"
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass
@@ -68,34 +59,37 @@ def run_rollout(
     max_ticks: int = 400,
     token: str = TOKEN,
 ) -> RolloutRun:
-    """Create an ``instances``-strong served synthetic scale set and run one release to the end."""
+    """Create an ``instances``-strong served synthetic scale set and run one release to the end.
+
+    The service is wired by the composition root (``rollout.bootstrap``) from settings, as in the
+    function app; only the adapters' timings are tuned for a fast benchmark."""
     policy = policy or RolloutPolicy(bake_seconds=0, batch_percent=20, max_unavailable_percent=20)
-    v0 = {"fileUris": [f"{URL}/install_nginx.sh"], "commandToExecute": "bash install_nginx.sh"}
-    emulator.create_scale_set(resource_group, name, instances, extension_settings=v0)
-    compute = AzureCompute(
-        subscription_id=emulator.subscription_id,
-        resource_group=resource_group,
-        vmss_name=name,
-        extension_name="CustomScript",
-        arm_endpoint=emulator.url,
-        credential=credential_for(token),
-        ca_bundle=str(emulator.ca_bundle),
-        lro_poll_interval_s=0.05,
-    )
-    store = TableStateStore.from_connection_string(connection_string, prefix=table_prefix)
-    service = RolloutService(
-        target_key=f"{resource_group}:{name}",
-        compute=compute,
-        prober=HttpProber(port=emulator.instance_port, timeout_seconds=2, max_workers=64),
-        store=store,
-        notifier=LogNotifier(),
-        clock=SystemClock(),
+    settings = replace(
+        load_settings(
+            {
+                "AZURE_SUBSCRIPTION_ID": emulator.subscription_id,
+                "VMSS_RESOURCE_GROUP": resource_group,
+                "VMSS_NAME": name,
+                "ARM_ENDPOINT": emulator.url,
+                "ARM_CA_BUNDLE": str(emulator.ca_bundle),
+                "ARM_TOKEN": token,
+                "StateStorage": connection_string,
+                "ReleaseStorage": connection_string,
+                "STATE_TABLE_PREFIX": table_prefix,
+                "PROBE_PORT": str(emulator.instance_port),
+                "PROBE_TIMEOUT_SECONDS": "2",
+            }
+        ),
         policy=policy,
-        extension=ExtensionDefaults(),
-        release_container_url=URL,
     )
+    compute = build_compute(settings, lro_poll_interval_s=0.05)
+    store = build_store(settings)
+    service = build_service(settings, compute=compute, store=store, prober=HttpProber(settings.probe, max_workers=64))
+    url = service.release_container_url or ""
+    v0 = {"fileUris": [f"{url}/install_nginx.sh"], "commandToExecute": "bash install_nginx.sh"}
+    emulator.create_scale_set(resource_group, name, instances, extension_settings=v0)
     release = Release(
-        ReleaseKind.SCRIPT, "install_nginx", 1, "install_nginx.v1.sh", f"{URL}/install_nginx.v1.sh", "b" * 64
+        ReleaseKind.SCRIPT, "install_nginx", 1, "install_nginx.v1.sh", f"{url}/install_nginx.v1.sh", "b" * 64
     )
     emulator.clear_requests()
     started = time.monotonic()

@@ -90,7 +90,7 @@ param uploaderPrincipalId string = ''
 ])
 param uploaderPrincipalType string = 'User'
 
-// ---- the configuration contract (DESIGN.md section 4); defaults are rollout/policy.py's ----
+// ---- the configuration contract (docs/design.md "Configuration"); defaults are rollout/policy.py's ----
 @description('EXTENSION_NAME: the CustomScript extension\'s name on the scale set.')
 param extensionName string = 'CustomScript'
 

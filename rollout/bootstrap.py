@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from rollout.adapters.blobs import ReleaseBlobs
 from rollout.adapters.compute import AzureCompute, credential_for
@@ -23,40 +24,50 @@ from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
 from rollout.settings import SETTINGS_READ, Settings, StorageConnection, load_settings
 
+T = TypeVar("T")
+
 
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
 
-def build_store(settings: Settings) -> TableStateStore:
-    conn: StorageConnection = settings.state_storage
+def _connect(
+    conn: StorageConnection,
+    from_service_uri: Callable[[str], T],
+    from_connection_string: Callable[[str], T],
+) -> T:
+    """A client from a Functions-style connection: its endpoint (used with the managed identity,
+    ``storage_credential``), or a connection string."""
     if conn.service_uri:
-        return TableStateStore.from_service_uri(
-            conn.service_uri,
-            storage_credential(),
-            prefix=settings.state_table_prefix,
-        )
+        return from_service_uri(conn.service_uri)
     assert conn.connection_string is not None
-    return TableStateStore.from_connection_string(conn.connection_string, prefix=settings.state_table_prefix)
+    return from_connection_string(conn.connection_string)
+
+
+def build_store(settings: Settings) -> TableStateStore:
+    prefix = settings.state_table_prefix
+    return _connect(
+        settings.state_storage,
+        lambda uri: TableStateStore.from_service_uri(uri, storage_credential(), prefix=prefix),
+        lambda conn: TableStateStore.from_connection_string(conn, prefix=prefix),
+    )
 
 
 def build_release_blobs(settings: Settings) -> ReleaseBlobs | None:
-    conn = settings.release_storage
-    if conn is None:
+    if settings.release_storage is None:
         return None
-    if conn.service_uri:
-        return ReleaseBlobs.from_service_uri(
-            conn.service_uri,
-            storage_credential(),
-            container=settings.release_container,
-        )
-    assert conn.connection_string is not None
-    return ReleaseBlobs.from_connection_string(conn.connection_string, container=settings.release_container)
+    container = settings.release_container
+    return _connect(
+        settings.release_storage,
+        lambda uri: ReleaseBlobs.from_service_uri(uri, storage_credential(), container=container),
+        lambda conn: ReleaseBlobs.from_connection_string(conn, container=container),
+    )
 
 
-def build_service(settings: Settings) -> RolloutService:
-    compute = AzureCompute(
+def build_compute(settings: Settings, **tuning: Any) -> AzureCompute:
+    """The ARM adapter for the target scale set; ``tuning``: AzureCompute's timing keywords (benchmarks)."""
+    return AzureCompute(
         subscription_id=settings.subscription_id,
         resource_group=settings.resource_group,
         vmss_name=settings.vmss_name,
@@ -64,20 +75,25 @@ def build_service(settings: Settings) -> RolloutService:
         arm_endpoint=settings.arm_endpoint,
         credential=credential_for(settings.arm_token),
         ca_bundle=settings.arm_ca_bundle,
+        **tuning,
     )
-    probe = settings.probe
+
+
+def build_service(
+    settings: Settings,
+    *,
+    compute: AzureCompute | None = None,
+    store: TableStateStore | None = None,
+    prober: HttpProber | None = None,
+) -> RolloutService:
+    """The service wired from ``settings``. An adapter passed in replaces the one built from settings
+    (the benchmarks tune timings and keep the adapters to close them)."""
     blobs = build_release_blobs(settings)
     return RolloutService(
         target_key=settings.target_key,
-        compute=compute,
-        prober=HttpProber(
-            path=probe.path,
-            port=probe.port,
-            expect_status=probe.expect_status,
-            body_pattern=probe.body_pattern,
-            timeout_seconds=probe.timeout_seconds,
-        ),
-        store=build_store(settings),
+        compute=compute or build_compute(settings),
+        prober=prober or HttpProber(settings.probe),
+        store=store or build_store(settings),
         notifier=LogNotifier(),
         clock=SystemClock(),
         policy=settings.policy,

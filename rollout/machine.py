@@ -465,6 +465,19 @@ def _count_unhealthy(plan: _Plan, policy: RolloutPolicy, reason: str) -> Decisio
     return plan.wait(f"{reason} ({streak} of {policy.failure_threshold} before rollback)")
 
 
+def _on_failed_or_unhealthy(
+    plan: _Plan, policy: RolloutPolicy, assessment: Assessment, subject: str
+) -> Decision | None:
+    """Roll back on a Failed judgement, count an Unhealthy one; None for any other verdict.
+
+    ``subject`` names what was judged, with ``{}`` where "failed" or "unhealthy" goes."""
+    if assessment.verdict is Verdict.FAILED:
+        return _start_rollback(plan, f"{subject.format('failed')}: {assessment.reason}")
+    if assessment.verdict is Verdict.UNHEALTHY:
+        return _count_unhealthy(plan, policy, f"{subject.format('unhealthy')}: {assessment.reason}")
+    return None
+
+
 def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
     present = fleet.by_id()
     canaries = [i for i in plan.rollout.canary_ids if i in present]
@@ -479,13 +492,11 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
             plan.update(last_progress_at=plan.now)
             return _decide_canary(plan, fleet, policy)
     assessment = _judge(_observed(canaries, fleet), plan, fleet, policy)
-    if assessment.verdict is Verdict.FAILED:
-        return _start_rollback(plan, f"canary failed while baking: {assessment.reason}")
-    if assessment.verdict is not Verdict.SUCCESSFUL:
+    if assessment.verdict not in (Verdict.SUCCESSFUL, Verdict.FAILED):
         # The bake clock only counts healthy time (BAKE_SECONDS), so any other observation restarts it.
         plan.update(phase_since=plan.now)
-    if assessment.verdict is Verdict.UNHEALTHY:
-        return _count_unhealthy(plan, policy, f"canary unhealthy while baking: {assessment.reason}")
+    if (acted := _on_failed_or_unhealthy(plan, policy, assessment, "canary {} while baking")) is not None:
+        return acted
     if assessment.verdict is not Verdict.SUCCESSFUL:
         # Inconclusive or pending. The progress deadline applies, as in every phase that waits: a bake
         # on hold for ever would hold the scale set (and the queue behind it) for ever.
@@ -516,10 +527,9 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
     if rollout.batch_ids:
         batch = _observed(rollout.batch_ids, fleet)
         assessment = _judge(batch, plan, fleet, policy)
-        if assessment.verdict is Verdict.FAILED:
-            return _start_rollback(plan, f"batch {rollout.batch_number} failed: {assessment.reason}")
-        if assessment.verdict is Verdict.UNHEALTHY:
-            return _count_unhealthy(plan, policy, f"batch {rollout.batch_number} unhealthy: {assessment.reason}")
+        subject = f"batch {rollout.batch_number} {{}}"
+        if (acted := _on_failed_or_unhealthy(plan, policy, assessment, subject)) is not None:
+            return acted
         if assessment.verdict is not Verdict.SUCCESSFUL:
             if _past_deadline(plan, policy):
                 return _start_rollback(

@@ -16,7 +16,7 @@ from typing import Any
 
 
 class Phase(str, enum.Enum):
-    """Where a rollout is. See DESIGN.md section 3 for the transitions."""
+    """Where a rollout is. The transitions: docs/design.md, "Phases"."""
 
     QUEUED = "Queued"
     CANARY = "Canary"
@@ -93,6 +93,11 @@ class ExtensionSpec:
     suppress_failures: bool | None = None
     # A KeyVaultSecretReference {"secretUrl", "sourceVault": {"id"}}: the protected settings live in Key Vault.
     protected_settings_from_key_vault: Mapping[str, Any] | None = None
+
+    @property
+    def provision_after_list(self) -> list[str] | None:
+        """``provision_after_extensions`` as JSON holds it: a list, or null when absent on the scale set."""
+        return None if self.provision_after_extensions is None else list(self.provision_after_extensions)
 
     def same_public_model(self, other: ExtensionSpec | None) -> bool:
         """True when ``other`` is this extension as far as Azure lets us read it back."""

@@ -5,65 +5,96 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rollout.knobs import check_knobs, knob
+
 ROLLBACK_MODES = ("budgeted", "all-at-once")
 
 
 @dataclass(frozen=True)
 class RolloutPolicy:
-    canary_count: int = 1
-    bake_seconds: int = 300
-    batch_percent: int = 20  # of the fleet, rounded up, at least 1
-    batch_size: int = 0  # fixed batch size; 0 = use batch_percent
-    max_unavailable: int = 0  # instances updating or unhealthy at once; 0 = use max_unavailable_percent
-    max_unavailable_percent: int = 20  # of the fleet, rounded up, at least 1
-    failure_threshold: int = 3  # consecutive unhealthy observations before rolling back
-    progress_deadline_seconds: int = 900  # no step forward for this long -> roll back
-    upgrade_retry_seconds: int = 300  # re-issue an upgrade that never started after this long
-    min_healthy_instances: int = 1  # pre-flight: at least this many healthy instances
+    """Every field is a knob (``rollout.knobs``): its default, bounds, app setting and README text live
+    here only; ``rollout.settings`` parses the app settings from these declarations."""
+
+    canary_count: int = knob(1, "CANARY_COUNT", "instances in the canary", minimum=1)
+    bake_seconds: int = knob(300, "BAKE_SECONDS", "healthy time the canary must show before promotion", minimum=0)
+    # Promotion batches: a share of the fleet (rounded up, at least 1), or a fixed size.
+    batch_percent: int = knob(
+        20,
+        "BATCH_PERCENT",
+        "promotion batch size as a share of the fleet in percent (rounded up, at least 1)",
+        minimum=1,
+        maximum=100,
+    )
+    batch_size: int = knob(
+        0,
+        "BATCH_SIZE",
+        "a fixed promotion batch size instead of `BATCH_PERCENT`",
+        minimum=0,
+        zero_means="use batch_percent",
+    )
+    # Instances updating or unhealthy at once: MAX_UNAVAILABLE sets one of these ("2" or "25%").
+    max_unavailable: int = knob(
+        0,
+        "MAX_UNAVAILABLE",
+        "instances updating or unhealthy at once: a count (`2`) or a share of the fleet, rounded up (`25%`)",
+        minimum=0,
+        zero_means="use max_unavailable_percent",
+    )
+    max_unavailable_percent: int = knob(20, "MAX_UNAVAILABLE", "", minimum=1, maximum=100, percent=True)
+    failure_threshold: int = knob(
+        3, "FAILURE_THRESHOLD", "consecutive unhealthy observations before rolling back", minimum=1
+    )
+    progress_deadline_seconds: int = knob(
+        900,
+        "PROGRESS_DEADLINE_SECONDS",
+        "no step forward for this long rolls back (twice this for a rollback: `Failed`)",
+        minimum=1,
+    )
+    upgrade_retry_seconds: int = knob(
+        300,
+        "UPGRADE_RETRY_SECONDS",
+        "an upgrade that never started, or a reimage never confirmed sent, is issued again after this long",
+        minimum=1,
+    )
+    min_healthy_instances: int = knob(
+        1, "MIN_HEALTHY_INSTANCES", "pre-flight: healthy instances needed to start", minimum=1
+    )
     # Script releases: after moving an instance back to the baseline model, reimage it (a fresh disk
     # from the image, then the baseline extension). Re-running the old script over a disk the bad
     # release changed does not undo the release; release scripts are written for fresh VMs.
-    rollback_reimage: bool = True
+    rollback_reimage: bool = knob(
+        True,
+        "ROLLBACK_REIMAGE",
+        "script releases: reimage the instances moved back to the baseline (re-running the old script does "
+        "not undo the bad one's changes on disk); `false` reimages only instances the baseline leaves unhealthy",
+    )
     # Canary vs baseline latency (Kayenta-style): a canary whose median probe latency is more than
     # latency_ratio times the baseline's, and slower by more than latency_min_delta_ms, is unhealthy.
     # 0 = off. The absolute floor keeps loopback-fast fleets (1 ms vs 3 ms) from tripping it.
-    latency_ratio: float = 0.0
-    latency_min_delta_ms: float = 50.0
+    latency_ratio: float = knob(
+        0.0,
+        "LATENCY_RATIO",
+        "canary vs baseline latency: the canary's median probe latency more than this many times the healthy "
+        "baseline's (and slower by more than `LATENCY_MIN_DELTA_MS`) counts as unhealthy",
+        minimum=1,
+        zero_means="off",
+    )
+    latency_min_delta_ms: float = knob(
+        50.0, "LATENCY_MIN_DELTA_MS", "the least slowdown in ms that `LATENCY_RATIO` counts as unhealthy", minimum=0
+    )
     # How a rollback uses capacity. "budgeted": instances that are unhealthy are moved back (and
     # reimaged) at once, healthy ones only within the unavailability budget, like promotion batches.
     # "all-at-once": every instance in one call, whatever that takes offline (fastest, least safe).
-    rollback_mode: str = "budgeted"
+    rollback_mode: str = knob(
+        ROLLBACK_MODES[0],
+        "ROLLBACK_MODE",
+        "how a rollback uses capacity: `budgeted` moves back (and reimages) unhealthy instances at once and "
+        "healthy ones only within `MAX_UNAVAILABLE`; `all-at-once` moves every instance in one call",
+        choices=ROLLBACK_MODES,
+    )
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.canary_count < 1:
-            problems.append("canary_count must be at least 1")
-        if self.bake_seconds < 0:
-            problems.append("bake_seconds must not be negative")
-        if not 1 <= self.batch_percent <= 100:
-            problems.append("batch_percent must be between 1 and 100")
-        if self.batch_size < 0:
-            problems.append("batch_size must not be negative (0 = use batch_percent)")
-        if self.max_unavailable < 0:
-            problems.append("max_unavailable must not be negative (0 = use max_unavailable_percent)")
-        if not 1 <= self.max_unavailable_percent <= 100:
-            problems.append("max_unavailable_percent must be between 1 and 100")
-        if self.failure_threshold < 1:
-            problems.append("failure_threshold must be at least 1")
-        if self.progress_deadline_seconds < 1:
-            problems.append("progress_deadline_seconds must be at least 1")
-        if self.upgrade_retry_seconds < 1:
-            problems.append("upgrade_retry_seconds must be at least 1")
-        if self.min_healthy_instances < 1:
-            problems.append("min_healthy_instances must be at least 1")
-        if self.latency_ratio != 0 and self.latency_ratio < 1:
-            problems.append("latency_ratio must be 0 (off) or at least 1")
-        if self.latency_min_delta_ms < 0:
-            problems.append("latency_min_delta_ms must not be negative")
-        if self.rollback_mode not in ROLLBACK_MODES:
-            problems.append(f"rollback_mode must be one of {', '.join(ROLLBACK_MODES)}")
-        if problems:
-            raise ValueError("; ".join(problems))
+        check_knobs(self)
 
     def calculate_batch_size(self, fleet_size: int) -> int:
         """The number of instances one promotion batch may hold, before the unavailability budget."""

@@ -7,6 +7,7 @@ exception type.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,12 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+
+# STATE_TABLE_PREFIX: empty, or letters and digits starting with a letter. Table names are 3-63
+# alphanumeric characters not starting with a digit ("Understanding the Table service data model",
+# https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model);
+# 31 leaves room for the longest table name ("rolloutevents").
+TABLE_PREFIX_PATTERN = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]{0,30})?$")
 
 
 class PortError(Exception):

@@ -28,6 +28,11 @@ MAX_VERSION = 999_999_999
 CUSTOM_SCRIPT_PUBLISHER = "Microsoft.Azure.Extensions"
 CUSTOM_SCRIPT_TYPE = "CustomScript"
 CUSTOM_SCRIPT_VERSION = "2.1"
+# The extension's name on the scale set when settings do not say otherwise (EXTENSION_NAME): its type.
+DEFAULT_EXTENSION_NAME = CUSTOM_SCRIPT_TYPE
+# How VMs fetch release scripts (EXTENSION_FILE_AUTH); the first is the default.
+FILE_AUTH_MANAGED_IDENTITY = "managedIdentity"
+FILE_AUTH_MODES: tuple[str, ...] = (FILE_AUTH_MANAGED_IDENTITY, "none")
 
 # The app part is deliberately narrow: it ends up in a shell command (commandToExecute), a table
 # key (the rollout id) and URLs, so anything beyond letters, digits, '_' and '-' is refused.
@@ -180,8 +185,8 @@ def image_missing_reason(image_id: str) -> str:
 class ExtensionDefaults:
     """How release scripts are wired into the CustomScript extension (from settings)."""
 
-    extension_name: str = "CustomScript"
-    file_auth: str = "managedIdentity"  # or "none"
+    extension_name: str = DEFAULT_EXTENSION_NAME
+    file_auth: str = FILE_AUTH_MODES[0]  # one of FILE_AUTH_MODES
     identity_client_id: str | None = None
 
 
@@ -247,7 +252,7 @@ def desired_model(release: Release, defaults: ExtensionDefaults, observed: Exten
 
 def _release_extension(release: Release, defaults: ExtensionDefaults) -> ExtensionSpec:
     protected: dict[str, object] = {}
-    if defaults.file_auth == "managedIdentity":
+    if defaults.file_auth == FILE_AUTH_MANAGED_IDENTITY:
         # The VMs fetch the script with their own identity: no public container, no SAS in settings.
         identity = {"clientId": defaults.identity_client_id} if defaults.identity_client_id else {}
         protected["managedIdentity"] = identity

@@ -1,68 +1,38 @@
 """Environment -> Settings, validated, with every problem reported at once.
 
-The variables are the configuration contract of DESIGN.md section 4; ``local.settings.sample.json``
-lists them all and ``infra/`` sets them all (a test checks both against ``SETTINGS_READ`` below).
+The variables are the configuration contract (docs/design.md, "Configuration"): ``settings_table()``
+below lists each one once, with its meaning and default; the policy and probe knobs come from the
+fields of ``RolloutPolicy`` and ``ProbeSettings`` (``rollout.knobs``). README.md's configuration
+table is generated from it (``python -m rollout.settings --update-readme``; a test fails when they
+differ); ``local.settings.sample.json`` lists every variable and ``infra/`` sets them all (tests check
+both against ``SETTINGS_READ``).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
-from rollout.policy import ROLLBACK_MODES, RolloutPolicy
-
-T = TypeVar("T")
+from rollout.knobs import KnobField, bound_problem, knob, knob_fields
+from rollout.policy import RolloutPolicy
+from rollout.ports import TABLE_PREFIX_PATTERN
+from rollout.releases import DEFAULT_EXTENSION_NAME, FILE_AUTH_MODES
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
-
-# Every variable this module reads (a test keeps infra/ and local.settings.sample.json in step).
-SETTINGS_READ: tuple[str, ...] = (
-    "AZURE_SUBSCRIPTION_ID",
-    "VMSS_RESOURCE_GROUP",
-    "VMSS_NAME",
-    "ARM_ENDPOINT",
-    "ARM_CA_BUNDLE",
-    "ARM_TOKEN",
-    "ReleaseStorage",
-    "ReleaseStorage__blobServiceUri",
-    "StateStorage",
-    "StateStorage__tableServiceUri",
-    "AzureWebJobsStorage",
-    "AzureWebJobsStorage__tableServiceUri",
-    "RELEASE_CONTAINER",
-    "EXTENSION_NAME",
-    "EXTENSION_FILE_AUTH",
-    "EXTENSION_IDENTITY_CLIENT_ID",
-    "STATE_TABLE_PREFIX",
-    "ROLLOUT_TICK_SCHEDULE",
-    "CANARY_COUNT",
-    "BAKE_SECONDS",
-    "BATCH_PERCENT",
-    "BATCH_SIZE",
-    "MAX_UNAVAILABLE",
-    "FAILURE_THRESHOLD",
-    "PROGRESS_DEADLINE_SECONDS",
-    "UPGRADE_RETRY_SECONDS",
-    "MIN_HEALTHY_INSTANCES",
-    "ROLLBACK_REIMAGE",
-    "ROLLBACK_MODE",
-    "LATENCY_RATIO",
-    "LATENCY_MIN_DELTA_MS",
-    "PROBE_PATH",
-    "PROBE_PORT",
-    "PROBE_EXPECT_STATUS",
-    "PROBE_BODY_PATTERN",
-    "PROBE_TIMEOUT_SECONDS",
-    "HTTP_AUTH",
-)
+DEFAULT_RELEASE_CONTAINER = "init"
+# The advance timer's schedule: the Functions host reads %ROLLOUT_TICK_SCHEDULE% itself (function_app.py);
+# this is the value infra/ and local.settings.sample.json set (tests check both).
+DEFAULT_TICK_SCHEDULE = "*/30 * * * * *"
 
 # Who may call the operator API (README "The operator API"): routes need a function key and the actor
 # is recorded as "function key", or App Service authentication (Microsoft Entra ID) is in front and the
 # actor and app roles come from the validated principal.
 HTTP_AUTH_MODES: tuple[str, ...] = ("function-key", "entra")
-DEFAULT_HTTP_AUTH = "function-key"
+DEFAULT_HTTP_AUTH = HTTP_AUTH_MODES[0]
 
 # Read-only variables the platform itself sets (not app settings; infra/ must not set them).
 # WEBSITE_AUTH_ENABLED: "Read-only. Injected into a Windows or Linux app to indicate whether App Service
@@ -97,11 +67,13 @@ class StorageConnection:
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    path: str = "/"
-    port: int = 80
-    expect_status: int = 200
-    body_pattern: str = ""
-    timeout_seconds: float = 3.0
+    """The HTTP probe of each instance's private IP; every field is a knob (``rollout.knobs``)."""
+
+    path: str = knob("/", "PROBE_PATH", "the probe's path (starts with `/`)")
+    port: int = knob(80, "PROBE_PORT", "the probe's TCP port", minimum=1, maximum=65535)
+    expect_status: int = knob(200, "PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100)
+    body_pattern: str = knob("", "PROBE_BODY_PATTERN", "optional regular expression the body must match")
+    timeout_seconds: float = knob(3.0, "PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1)
 
 
 @dataclass(frozen=True)
@@ -114,12 +86,11 @@ class Settings:
     arm_token: str | None = field(default=None, repr=False)
     release_storage: StorageConnection | None = None
     state_storage: StorageConnection = field(default_factory=StorageConnection)
-    release_container: str = "init"
-    extension_name: str = "CustomScript"
-    extension_file_auth: str = "managedIdentity"  # or "none" (public/SAS URLs: not recommended)
+    release_container: str = DEFAULT_RELEASE_CONTAINER
+    extension_name: str = DEFAULT_EXTENSION_NAME
+    extension_file_auth: str = FILE_AUTH_MODES[0]  # or "none" (public/SAS URLs: not recommended)
     extension_identity_client_id: str | None = None
     state_table_prefix: str = ""
-    tick_schedule: str = "*/30 * * * * *"
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     http_auth: str = DEFAULT_HTTP_AUTH  # one of HTTP_AUTH_MODES
@@ -128,6 +99,162 @@ class Settings:
     def target_key(self) -> str:
         """The scale set's key in the state tables (PartitionKey: no '/', '\\', '#' or '?')."""
         return f"{self.resource_group}:{self.vmss_name}".lower()
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    """One row of the configuration table: the variables, what they mean, the default as shown."""
+
+    names: tuple[str, ...]
+    meaning: str
+    default: str
+
+
+def _code(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`" if value != "" else "none"
+
+
+def _shared_settings(cls: type[Any]) -> set[str]:
+    """Settings that set a count field or, ending in ``%``, a percent field (``Knob.percent``)."""
+    return {kf.knob.setting for kf in knob_fields(cls) if kf.knob.percent}
+
+
+def _bounds_text(kf: KnobField) -> str:
+    k = kf.knob
+    if k.choices:
+        return f"; one of {', '.join(f'`{c}`' for c in k.choices)}"
+    text = ""
+    if k.minimum is not None and k.maximum is not None:
+        text = f"; {k.minimum:g} to {k.maximum:g}"
+    elif k.minimum is not None and k.zero_means is not None and k.minimum != 0:
+        text = f"; `0` ({k.zero_means}) or at least {k.minimum:g}"
+    elif k.minimum is not None:
+        text = f"; at least {k.minimum:g}"
+    if k.zero_means is not None and k.minimum == 0:
+        text += f" (`0` = {k.zero_means})"
+    return text
+
+
+def _knob_rows(cls: type[Any]) -> list[SettingRow]:
+    """One row per app setting of a knob dataclass, in field order. A setting shared by a count and a
+    percent field shows the percent default (the count's default, 0, means "use the percent")."""
+    shared = _shared_settings(cls)
+    rows: dict[str, SettingRow] = {}
+    for kf in knob_fields(cls):
+        k = kf.knob
+        if k.setting in shared:
+            if k.percent:
+                rows[k.setting] = SettingRow((k.setting,), rows[k.setting].meaning, f"`{kf.default}%`")
+            else:
+                rows[k.setting] = SettingRow((k.setting,), k.meaning, "")
+            continue
+        rows[k.setting] = SettingRow((k.setting,), k.meaning + _bounds_text(kf), _code(kf.default))
+    return list(rows.values())
+
+
+def settings_table() -> tuple[SettingRow, ...]:
+    """Every app setting, once: the README's configuration table is generated from this (see the module doc)."""
+    return (
+        *_FIXED_ROWS,
+        *_knob_rows(RolloutPolicy),
+        *_knob_rows(ProbeSettings),
+        _HTTP_AUTH_ROW,
+    )
+
+
+_FIXED_ROWS: tuple[SettingRow, ...] = (
+    SettingRow(("AZURE_SUBSCRIPTION_ID", "VMSS_RESOURCE_GROUP", "VMSS_NAME"), "the target scale set", "required"),
+    SettingRow(
+        ("ARM_ENDPOINT",),
+        "ARM base URL (sovereign clouds, the local emulator); must be https",
+        _code(DEFAULT_ARM_ENDPOINT),
+    ),
+    SettingRow(
+        ("ARM_CA_BUNDLE",), "CA bundle to trust for `ARM_ENDPOINT` (the emulator's self-signed CA)", "system trust"
+    ),
+    SettingRow(
+        ("ARM_TOKEN",),
+        "static bearer token for ARM (the emulator only); unset = managed identity (`DefaultAzureCredential`)",
+        "unset",
+    ),
+    SettingRow(
+        ("ReleaseStorage", "ReleaseStorage__blobServiceUri"),
+        "release container connection: a connection string (Azurite), or the blob endpoint used with the managed "
+        "identity (Azure). Set only one form: the blob trigger's binding uses the managed identity as soon as "
+        "`ReleaseStorage__blobServiceUri` exists, even empty",
+        "",
+    ),
+    SettingRow(
+        ("StateStorage", "StateStorage__tableServiceUri"),
+        "state tables connection, same two forms",
+        "`AzureWebJobsStorage`",
+    ),
+    SettingRow(
+        ("AzureWebJobsStorage", "AzureWebJobsStorage__tableServiceUri"),
+        "the Functions host's own storage; the state tables' fallback",
+        "",
+    ),
+    SettingRow(("RELEASE_CONTAINER",), "the container watched for releases", _code(DEFAULT_RELEASE_CONTAINER)),
+    SettingRow(
+        ("EXTENSION_NAME",), "the CustomScript extension's name on the scale set", _code(DEFAULT_EXTENSION_NAME)
+    ),
+    SettingRow(
+        ("EXTENSION_FILE_AUTH",),
+        "how VMs fetch scripts: `managedIdentity` (protected setting `managedIdentity: {}`) or `none` (public/SAS "
+        "URLs; not recommended)",
+        _code(FILE_AUTH_MODES[0]),
+    ),
+    SettingRow(
+        ("EXTENSION_IDENTITY_CLIENT_ID",),
+        "a user-assigned identity's client id for the script download",
+        "system identity",
+    ),
+    SettingRow(
+        ("STATE_TABLE_PREFIX",), "prefix of the tables `rollouts`, `rolloutevents`, `targets` (letters, digits)", "none"
+    ),
+    SettingRow(
+        ("ROLLOUT_TICK_SCHEDULE",),
+        "NCRONTAB of the advance timer (6 fields, seconds first); read by the Functions host, not by the app",
+        _code(DEFAULT_TICK_SCHEDULE),
+    ),
+)
+_HTTP_AUTH_ROW = SettingRow(
+    ("HTTP_AUTH",),
+    "who may call the operator API: `function-key` (function keys; actor recorded as `function key`) or "
+    "`entra` (App Service authentication with Microsoft Entra ID in front; actor and app roles "
+    "`Rollouts.Read`/`Rollouts.Operate` from the validated principal; needs the platform's "
+    "`WEBSITE_AUTH_ENABLED=True`). Read when the app starts (it sets the routes' auth level): change it with "
+    "a restart",
+    _code(DEFAULT_HTTP_AUTH),
+)
+
+# Every variable of the configuration contract (a test keeps infra/ and local.settings.sample.json in step).
+SETTINGS_READ: tuple[str, ...] = tuple(name for row in settings_table() for name in row.names)
+
+
+def markdown_table() -> str:
+    """README.md's configuration table, generated from ``settings_table()``."""
+    lines = ["| setting | meaning | default |", "|---|---|---|"]
+    for row in settings_table():
+        names = " / ".join(f"`{name}`" for name in row.names) if len(row.names) == 2 else None
+        names = names or ", ".join(f"`{name}`" for name in row.names)
+        lines.append(f"| {names} | {row.meaning} | {row.default} |".replace("|  |", "| |"))
+    return "\n".join(lines) + "\n"
+
+
+README_BEGIN = "<!-- settings table: generated by `python -m rollout.settings --update-readme`; do not edit -->\n"
+README_END = "<!-- end of the generated settings table -->\n"
+
+
+def readme_with_table(readme: str) -> str:
+    """``readme`` with the text between the markers replaced by ``markdown_table()``."""
+    start = readme.index(README_BEGIN) + len(README_BEGIN)
+    end = readme.index(README_END, start)
+    return readme[:start] + markdown_table() + readme[end:]
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -149,25 +276,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             problems.append(f"{name}={value!r} is not a valid {what or 'value'}")
         return value
 
-    def number(name: str, default: T, parse: Callable[[str], T], minimum: float) -> T:
-        raw = get(name)
-        if raw is None:
-            return default
-        try:
-            value = parse(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a number")
-            return default
-        if value < minimum:  # type: ignore[operator]
-            problems.append(f"{name}={raw!r} must be at least {minimum}")
-            return default
-        return value
-
     subscription_id = required("AZURE_SUBSCRIPTION_ID", _GUIDISH_RE, "subscription id")
     resource_group = required("VMSS_RESOURCE_GROUP", _NAME_RE, "resource group name")
     vmss_name = required("VMSS_NAME", _NAME_RE, "scale set name")
 
-    arm_endpoint = (get("ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT) or DEFAULT_ARM_ENDPOINT).rstrip("/")
+    arm_endpoint = (get("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT).rstrip("/")
     if not arm_endpoint.startswith("https://"):
         problems.append(f"ARM_ENDPOINT={arm_endpoint!r} must be an https:// URL (tokens travel on it)")
 
@@ -178,61 +291,35 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if state_storage is None:
         problems.append("StateStorage (or StateStorage__tableServiceUri, or AzureWebJobsStorage) is required")
 
-    container = get("RELEASE_CONTAINER", "init") or "init"
+    container = get("RELEASE_CONTAINER") or DEFAULT_RELEASE_CONTAINER
     if not _CONTAINER_RE.match(container):
         problems.append(f"RELEASE_CONTAINER={container!r} is not a valid blob container name")
 
-    file_auth = get("EXTENSION_FILE_AUTH", "managedIdentity") or "managedIdentity"
-    if file_auth not in ("managedIdentity", "none"):
-        problems.append(f"EXTENSION_FILE_AUTH={file_auth!r} must be 'managedIdentity' or 'none'")
+    file_auth = get("EXTENSION_FILE_AUTH") or FILE_AUTH_MODES[0]
+    if file_auth not in FILE_AUTH_MODES:
+        problems.append(f"EXTENSION_FILE_AUTH={file_auth!r} must be {' or '.join(repr(m) for m in FILE_AUTH_MODES)}")
 
-    http_auth = get("HTTP_AUTH", DEFAULT_HTTP_AUTH) or DEFAULT_HTTP_AUTH
+    http_auth = get("HTTP_AUTH") or DEFAULT_HTTP_AUTH
     if http_auth not in HTTP_AUTH_MODES:
         problems.append(f"HTTP_AUTH={http_auth!r} must be one of {', '.join(repr(m) for m in HTTP_AUTH_MODES)}")
 
-    prefix = get("STATE_TABLE_PREFIX", "") or ""
-    if prefix and not re.match(r"^[A-Za-z][A-Za-z0-9]{0,30}$", prefix):
+    prefix = get("STATE_TABLE_PREFIX") or ""
+    if not TABLE_PREFIX_PATTERN.match(prefix):
         problems.append(f"STATE_TABLE_PREFIX={prefix!r} must be letters and digits, starting with a letter")
 
-    probe_path = get("PROBE_PATH", "/") or "/"
-    if not probe_path.startswith("/"):
-        problems.append(f"PROBE_PATH={probe_path!r} must start with '/'")
-    body_pattern = env.get("PROBE_BODY_PATTERN", "") or ""
-    if body_pattern:
-        try:
-            re.compile(body_pattern)
-        except re.error as exc:
-            problems.append(f"PROBE_BODY_PATTERN={body_pattern!r} is not a valid regular expression: {exc}")
+    # PROBE_BODY_PATTERN is kept as written (blanks may be part of the expression).
     probe = ProbeSettings(
-        path=probe_path,
-        port=number("PROBE_PORT", 80, int, 1),
-        expect_status=number("PROBE_EXPECT_STATUS", 200, int, 100),
-        body_pattern=body_pattern,
-        timeout_seconds=number("PROBE_TIMEOUT_SECONDS", 3.0, float, 0.1),
+        **_knob_values(ProbeSettings, get, problems, verbatim=env, verbatim_names=("PROBE_BODY_PATTERN",))
     )
-    if probe.port > 65535:
-        problems.append(f"PROBE_PORT={probe.port} is not a TCP port")
+    if not probe.path.startswith("/"):
+        problems.append(f"PROBE_PATH={probe.path!r} must start with '/'")
+    if probe.body_pattern:
+        try:
+            re.compile(probe.body_pattern)
+        except re.error as exc:
+            problems.append(f"PROBE_BODY_PATTERN={probe.body_pattern!r} is not a valid regular expression: {exc}")
 
-    policy_values: dict[str, Any] = dict(
-        canary_count=number("CANARY_COUNT", 1, int, 1),
-        bake_seconds=number("BAKE_SECONDS", 300, int, 0),
-        batch_percent=number("BATCH_PERCENT", 20, int, 1),
-        batch_size=number("BATCH_SIZE", 0, int, 0),
-        **_max_unavailable(get("MAX_UNAVAILABLE"), problems),
-        failure_threshold=number("FAILURE_THRESHOLD", 3, int, 1),
-        progress_deadline_seconds=number("PROGRESS_DEADLINE_SECONDS", 900, int, 1),
-        upgrade_retry_seconds=number("UPGRADE_RETRY_SECONDS", 300, int, 1),
-        min_healthy_instances=number("MIN_HEALTHY_INSTANCES", 1, int, 1),
-        rollback_reimage=_flag(get("ROLLBACK_REIMAGE"), "ROLLBACK_REIMAGE", True, problems),
-        rollback_mode=_choice(get("ROLLBACK_MODE"), "ROLLBACK_MODE", ROLLBACK_MODES, problems),
-        latency_ratio=number("LATENCY_RATIO", 0.0, float, 0),
-        latency_min_delta_ms=number("LATENCY_MIN_DELTA_MS", 50.0, float, 0),
-    )
-    policy = RolloutPolicy()
-    try:
-        policy = RolloutPolicy(**policy_values)
-    except ValueError as exc:
-        problems.append(str(exc))
+    policy = RolloutPolicy(**_knob_values(RolloutPolicy, get, problems))
 
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
@@ -247,15 +334,84 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         release_storage=release_storage,
         state_storage=state_storage,
         release_container=container,
-        extension_name=get("EXTENSION_NAME", "CustomScript") or "CustomScript",
+        extension_name=get("EXTENSION_NAME") or DEFAULT_EXTENSION_NAME,
         extension_file_auth=file_auth,
         extension_identity_client_id=get("EXTENSION_IDENTITY_CLIENT_ID"),
         state_table_prefix=prefix,
-        tick_schedule=get("ROLLOUT_TICK_SCHEDULE", "*/30 * * * * *") or "*/30 * * * * *",
         policy=policy,
         probe=probe,
         http_auth=http_auth,
     )
+
+
+def _knob_values(
+    cls: type[Any],
+    get: Callable[[str], str | None],
+    problems: list[str],
+    verbatim: Mapping[str, str] | None = None,
+    verbatim_names: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The fields of knob dataclass ``cls`` that the environment sets, parsed by the field's type and
+    checked against its bounds; a bad value is a problem named by its setting (the default stays)."""
+    values: dict[str, Any] = {}
+    shared = _shared_settings(cls)
+    for kf in knob_fields(cls):
+        k = kf.knob
+        raw = (
+            (verbatim.get(k.setting) or None)
+            if verbatim is not None and k.setting in verbatim_names
+            else get(k.setting)
+        )
+        if raw is None:
+            continue
+        if k.setting in shared:
+            raw, percent = _count_or_percent(raw, k.setting, problems)
+            if raw is None or percent != k.percent:
+                continue
+        value = _parse(kf, raw, problems)
+        if value is None:
+            continue
+        problem = bound_problem(f"{k.setting}={raw + ('%' if k.percent else '')!r}", value, k)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        values[kf.name] = value
+    return values
+
+
+def _parse(kf: KnobField, raw: str, problems: list[str]) -> Any:
+    """``raw`` as the field's type (None, with a problem, when it is not one)."""
+    name = kf.knob.setting
+    if kf.type == "bool":
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        problems.append(f"{name}={raw!r} must be true or false")
+        return None
+    if kf.type in ("int", "float"):
+        try:
+            return int(raw) if kf.type == "int" else float(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r} is not a number")
+            return None
+    for choice in kf.knob.choices:  # compared without case
+        if raw.lower() == choice.lower():
+            return choice
+    return raw
+
+
+def _count_or_percent(raw: str, name: str, problems: list[str]) -> tuple[str | None, bool]:
+    """A setting shared by a count and a percent field: "2" or "25%" (never 0) -> ("2", False), ("25", True).
+
+    Reported once, by the count field (the first of the two)."""
+    match = re.fullmatch(r"([0-9]{1,6})(%?)", raw)
+    if match is None or int(match[1]) == 0:
+        message = f"{name}={raw!r} must be a count like 2 or a percentage like 25%"
+        if message not in problems:
+            problems.append(message)
+        return None, False
+    return match[1], bool(match[2])
 
 
 def http_auth_at_startup(env: Mapping[str, str]) -> str:
@@ -290,36 +446,18 @@ def _connection(
     return None
 
 
-def _max_unavailable(raw: str | None, problems: list[str]) -> dict[str, int]:
-    """MAX_UNAVAILABLE is a count ("2") or a share of the fleet ("25%"); default 20%."""
-    if raw is None:
-        return {}
-    match = re.fullmatch(r"([0-9]{1,6})(%?)", raw)
-    if match is None or int(match[1]) == 0:
-        problems.append(f"MAX_UNAVAILABLE={raw!r} must be a count like 2 or a percentage like 25%")
-        return {}
-    if match[2]:
-        return {"max_unavailable_percent": int(match[1])}
-    return {"max_unavailable": int(match[1])}
+def main(argv: list[str]) -> int:
+    """``--markdown``: print the configuration table; ``--update-readme``: rewrite it in README.md."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if argv == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+        return 0
+    if argv == ["--update-readme"]:
+        readme.write_text(readme_with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+        return 0
+    sys.stderr.write("usage: python -m rollout.settings --markdown | --update-readme\n")
+    return 2
 
 
-def _flag(raw: str | None, name: str, default: bool, problems: list[str]) -> bool:
-    if raw is None:
-        return default
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    problems.append(f"{name}={raw!r} must be true or false")
-    return default
-
-
-def _choice(raw: str | None, name: str, allowed: tuple[str, ...], problems: list[str]) -> str:
-    """One of ``allowed`` (compared without case); the first is the default."""
-    if raw is None:
-        return allowed[0]
-    for value in allowed:
-        if raw.lower() == value:
-            return value
-    problems.append(f"{name}={raw!r} must be one of {', '.join(allowed)}")
-    return allowed[0]
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -34,9 +34,7 @@ def model_json(spec: ModelSpec | None) -> dict[str, Any] | None:
         optional = {
             "forceUpdateTag": ext.force_update_tag,
             "enableAutomaticUpgrade": ext.enable_automatic_upgrade,
-            "provisionAfterExtensions": None
-            if ext.provision_after_extensions is None
-            else list(ext.provision_after_extensions),
+            "provisionAfterExtensions": ext.provision_after_list,
             "suppressFailures": ext.suppress_failures,
         }
         out["extension"].update({k: v for k, v in optional.items() if v is not None})

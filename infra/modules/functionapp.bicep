@@ -1,5 +1,5 @@
 // The function app: Flex Consumption (FC1), Python 3.11, system-assigned identity, and every setting of
-// the configuration contract (DESIGN.md section 4, `rollout.settings.SETTINGS_READ`).
+// the configuration contract (docs/design.md "Configuration", `rollout.settings.SETTINGS_READ`).
 //
 // Design decisions:
 // - No keys in settings. AzureWebJobsStorage, ReleaseStorage and StateStorage are identity-based

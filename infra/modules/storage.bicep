@@ -23,7 +23,7 @@ param deploymentContainerName string
 @description('Prefix of the state table names (STATE_TABLE_PREFIX).')
 param stateTablePrefix string = ''
 
-// The adapter's table names (DESIGN.md section 3); the prefix lets several installs share an account.
+// The adapter's table names (docs/design.md, "State in Tables"); the prefix lets several installs share an account.
 var stateTables = [
   '${stateTablePrefix}rollouts'
   '${stateTablePrefix}rolloutevents'

@@ -32,6 +32,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient, C
 
 from rollout.adapters.tables import DEFAULT_CLIENT_OPTIONS, map_storage_errors
 from rollout.ports import AlreadyExistsError, BlobVersion, PortError
+from rollout.settings import DEFAULT_RELEASE_CONTAINER
 
 MAX_NAME_CHARS: Final = 1024
 MAX_SEGMENT_CHARS: Final = 254
@@ -90,7 +91,7 @@ def _content_type(name: str) -> str:
 class ReleaseBlobs:
     """The release container: create it private, upload, read (for the SHA-256), list, build URLs."""
 
-    def __init__(self, service: BlobServiceClient, container: str = "init") -> None:
+    def __init__(self, service: BlobServiceClient, container: str = DEFAULT_RELEASE_CONTAINER) -> None:
         if not _CONTAINER_RE.match(container):
             raise ValueError(f"{container!r} is not a valid blob container name")
         self._service = service
@@ -98,7 +99,9 @@ class ReleaseBlobs:
         self._container: ContainerClient = service.get_container_client(container)
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, container: str = "init", **options: Any) -> ReleaseBlobs:
+    def from_connection_string(
+        cls, connection_string: str, container: str = DEFAULT_RELEASE_CONTAINER, **options: Any
+    ) -> ReleaseBlobs:
         return cls(
             BlobServiceClient.from_connection_string(connection_string, **{**DEFAULT_CLIENT_OPTIONS, **options}),
             container,
@@ -106,7 +109,7 @@ class ReleaseBlobs:
 
     @classmethod
     def from_service_uri(
-        cls, uri: str, credential: TokenCredential, container: str = "init", **options: Any
+        cls, uri: str, credential: TokenCredential, container: str = DEFAULT_RELEASE_CONTAINER, **options: Any
     ) -> ReleaseBlobs:
         """Managed identity: ``uri`` is e.g. ``https://<account>.blob.core.windows.net``."""
         return cls(BlobServiceClient(uri, credential=credential, **{**DEFAULT_CLIENT_OPTIONS, **options}), container)

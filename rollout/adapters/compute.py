@@ -3,8 +3,8 @@
 Design decisions
 ----------------
 * **Few, predictable calls.** ``observe`` is exactly one scale set GET, one paged VM list with
-  ``$expand=instanceView`` and one paged scale-set NIC listing, whatever the fleet size (DESIGN.md
-  "few ARM calls"; Compute throttles per scale set). There is no per-instance GET anywhere.
+  ``$expand=instanceView`` and one paged scale-set NIC listing, whatever the fleet size (docs/design.md,
+  "Layers": few ARM calls; Compute throttles per scale set). There is no per-instance GET anywhere.
 * **Raw REST shapes in, domain values out.** The SDK 39 models are ``MutableMapping``s over the REST
   JSON; we read them through ``as_dict()`` so the mapping helpers below (``assess_*`` /
   ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
@@ -581,28 +581,28 @@ class AzureCompute:
                 client.gallery_images.get(parts["rg"], parts["gallery"], parts["definition"])
 
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
-        if not instance_ids:
-            return
-        with _mapped_errors(f"manualupgrade {list(instance_ids)} of {self.vmss_name}"):
-            # polling=False: the initial POST is sent (and its errors raised) inside begin_*; the
-            # 202 is ARM's acceptance. Nothing keeps polling once we return.
-            self._compute.virtual_machine_scale_sets.begin_update_instances(
-                self.resource_group,
-                self.vmss_name,
-                compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs(
-                    {"instanceIds": [str(i) for i in instance_ids]}
-                ),
-                polling=False,
-            )
+        scale_sets = self._compute.virtual_machine_scale_sets
+        body = compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs
+        self._post_for_instances("manualupgrade", instance_ids, scale_sets.begin_update_instances, body)
 
     def reimage_instances(self, instance_ids: Sequence[str]) -> None:
+        scale_sets = self._compute.virtual_machine_scale_sets
+        body = compute_models.VirtualMachineScaleSetReimageParameters
+        self._post_for_instances("reimage", instance_ids, scale_sets.begin_reimage, body)
+
+    def _post_for_instances(
+        self, verb: str, instance_ids: Sequence[str], begin: Callable[..., Any], body: Callable[[Any], Any]
+    ) -> None:
+        """One POST naming many instances of the scale set (nothing for none)."""
         if not instance_ids:
             return
-        with _mapped_errors(f"reimage {list(instance_ids)} of {self.vmss_name}"):
-            self._compute.virtual_machine_scale_sets.begin_reimage(
+        with _mapped_errors(f"{verb} {list(instance_ids)} of {self.vmss_name}"):
+            # polling=False: the initial POST is sent (and its errors raised) inside begin_*; the
+            # 202 is ARM's acceptance. Nothing keeps polling once we return.
+            begin(
                 self.resource_group,
                 self.vmss_name,
-                compute_models.VirtualMachineScaleSetReimageParameters({"instanceIds": [str(i) for i in instance_ids]}),
+                body({"instanceIds": [str(i) for i in instance_ids]}),
                 polling=False,
             )
 

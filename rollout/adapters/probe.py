@@ -18,6 +18,7 @@ import requests
 
 from rollout.model import ProbeResult
 from rollout.ports import ProbeTarget
+from rollout.settings import ProbeSettings
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -25,21 +26,14 @@ MAX_BODY_BYTES = 64 * 1024
 class HttpProber:
     """Implements ``rollout.ports.Prober`` with ``requests``."""
 
-    def __init__(
-        self,
-        *,
-        path: str = "/",
-        port: int = 80,
-        expect_status: int = 200,
-        body_pattern: str = "",
-        timeout_seconds: float = 3.0,
-        max_workers: int = 32,
-    ) -> None:
-        self.path = path
-        self.port = port
-        self.expect_status = expect_status
-        self.pattern = re.compile(body_pattern) if body_pattern else None
-        self.timeout = timeout_seconds
+    def __init__(self, spec: ProbeSettings | None = None, *, max_workers: int = 32) -> None:
+        """``spec``: what to probe (``PROBE_*``, ``rollout.settings.ProbeSettings``; its defaults when None)."""
+        spec = spec or ProbeSettings()
+        self.path = spec.path
+        self.port = spec.port
+        self.expect_status = spec.expect_status
+        self.pattern = re.compile(spec.body_pattern) if spec.body_pattern else None
+        self.timeout = spec.timeout_seconds
         self.max_workers = max_workers
 
     def probe(self, targets: Sequence[ProbeTarget]) -> dict[str, ProbeResult]:

@@ -70,7 +70,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
 from rollout.model import (
     EventKind,
@@ -84,6 +84,7 @@ from rollout.model import (
     TargetRecord,
 )
 from rollout.ports import (
+    TABLE_PREFIX_PATTERN,
     AlreadyExistsError,
     ConcurrencyError,
     InvalidKeyError,
@@ -104,7 +105,6 @@ MAX_ENTITY_BYTES: Final = 1024 * 1024
 MAX_KEY_BYTES: Final = 1024  # keys hold at most 1 KiB of UTF-16: 512 BMP characters, fewer outside the BMP
 # "Characters Disallowed in Key Fields" (same page): '/', '\\', '#', '?', U+0000-U+001F, U+007F-U+009F.
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-_PREFIX_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]{0,30})?$")
 
 # A tick must finish in seconds: fail over to the next tick instead of the SDK's default
 # of ten retries with exponential back-off. Callers may override any of these.
@@ -145,14 +145,16 @@ def _check_key(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise EntityKeyError(f"{what} must be a non-empty string")
     shown = _shorten(value)
-    if _unpaired_surrogate(value):
-        # A lone surrogate cannot be encoded at all (not as UTF-16, not as UTF-8 for the request URL).
-        raise EntityKeyError(f"{what}={shown} is not valid Unicode text (an unpaired surrogate)")
-    size = _utf16_bytes(value)
-    if size > MAX_KEY_BYTES:
-        raise EntityKeyError(
-            f"{what} is {len(value)} characters ({size} bytes as UTF-16); Azure Tables keys hold at most 1 KiB"
-        )
+    # A lone surrogate cannot be encoded at all (not as UTF-16, not as UTF-8 for the request URL).
+    _checked_utf16_bytes(
+        value,
+        f"{what}={shown}",
+        f"{what} is {len(value)} characters (<size> bytes as UTF-16)",
+        MAX_KEY_BYTES,
+        "Azure Tables keys hold at most 1 KiB",
+        EntityKeyError,
+        EntityKeyError,
+    )
     if _FORBIDDEN_KEY_CHARS.search(value):
         raise EntityKeyError(
             f"{what}={shown} contains a character Azure Tables forbids in keys ('/', '\\', '#', '?', control)"
@@ -195,6 +197,15 @@ def _decode_dt(value: Any) -> datetime:
 
 def _opt_dt(value: Any) -> datetime | None:
     return None if value is None else _decode_dt(value)
+
+
+def _opt_encode_dt(value: datetime | None, what: str) -> datetime | None:
+    return None if value is None else _encode_dt(value, what)
+
+
+def _present(**properties: Any) -> dict[str, Any]:
+    """The optional properties that have a value: an absent property reads back as None."""
+    return {name: value for name, value in properties.items() if value is not None}
 
 
 def _json_default(value: Any) -> Any:
@@ -253,9 +264,7 @@ def extension_to_dict(ext: ExtensionSpec) -> dict[str, Any]:
         "force_update_tag": ext.force_update_tag,
         # null = absent on the scale set (not sent back); rows written before these existed read as null.
         "enable_automatic_upgrade": ext.enable_automatic_upgrade,
-        "provision_after_extensions": None
-        if ext.provision_after_extensions is None
-        else list(ext.provision_after_extensions),
+        "provision_after_extensions": ext.provision_after_list,
         "suppress_failures": ext.suppress_failures,
         "protected_settings_from_key_vault": None
         if ext.protected_settings_from_key_vault is None
@@ -332,20 +341,19 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
     if EVENT_KEY_SEPARATOR in rollout.id:
         # The events range query relies on the id not containing the separator.
         raise EntityKeyError(f"rollout.id={_shorten(rollout.id)} must not contain {EVENT_KEY_SEPARATOR!r}")
-    if rollout.batch_started_at is not None:
-        entity["batch_started_at"] = _encode_dt(rollout.batch_started_at, "batch_started_at")
     # ``resume_to`` (Paused) and ``failed_from`` (Failed) are at most one at a time; both are written to
     # ``paused_from``, the one property rows held before they were split, so that rows stay readable both
     # ways. ``failed_from`` is written again under its own name to tell the two apart on reading.
     stopped_at = rollout.resume_to or rollout.failed_from
-    if stopped_at is not None:
-        entity["paused_from"] = stopped_at.value
-    if rollout.failed_from is not None:
-        entity["failed_from"] = rollout.failed_from.value
-    if rollout.hold_until is not None:
-        entity["hold_until"] = _encode_dt(rollout.hold_until, "hold_until")
-    if rollout.reimage_requested_at is not None:
-        entity["reimage_requested_at"] = _encode_dt(rollout.reimage_requested_at, "reimage_requested_at")
+    entity.update(
+        _present(
+            batch_started_at=_opt_encode_dt(rollout.batch_started_at, "batch_started_at"),
+            paused_from=None if stopped_at is None else stopped_at.value,
+            failed_from=None if rollout.failed_from is None else rollout.failed_from.value,
+            hold_until=_opt_encode_dt(rollout.hold_until, "hold_until"),
+            reimage_requested_at=_opt_encode_dt(rollout.reimage_requested_at, "reimage_requested_at"),
+        )
+    )
     check_entity_size(entity, f"rollout {rollout.target}/{rollout.id}")
     return entity
 
@@ -408,12 +416,13 @@ def target_to_entity(record: TargetRecord) -> dict[str, Any]:
         "stable_release": _dumps(None if record.stable_release is None else release_to_dict(record.stable_release)),
         "stable_model": _dumps(None if record.stable_model is None else model_to_dict(record.stable_model)),
     }
-    if record.active_rollout_id is not None:
-        entity["active_rollout_id"] = record.active_rollout_id
-    if record.stable_version is not None:
-        entity["stable_version"] = record.stable_version
-    if record.updated_at is not None:
-        entity["updated_at"] = _encode_dt(record.updated_at, "updated_at")
+    entity.update(
+        _present(
+            active_rollout_id=record.active_rollout_id,
+            stable_version=record.stable_version,
+            updated_at=_opt_encode_dt(record.updated_at, "updated_at"),
+        )
+    )
     check_entity_size(entity, f"target {record.key}")
     return entity
 
@@ -497,6 +506,26 @@ def _utf16_bytes(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass"))
 
 
+def _checked_utf16_bytes(
+    value: str,
+    label: str,
+    sized_label: str,
+    limit: int,
+    limit_text: str,
+    not_text: type[Exception],
+    too_large: type[Exception],
+) -> int:
+    """``value``'s size as UTF-16 (how Azure Tables counts it), or ``not_text`` for an unpaired
+    surrogate, ``too_large`` past ``limit`` bytes; the messages start with ``label``/``sized_label`` (in
+    which ``<size>`` stands for the size)."""
+    if _unpaired_surrogate(value):
+        raise not_text(f"{label} is not valid Unicode text (an unpaired surrogate)")
+    size = _utf16_bytes(value)
+    if size > limit:
+        raise too_large(f"{sized_label.replace('<size>', str(size))}; {limit_text}")
+    return size
+
+
 def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
     """Raise ``EntityTooLargeError`` naming the property when Azure would refuse the entity.
 
@@ -510,14 +539,12 @@ def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
             total += _utf16_bytes(str(value))
             continue
         if isinstance(value, str):
-            if _unpaired_surrogate(value):
-                raise EntityEncodingError(f"{what}: property {name!r} is not valid Unicode (an unpaired surrogate)")
-            size = _utf16_bytes(value)
-            if size > MAX_STRING_PROPERTY_BYTES:
-                raise EntityTooLargeError(
-                    f"{what}: property {name!r} is {size} bytes as UTF-16; Azure Tables stores at most "
-                    f"{MAX_STRING_PROPERTY_BYTES} (32 K characters) per string property"
-                )
+            label = f"{what}: property {name!r}"
+            limit = f"Azure Tables stores at most {MAX_STRING_PROPERTY_BYTES} (32 K characters) per string property"
+            sized = f"{label} is <size> bytes as UTF-16"
+            size = _checked_utf16_bytes(
+                value, label, sized, MAX_STRING_PROPERTY_BYTES, limit, EntityEncodingError, EntityTooLargeError
+            )
             value_size = size + 4
         elif isinstance(value, bool):
             value_size = 1
@@ -573,7 +600,7 @@ class TableStateStore:
     """``StateStore`` on Azure Tables. Thread-safe as far as the SDK clients are (they are)."""
 
     def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
-        if not _PREFIX_RE.match(prefix):
+        if not TABLE_PREFIX_PATTERN.match(prefix):
             raise ValueError(f"table prefix {prefix!r} must be letters and digits, starting with a letter")
         self._service = service
         self.prefix = prefix
@@ -625,17 +652,21 @@ class TableStateStore:
                 self._clients[name] = client
         return client
 
+    def _read(self, table_name: str, partition: str, row: str, what: str) -> TableEntity | None:
+        """One entity by its keys, or None when there is none."""
+        table = self._table(table_name)
+        with map_storage_errors(what):
+            try:
+                return table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                return None
+
     # -- targets ------------------------------------------------------------------------------
 
     def get_target(self, key: str) -> TargetRecord | None:
         _check_key(key, "target key")  # keys are checked before any request, table creation included
-        table = self._table(self.targets_table)
-        with map_storage_errors(f"read target {key}"):
-            try:
-                entity = table.get_entity(TARGETS_PARTITION, key)
-            except ResourceNotFoundError:
-                return None
-        return target_from_entity(entity, entity.metadata.get("etag"))
+        entity = self._read(self.targets_table, TARGETS_PARTITION, key, f"read target {key}")
+        return None if entity is None else target_from_entity(entity, entity.metadata.get("etag"))
 
     def save_target(self, record: TargetRecord) -> TargetRecord:
         """Insert (etag None) or conditionally replace. Claiming a scale set IS this write.
@@ -671,13 +702,8 @@ class TableStateStore:
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
         _check_key(target, "target")
         _check_key(rollout_id, "rollout id")
-        table = self._table(self.rollouts_table)
-        with map_storage_errors(f"read rollout {target}/{_shorten(rollout_id)}"):
-            try:
-                entity = table.get_entity(target, rollout_id)
-            except ResourceNotFoundError:
-                return None
-        return rollout_from_entity(entity, entity.metadata.get("etag"))
+        entity = self._read(self.rollouts_table, target, rollout_id, f"read rollout {target}/{_shorten(rollout_id)}")
+        return None if entity is None else rollout_from_entity(entity, entity.metadata.get("etag"))
 
     def insert_rollout(self, rollout: Rollout) -> Rollout:
         entity = rollout_to_entity(rollout)

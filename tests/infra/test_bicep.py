@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rollout.settings import SETTINGS_READ, load_settings
+from rollout.settings import DEFAULT_TICK_SCHEDULE, SETTINGS_READ, load_settings
 from tests.infra.bicep_model import (
     INFRA,
     BicepFile,
@@ -94,7 +94,7 @@ NOT_SET_IN_AZURE = {
 # Settings read by the app outside rollout/settings.py, and by what.
 READ_OUTSIDE_SETTINGS_PY: dict[str, str] = {}
 
-# The contract of function_app.py (the lead's brief), used until/unless the real file can be imported.
+# The blob trigger's contract with infra/ (docs/design.md, "Configuration"); checked against function_app.py below.
 CONTRACT_BLOB_TRIGGER = {
     "function": "release_uploaded",
     "connection": "ReleaseStorage",
@@ -182,6 +182,8 @@ def test_bicep_policy_defaults_give_the_same_settings_as_the_code_defaults() -> 
     from_code = load_settings(REQUIRED_FOR_LOADING)
     # arm_endpoint is environment().resourceManager in Bicep (not literal); everything else must match.
     assert from_bicep == from_code
+    # The timer's schedule is read by the Functions host, not by load_settings: compared on its own.
+    assert literal["ROLLOUT_TICK_SCHEDULE"] == DEFAULT_TICK_SCHEDULE
 
 
 @functools.cache

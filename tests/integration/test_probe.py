@@ -12,6 +12,7 @@ import pytest
 
 from rollout.adapters.probe import HttpProber
 from rollout.ports import ProbeTarget
+from rollout.settings import ProbeSettings
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ def targets() -> list[ProbeTarget]:
 
 
 def test_each_failure_is_named_and_probes_run_concurrently(servers: int) -> None:
-    prober = HttpProber(port=servers, timeout_seconds=0.5)
+    prober = HttpProber(ProbeSettings(port=servers, timeout_seconds=0.5))
     started = time.monotonic()
     results = prober.probe(targets())
     elapsed = time.monotonic() - started
@@ -78,14 +79,14 @@ def test_each_failure_is_named_and_probes_run_concurrently(servers: int) -> None
 
 def test_a_body_pattern_must_match(servers: int) -> None:
     Handler.behaviours[ADDRESSES[2]] = "other"
-    prober = HttpProber(port=servers, body_pattern=r"Welcome to nginx", timeout_seconds=1)
+    prober = HttpProber(ProbeSettings(port=servers, body_pattern=r"Welcome to nginx", timeout_seconds=1))
     results = prober.probe(targets()[:3:2])
     assert results["0"].ok
     assert not results["2"].ok and results["2"].detail == "body did not match 'Welcome to nginx'"
 
 
 def test_an_expected_status_other_than_200(servers: int) -> None:
-    results = HttpProber(port=servers, expect_status=500, timeout_seconds=1).probe(targets()[:2])
+    results = HttpProber(ProbeSettings(port=servers, expect_status=500, timeout_seconds=1)).probe(targets()[:2])
     assert results["1"].ok and not results["0"].ok
     assert results["0"].detail == "200 OK (expected 500)"
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from rollout.knobs import knob_fields
+from rollout.policy import RolloutPolicy
 from rollout.settings import (
+    DEFAULT_TICK_SCHEDULE,
     PLATFORM_SIGNALS_READ,
     SETTINGS_READ,
+    ProbeSettings,
     SettingsError,
     http_auth_at_startup,
     load_settings,
+    markdown_table,
     platform_auth_enabled,
+    readme_with_table,
 )
 
 REQUIRED = {
@@ -31,7 +38,6 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.release_container == "init" and s.extension_name == "CustomScript"
     assert s.extension_file_auth == "managedIdentity"
     assert s.state_storage.service_uri == "https://acct.table.core.windows.net"
-    assert s.tick_schedule == "*/30 * * * * *"
     assert (s.policy.bake_seconds, s.policy.batch_percent, s.policy.failure_threshold) == (300, 20, 3)
     assert s.policy.rollback_mode == "budgeted"
     assert s.policy.calculate_max_unavailable(10) == 2
@@ -58,15 +64,20 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"MAX_UNAVAILABLE": "0"}, "MAX_UNAVAILABLE='0'"),
         ({"MAX_UNAVAILABLE": "lots"}, "MAX_UNAVAILABLE='lots'"),
         ({"BAKE_SECONDS": "five"}, "BAKE_SECONDS='five' is not a number"),
-        ({"BAKE_SECONDS": "-1"}, "BAKE_SECONDS='-1' must be at least 0"),
-        ({"BATCH_PERCENT": "150"}, "batch_percent must be between 1 and 100"),
+        ({"BAKE_SECONDS": "-1"}, "BAKE_SECONDS='-1' must not be negative"),
+        ({"BATCH_PERCENT": "150"}, "BATCH_PERCENT='150' must be between 1 and 100"),
+        ({"BATCH_SIZE": "-2"}, "BATCH_SIZE='-2' must not be negative (0 = use batch_percent)"),
+        ({"MAX_UNAVAILABLE": "150%"}, "MAX_UNAVAILABLE='150%' must be between 1 and 100"),
+        ({"PROBE_TIMEOUT_SECONDS": "0.01"}, "PROBE_TIMEOUT_SECONDS='0.01' must be at least 0.1"),
+        ({"PROBE_EXPECT_STATUS": "99"}, "PROBE_EXPECT_STATUS='99' must be at least 100"),
+        ({"STATE_TABLE_PREFIX": "1abc"}, "STATE_TABLE_PREFIX='1abc' must be letters and digits"),
         ({"ARM_ENDPOINT": "http://management.azure.com"}, "must be an https:// URL"),
         ({"RELEASE_CONTAINER": "Init_Releases"}, "not a valid blob container name"),
         ({"PROBE_PATH": "health"}, "must start with '/'"),
         ({"PROBE_BODY_PATTERN": "(unclosed"}, "not a valid regular expression"),
-        ({"PROBE_PORT": "70000"}, "is not a TCP port"),
+        ({"PROBE_PORT": "70000"}, "PROBE_PORT='70000' must be between 1 and 65535"),
         ({"EXTENSION_FILE_AUTH": "sas"}, "must be 'managedIdentity' or 'none'"),
-        ({"LATENCY_RATIO": "0.5"}, "latency_ratio must be 0 (off) or at least 1"),
+        ({"LATENCY_RATIO": "0.5"}, "LATENCY_RATIO='0.5' must be 0 (off) or at least 1"),
         ({"LATENCY_RATIO": "2.5"}, None),
         ({"ROLLBACK_REIMAGE": "maybe"}, "ROLLBACK_REIMAGE='maybe' must be true or false"),
         ({"ROLLBACK_MODE": "all-at-once"}, None),
@@ -128,3 +139,55 @@ def test_the_platform_auth_signal_is_read_as_app_service_sets_it() -> None:
         assert not platform_auth_enabled({} if value is None else {"WEBSITE_AUTH_ENABLED": value}), value
     # A platform variable, not an app setting: infra/ must not set it, so it is not in SETTINGS_READ.
     assert "WEBSITE_AUTH_ENABLED" in PLATFORM_SIGNALS_READ and "WEBSITE_AUTH_ENABLED" not in SETTINGS_READ
+
+
+def test_readme_configuration_table_is_generated_from_the_settings_table() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert readme_with_table(readme) == readme, (
+        "README.md's configuration table differs from rollout/settings.py: run `python -m rollout.settings "
+        "--update-readme`"
+    )
+
+
+def test_every_policy_and_probe_field_is_a_documented_knob() -> None:
+    """A field without a knob would have a default no setting can change and no README row."""
+    for cls in (RolloutPolicy, ProbeSettings):
+        declared = {kf.name for kf in knob_fields(cls)}
+        assert declared == {f.name for f in dataclasses.fields(cls)}, cls
+    table = markdown_table()
+    for kf in (*knob_fields(RolloutPolicy), *knob_fields(ProbeSettings)):
+        assert kf.knob.setting in SETTINGS_READ
+        assert f"| `{kf.knob.setting}` |" in table
+
+
+def test_the_table_shows_the_code_defaults() -> None:
+    """The README default of a knob is the field's default, not text written a second time."""
+    table = {line.split(" | ")[0][3:-1]: line.split(" | ")[-1][:-2] for line in markdown_table().splitlines()[2:]}
+    assert table["BAKE_SECONDS"] == f"`{RolloutPolicy().bake_seconds}`"
+    assert table["MAX_UNAVAILABLE"] == f"`{RolloutPolicy().max_unavailable_percent}%`"
+    assert table["ROLLBACK_REIMAGE"] == "`true`"
+    assert table["PROBE_TIMEOUT_SECONDS"] == "`3`"
+    assert table["EXTENSION_NAME"] == f"`{load_settings(REQUIRED).extension_name}`"
+
+
+def test_knob_settings_parse_to_the_fields_they_name() -> None:
+    env = {
+        **REQUIRED,
+        "BAKE_SECONDS": "7",
+        "MAX_UNAVAILABLE": "3",
+        "ROLLBACK_REIMAGE": "no",
+        "LATENCY_RATIO": "2",
+        "ROLLBACK_MODE": "ALL-AT-ONCE",
+        "PROBE_PORT": "8080",
+        "PROBE_BODY_PATTERN": " ok ",
+    }
+    s = load_settings(env)
+    assert (s.policy.bake_seconds, s.policy.max_unavailable, s.policy.max_unavailable_percent) == (7, 3, 20)
+    assert (s.policy.rollback_reimage, s.policy.latency_ratio, s.policy.rollback_mode) == (False, 2.0, "all-at-once")
+    assert (s.probe.port, s.probe.body_pattern) == (8080, " ok ")
+    assert load_settings({**REQUIRED, "MAX_UNAVAILABLE": "25%"}).policy.max_unavailable_percent == 25
+
+
+def test_the_sample_settings_file_has_the_documented_tick_schedule() -> None:
+    sample = json.loads((Path(__file__).parents[2] / "local.settings.sample.json").read_text())
+    assert sample["Values"]["ROLLOUT_TICK_SCHEDULE"] == DEFAULT_TICK_SCHEDULE
