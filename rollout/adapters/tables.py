@@ -72,13 +72,13 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
 
+from rollout import model
 from rollout.model import (
     EventKind,
     ExtensionSpec,
     ModelSpec,
     Phase,
     Release,
-    ReleaseKind,
     Rollout,
     RolloutEvent,
     TargetRecord,
@@ -241,7 +241,7 @@ def release_to_dict(release: Release) -> dict[str, Any]:
 
 def release_from_dict(data: Mapping[str, Any]) -> Release:
     return Release(
-        kind=ReleaseKind(data["kind"]),
+        kind=model.ReleaseKind(data["kind"]),
         app=data["app"],
         version=int(data["version"]),
         blob_name=data["blob_name"],
