@@ -767,6 +767,13 @@ class RolloutService:
         """Each action is one port call. Returns the first failure ('' if none), the action that
         failed and its error. Actions after a failure are not attempted."""
         for action in actions:
+            if isinstance(action, _ARM_WRITES) and not self._still_current(rollout, action):
+                # Fenced: another host took this step over since we saved it (an abort, a re-issue
+                # after our host stalled past the retry window). Acting on our older decision now would
+                # repeat or contradict its writes. ARM has no fencing token, so this narrows the window
+                # to the gap between this read and the call.
+                log.info("rollout %s changed since this tick saved it: %s not sent", rollout.id, type(action).__name__)
+                return "", None, None
             try:
                 if isinstance(action, UpdateModel):
                     self.compute.update_model(action.spec)
@@ -782,6 +789,26 @@ class RolloutService:
                 self._record(rollout, EventKind.ACTION_FAILED, message)
                 return message, action, exc
         return "", None, None
+
+    def _still_current(self, saved: Rollout, action: Action) -> bool:
+        """Is the step ``action`` belongs to still the one ``saved`` (the row this tick wrote) decided?
+        Not when another host has since changed the phase, or stamped the same step again (a re-issued
+        batch or move back: ``batch_started_at``; a reimage sent again: ``reimage_requested_at``).
+        Other changes (a reason, a count) do not fence the call. A read error counts as current: the
+        decision was saved, and the usual save-then-act reasoning covers it."""
+        if saved.etag is None:
+            return True
+        try:
+            current = self.store.get_rollout(self.target_key, saved.id)
+        except PortError:
+            return True
+        if current is None or current.phase is not saved.phase:
+            return current is None
+        if isinstance(action, UpgradeInstances):
+            return current.batch_started_at == saved.batch_started_at
+        if isinstance(action, ReimageInstances):
+            return current.reimage_requested_at == saved.reimage_requested_at
+        return True
 
     def _finish(self, rollout: Rollout, target: TargetRecord | None = None) -> TargetRecord:
         """Hand the scale set back: clear the claim (terminal phases) and record the stable release."""
