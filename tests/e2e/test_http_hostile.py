@@ -23,10 +23,9 @@ from hypothesis import strategies as st
 
 import function_app
 from emulator.funchost import LocalFunctionsHost
-from rollout.adapters.blobs import ReleaseBlobs
 from rollout.machine import Verb
 from rollout.releases import ROLLOUT_ID_RE
-from tests.fixtures.appenv import fire_release_uploaded, function_app_env
+from tests.fixtures.appenv import app_under_test, fire_release_uploaded
 
 # The verbs as plain strings, under the name the examples' seed was derived with (derandomize hashes the test's source).
 COMMANDS = tuple(v.value for v in Verb)
@@ -66,17 +65,8 @@ def host(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Any,
 ) -> Iterator[tuple[LocalFunctionsHost, str]]:
-    container = azurite_names.container
-    blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=container)
-    blobs.ensure_container()
-    v0 = blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n")
-    handle = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
-    env = function_app_env(
-        handle, arm_emulator, azurite.connection_string, container, azurite_names.table_prefix, BAKE_SECONDS="3600"
-    )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("HTTP_AUTH", raising=False)
+    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, BAKE_SECONDS="3600")
+    blobs, container, env = setup.blobs, setup.container, setup.env
     blobs.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
     fire_release_uploaded(function_app.app, container, "install_nginx.v1.sh")
     functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status"]

@@ -19,8 +19,7 @@ import requests
 from emulator.easyauth import LocalTokenIssuer
 from emulator.funchost import LocalFunctionsHost
 from rollout.access import OPERATE_ROLE, READ_ROLE
-from rollout.adapters.blobs import ReleaseBlobs
-from tests.fixtures.appenv import fire_release_uploaded, function_app_env
+from tests.fixtures.appenv import app_under_test, fire_release_uploaded
 
 pytestmark = pytest.mark.integration
 
@@ -51,25 +50,17 @@ def forged_principal(name: str, roles: list[str]) -> str:
 def settings_env(
     azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
-    container = azurite_names.container
-    blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=container)
-    blobs.ensure_container()
-    v0 = blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n")
-    handle = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
-    env = function_app_env(
-        handle,
+    setup = app_under_test(
+        azurite,
+        azurite_names,
+        make_scale_set,
         arm_emulator,
-        azurite.connection_string,
-        container,
-        azurite_names.table_prefix,
+        monkeypatch,
         BAKE_SECONDS="3600",
         ROLLOUT_TICK_SCHEDULE="0 0 0 1 1 *",
     )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
-    yield {"env": env, "blobs": blobs, "container": container}
-    blobs.close()
+    yield {"env": setup.env, "blobs": setup.blobs, "container": setup.container}
+    setup.blobs.close()
 
 
 def start_release(module: ModuleType, ctx: dict[str, Any]) -> None:

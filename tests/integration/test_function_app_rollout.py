@@ -19,7 +19,7 @@ from azure.functions.timer import TimerRequest
 import function_app
 from emulator import appindex
 from rollout.adapters.blobs import ReleaseBlobs
-from tests.fixtures.appenv import fire_release_uploaded, function_app_env
+from tests.fixtures.appenv import app_under_test, fire_release_uploaded
 from tests.fixtures.emulator import SUBSCRIPTION_ID
 
 pytestmark = pytest.mark.integration
@@ -78,23 +78,19 @@ class App:
 def app(
     azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[App]:
-    container = azurite_names.container
-    blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=container)
-    blobs.ensure_container()
-    v0_url = blobs.upload("install_nginx.sh", V0)
-    handle = make_scale_set(5, extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"})
-    env = function_app_env(
-        handle,
+    setup = app_under_test(
+        azurite,
+        azurite_names,
+        make_scale_set,
         arm_emulator,
-        azurite.connection_string,
-        container,
-        azurite_names.table_prefix,
+        monkeypatch,
+        size=5,
+        v0=V0,
         BAKE_SECONDS="1",
         FAILURE_THRESHOLD="2",
         PROBE_BODY_PATTERN="Welcome to nginx",
     )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    blobs, container, handle = setup.blobs, setup.container, setup.handle
     application = App(blobs, container)
     application.handle = handle  # type: ignore[attr-defined]
     yield application

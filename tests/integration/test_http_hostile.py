@@ -27,7 +27,7 @@ from emulator import appindex
 from rollout.access import OPERATE_ROLE, READ_ROLE
 from rollout.machine import Verb
 from rollout.releases import ROLLOUT_ID_RE
-from tests.fixtures.appenv import function_app_env
+from tests.fixtures.appenv import app_under_test
 from tests.integration.test_function_app_rollout import App, user_function
 
 # The verbs as plain strings, under the name the examples' seed was derived with (derandomize hashes the test's source).
@@ -118,19 +118,8 @@ def request_for(route: str, rollout_id: str, verb: str, body: bytes, hdrs: dict[
 def live(
     azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[App, str]]:
-    from rollout.adapters.blobs import ReleaseBlobs
-
-    container = azurite_names.container
-    blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=container)
-    blobs.ensure_container()
-    v0 = blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n")
-    handle = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
-    env = function_app_env(
-        handle, arm_emulator, azurite.connection_string, container, azurite_names.table_prefix, BAKE_SECONDS="3600"
-    )
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("HTTP_AUTH", raising=False)
+    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, BAKE_SECONDS="3600")
+    blobs, container = setup.blobs, setup.container
     application = App(blobs, container)
     application.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
     [rollout] = application.rollouts()
