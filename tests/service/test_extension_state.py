@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 
 from rollout.model import EventKind, ExtensionSpec, ModelSpec, Phase, Rollout
-from rollout.policy import RolloutPolicy
 from rollout.ports import RecordTooLargeError
-from rollout.releases import ExtensionDefaults
-from rollout.service import RolloutService
-from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore, v0_extension
-from tests.service.test_rollouts import TARGET, World, script
+from tests.fakes import BASE_URL, v0_extension
+from tests.service.test_rollouts import TARGET, World, make_world, script
 
 VAULT = {
     "secretUrl": "https://kv.vault.azure.net/secrets/cse/1",
@@ -43,20 +40,7 @@ def rich_extension(**changes: Any) -> ExtensionSpec:
 
 
 def world_with(extension: ExtensionSpec, size: int = 4, **scale_set: Any) -> World:
-    ss = FakeScaleSet(size=size, model=ModelSpec(extension=extension, image_id="/img/base"), **scale_set)
-    store, clock, notifier = FakeStore(), FakeClock(), FakeNotifier()
-    service = RolloutService(
-        target_key=TARGET,
-        compute=ss,
-        prober=FakeProber(ss),
-        store=store,
-        notifier=notifier,
-        clock=clock,
-        policy=RolloutPolicy(bake_seconds=60, failure_threshold=2),
-        extension=ExtensionDefaults(),
-        release_container_url=BASE_URL,
-    )
-    return World(ss, store, clock, notifier, service)
+    return make_world(size, model=ModelSpec(extension=extension, image_id="/img/base"), **scale_set)
 
 
 KEPT = (
