@@ -646,7 +646,7 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
         plan.act(Notify(f"{rollout.release.label}: rollback stuck, needs a human"))
         return plan.decision()
     if rollout.reimage_pending:
-        return _await_reimage(plan, policy)
+        return _await_reimage(plan, fleet, policy)
     if not baseline.matches(fleet.model):
         _record_on_release(plan, fleet)
         if fleet.provisioning_state.lower() == "updating":
@@ -658,12 +658,7 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     _record_created_during(plan, fleet)
     rollout = plan.rollout
     moved = set(rollout.upgraded_ids)
-    allowed = None if policy.rollback_mode == "all-at-once" else policy.calculate_max_unavailable(len(fleet.instances))
-    down = _unavailable(fleet)
-    if allowed is not None and not down & moved:
-        # Instances down for other reasons (never on the release) must not stall the rollback for
-        # ever: with none of its own instances down, it always takes one more healthy one at a time.
-        allowed = max(allowed, len(down) + 1)
+    allowed = _rollback_allowance(rollout, fleet, policy)
     touched = [v for v in fleet.instances if v.instance_id in moved]
     behind = [v for v in touched if not v.latest_model_applied]
     fresh = [
@@ -734,7 +729,20 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     return plan.decision()
 
 
-def _await_reimage(plan: _Plan, policy: RolloutPolicy) -> Decision:
+def _rollback_allowance(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy) -> int | None:
+    """How many instances a rollback may have unavailable (None: no limit, ``all-at-once``)."""
+    if policy.rollback_mode == "all-at-once":
+        return None
+    allowed = policy.calculate_max_unavailable(len(fleet.instances))
+    down = _unavailable(fleet)
+    if not down & set(rollout.upgraded_ids):
+        # Instances down for other reasons (never on the release) must not stall the rollback for
+        # ever: with none of its own instances down, it always takes one more healthy one at a time.
+        allowed = max(allowed, len(down) + 1)
+    return allowed
+
+
+def _await_reimage(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
     """A reimage is saved (save, then act) but the service has not confirmed it sent yet.
 
     Nothing an observation shows tells a reimage sent from one never sent, so the rollback neither
@@ -747,11 +755,21 @@ def _await_reimage(plan: _Plan, policy: RolloutPolicy) -> Decision:
     asked = rollout.reimage_requested_at
     if asked is not None and (plan.now - asked).total_seconds() < policy.upgrade_retry_seconds:
         return plan.wait(f"rollback: the reimage of {ids} is being sent; waiting for its confirmation")
-    plan.update(reimage_requested_at=plan.now)
-    plan.act(ReimageInstances(rollout.reimage_pending))
+    # Sent again, it is budgeted again against this observation (as a re-issued batch is): instances
+    # chosen because they were down may have recovered since. Those left out are dropped from the
+    # intent; a later step chooses them again within the budget (ROLLBACK_REIMAGE) or finds them
+    # healthy on the baseline and needing no repair.
+    present = {v.instance_id: v for v in fleet.instances}
+    candidates = [present[i] for i in rollout.reimage_pending if i in present]
+    again = _within_budget(candidates, fleet, _rollback_allowance(rollout, fleet, policy))
     why = "its call failed" if asked is None else f"not confirmed sent within {policy.upgrade_retry_seconds} s"
-    plan.event(EventKind.REIMAGE_REISSUED, f"reimaging {ids} again: {why}", instances=list(rollout.reimage_pending))
-    return plan.wait(f"rollback: reimaging {ids} again ({why})")
+    if not again:
+        plan.update(reimage_pending=(), reimage_requested_at=None)
+        return plan.wait(f"rollback: the reimage of {ids} was not sent ({why}); it waits for the budget")
+    plan.update(reimage_pending=tuple(again), reimage_requested_at=plan.now)
+    plan.act(ReimageInstances(tuple(again)))
+    plan.event(EventKind.REIMAGE_REISSUED, f"reimaging {', '.join(again)} again: {why}", instances=list(again))
+    return plan.wait(f"rollback: reimaging {', '.join(again)} again ({why})")
 
 
 def _repair_or_fail(plan: _Plan, broken: list[InstanceView], policy: RolloutPolicy) -> Decision:

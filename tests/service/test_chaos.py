@@ -609,3 +609,33 @@ def test_an_instance_created_from_a_hand_edited_release_model_is_moved_back() ->
         ),
         size=2,
     )
+
+
+def test_a_reimage_sent_again_is_budgeted_again() -> None:
+    # Found by make chaos (seed 1202508197): instances chosen for a reimage while down (health flips)
+    # had recovered by the time the failed call (409, 429) was sent again, and the whole intent went
+    # out: 2 healthy instances down with a budget of 1. A reimage sent again is budgeted again.
+    replay(
+        (
+            ("release", {"flavour": "good", "host": "a", "version": 1}),
+            ("flip_health", {"index": 0}),
+            ("race", {"every": 1, "first": "a", "lead": 0}),
+            ("arm_fault", {"kind": "conflict"}),
+            ("arm_fault", {"kind": "conflict"}),
+            ("flip_health", {"index": 1}),
+            ("scale_out", {"count": 1}),
+            ("throttle", {"retry_after": None}),
+            ("throttle", {"retry_after": None}),
+            ("throttle", {"retry_after": 200.0}),
+            ("timer", {"ticks": 4}),
+            ("timer", {"ticks": 12}),
+            ("timer", {"ticks": 12}),
+            ("arm_fault", {"kind": "conflict"}),
+            ("tick", {"host": "a"}),
+            ("tick", {"host": "b"}),
+        ),
+        size=2,
+        batch_size=2,
+        model_applied="version",
+        rollback_reimage=False,
+    )
