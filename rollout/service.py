@@ -764,8 +764,8 @@ class RolloutService:
         return outcome, saved, ok
 
     def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, PortError | None]:
-        """Each action is one port call. Returns the first failure ('' if none), the action that
-        failed and its error. Actions after a failure are not attempted."""
+        """Each action is one port call. Returns the first failure ('' if none), the first action not
+        sent (it failed, or was fenced) and the failure's error. Actions after it are not attempted."""
         for action in actions:
             if isinstance(action, _ARM_WRITES) and not self._still_current(rollout, action):
                 # Fenced: another host took this step over since we saved it (an abort, a re-issue
@@ -773,7 +773,7 @@ class RolloutService:
                 # repeat or contradict its writes. ARM has no fencing token, so this narrows the window
                 # to the gap between this read and the call.
                 log.info("rollout %s changed since this tick saved it: %s not sent", rollout.id, type(action).__name__)
-                return "", None, None
+                return "", action, None  # not a failure, but not sent: nothing to confirm or record
             try:
                 if isinstance(action, UpdateModel):
                     self.compute.update_model(action.spec)
@@ -802,8 +802,10 @@ class RolloutService:
             current = self.store.get_rollout(self.target_key, saved.id)
         except PortError:
             return True
-        if current is None or current.phase is not saved.phase:
-            return current is None
+        if current is None:
+            return True
+        if current.phase is not saved.phase:
+            return False
         if isinstance(action, UpgradeInstances):
             return current.batch_started_at == saved.batch_started_at
         if isinstance(action, ReimageInstances):

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from rollout.machine import CommandError
-from rollout.model import EventKind, Phase, Release, ReleaseKind
+from rollout.model import EventKind, Phase, Release, ReleaseKind, Rollout
 from rollout.policy import RolloutPolicy
 from rollout.releases import (
     MAX_MANIFEST_BYTES,
@@ -491,3 +491,28 @@ def test_a_malformed_image_manifest_is_rejected_not_a_crash() -> None:
     world = make_world()
     outcome = world.service.receive_release_blob(FakeReleaseBlob("a.v3.image.json", b"{not json"))
     assert outcome.status == "Rejected" and outcome.message.startswith("the image manifest is not valid JSON")
+
+
+def test_a_call_fenced_by_another_hosts_abort_is_neither_sent_nor_recorded_as_sent() -> None:
+    world = make_world()
+    rollout_id = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rollout_id)
+    sent_before = list(world.scale_set.calls_of("upgrade_instances"))
+    save = world.store.update_rollout
+    raced: list[tuple[str, ...]] = []
+
+    def save_then_abort_elsewhere(rollout: Rollout) -> Rollout:
+        saved = save(rollout)
+        if rollout.phase is Phase.PROMOTING and rollout.batch_ids and not raced:
+            # Another host's abort lands between this tick's save of batch 1 and its manualupgrade.
+            raced.append(rollout.batch_ids)
+            save(saved.evolve(phase=Phase.ROLLING_BACK, rollback_reason="aborted elsewhere"))
+        return saved
+
+    world.store.update_rollout = save_then_abort_elsewhere  # type: ignore[method-assign]
+    world.clock.advance(30)
+    world.service.tick()
+
+    assert raced, "batch 1 was never saved"
+    assert world.scale_set.calls_of("upgrade_instances") == sent_before  # the fence dropped the call
+    assert EventKind.LATE_WRITE not in world.kinds(rollout_id)  # and nothing claims it was sent
