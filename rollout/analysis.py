@@ -36,6 +36,25 @@ def assess_instance(view: InstanceView) -> Health:
     return Health.HEALTHY
 
 
+def mixed_fleet_warning(instances: Iterable[InstanceView]) -> str:
+    """What a rollout starting now should say about instances not on the scale set's current model
+    (an earlier rollout aborted without rollback, a hand edit): its batches upgrade them, and a
+    rollback leaves those it never touched as they were, since the baseline it restores is the
+    model, not each instance's past (docs/safety.md, "A fleet mixed before the rollout"). '' if none."""
+    off = sorted((v.instance_id for v in instances if not v.latest_model_applied), key=_id_order)
+    if not off:
+        return ""
+    return (
+        f"instances {', '.join(off)} do not run the scale set's current model (an earlier rollout aborted "
+        "without rollback, or a hand edit); this rollout upgrades them with its batches, and a rollback "
+        "leaves those it has not touched as they are"
+    )
+
+
+def _id_order(instance_id: str) -> tuple[int, int | str]:
+    return (0, int(instance_id)) if instance_id.isdigit() else (1, instance_id)
+
+
 def describe_instance(view: InstanceView) -> str:
     """Why an instance is what ``assess_instance`` says: for reasons and audit events."""
     health = assess_instance(view)

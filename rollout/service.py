@@ -33,7 +33,7 @@ from datetime import timedelta
 from typing import Any
 
 from rollout import machine
-from rollout.analysis import assess_instance
+from rollout.analysis import assess_instance, mixed_fleet_warning
 from rollout.machine import (
     Action,
     CommandError,
@@ -388,8 +388,9 @@ class RolloutService:
         except ConcurrencyError:
             return Outcome(OutcomeStatus.LOST, "the rollout changed while starting", newest.id)
         self._record(started, EventKind.PHASE_CHANGED, "Queued -> Canary: pre-flight passed; baseline recorded")
-        if warning:
-            self._record(started, EventKind.BASELINE_WARNING, warning)
+        for text in (warning, mixed_fleet_warning(fleet.instances)):
+            if text:
+                self._record(started, EventKind.BASELINE_WARNING, text)
         return self._advance(started, fleet, steps=2)
 
     def _preflight(self, release: Release, fleet: FleetView) -> str | None:

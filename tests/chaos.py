@@ -45,7 +45,8 @@ INVARIANTS = {
     "converges": "every rollout ends terminal, or Failed/Paused with a reason, after enough quiet ticks",
     "succeeded-fleet": "Succeeded leaves every instance (scaled-out ones too) on the release",
     "rolledback-fleet": "RolledBack leaves every instance (scaled-out ones too) on the baseline, reimaged "
-    "where ROLLBACK_REIMAGE says so",
+    "where ROLLBACK_REIMAGE says so; one already off the baseline when the rollout started and never touched "
+    "by it stays as it was",
     "lost-release": "every received release has a row",
     "lost-reimage": "every reimage a rollout recorded was sent to ARM",
     "use-case-error": "a use case raises only port errors or CommandError (anything else is an HTTP 500)",
@@ -396,6 +397,9 @@ class Oracle:
     down: dict[str, tuple[str, str]] = field(default_factory=dict)
     reimaged: set[tuple[str, str]] = field(default_factory=set)  # (rollout id, instance) sent to ARM
     ended: dict[str, Phase] = field(default_factory=dict)  # rollout id -> terminal phase first seen
+    # rollout id -> {instance: what it ran} for the instances not on its baseline when it started (a fleet
+    # left mixed by an earlier abort without rollback): a rollback leaves them as they were, untouched
+    off_at_start: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # rollouts in the order they left Queued
     hand_edits_after: dict[str, int] = field(default_factory=dict)
     edits: int = 0
@@ -494,6 +498,11 @@ class Oracle:
         ss = self.world.scale_set
         if call == "store.update_rollout":
             saved = args[0]
+            if saved.phase is Phase.CANARY and saved.baseline is not None and saved.id not in self.off_at_start:
+                # The start is saved before the rollout writes anything: the fleet as it found it.
+                self.off_at_start[saved.id] = {
+                    i: _model_key(self.runs(i)) for i in ss.instances if not saved.baseline.matches(self.runs(i))
+                }
             if saved.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and saved.id not in self.ended:
                 # The moment the end is recorded: the fleet must be as the phase says.
                 self.ended[saved.id] = saved.phase
@@ -582,11 +591,20 @@ class Oracle:
                 self.fail("succeeded-fleet", f"{r.id} Succeeded but {when} {runs} are not on the release")
         elif r.phase is Phase.ROLLED_BACK and r.baseline is not None:
             strict = self.edits == 0
+            untouched = {
+                i
+                for i, ran in self.off_at_start.get(r.id, {}).items()
+                if i in ss.instances and _model_key(self.runs(i)) == ran and (r.id, i) not in self.forward_done
+            }
             off = sorted(
                 (
                     i
                     for i in ss.instances
-                    if (not r.baseline.matches(self.runs(i)) if strict else r.desired.matches(self.runs(i)))
+                    if (
+                        (not r.baseline.matches(self.runs(i)) and i not in untouched)
+                        if strict
+                        else r.desired.matches(self.runs(i))
+                    )
                 ),
                 key=int,
             )

@@ -239,3 +239,31 @@ def test_a_budgeted_rollback_of_a_healthy_fleet_stays_within_max_unavailable() -
     assert on(world, "install_nginx.sh")
     assert all(len(call) <= 2 for call in world.scale_set.calls_of("upgrade_instances"))  # type: ignore[arg-type]
     assert all(len(call) <= 2 for call in world.scale_set.calls_of("reimage_instances"))  # type: ignore[arg-type]
+
+
+# --- a fleet mixed before the rollout started (make chaos, seed 1272273318) ----------------------
+
+
+def test_a_rollback_on_a_fleet_left_mixed_by_an_abort_leaves_the_untouched_instances_as_they_were() -> None:
+    """v1 is aborted without rollback part-way: the model is v1's, some instances still run the release
+    before it. v2 is broken and rolls back. RolledBack then means "as before v2": instances v2 took go
+    back to v1's model, instances it never touched keep what they ran, and the start said so."""
+    world = make_world(size=4, policy=policy(batch_size=1, max_unavailable=1), broken_releases={"install_nginx.v2.sh"})
+    v1 = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=v1)
+    world.service.command(v1, "abort", reason="enough for today")  # no rollback: the fleet stays mixed
+    ticks(world, v1, Phase.ABORTED)
+    for _ in range(3):  # an upgrade in flight at the abort lands (the fake moves on when observed)
+        world.service.fleet()
+    before = world.scale_set.releases()
+    left = sorted(i for i, r in before.items() if r == "install_nginx.sh")
+    assert left and len(left) < len(before), before  # mixed, or the scenario proves nothing
+
+    v2 = world.service.start_release(script(2)).rollout_id or ""
+    warnings = [e.message for e in world.store.list_events(TARGET, v2) if e.kind is EventKind.BASELINE_WARNING]
+    assert any(f"instances {', '.join(left)} do not" in w and "current model" in w for w in warnings), (left, warnings)
+    assert ticks(world, v2, Phase.ROLLED_BACK, Phase.FAILED, budget=1) is Phase.ROLLED_BACK
+    after = world.scale_set.releases()
+    assert "install_nginx.v2.sh" not in after.values(), after
+    assert {i: after[i] for i in left} == {i: "install_nginx.sh" for i in left}, after
+    assert all(world.scale_set.healthy(i) for i in world.scale_set.instances)
