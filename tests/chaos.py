@@ -473,6 +473,9 @@ class Oracle:
                     and (rid, iid) in self.forward_done
                     and not busy
                     and rollout.desired.matches(inst.applied)
+                    # An image edited by hand since: this upgrade replaces the OS disk, so the release runs
+                    # again on a fresh disk, which is what a script for fresh VMs expects (docs/safety.md).
+                    and inst.applied.image_id == ss.model.image_id
                 ):
                     self.fail(
                         "double-upgrade",

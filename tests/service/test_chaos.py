@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from rollout.model import ExtensionSpec, ModelSpec, Release
+from rollout.model import ExtensionSpec, ModelSpec, Phase, Release
 from rollout.policy import RolloutPolicy
 from rollout.ports import ConflictError, TransientError
 from tests.chaos import INVARIANTS, TARGET, ChaosWorld, image_release, script_release
@@ -510,6 +510,32 @@ def test_retry_after_a_model_edit_does_not_upgrade_the_canary_again() -> None:
             ("timer", {"ticks": 2}),
         )
     )
+
+
+def test_retry_after_an_image_edit_canaries_the_edited_model_on_a_fresh_disk() -> None:
+    # make chaos, seed 4076323262. A script release's canary runs the release on the old image; the
+    # image is edited by hand; retry upgrades the canary again. That is right: the model it goes on with
+    # has an image no instance ran the release on, the upgrade replaces the OS disk (the release runs on
+    # a fresh disk, as a script for fresh VMs expects), and the combination is canaried before any batch.
+    # The oracle used to call it a double upgrade; it must still catch one on the same image.
+    state = replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("finish", {"host": "a"}),
+            ("timer", {"ticks": 1}),  # Baking: instance 0 runs v1 on the old image
+            ("hand_edit", {"part": "image"}),
+            ("command", {"host": "a", "verb": "retry", "which": 0}),  # not Failed yet: retried once it is
+            ("timer", {"ticks": 1}),  # Failed: the image, which the release does not own, was edited
+        ),
+        size=2,
+    )
+    [rollout] = state.w.rollouts()
+    assert rollout.phase is Phase.SUCCEEDED, rollout.reason
+    ss = state.w.scale_set
+    assert [c for c in state.w.oracle.log if "upgrade_instances(0)" in c] == [
+        f"a: compute.upgrade_instances(0) for {rollout.id} [forward]"
+    ] * 2
+    assert {i: ss.instances[i].applied.image_id for i in ss.instances} == dict.fromkeys(ss.instances, ss.model.image_id)
 
 
 def test_a_reissued_batch_stays_within_the_budget() -> None:
