@@ -382,8 +382,11 @@ def _must_revert(record: GroupRelease, entry: GroupTarget) -> bool:
     return record.ending is GroupPhase.ROLLED_BACK and entry.wave < record.failed_wave
 
 
-def _decide_halting(plan: _Plan, states: Mapping[str, TargetState]) -> None:
+def _decide_halting(plan: _Plan, states: Mapping[str, TargetState], actor: str = "") -> None:
+    """Abort what is still active, revert what must go back, end once every target has settled.
+    ``actor``: who the aborts are given by (the operator of an abort of the whole release; else the group)."""
     record = plan.record
+    actor = actor or f"group {record.group}"
     unsettled: list[str] = []
     for entry in record.targets:
         state = _state(states, entry.key)
@@ -397,6 +400,7 @@ def _decide_halting(plan: _Plan, states: Mapping[str, TargetState]) -> None:
                     rollout.id,
                     Verb.ABORT,
                     rollback=record.halt_rollback,
+                    actor=actor,
                     reason=f"group release {record.id} is halting: {_short(record.reason)}",
                 )
             )
@@ -506,7 +510,7 @@ def apply_group_command(
         plan.update(ending=GroupPhase.ABORTED, halt_rollback=rollback, resume_to=None, skip_wave_bake=False)
         how = "with rollback" if rollback else "without rollback"
         plan.transition(GroupPhase.HALTING, f"aborted by {actor}{said}: every active target {how}", actor)
-        _decide_halting(plan, states)
+        _decide_halting(plan, states, actor)
         return plan.decision()
     running = (GroupPhase.RUNNING, GroupPhase.WAVE_BAKING)
     if verb is Verb.PAUSE:

@@ -213,7 +213,7 @@ def test_a_failed_target_halts_and_aborts_the_rest_of_its_wave_with_rollback(fai
     assert decision.record.phase is GroupPhase.HALTING
     assert decision.record.failed_wave == 1 and decision.record.ending is GroupPhase.HALTED
     aborts = [a for a in decision.actions if isinstance(a, SteerTarget)]
-    assert aborts == [SteerTarget("rg:east", GR_ID, Verb.ABORT, rollback=True, reason=aborts[0].reason)]
+    assert aborts == [SteerTarget("rg:east", GR_ID, Verb.ABORT, True, "group web", aborts[0].reason)]
     assert not any(isinstance(a, StartTarget) for a in decision.actions)
     assert not any(isinstance(a, StartRevert) for a in decision.actions)  # halt: the canary wave keeps v2
     halted = decision.events[0]
@@ -317,9 +317,9 @@ def test_abort_of_the_whole_release_aborts_every_active_target_and_no_wave_start
 def test_abort_without_rollback_is_passed_on() -> None:
     record = started(running(), "canary")
     decision = apply_group_command(record, states(canary=Phase.CANARY), Verb.ABORT, T0)
-    assert decision.actions == (
-        SteerTarget("rg:canary", GR_ID, Verb.ABORT, rollback=False, reason=decision.actions[0].reason),
-    )  # type: ignore[union-attr]
+    (action,) = decision.actions
+    assert isinstance(action, SteerTarget) and action.verb is Verb.ABORT and not action.rollback
+    assert action.actor == "operator"  # the operator's abort, passed on in its name
 
 
 def test_pause_then_resume_of_the_whole_release() -> None:
