@@ -353,7 +353,7 @@ class GroupService:
                     )
                 except LookupError:
                     raise GroupTargetNotFoundError(target) from None
-                if decision.record == record:
+                if verb is not Verb.ABORT:  # the record does not change: the target's own verb
                     return self._pass_on(record, decision, target)
             try:
                 saved = self.store.update_group_release(decision.record.evolve(reason=_clip(decision.record.reason)))

@@ -348,8 +348,10 @@ def test_verbs_on_unknown_releases_and_targets_and_ones_that_do_not_apply() -> N
         world.groups.command(rid, Verb.ABORT, target="rg:elsewhere")
     with pytest.raises(CommandError):
         world.groups.command(rid, Verb.RESUME)
+    world.clock.advance(1)
     with pytest.raises(CommandError):  # the target decides: its rollout is not paused
         world.groups.command(rid, Verb.RESUME, target="rg:canary")
+    assert not [e for e in world.store.events if e.kind is EventKind.TARGET_STEERED]  # and nothing is recorded
 
 
 def test_get_shows_each_targets_rollout() -> None:
