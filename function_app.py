@@ -355,3 +355,14 @@ def _group_errors(run: Handler) -> Handler:
             raise _Refused(409, f"the configuration has no service for a target of this release: {exc}") from None
 
     return guarded
+
+
+@app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
+def advance_group_releases(timer: func.TimerRequest) -> None:
+    """Move every group's active release across its waves (each target's rollout is advanced by its own tick)."""
+    _, groups = group_service_from_environment()
+    for outcome in groups.advance():
+        if outcome.status is OutcomeStatus.IDLE and outcome.release_id is None:
+            continue  # no release in this group
+        level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
+        log.log(level, "advance_group_releases %s: %s %s", outcome.group, outcome.status, outcome.message)
