@@ -13,6 +13,7 @@ from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetN
 from rollout.machine import CommandError, Verb
 from rollout.model import EventKind, Phase, Release, Rollout
 from rollout.policy import RolloutPolicy
+from rollout.ports import TransientError
 from rollout.releases import ExtensionDefaults, build_release, parse_release_name, rollout_id_for
 from rollout.service import OutcomeStatus, RolloutService
 from rollout.targets import Group, OnFailure, Target, TargetRef, TargetsConfig, Wave
@@ -423,3 +424,51 @@ def test_two_hosts_receiving_two_releases_at_once_start_only_one() -> None:
     phases = {r.release.version: r.phase for r in world.store.list_group_releases("web")}
     assert phases[2] is GroupPhase.SUCCEEDED
     assert all(world.stable(k) == 2 for k in KEYS)
+
+
+# --- the pieces ----------------------------------------------------------------------------------
+
+
+def test_start_revert_goes_back_past_the_not_newer_check_and_is_marked() -> None:
+    world = make_world(make_group(bake=0))
+    service = world.services["rg:canary"]
+    for release in (V1, V2):
+        assert service.start_release(release).status is OutcomeStatus.ADVANCED
+        for _ in range(60):
+            world.clock.advance(30)
+            service.tick()
+        assert world.stable("rg:canary") == release.version
+    assert service.start_release(V1).status is OutcomeStatus.DUPLICATE  # an older release stays refused
+    assert service.start_release(script(1, " again")).status is OutcomeStatus.REJECTED
+    revert_id = "revert-install_nginx-v1-0123456789"
+    outcome = service.start_revert(V1, revert_id, "group release x halted")
+    assert outcome.status is OutcomeStatus.ADVANCED, outcome
+    assert service.start_revert(V1, revert_id, "again").status is OutcomeStatus.DUPLICATE
+    for _ in range(60):
+        world.clock.advance(30)
+        service.tick()
+    revert = world.rollout("rg:canary", revert_id)
+    assert revert is not None and revert.revert and revert.phase is Phase.SUCCEEDED
+    assert world.stable("rg:canary") == 1 and world.on_script("rg:canary") == "install_nginx.v1.sh"
+    received = world.store.list_events("rg:canary", revert.id)[0]
+    assert received.message.startswith("revert to install_nginx v1") and received.data["revert"] is True
+
+
+def test_a_start_that_fails_is_recorded_naming_the_target_and_sent_again_next_tick() -> None:
+    world = make_world(make_group(bake=0))
+    service = world.services["rg:west"]
+    original = service.start_release
+    failures = [TransientError("Tables answered 503")]
+
+    def flaky(release: Release) -> object:
+        if failures:
+            raise failures.pop()
+        return original(release)
+
+    service.start_release = flaky  # type: ignore[method-assign,assignment]
+    world.groups.receive_release("web", V1)
+    record = world.run_until(V1, GroupPhase.SUCCEEDED)
+    trail = world.store.list_events(group_partition("web"), record.id)
+    failed = [e for e in trail if e.kind is EventKind.ACTION_FAILED]
+    assert len(failed) == 1 and failed[0].data["target"] == "rg:west" and "503" in failed[0].message
+    assert world.stable("rg:west") == 1
