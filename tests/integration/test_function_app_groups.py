@@ -4,19 +4,26 @@ ARM emulator over HTTPS, real probes. Today's settings are the default group of 
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import function_app
+from rollout.machine import Verb
 from rollout.releases import build_release, parse_release_name
 from rollout.targets import DEFAULT_GROUP
 from rollout.waves import GroupPhase
 from tests.fixtures.appenv import app_under_test
 from tests.integration.test_function_app_rollout import App, user_function
+from tests.integration.test_http_hostile import ALLOWED, any_text, bodies, huge_text, nasty_text, valid_shape
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +123,38 @@ def test_what_a_caller_sends_to_the_group_routes_is_answered_never_500(app: App)
     status, aborted = app.http("steer_group_target", "POST", route, {"rollback": True, "reason": "smoke"})
     assert status == 200, aborted
     assert app.http("steer_group_target", "POST", route)[0] == 409  # already taken out
+
+
+def test_no_generated_request_to_the_group_routes_gets_a_500(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    """A property test like tests/integration/test_http_hostile.py, over the group routes: any id, target,
+    verb and body is answered JSON with a documented status; the last-resort handler is never needed."""
+    release_id = receive(app, 1)
+    target = function_app._groups().config.targets()[0].key
+    ids = st.one_of(any_text, nasty_text, huge_text, valid_shape, st.just(release_id))
+    targets = st.one_of(any_text, nasty_text, huge_text, st.just(target), st.just(target.upper()))
+    verbs = st.one_of(st.sampled_from([v.value for v in Verb]), any_text, nasty_text)
+    functions = ["list_group_releases", "get_group_release", "steer_group_release", "steer_group_target"]
+    seen: list[int] = []
+
+    @settings(
+        max_examples=300,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+    @given(function=st.sampled_from(functions), rid=ids, tgt=targets, verb=verbs, body=bodies)
+    def one_request(function: str, rid: str, tgt: str, verb: str, body: bytes) -> None:
+        route = {"id": rid, "target": tgt, "verb": verb}
+        method = "POST" if function.startswith("steer") else "GET"
+        request = func.HttpRequest(method, "http://localhost/api/releases", route_params=route, body=body)
+        response = user_function(function)(request)
+        seen.append(response.status_code)
+        assert response.mimetype == "application/json"
+        payload = json.loads(response.get_body())
+        assert response.status_code in ALLOWED, (function, rid[:80], tgt[:80], verb[:80], payload)
+
+    with caplog.at_level(logging.ERROR, logger="function_app"):
+        one_request()
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert len(seen) >= 300
