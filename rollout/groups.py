@@ -240,10 +240,13 @@ class GroupService:
         return self._commit(record, decide_group(record, states, self.clock.now()))
 
     def _keys_to_read(self, record: GroupRelease) -> list[str]:
-        """The targets a decision needs: every target started (a halt looks at all of them), the
-        current wave, and the next wave (what is stable on it is recorded when it starts)."""
-        horizon = record.wave + 1
-        return [t.key for t in record.targets if t.rollout_id or t.wave <= horizon]
+        """The targets a decision needs: halting, every target started (any may have to be stopped or
+        reverted); otherwise the current wave and the next (what is stable on it is recorded when it
+        starts). An earlier wave is not read again: it completed only once every target of it had
+        succeeded, a phase a rollout never leaves."""
+        if record.phase is GroupPhase.HALTING:
+            return [t.key for t in record.targets if t.rollout_id]
+        return [t.key for t in record.targets if record.wave <= t.wave <= record.wave + 1]
 
     def _read_states(self, record: GroupRelease, keys: Sequence[str]) -> dict[str, TargetState]:
         """Each target as its own service reads it. A target the configuration no longer names reads

@@ -451,19 +451,56 @@ def target_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> Ta
     )
 
 
+# A group release's targets are one JSON list, kept small (a group may have hundreds of targets): the
+# previous releases once each (``previous``, targets point at them by index), the flags only when set,
+# the rollout id only when it is not the group release's own; cut into string properties of at most
+# this many characters (``targets``, ``targets_1``, ...).
+GROUP_TARGETS_CHUNK_CHARS: Final = 15_000  # 32 K UTF-16 code units even if every character took two
+
+
+def _group_targets_json(record: GroupRelease) -> tuple[str, str]:
+    previous: list[Release] = []
+    targets: list[dict[str, Any]] = []
+    for t in record.targets:
+        item: dict[str, Any] = {"k": t.key, "w": t.wave}
+        if t.rollout_id:
+            item["s"] = 1 if t.rollout_id == record.id else t.rollout_id
+        if t.previous is not None:
+            if t.previous not in previous:
+                previous.append(t.previous)
+            item["p"] = previous.index(t.previous)
+        if t.revert_id:
+            item["r"] = t.revert_id
+        if t.excluded:
+            item["x"] = 1
+        if t.revert_skipped:
+            item["n"] = 1
+        targets.append(item)
+    return _dumps(targets), _dumps([release_to_dict(r) for r in previous])
+
+
+def _group_targets(record_id: str, targets_json: str, previous_json: str) -> tuple[GroupTarget, ...]:
+    previous = [release_from_dict(r) for r in json.loads(previous_json or "[]")]
+    out = []
+    for item in json.loads(targets_json or "[]"):
+        started = item.get("s")
+        out.append(
+            GroupTarget(
+                key=item["k"],
+                wave=int(item["w"]),
+                rollout_id=record_id if started == 1 else (started or ""),
+                previous=None if item.get("p") is None else previous[int(item["p"])],
+                revert_id=item.get("r") or "",
+                excluded=bool(item.get("x")),
+                revert_skipped=bool(item.get("n")),
+            )
+        )
+    return tuple(out)
+
+
 def group_release_to_entity(record: GroupRelease) -> dict[str, Any]:
-    targets = [
-        {
-            "key": t.key,
-            "wave": t.wave,
-            "rollout_id": t.rollout_id,
-            "previous": None if t.previous is None else release_to_dict(t.previous),
-            "revert_id": t.revert_id,
-            "excluded": t.excluded,
-            "revert_skipped": t.revert_skipped,
-        }
-        for t in record.targets
-    ]
+    targets, previous = _group_targets_json(record)
+    chunks = [targets[i : i + GROUP_TARGETS_CHUNK_CHARS] for i in range(0, len(targets), GROUP_TARGETS_CHUNK_CHARS)]
     entity: dict[str, Any] = {
         "PartitionKey": _check_key(record.group, "group release.group"),
         "RowKey": _check_key(record.id, "group release.id"),
@@ -472,7 +509,9 @@ def group_release_to_entity(record: GroupRelease) -> dict[str, Any]:
         "app": record.release.app,
         "version": record.release.version,
         "release": _dumps(release_to_dict(record.release)),
-        "targets": _dumps(targets),
+        "targets": chunks[0],
+        **{f"targets_{n}": chunk for n, chunk in enumerate(chunks[1:], start=1)},
+        "previous": previous,
         "wave_count": record.wave_count,
         "wave": record.wave,
         "wave_bake_seconds": record.wave_bake_seconds,
@@ -497,18 +536,10 @@ def group_release_to_entity(record: GroupRelease) -> dict[str, Any]:
 
 
 def group_release_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> GroupRelease:
-    targets = tuple(
-        GroupTarget(
-            key=t["key"],
-            wave=int(t["wave"]),
-            rollout_id=t.get("rollout_id") or "",
-            previous=None if t.get("previous") is None else release_from_dict(t["previous"]),
-            revert_id=t.get("revert_id") or "",
-            excluded=bool(t.get("excluded", False)),
-            revert_skipped=bool(t.get("revert_skipped", False)),
-        )
-        for t in json.loads(entity.get("targets") or "[]")
-    )
+    chunks = [entity.get("targets") or ""]
+    while f"targets_{len(chunks)}" in entity:
+        chunks.append(entity[f"targets_{len(chunks)}"])
+    targets = _group_targets(entity["RowKey"], "".join(chunks), entity.get("previous") or "[]")
     resume_to, ending, failed_wave = entity.get("resume_to"), entity.get("ending"), entity.get("failed_wave")
     return GroupRelease(
         id=entity["RowKey"],

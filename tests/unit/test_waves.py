@@ -455,3 +455,25 @@ def test_a_rollout_marked_revert_round_trips_and_others_carry_no_such_property()
     assert "revert" not in rollout_to_entity(plain)
     marked = plain.evolve(revert=True)
     assert rollout_from_entity(rollout_to_entity(marked)).revert is True
+
+
+def test_a_group_release_of_a_thousand_targets_fits_one_entity() -> None:
+    from rollout.adapters.tables import check_entity_size, group_release_from_entity, group_release_to_entity
+
+    big = Group(
+        name="fleet",
+        waves=tuple(Wave(tuple(target(f"vmss-{w:02d}-{i:03d}") for i in range(250))) for w in range(4)),
+        wave_bake_seconds=60,
+    )
+    record = new_group_release(GR_ID, big, V2, T0).evolve(phase=GroupPhase.RUNNING, wave=3)
+    record = record.evolve(
+        targets=tuple(
+            replace(t, rollout_id=GR_ID, previous=V1 if n % 2 else release(0), revert_id=f"revert-x-v1-{n:010d}")
+            for n, t in enumerate(record.targets)
+        )
+    )
+    entity = group_release_to_entity(record)
+    assert "targets_1" in entity  # cut into several properties
+    assert entity["previous"].count('"sha256"') == 2  # each previous release stored once
+    assert check_entity_size(entity, "fleet") < 1024 * 1024
+    assert group_release_from_entity(entity) == record
