@@ -73,6 +73,11 @@ _GROUP_TERMINAL = frozenset(
     {GroupPhase.SUCCEEDED, GroupPhase.HALTED, GroupPhase.ROLLED_BACK, GroupPhase.ABORTED, GroupPhase.REJECTED}
 )
 
+# A start decided before a halt may still be on its way to a target (a host past the fence when the
+# halt was saved): a halt does not end before this long after it began while a started target shows no
+# rollout, so that a late start is seen, and aborted, by a later tick.
+START_GRACE_SECONDS = 120
+
 # A target's rollout in one of these phases failed the release there (see the module docstring).
 FAILED_TARGET_PHASES = frozenset({Phase.ROLLED_BACK, Phase.ABORTED, Phase.REJECTED, Phase.FAILED})
 # A rollout in one of these may still change the scale set: a halt aborts it.
@@ -392,7 +397,10 @@ def _decide_halting(plan: _Plan, states: Mapping[str, TargetState], actor: str =
         state = _state(states, entry.key)
         rollout = state.rollout(entry.rollout_id)
         if rollout is None:
-            continue  # never started there (or its start never landed): nothing to stop
+            # Never started there, or a start decided before the halt has not landed (yet).
+            if entry.rollout_id and (plan.now - record.phase_since).total_seconds() < START_GRACE_SECONDS:
+                unsettled.append(entry.key)
+            continue
         if rollout.phase in _ABORTABLE and not entry.excluded:
             plan.actions.append(
                 SteerTarget(

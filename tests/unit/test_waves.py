@@ -12,6 +12,7 @@ from rollout.model import EventKind, ModelSpec, Phase, Release, ReleaseKind, Rol
 from rollout.releases import ROLLOUT_ID_RE
 from rollout.targets import Group, OnFailure, Target, TargetRef, Wave
 from rollout.waves import (
+    START_GRACE_SECONDS,
     GroupPhase,
     GroupRelease,
     StartRevert,
@@ -279,6 +280,21 @@ def test_halting_waits_for_rollbacks_and_reverts_then_ends() -> None:
     assert "reverted: rg:canary" in done.record.reason
 
 
+def test_a_halt_waits_a_while_for_a_start_that_may_still_land_and_aborts_it_if_it_does() -> None:
+    record = started(running(wave=1), "canary", "west", "east")  # east: decided, nothing landed there yet
+    seen = states(canary=Phase.SUCCEEDED, west=Phase.ROLLED_BACK)
+    halting = decide_group(record, seen, T0)
+    assert halting.record.phase is GroupPhase.HALTING and "rg:east" in halting.record.reason
+    late = {**seen, **states(east=Phase.CANARY)}
+    aborts = decide_group(halting.record, late, T0 + timedelta(seconds=30)).actions
+    assert [(a.target, a.verb) for a in aborts if isinstance(a, SteerTarget)] == [("rg:east", Verb.ABORT)]
+    assert decide_group(halting.record, seen, T0 + timedelta(seconds=START_GRACE_SECONDS - 1)).record.phase is (
+        GroupPhase.HALTING
+    )
+    after = decide_group(halting.record, seen, T0 + timedelta(seconds=START_GRACE_SECONDS))
+    assert after.record.phase is GroupPhase.HALTED
+
+
 def test_a_failed_target_waits_for_a_human_but_does_not_keep_the_release_halting() -> None:
     record = started(running(wave=0), "canary")
     decision = decide_group(record, states(canary=Phase.FAILED), T0)
@@ -310,7 +326,8 @@ def test_abort_of_the_whole_release_aborts_every_active_target_and_no_wave_start
     assert steer == {("rg:west", Verb.ABORT, True), ("rg:east", Verb.ABORT, True)}
     assert not any(isinstance(a, StartRevert) for a in decision.actions)  # an abort reverts nothing
     assert decision.events[0].actor == "ana" and "bad day" in decision.events[0].message
-    ended = decide_group(decision.record, states(canary=Phase.SUCCEEDED, west=Phase.ROLLED_BACK), T0)
+    seen = states(canary=Phase.SUCCEEDED, west=Phase.ROLLED_BACK, east=Phase.ABORTED)
+    ended = decide_group(decision.record, seen, T0)
     assert ended.record.phase is GroupPhase.ABORTED
 
 
