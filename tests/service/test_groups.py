@@ -472,3 +472,34 @@ def test_a_start_that_fails_is_recorded_naming_the_target_and_sent_again_next_ti
     failed = [e for e in trail if e.kind is EventKind.ACTION_FAILED]
     assert len(failed) == 1 and failed[0].data["target"] == "rg:west" and "503" in failed[0].message
     assert world.stable("rg:west") == 1
+
+
+def test_an_abort_between_a_hosts_save_and_its_starts_keeps_the_next_wave_from_starting() -> None:
+    world = make_world(make_group(bake=0))
+    host_a = world.groups
+    rid = rollout_id_for(V1)
+
+    class SlowHost(GroupService):
+        """Host B: between saving "start wave 2" and sending the starts, an operator aborts through host A."""
+
+        def _still_current(self, saved: GroupRelease) -> bool:
+            if saved.wave == 1 and saved.phase is GroupPhase.RUNNING:
+                host_a.command(rid, Verb.ABORT, actor="ana", rollback=True)
+            return super()._still_current(saved)
+
+    host_b = SlowHost(config=host_a.config, store=world.store, services=host_a.services, clock=world.clock)
+    host_a.receive_release("web", V1)
+    for _ in range(100):
+        if world.record(V1).wave == 1 or world.record(V1).phase.is_terminal:
+            break
+        world.clock.advance(30)
+        for service in world.services.values():
+            service.tick()
+        host_b.advance_group("web")
+    record = world.record(V1)
+    assert record.wave == 1 and record.phase in (GroupPhase.HALTING, GroupPhase.ABORTED)
+    assert world.rollout("rg:west", rid) is None and world.rollout("rg:east", rid) is None  # not sent
+    world.clock.advance(200)
+    host_a.advance_group("web")
+    assert world.record(V1).phase is GroupPhase.ABORTED
+    assert world.stable("rg:canary") == 1
