@@ -166,6 +166,22 @@ class GroupService:
             status = OutcomeStatus.REJECTED
         return GroupOutcome(status, current.reason, group.name, current.id, current.phase)
 
+    def reject_release(self, group_name: str, release: Release, reason: str) -> GroupOutcome:
+        """A release for ``group_name`` whose content is unusable (too large, a syntax error): recorded
+        ``Rejected`` with ``reason`` in the group's releases and trail, never started anywhere."""
+        group = self.config.group(group_name)
+        if group is None:
+            names = ", ".join(g.name for g in self.config.groups)
+            return GroupOutcome(OutcomeStatus.IGNORED, f"no group named {_short(group_name)}; known: {names}", "")
+        record = new_group_release(rollout_id_for(release), group, release, self.clock.now())
+        record = record.evolve(phase=GroupPhase.REJECTED, reason=_clip(reason))
+        try:
+            record = self.store.insert_group_release(record)
+        except AlreadyExistsError:
+            return self._duplicate(group.name, release)
+        self._event(record, EventKind.REJECTED, record.reason)
+        return GroupOutcome(OutcomeStatus.REJECTED, record.reason, group.name, record.id, record.phase)
+
     def _duplicate(self, group: str, release: Release) -> GroupOutcome:
         message = f"{release.blob_name} with this content was already received for group {group}"
         return GroupOutcome(OutcomeStatus.DUPLICATE, message, group, rollout_id_for(release))

@@ -503,3 +503,15 @@ def test_an_abort_between_a_hosts_save_and_its_starts_keeps_the_next_wave_from_s
     host_a.advance_group("web")
     assert world.record(V1).phase is GroupPhase.ABORTED
     assert world.stable("rg:canary") == 1
+
+
+def test_a_release_rejected_for_its_content_is_recorded_for_the_group_and_never_started() -> None:
+    world = make_world(make_group(bake=0))
+    outcome = world.groups.reject_release("web", V1, "line 2: syntax error near unexpected token")
+    assert outcome.status is OutcomeStatus.REJECTED and outcome.phase is GroupPhase.REJECTED
+    assert world.groups.reject_release("web", V1, "again").status is OutcomeStatus.DUPLICATE
+    assert world.groups.receive_release("web", V1).status is OutcomeStatus.DUPLICATE
+    assert world.groups.reject_release("nope", V1, "x").status is OutcomeStatus.IGNORED
+    world.step()
+    assert all(world.rollout(k, rollout_id_for(V1)) is None for k in KEYS)
+    assert world.group_events(V1) == [(EventKind.REJECTED, "")]
