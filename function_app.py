@@ -27,13 +27,21 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
-from rollout.bootstrap import service_from_environment
+from rollout.bootstrap import group_service_from_environment, service_from_environment
+from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError, UnknownTargetError
 from rollout.machine import CommandError, Verb
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
 from rollout.releases import rollout_id_problem
 from rollout.service import OutcomeStatus, RolloutNotFoundError, RolloutService
 from rollout.settings import SettingsError, http_auth_at_startup, platform_auth_enabled
-from rollout.views import fleet_json, rollout_detail, rollout_summary, target_json
+from rollout.views import (
+    fleet_json,
+    group_release_detail,
+    group_release_summary,
+    rollout_detail,
+    rollout_summary,
+    target_json,
+)
 
 # Auth levels are fixed when the functions are indexed, so HTTP_AUTH is read once here. In entra mode
 # the routes are anonymous to the Functions host: App Service authentication in front rejects calls
@@ -249,3 +257,112 @@ def _json(status: int, payload: JsonObject) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(payload, indent=2, sort_keys=False), status_code=status, mimetype="application/json"
     )
+
+
+# --- Group releases (rollout.groups): a release crossing the waves of a group --------------------
+# ``GET /api/releases``, ``GET /api/releases/{id}`` (with each target's rollout), ``POST
+# /api/releases/{id}/{verb}`` (the whole release: abort, pause, resume, promote, promote-full) and
+# ``POST /api/releases/{id}/targets/{target}/{verb}`` (one target only). Same auth and answers as above.
+
+MAX_TARGET_KEY_CHARS = 200
+
+
+@app.route(route="releases", methods=["GET"])
+def list_group_releases(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        return 200, {"releases": [group_release_summary(r) for r in _groups().list()]}
+
+    return _http(req, READ_ROLE, "list group releases", _group_errors(run))
+
+
+@app.route(route="releases/{id}", methods=["GET"])
+def get_group_release(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        view = _groups().get(_group_release_id(req))
+        return 200, group_release_detail(view.record, view.events, view.rollouts, view.reverts)
+
+    return _http(req, READ_ROLE, "view a group release", _group_errors(run))
+
+
+@app.route(route="releases/{id}/{verb}", methods=["POST"])
+def steer_group_release(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        verb = _verb(req)
+        release_id = _group_release_id(req)
+        body = _group_command_body(req, verb)
+        outcome = _groups().command(release_id, verb, actor=caller.actor, reason=body.reason, rollback=body.rollback)
+        return 200, outcome.as_dict()
+
+    return _http(req, OPERATE_ROLE, "steer group releases", _group_errors(run))
+
+
+@app.route(route="releases/{id}/targets/{target}/{verb}", methods=["POST"])
+def steer_group_target(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        verb = _verb(req)
+        release_id = _group_release_id(req)
+        target = _route_param(req, "target")
+        if not target or len(target) > MAX_TARGET_KEY_CHARS or _CONTROL_CHARS.search(target):
+            raise _Refused(404, f"no such target in the release: {_shorten(target)}")
+        body = _group_command_body(req, verb)
+        outcome = _groups().command(
+            release_id, verb, target=target, actor=caller.actor, reason=body.reason, rollback=body.rollback
+        )
+        return 200, outcome.as_dict()
+
+    return _http(req, OPERATE_ROLE, "steer group releases", _group_errors(run))
+
+
+def _groups() -> GroupService:
+    return group_service_from_environment()[1]
+
+
+def _verb(req: func.HttpRequest) -> Verb:
+    name = _route_param(req, "verb")
+    try:
+        return Verb(name)
+    except ValueError:
+        raise _Refused(404, f"unknown verb {_shorten(name)}; expected one of {', '.join(Verb)}") from None
+
+
+def _group_release_id(req: func.HttpRequest) -> str:
+    """Group release ids have the shape of rollout ids (the id of its release): anything else is 404."""
+    release_id = _route_param(req, "id")
+    problem = rollout_id_problem(release_id)
+    if problem is not None:
+        raise _Refused(404, f"no such group release: {problem}")
+    return release_id
+
+
+def _group_command_body(req: func.HttpRequest, verb: Verb) -> _CommandBody:
+    try:
+        return _command_body(req.get_body(), verb)
+    except ValueError as exc:
+        raise _Refused(400, str(exc)) from None
+
+
+def _group_errors(run: Handler) -> Handler:
+    """The group service's lookups answered 404, as the rollout routes answer an unknown rollout."""
+
+    def guarded(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        try:
+            return run(service, caller)
+        except GroupReleaseNotFoundError as exc:
+            raise _Refused(404, f"no group release {_shorten(str(exc.args[0]))}") from None
+        except GroupTargetNotFoundError as exc:
+            raise _Refused(404, f"{_shorten(str(exc.args[0]))} is not a target of this release") from None
+        except UnknownTargetError as exc:
+            raise _Refused(409, f"the configuration has no service for a target of this release: {exc}") from None
+
+    return guarded
+
+
+@app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
+def advance_group_releases(timer: func.TimerRequest) -> None:
+    """Move every group's active release across its waves (each target's rollout is advanced by its own tick)."""
+    _, groups = group_service_from_environment()
+    for outcome in groups.advance():
+        if outcome.status is OutcomeStatus.IDLE and outcome.release_id is None:
+            continue  # no release in this group
+        level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
+        log.log(level, "advance_group_releases %s: %s %s", outcome.group, outcome.status, outcome.message)

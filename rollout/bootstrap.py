@@ -20,9 +20,11 @@ from rollout.adapters.notify import LogNotifier
 from rollout.adapters.probe import HttpProber
 from rollout.adapters.scriptcheck import BashSyntaxChecker
 from rollout.adapters.tables import TableStateStore
+from rollout.groups import GroupService
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
 from rollout.settings import SETTINGS_READ, Settings, StorageConnection, load_settings
+from rollout.targets import TargetRef, single_target_config
 
 T = TypeVar("T")
 
@@ -125,4 +127,30 @@ def service_from_environment(env: Mapping[str, str] | None = None) -> tuple[Sett
             cached = (settings, build_service(settings))
             _cache.clear()  # a changed configuration replaces the old wiring
             _cache[key] = cached
+        return cached
+
+
+_group_cache: dict[tuple[str | None, ...], tuple[Settings, GroupService]] = {}
+
+
+def build_group_service(settings: Settings, service: RolloutService, store: TableStateStore) -> GroupService:
+    """The group service of ``settings``: today's ``VMSS_*`` settings are the default group of one wave of
+    one target (``rollout.targets.single_target_config``), steered by ``service``. A targets document
+    (several groups, many targets) replaces the configuration and the mapping with a service per target."""
+    ref = TargetRef(settings.subscription_id, settings.resource_group, settings.vmss_name)
+    config = single_target_config(ref, settings.policy, settings.probe)
+    return GroupService(config=config, store=store, services={settings.target_key: service}, clock=SystemClock())
+
+
+def group_service_from_environment(env: Mapping[str, str] | None = None) -> tuple[Settings, GroupService]:
+    """One wired group service per process and configuration, over the wired per-target service."""
+    env = os.environ if env is None else env
+    settings, service = service_from_environment(env)
+    key = tuple(env.get(name) for name in SETTINGS_READ)
+    with _lock:
+        cached = _group_cache.get(key)
+        if cached is None:
+            cached = (settings, build_group_service(settings, service, build_store(settings)))
+            _group_cache.clear()
+            _group_cache[key] = cached
         return cached

@@ -219,6 +219,9 @@ class Rollout:
     promote_full: bool = False
     reason: str = ""
     rollback_reason: str = ""
+    # A revert: a group release halted and returns the scale set to this (older) release, which the
+    # not-newer check then allows (``RolloutService.start_revert``).
+    revert: bool = False
     etag: str | None = field(default=None, compare=False)
 
     def evolve(self, **changes: Any) -> Rollout:
@@ -265,6 +268,12 @@ class EventKind(enum.StrEnum):
     ACTION_FAILED = "ActionFailed"  # an ARM or notification call failed
     LATE_WRITE = "LateWrite"  # an ARM write landed after another host changed the phase
     STATE_TOO_LARGE = "StateTooLarge"  # the next state could not be stored; nothing was acted on
+    # A group release crossing its waves (rollout.waves); the event's data names the target.
+    TARGET_STARTED = "TargetStarted"  # the release was started on a target of the current wave
+    WAVE_SUCCEEDED = "WaveSucceeded"  # every target of a wave succeeded
+    WAVE_STARTED = "WaveStarted"  # the wave bake passed; the next wave starts
+    REVERT_STARTED = "RevertStarted"  # a target goes back to its previous release (a halt)
+    TARGET_STEERED = "TargetSteered"  # an operator verb on one target of a group release
 
 
 @dataclass(frozen=True)

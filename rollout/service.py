@@ -185,6 +185,31 @@ class RolloutService:
         self._record(
             rollout, EventKind.RECEIVED, f"{release.label} received ({release.blob_name}, sha256 {release.sha256[:12]})"
         )
+        return self._start_received(rollout_id)
+
+    def start_revert(self, release: Release, rollout_id: str, reason: str) -> Outcome:
+        """Return the scale set to ``release``, an older release it had: a group release halted and
+        this target goes back (``rollout.waves``). A rollout like any other (queued behind an active
+        one, pre-flight, canary, bake, batches) under its own ``rollout_id`` (the same id twice is a
+        duplicate), marked ``revert``: the not-newer check, which refuses older versions, allows it."""
+        rollout_id = rollout_id.lower()
+        if self.store.get_rollout(self.target_key, rollout_id) is not None:
+            return Outcome(OutcomeStatus.DUPLICATE, f"the revert {rollout_id} was already received", rollout_id)
+        rollout = self._new_rollout(release, rollout_id, self.clock.now()).evolve(revert=True)
+        try:
+            rollout = self.store.insert_rollout(rollout)
+        except AlreadyExistsError:
+            return Outcome(OutcomeStatus.DUPLICATE, f"the revert {rollout_id} was already received", rollout_id)
+        self._record(
+            rollout,
+            EventKind.RECEIVED,
+            _clip(f"revert to {release.label} ({release.blob_name}, sha256 {release.sha256[:12]}): {reason}"),
+            revert=True,
+        )
+        return self._start_received(rollout_id)
+
+    def _start_received(self, rollout_id: str) -> Outcome:
+        """A rollout was just recorded Queued: start it now if the scale set is free."""
         outcome = self._activate_next()
         current = self.store.get_rollout(self.target_key, rollout_id)
         if current is not None and current.phase is Phase.QUEUED:
@@ -343,7 +368,7 @@ class RolloutService:
                 return Outcome(
                     OutcomeStatus.LOST, f"{held.id}, claimed by another instance, changed while starting", held.id
                 )
-        reason = self._not_newer_reason(newest.release, target)
+        reason = None if newest.revert else self._not_newer_reason(newest.release, target)
         if reason is not None:
             self._reject_existing(newest, reason)
             return Outcome(OutcomeStatus.REJECTED, reason, newest.id, Phase.REJECTED)

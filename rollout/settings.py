@@ -214,7 +214,9 @@ _FIXED_ROWS: tuple[SettingRow, ...] = (
         "system identity",
     ),
     SettingRow(
-        ("STATE_TABLE_PREFIX",), "prefix of the tables `rollouts`, `rolloutevents`, `targets` (letters, digits)", "none"
+        ("STATE_TABLE_PREFIX",),
+        "prefix of the tables `rollouts`, `rolloutevents`, `targets`, `groupreleases` (letters, digits)",
+        "none",
     ),
     SettingRow(
         ("ROLLOUT_TICK_SCHEDULE",),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rollout.analysis import assess_instance, describe_instance
 from rollout.model import FleetView, Health, ModelSpec, Rollout, RolloutEvent, TargetRecord
+from rollout.waves import GroupRelease
 
 
 def _time(value: Any) -> str | None:
@@ -51,6 +53,7 @@ def rollout_summary(r: Rollout) -> dict[str, Any]:
         "reason": r.reason,
         "createdAt": _time(r.created_at),
         "updatedAt": _time(r.updated_at),
+        **({"revert": True} if r.revert else {}),  # a group release halted: back to an older release
     }
 
 
@@ -133,5 +136,68 @@ def fleet_json(fleet: FleetView) -> dict[str, Any]:
                 "detail": describe_instance(v),
             }
             for v in fleet.instances
+        ],
+    }
+
+
+# --- group releases (rollout.waves, rollout.groups) ----------------------------------------------
+
+
+def group_release_summary(g: GroupRelease) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "group": g.group,
+        "release": g.release.blob_name,
+        "version": g.release.version,
+        "kind": g.release.kind.value,
+        "phase": g.phase.value,
+        "wave": g.wave + 1,
+        "waves": g.wave_count,
+        "reason": g.reason,
+        "createdAt": _time(g.created_at),
+        "updatedAt": _time(g.updated_at),
+    }
+
+
+def group_release_detail(
+    g: GroupRelease,
+    events: list[RolloutEvent],
+    rollouts: Mapping[str, Rollout | None],
+    reverts: Mapping[str, Rollout | None],
+) -> dict[str, Any]:
+    """A group release with, per target, its wave and the rollouts it started there (their summaries)."""
+    targets = []
+    for t in g.targets:
+        rollout, revert = rollouts.get(t.key), reverts.get(t.key)
+        targets.append(
+            {
+                "target": t.key,
+                "wave": t.wave + 1,
+                "rolloutId": t.rollout_id or None,
+                "rollout": rollout_summary(rollout) if rollout is not None else None,
+                "previousRelease": t.previous.blob_name if t.previous else None,
+                "takenOut": t.excluded,
+                "revert": {"id": t.revert_id, "rollout": rollout_summary(revert) if revert else None}
+                if t.revert_id
+                else None,
+            }
+        )
+    return {
+        **group_release_summary(g),
+        "phaseSince": _time(g.phase_since),
+        "waveBakeSeconds": g.wave_bake_seconds,
+        "onFailure": g.on_failure.value,
+        "waveCompletedAt": _time(g.wave_completed_at),
+        "pausedFrom": g.resume_to.value if g.resume_to else None,
+        "targets": targets,
+        "events": [
+            {
+                "at": _time(e.at),
+                "kind": e.kind.value,
+                "message": e.message,
+                "actor": e.actor,
+                "target": e.data.get("target"),
+            }
+            for e in events
         ],
     }

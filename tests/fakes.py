@@ -18,6 +18,7 @@ from rollout.adapters.tables import (
     EntityKeyError,
     check_key,
     event_to_entity,
+    group_release_to_entity,
     rollout_to_entity,
     target_to_entity,
 )
@@ -41,6 +42,7 @@ from rollout.ports import (
     TransientError,
 )
 from rollout.releases import image_unreadable_reason
+from rollout.waves import GroupRelease
 
 BASE_URL = "https://releases.blob.core.windows.net/init"
 
@@ -398,6 +400,7 @@ class FakeStore:
         self.targets: dict[str, TargetRecord] = {}
         self.rollouts: dict[tuple[str, str], Rollout] = {}
         self.events: list[RolloutEvent] = []
+        self.group_releases: dict[tuple[str, str], GroupRelease] = {}
         self._etags = itertools.count(1)
 
     def _tag(self) -> str:
@@ -450,6 +453,33 @@ class FakeStore:
         _keys(target)
         found = [r for (t, _), r in self.rollouts.items() if t == target]
         return sorted(found, key=lambda r: r.created_at, reverse=True)
+
+    def get_group_release(self, group: str, release_id: str) -> GroupRelease | None:
+        check_key(group, "group")
+        check_key(release_id, "group release id")
+        return self.group_releases.get((group, release_id))
+
+    def insert_group_release(self, record: GroupRelease) -> GroupRelease:
+        group_release_to_entity(record)
+        if (record.group, record.id) in self.group_releases:
+            raise AlreadyExistsError(record.id)
+        saved = record.evolve(etag=self._tag())
+        self.group_releases[(record.group, record.id)] = saved
+        return saved
+
+    def update_group_release(self, record: GroupRelease) -> GroupRelease:
+        group_release_to_entity(record)
+        current = self.group_releases.get((record.group, record.id))
+        if current is None or record.etag is None or current.etag != record.etag:
+            raise ConcurrencyError(record.id)
+        saved = record.evolve(etag=self._tag())
+        self.group_releases[(record.group, record.id)] = saved
+        return saved
+
+    def list_group_releases(self, group: str) -> list[GroupRelease]:
+        check_key(group, "group")
+        found = [r for (g, _), r in self.group_releases.items() if g == group]
+        return sorted(found, key=lambda r: (r.created_at, r.id), reverse=True)
 
     def append_event(self, event: RolloutEvent) -> None:
         _keys(event.target, event.rollout_id, events=True)

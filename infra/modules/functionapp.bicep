@@ -245,7 +245,7 @@ resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
-// The state tables (rollouts, rolloutevents, targets) and the host's timer bookkeeping.
+// The state tables (rollouts, rolloutevents, targets, groupreleases) and the host's timer bookkeeping.
 resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, site.id, storageTableDataContributor)
   scope: storage

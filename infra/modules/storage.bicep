@@ -1,6 +1,6 @@
 // Storage for the app and the releases: one StorageV2 account holding
 //  - the release container (watched by the blob trigger, read by the scale set's CustomScript extension),
-//  - the state tables (rollouts, rolloutevents, targets),
+//  - the state tables (rollouts, rolloutevents, targets, groupreleases),
 //  - the Flex Consumption deployment container (the zipped function code),
 //  - the Functions host's own blobs/queues (AzureWebJobsStorage).
 // Everything is reached with Entra ID (managed identities, `az ... --auth-mode login`): shared key access
@@ -28,6 +28,7 @@ var stateTables = [
   '${stateTablePrefix}rollouts'
   '${stateTablePrefix}rolloutevents'
   '${stateTablePrefix}targets'
+  '${stateTablePrefix}groupreleases'
 ]
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {

@@ -8,6 +8,7 @@ table                  PartitionKey           RowKey
 ``{p}rollouts``        target key             rollout id
 ``{p}rolloutevents``   target key             ``<rollout id>~<yyyymmddHHMMSSffffff>~<sequence>``
 ``{p}targets``         ``"target"``           target key
+``{p}groupreleases``   group name             group release id (its release's rollout id)
 =====================  =====================  ==================================================
 
 Why this layout:
@@ -22,6 +23,10 @@ Why this layout:
   this host appended them, while the random part keeps two hosts from ever colliding. Appending is
   an insert, never an upsert, so the audit trail is never overwritten.
 - Targets sit in one partition of their own: "every scale set we manage" is one partition query.
+- A group's releases (``rollout.waves``) share a partition of a table of their own: "the group's
+  releases" is one partition query, and no query of the rollouts table ever meets one. Their audit
+  trail is in ``rolloutevents`` under the partition ``group~<name>`` (``rollout.waves.group_partition``:
+  ``~`` never occurs in a target key).
 
 Entities: queryable scalars (``phase``, ``app``, ``version``, ``kind``, ``created_at``...) are their
 own typed properties; nested structures (Release, ModelSpec with its ExtensionSpec, id tuples, event
@@ -94,6 +99,8 @@ from rollout.ports import (
     RecordTooLargeError,
     TransientError,
 )
+from rollout.targets import OnFailure
+from rollout.waves import GroupPhase, GroupRelease, GroupTarget
 
 SCHEMA_VERSION: Final = 1
 TARGETS_PARTITION: Final = "target"
@@ -352,6 +359,7 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
             failed_from=None if rollout.failed_from is None else rollout.failed_from.value,
             hold_until=_opt_encode_dt(rollout.hold_until, "hold_until"),
             reimage_requested_at=_opt_encode_dt(rollout.reimage_requested_at, "reimage_requested_at"),
+            revert=True if rollout.revert else None,  # absent on every other row
         )
     )
     check_entity_size(entity, f"rollout {rollout.target}/{rollout.id}")
@@ -392,6 +400,7 @@ def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> R
         promote_full=bool(entity.get("promote_full", False)),
         reason=entity.get("reason", ""),
         rollback_reason=entity.get("rollback_reason", ""),
+        revert=bool(entity.get("revert", False)),
         etag=etag,
     )
 
@@ -438,6 +447,120 @@ def target_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> Ta
         stable_release=None if stable_release is None else release_from_dict(stable_release),
         stable_model=None if stable_model is None else model_from_dict(stable_model),
         updated_at=_opt_dt(entity.get("updated_at")),
+        etag=etag,
+    )
+
+
+# A group release's targets are one JSON list, kept small (a group may have hundreds of targets): the
+# previous releases once each (``previous``, targets point at them by index), the flags only when set,
+# the rollout id only when it is not the group release's own; cut into string properties of at most
+# this many characters (``targets``, ``targets_1``, ...).
+GROUP_TARGETS_CHUNK_CHARS: Final = 15_000  # 32 K UTF-16 code units even if every character took two
+
+
+def _group_targets_json(record: GroupRelease) -> tuple[str, str]:
+    previous: list[Release] = []
+    targets: list[dict[str, Any]] = []
+    for t in record.targets:
+        item: dict[str, Any] = {"k": t.key, "w": t.wave}
+        if t.rollout_id:
+            item["s"] = 1 if t.rollout_id == record.id else t.rollout_id
+        if t.previous is not None:
+            if t.previous not in previous:
+                previous.append(t.previous)
+            item["p"] = previous.index(t.previous)
+        if t.revert_id:
+            item["r"] = t.revert_id
+        if t.excluded:
+            item["x"] = 1
+        if t.revert_skipped:
+            item["n"] = 1
+        targets.append(item)
+    return _dumps(targets), _dumps([release_to_dict(r) for r in previous])
+
+
+def _group_targets(record_id: str, targets_json: str, previous_json: str) -> tuple[GroupTarget, ...]:
+    previous = [release_from_dict(r) for r in json.loads(previous_json or "[]")]
+    out = []
+    for item in json.loads(targets_json or "[]"):
+        started = item.get("s")
+        out.append(
+            GroupTarget(
+                key=item["k"],
+                wave=int(item["w"]),
+                rollout_id=record_id if started == 1 else (started or ""),
+                previous=None if item.get("p") is None else previous[int(item["p"])],
+                revert_id=item.get("r") or "",
+                excluded=bool(item.get("x")),
+                revert_skipped=bool(item.get("n")),
+            )
+        )
+    return tuple(out)
+
+
+def group_release_to_entity(record: GroupRelease) -> dict[str, Any]:
+    targets, previous = _group_targets_json(record)
+    chunks = [targets[i : i + GROUP_TARGETS_CHUNK_CHARS] for i in range(0, len(targets), GROUP_TARGETS_CHUNK_CHARS)]
+    entity: dict[str, Any] = {
+        "PartitionKey": _check_key(record.group, "group release.group"),
+        "RowKey": _check_key(record.id, "group release.id"),
+        "schema": SCHEMA_VERSION,
+        "phase": record.phase.value,
+        "app": record.release.app,
+        "version": record.release.version,
+        "release": _dumps(release_to_dict(record.release)),
+        "targets": chunks[0],
+        **{f"targets_{n}": chunk for n, chunk in enumerate(chunks[1:], start=1)},
+        "previous": previous,
+        "wave_count": record.wave_count,
+        "wave": record.wave,
+        "wave_bake_seconds": record.wave_bake_seconds,
+        "on_failure": record.on_failure.value,
+        "skip_wave_bake": record.skip_wave_bake,
+        "halt_rollback": record.halt_rollback,
+        "created_at": _encode_dt(record.created_at, "created_at"),
+        "updated_at": _encode_dt(record.updated_at, "updated_at"),
+        "phase_since": _encode_dt(record.phase_since, "phase_since"),
+        "reason": record.reason,
+    }
+    entity.update(
+        _present(
+            wave_completed_at=_opt_encode_dt(record.wave_completed_at, "wave_completed_at"),
+            resume_to=None if record.resume_to is None else record.resume_to.value,
+            ending=None if record.ending is None else record.ending.value,
+            failed_wave=record.failed_wave,
+        )
+    )
+    check_entity_size(entity, f"group release {record.group}/{record.id}")
+    return entity
+
+
+def group_release_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> GroupRelease:
+    chunks = [entity.get("targets") or ""]
+    while f"targets_{len(chunks)}" in entity:
+        chunks.append(entity[f"targets_{len(chunks)}"])
+    targets = _group_targets(entity["RowKey"], "".join(chunks), entity.get("previous") or "[]")
+    resume_to, ending, failed_wave = entity.get("resume_to"), entity.get("ending"), entity.get("failed_wave")
+    return GroupRelease(
+        id=entity["RowKey"],
+        group=entity["PartitionKey"],
+        release=release_from_dict(json.loads(entity["release"])),
+        phase=GroupPhase(entity["phase"]),
+        targets=targets,
+        wave_count=int(entity.get("wave_count", 0)),
+        created_at=_decode_dt(entity["created_at"]),
+        updated_at=_decode_dt(entity["updated_at"]),
+        phase_since=_decode_dt(entity["phase_since"]),
+        wave_bake_seconds=int(entity.get("wave_bake_seconds", 0)),
+        on_failure=OnFailure(entity.get("on_failure", OnFailure.HALT.value)),
+        wave=int(entity.get("wave", 0)),
+        wave_completed_at=_opt_dt(entity.get("wave_completed_at")),
+        skip_wave_bake=bool(entity.get("skip_wave_bake", False)),
+        resume_to=None if resume_to is None else GroupPhase(resume_to),
+        ending=None if ending is None else GroupPhase(ending),
+        halt_rollback=bool(entity.get("halt_rollback", True)),
+        failed_wave=None if failed_wave is None else int(failed_wave),
+        reason=entity.get("reason", ""),
         etag=etag,
     )
 
@@ -607,6 +730,7 @@ class TableStateStore:
         self.rollouts_table = f"{prefix}rollouts"
         self.events_table = f"{prefix}rolloutevents"
         self.targets_table = f"{prefix}targets"
+        self.group_releases_table = f"{prefix}groupreleases"
         self._clients: dict[str, TableClient] = {}
         self._clients_lock = threading.Lock()
 
@@ -742,6 +866,44 @@ class TableStateStore:
         else:
             target_to_entity(record)
 
+    # -- group releases (rollout.waves) --------------------------------------------------------
+
+    def get_group_release(self, group: str, release_id: str) -> GroupRelease | None:
+        _check_key(group, "group")
+        _check_key(release_id, "group release id")
+        entity = self._read(
+            self.group_releases_table, group, release_id, f"read group release {group}/{_shorten(release_id)}"
+        )
+        return None if entity is None else group_release_from_entity(entity, entity.metadata.get("etag"))
+
+    def insert_group_release(self, record: GroupRelease) -> GroupRelease:
+        """Insert; ``AlreadyExistsError`` when the row is there (the same release received twice)."""
+        entity = group_release_to_entity(record)
+        table = self._table(self.group_releases_table)
+        with map_storage_errors(f"insert group release {record.group}/{record.id}"):
+            meta = table.create_entity(entity)
+        return _with_etag(record, meta)
+
+    def update_group_release(self, record: GroupRelease) -> GroupRelease:
+        """Conditional replace on ``record.etag``: of two hosts that decided on the same version, one
+        writes and the other gets ``ConcurrencyError`` (and does not act)."""
+        what = f"update group release {record.group}/{record.id}"
+        if record.etag is None:
+            raise ConcurrencyError(f"{what}: no etag (read it first, or insert_group_release)")
+        entity = group_release_to_entity(record)
+        meta = _replace_if_unchanged(self._table(self.group_releases_table), entity, record.etag, what)
+        return _with_etag(record, meta)
+
+    def list_group_releases(self, group: str) -> list[GroupRelease]:
+        """Every release of ``group``, newest first (created_at, then id, both descending)."""
+        _check_key(group, "group")
+        table = self._table(self.group_releases_table)
+        with map_storage_errors(f"list group releases of {group}"):
+            entities = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": group}))
+        records = [group_release_from_entity(e, e.metadata.get("etag")) for e in entities]
+        records.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return records
+
     # -- events -------------------------------------------------------------------------------
 
     def append_event(self, event: RolloutEvent) -> None:
@@ -790,7 +952,7 @@ def check_key(value: str, what: str) -> str:
     return _check_key(value, what)
 
 
-_R = TypeVar("_R", Rollout, TargetRecord)
+_R = TypeVar("_R", Rollout, TargetRecord, GroupRelease)
 
 
 def _with_etag(record: _R, meta: Mapping[str, Any]) -> _R:
@@ -812,6 +974,8 @@ __all__ = [
     "event_from_entity",
     "event_row_key",
     "event_to_entity",
+    "group_release_from_entity",
+    "group_release_to_entity",
     "map_storage_errors",
     "rollout_from_entity",
     "rollout_to_entity",
