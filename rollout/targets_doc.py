@@ -389,6 +389,28 @@ class _Reader:
         return None if len(self.problems) > before else value
 
 
+def route(config: TargetsConfig, group: str | None) -> Group | str:
+    """The group a release goes to: its folder's (``<container>/<group>/<app>.v<N>.sh``), or the default
+    group at the top level. A sentence saying why not when the folder is no group name or names no group."""
+    names = ", ".join(g.name for g in config.groups) or "none"
+    if group is None:
+        found = config.group(config.default_group)
+        if found is None:
+            return (
+                f"a release at the container's top level goes to the default group {config.default_group!r}, "
+                f"which is not configured (groups: {names}); upload it into a group's folder, "
+                "<container>/<group>/<app>.v<N>.sh, or name the default group (defaultGroup)"
+            )
+        return found
+    problem = group_name_problem(group)
+    if problem is not None:
+        return f"the release's folder {problem}; releases go to <container>/<group>/<app>.v<N>.sh (groups: {names})"
+    found = config.group(group)
+    if found is None:
+        return f"no group {group!r} is configured (groups: {names})"
+    return found
+
+
 def probe_problems(probe: ProbeSettings) -> list[str]:
     """What ``rollout.settings.load_settings`` checks of a probe beyond its knobs' bounds."""
     problems = []

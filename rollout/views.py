@@ -65,6 +65,7 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
             "url": r.release.blob_url,
             "sha256": r.release.sha256,
             "imageId": r.release.image_id,
+            "group": r.release.group,
         },
         "phaseSince": _time(r.phase_since),
         "canary": list(r.canary_ids),

@@ -327,3 +327,21 @@ def test_any_document_text_gives_a_configuration_or_named_problems(data: Any, as
 @given(content=st.binary(max_size=300), name=st.sampled_from(["t.json", "t.yaml", "t.yml", "t"]))
 def test_any_bytes_give_a_configuration_or_named_problems(content: bytes, name: str) -> None:
     check_result(lambda: load_document(name, content, DEFAULTS))
+
+
+# --- routing a release to its group ----------------------------------------------------------------
+
+
+def test_a_release_goes_to_its_folders_group_or_the_default_group() -> None:
+    from rollout.targets_doc import route
+
+    config = load_document("targets.yaml", EXAMPLE_YAML, DEFAULTS)
+    web, api = config.group("web"), config.group("api")
+    assert route(config, None) is web  # defaultGroup: web
+    assert route(config, "api") is api
+    assert route(config, "payments") == "no group 'payments' is configured (groups: web, api)"
+    bad = route(config, "Payments")
+    assert isinstance(bad, str) and "'Payments' is not a group name" in bad
+    without_default = config_from_data(one_group({"resourceGroup": "r", "name": "n"}), DEFAULTS, "t")
+    missing = route(without_default, None)
+    assert isinstance(missing, str) and "default group 'default', which is not configured (groups: web)" in missing
