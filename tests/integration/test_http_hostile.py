@@ -43,6 +43,7 @@ ROUTES = {
     "get": ("get_rollout", "GET"),
     "steer": ("steer_rollout", "POST"),
     "fleet": ("fleet_status", "GET"),
+    "targets": ("list_targets", "GET"),
 }
 
 # Text of every kind: any code point including unpaired surrogates and controls, and the characters
