@@ -140,3 +140,28 @@ def test_a_document_that_does_not_exist_is_an_error_not_a_500(app: Targets, monk
     payload = app.targets()
     assert payload["ok"] is False
     assert payload["errors"] == [f"the targets document {app.container}/missing.yaml (TARGETS_CONFIG) does not exist"]
+
+
+def test_tagged_scale_sets_form_a_group_releases_can_go_to(
+    app: Targets, make_scale_set: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v0 = app.blobs.url_for("install_nginx.sh")
+    extension = {"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"}
+    canary = make_scale_set(2, extension_settings=extension, tags={"canary-group": "shop", "canary-wave": "1"})
+    rest = make_scale_set(2, extension_settings=extension, tags={"canary-group": "shop", "canary-wave": "2"})
+    monkeypatch.setenv("TARGETS_DISCOVERY_SUBSCRIPTIONS", SUBSCRIPTION_ID)
+    payload = app.targets()
+    assert payload["ok"] is True, payload["errors"]
+    assert payload["source"] == f"tags canary-group/canary-wave in subscription(s) {SUBSCRIPTION_ID}"
+    [shop] = payload["groups"]
+    assert shop["name"] == "shop"
+    assert [[t["name"] for t in w["targets"]] for w in shop["waves"]] == [[canary.name], [rest.name]]
+    app.upload("shop/install_nginx.v1.sh", b"#!/bin/bash\necho shop\n")
+    wave1, wave2 = app.targets()["groups"][0]["waves"]
+    assert (
+        wave1["targets"][0]["state"]["activePhase"] == "Canary" and wave2["targets"][0]["state"]["activePhase"] is None
+    )
+    # The VMSS_* scale set is untagged: with discovery alone it is no target, and the default group does not exist.
+    app.upload("install_nginx.v1.sh", b"#!/bin/bash\necho top\n")
+    [refused] = app.targets()["unrouted"]
+    assert "default group 'default', which is not configured (groups: shop)" in refused["reason"]
