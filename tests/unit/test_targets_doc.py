@@ -345,3 +345,50 @@ def test_a_release_goes_to_its_folders_group_or_the_default_group() -> None:
     without_default = config_from_data(one_group({"resourceGroup": "r", "name": "n"}), DEFAULTS, "t")
     missing = route(without_default, None)
     assert isinstance(missing, str) and "default group 'default', which is not configured (groups: web)" in missing
+
+
+GROUP_NAMES = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+ARM_NAMES = st.from_regex(r"[A-Za-z0-9._()-]{1,12}", fullmatch=True)
+
+
+@st.composite
+def valid_documents(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(GROUP_NAMES, min_size=1, max_size=4, unique=True))
+    keys: set[str] = set()
+    groups = []
+    for name in names:
+        waves = []
+        for _ in range(draw(st.integers(1, 3))):
+            targets = []
+            for _ in range(draw(st.integers(1, 3))):
+                rg, vmss = draw(ARM_NAMES), draw(ARM_NAMES)
+                if f"{rg}:{vmss}".lower() in keys:
+                    continue
+                keys.add(f"{rg}:{vmss}".lower())
+                target: dict[str, Any] = {"resourceGroup": rg, "name": vmss}
+                if draw(st.booleans()):
+                    target["policy"] = {"CANARY_COUNT": draw(st.integers(1, 5)), "MAX_UNAVAILABLE": "30%"}
+                targets.append(target)
+            if targets:
+                waves.append({"targets": targets})
+        if waves:
+            groups.append({"name": name, "waves": waves, "waveBakeSeconds": draw(st.integers(0, 3600))})
+    return {"groups": groups}
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(data=valid_documents(), as_yaml=st.booleans())
+def test_a_valid_document_gives_exactly_what_it_declares(data: dict[str, Any], as_yaml: bool) -> None:
+    if not data["groups"]:
+        return
+    text = yaml.safe_dump(data) if as_yaml else json.dumps(data)
+    config = load_document("t.yaml" if as_yaml else "t.json", text.encode(), DEFAULTS)
+    assert [g.name for g in config.groups] == [g["name"] for g in data["groups"]]
+    for group, declared in zip(config.groups, data["groups"], strict=True):
+        assert group.wave_bake_seconds == declared["waveBakeSeconds"]
+        got = [[(t.ref.resource_group, t.ref.name) for t in w.targets] for w in group.waves]
+        assert got == [[(t["resourceGroup"], t["name"]) for t in w["targets"]] for w in declared["waves"]]
+        for wave, declared_wave in zip(group.waves, declared["waves"], strict=True):
+            for target, declared_target in zip(wave.targets, declared_wave["targets"], strict=True):
+                expected = declared_target.get("policy", {}).get("CANARY_COUNT", APP_POLICY.canary_count)
+                assert target.policy.canary_count == expected and target.ref.subscription_id == SUB
