@@ -392,3 +392,17 @@ def test_a_valid_document_gives_exactly_what_it_declares(data: dict[str, Any], a
             for target, declared_target in zip(wave.targets, declared_wave["targets"], strict=True):
                 expected = declared_target.get("policy", {}).get("CANARY_COUNT", APP_POLICY.canary_count)
                 assert target.policy.canary_count == expected and target.ref.subscription_id == SUB
+
+
+def test_the_readme_example_is_a_valid_document() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Targets, groups and waves") :]
+    example = section[section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))]
+    config = load_document("targets.yaml", example.encode(), DEFAULTS)
+    assert [g.name for g in config.groups] == ["web", "api"] and config.default_group == "web"
+    web = config.group("web")
+    assert web is not None and len(web.waves) == 3 and web.wave_bake_seconds == 900
+    assert web.waves[0].targets[0].policy.max_unavailable_percent == 50
+    assert web.waves[1].targets[0].ref.subscription_id == OTHER_SUB
