@@ -104,3 +104,25 @@ def test_an_unreadable_or_unknown_subscription_is_a_port_error(
 )
 def test_items_without_the_tag_or_a_scale_set_id_are_left_out(item: dict[str, Any]) -> None:
     assert tagged_scale_set(item) is None
+
+
+def test_the_admin_api_creates_a_tagged_scale_set_and_refuses_bad_tags(arm_emulator: Any, compute_client: Any) -> None:
+    import requests
+
+    def create(tags: Any) -> Any:
+        body = {"resource_group": "rg-admin", "name": "vmss-tagged", "instances": 1, "serve": False, "tags": tags}
+        return requests.post(
+            f"{arm_emulator.url}/_admin/scalesets",
+            json=body,
+            headers={"Authorization": f"Bearer {EMULATOR_TOKEN}"},
+            verify=arm_emulator.ca_bundle,
+            timeout=10,
+        )
+
+    try:
+        assert create({"canary-group": "web"}).status_code == 201
+        assert compute_client.virtual_machine_scale_sets.get("rg-admin", "vmss-tagged").tags == {"canary-group": "web"}
+        refused = create({"canary-wave": 2})
+        assert refused.status_code == 400 and "tags must be an object of text values" in refused.text
+    finally:
+        arm_emulator.delete_scale_set("rg-admin", "vmss-tagged")
