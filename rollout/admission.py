@@ -263,6 +263,42 @@ def merge_model(stable: ModelSpec | None, desired: ModelSpec) -> ModelSpec:
     return ModelSpec(extension=extension, image_id=image_id)
 
 
+# --- the claim ---------------------------------------------------------------------------------------
+
+
+def released_claim(
+    target: TargetRecord | None, rollout: Rollout, now: datetime, reimage_in_flight: bool
+) -> TargetRecord | None:
+    """The claim row a finished ``rollout`` leaves, to commit with its row: cleared, with the stable
+    release when it succeeded. None when it keeps the claim: the claim names another rollout, the
+    rollout is not terminal (Failed keeps it: a human decides), or a reimage it sent may still be
+    landing (``reimage_in_flight``: handed over once confirmed sent, or once its host is past the bound)."""
+    if target is None or target.active_rollout_id != rollout.id or not rollout.phase.is_terminal:
+        return None
+    if reimage_in_flight:
+        return None
+    if rollout.phase is not Phase.SUCCEEDED:
+        return replace(target, active_rollout_id=None, updated_at=now)
+    return replace(
+        target,
+        active_rollout_id=None,
+        updated_at=now,
+        stable_version=rollout.release.version,
+        stable_release=rollout.release,
+        stable_model=merge_model(target.stable_model, rollout.desired),
+    )
+
+
+def orphan_stopped(orphan: Rollout, holder: str | None, now: datetime) -> Rollout:
+    """A started rollout the claim does not name, stopped (nothing is written to the scale set for it)."""
+    reason = clip(
+        f"stopped: it was {orphan.phase.value} without holding the scale set ({holder} holds it; a lost "
+        "claim race, or a row edited by hand). Nothing was written to the scale set for this; the rollout "
+        "that holds it decides every instance"
+    )
+    return orphan.evolve(phase=Phase.ABORTED, reason=reason, phase_since=now, updated_at=now)
+
+
 # --- admit ------------------------------------------------------------------------------------------
 
 
@@ -358,7 +394,9 @@ __all__ = [
     "merge_model",
     "not_newer_reason",
     "orchestration_problem",
+    "orphan_stopped",
     "preflight",
+    "released_claim",
     "replaced_problem",
     "upgrade_mode_problem",
 ]

@@ -140,15 +140,15 @@ class Boundary:
     index: int
     host: str
     when: str  # "before" | "after"
-    call: str  # "store.update_rollout", "compute.upgrade_instances", ...
+    call: str  # "store.commit", "compute.upgrade_instances", ...
 
     @property
     def name(self) -> str:
         return f"{self.when}-{self.call.split('.')[-1]}"
 
 
-STORE_WRITES = ("save_target", "insert_rollout", "update_rollout", "append_event")
-STORE_READS = ("get_target", "get_rollout", "list_rollouts", "list_events")
+STORE_WRITES = ("commit", "save_target", "insert_rollout", "update_rollout", "append_event")
+STORE_READS = ("load", "get_target", "get_rollout", "list_rollouts", "list_events")
 COMPUTE_WRITES = ("update_model", "upgrade_instances", "reimage_instances")
 COMPUTE_READS = ("observe", "read_model", "read_image")
 
@@ -492,8 +492,8 @@ class Oracle:
 
     def after_call(self, host: str, call: str, args: tuple[Any, ...]) -> None:
         ss = self.world.scale_set
-        if call == "store.update_rollout":
-            saved = args[0]
+        written = [args[0]] if call == "store.update_rollout" else list(args[1]) if call == "store.commit" else []
+        for saved in written:
             if saved.phase in (Phase.SUCCEEDED, Phase.ROLLED_BACK) and saved.id not in self.ended:
                 # The moment the end is recorded: the fleet must be as the phase says.
                 self.ended[saved.id] = saved.phase

@@ -803,7 +803,7 @@ class TableStateStore:
                 # The failing operation's status ("<index>:<message>"): 412 a changed row, 409 an
                 # insert of a row that exists, 404 an update of a row deleted since.
                 if exc.status_code in (404, 409, 412):
-                    lost = f"operation {exc.index}: {exc.error_code or exc.status_code}"
+                    lost = f"operation {exc.index}: {getattr(exc, 'error_code', None) or exc.status_code}"
                     raise ConcurrencyError(
                         f"{what}: a row changed since it was read ({lost}); nothing was written"
                     ) from exc

@@ -333,7 +333,7 @@ def test_a_refused_token_is_a_port_error_not_a_transient_one(azurite_oauth: Azur
 
 def test_a_listed_rollout_is_written_conditionally_on_the_version_listed(store: TableStateStore) -> None:
     """The claim protocol judges rows from a listing and writes them conditionally on the listed
-    version (service._activate_next, _stop_orphans): the listing's ETag must be the one If-Match checks."""
+    version (admission, orphan stops): the listing's ETag must be the one If-Match checks."""
     store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.QUEUED))
     (listed,) = store.list_rollouts(TARGET)
     fresh = store.get_rollout(TARGET, "r-1")

@@ -224,7 +224,7 @@ class ChaosMachine(RuleBasedStateMachine):
     # --- for the regressions: interleavings named by boundary, not by a count of port calls ---------
     def step_until(self, host: str, at: str, nth: int = 1) -> None:
         """Let ``host``'s use case run until it stands at boundary ``at`` (e.g. "before
-        store.save_target") for the ``nth`` time; a use case that ends first just ends."""
+        store.commit") for the ``nth`` time; a use case that ends first just ends."""
         self._guard()
         seen = 0
         while host in self.w.ops:
@@ -445,17 +445,17 @@ def replay(steps: Steps, skip: frozenset[str] = frozenset(), **setup: object) ->
 
 
 def test_two_blob_events_at_once_start_one_canary() -> None:
-    # Host a claims the target for v1 and is about to save v1 as Canary; host b reads v1 while it is
-    # still Queued, a's save lands, b claims the target for v2 with the ETag a left.
+    # Host a is about to commit v1's start (the claim and v1 as Canary, one transaction); host b reads
+    # the partition while v1 is still Queued and the scale set free; a's commit lands; b's start of v2,
+    # conditional on the rows it read, must fail. (Before issue 8's fix, b claimed the target for v2
+    # with the ETag a left.)
     replay(
         (
             ("release", {"host": "a", "version": 1, "flavour": "good"}),
             ("release", {"host": "b", "version": 2, "flavour": "good"}),
-            ("step_until", {"host": "a", "at": "before store.save_target"}),
-            ("step_until", {"host": "b", "at": "read store.get_target", "nth": 2}),  # b: in _activate_next
-            ("step_until", {"host": "a", "at": "before store.update_rollout"}),  # a: target claimed
-            ("step_until", {"host": "b", "at": "read store.list_rollouts"}),  # b: read the target, v1 Queued
-            ("step_until", {"host": "a", "at": "after store.update_rollout"}),  # a: v1 saved as Canary
+            ("step_until", {"host": "a", "at": "before store.commit"}),  # a: about to start v1
+            ("step_until", {"host": "b", "at": "read store.load", "nth": 2}),  # b: in admission, v1 Queued
+            ("step_until", {"host": "a", "at": "after store.commit"}),  # a: v1 started
         )
     )
 

@@ -16,6 +16,8 @@ from rollout.admission import (
     admit,
     images_to_check,
     orchestration_problem,
+    orphan_stopped,
+    released_claim,
 )
 from rollout.model import EventKind, ExtensionSpec, FleetView, ModelSpec, Phase, Release, ReleaseKind, Rollout
 from rollout.model import TargetRecord as Target
@@ -285,3 +287,38 @@ def test_admission_is_pure_data() -> None:
     b = admit(Target(key=KEY), (V1, V2), HEALTHY, POLICY, NOW, extension=DEFAULTS)
     assert a == b and isinstance(a, Admission)
     assert isinstance(NOW, datetime)
+
+
+HELD = Target(key=KEY, active_rollout_id=V1.id, stable_version=0, stable_model=OLD, etag='W/"t"')
+
+
+@pytest.mark.parametrize(
+    ("phase", "target", "in_flight", "released"),
+    [
+        (Phase.SUCCEEDED, HELD, False, True),
+        (Phase.ROLLED_BACK, HELD, False, True),
+        (Phase.ABORTED, HELD, False, True),
+        (Phase.ABORTED, HELD, True, False),  # a reimage it sent may still land: it keeps the scale set
+        (Phase.FAILED, HELD, False, False),  # a human decides
+        (Phase.PROMOTING, HELD, False, False),
+        (Phase.SUCCEEDED, dataclasses.replace(HELD, active_rollout_id="other"), False, False),
+        (Phase.SUCCEEDED, None, False, False),
+    ],
+)
+def test_released_claim(phase: Phase, target: Target | None, in_flight: bool, released: bool) -> None:
+    rollout = V1.evolve(phase=phase, desired=ModelSpec(extension=ext("install_nginx.v1.sh")))
+    claim = released_claim(target, rollout, NOW, in_flight)
+    assert (claim is not None) is released
+    if claim is not None:
+        assert claim.active_rollout_id is None and claim.updated_at == NOW and claim.etag == HELD.etag
+        if phase is Phase.SUCCEEDED:
+            assert claim.stable_version == 1 and claim.stable_release == V1.release
+            assert claim.stable_model == ModelSpec(extension=ext("install_nginx.v1.sh"))
+        else:
+            assert claim.stable_version == 0 and claim.stable_model == OLD
+
+
+def test_an_orphan_is_stopped_as_aborted_with_the_holder_named() -> None:
+    stopped = orphan_stopped(V1.evolve(phase=Phase.BAKING), "install_nginx-v2-x", NOW)
+    assert stopped.phase is Phase.ABORTED and stopped.phase_since == NOW and stopped.etag == V1.etag
+    assert "Baking without holding the scale set (install_nginx-v2-x holds it" in stopped.reason
