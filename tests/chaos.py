@@ -453,7 +453,11 @@ class Oracle:
                 # outdated model after the baseline is written back whichever model it was created from:
                 # moving it back is the safe guess (docs/design.md, "Behaviour Azure does not document"),
                 # so a rollback upgrade of an instance the observation shows as outdated is not a fault.
-                unknowable = not forward and ss.model_applied == "version" and not ss._latest(inst)
+                # The same holds forward: an instance created from the release's model reports outdated
+                # once the release is written again (after a hand edit), and only an upgrade makes it
+                # latest, which Succeeded needs. A second forward upgrade of an instance this rollout
+                # already upgraded is still caught below.
+                unknowable = ss.model_applied == "version" and not ss._latest(inst)
                 if not busy and not unknowable and _public(inst.applied) == full:
                     self.fail(
                         "double-upgrade", f"host {host} upgrades instance {iid} to {key}, which it already runs ({why})"

@@ -639,3 +639,26 @@ def test_a_reimage_sent_again_is_budgeted_again() -> None:
         model_applied="version",
         rollback_reimage=False,
     )
+
+
+def test_an_instance_created_from_the_release_and_outdated_by_a_rewrite_is_upgraded_once() -> None:
+    # Found by the randomized test (CHAOS_EXAMPLES=1000) on this code and on the code before it: with
+    # ARM keeping a model version, an instance scaled out from the release's model reports outdated
+    # once a hand edit makes the rollout write the release again; its upgrade is the only way to
+    # latest (which Succeeded needs), not an upgrade to a model it is known to run.
+    replay(
+        (
+            ("release", {"flavour": "good", "host": "a", "version": 1}),
+            ("flip_health", {"index": 0}),
+            ("race", {"every": 1, "first": "a", "lead": 0}),
+            ("scale_out", {"count": 1}),
+            ("hand_edit", {"part": "extension"}),
+        ),
+        size=2,
+        max_unavailable=1,
+        batch_size=1,
+        upgrade_observations=1,
+        model_applied="version",
+        apply_model_at="finish",
+        rollback_reimage=False,
+    )
