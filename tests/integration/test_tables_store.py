@@ -483,3 +483,17 @@ def test_the_fake_store_reads_a_claim_row_of_the_previous_layout_like_the_adapte
     assert moved is not None and moved.etag and fake.get_target(TARGET) == moved
     with pytest.raises(ConcurrencyError):
         fake.commit(read, [])
+
+
+def test_a_commit_updating_a_row_deleted_since_it_was_read_loses_whole(
+    azurite: AzuriteService, new_store: StoreFactory
+) -> None:
+    """404 inside the transaction (the row is gone) is a lost race like 412: ConcurrencyError, and the
+    claim row beside it is not written."""
+    store = new_store()
+    gone = store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.PROMOTING))
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        service.get_table_client(store.rollouts_table).delete_entity(TARGET, "r-1")
+    with pytest.raises(ConcurrencyError, match="nothing was written"):
+        store.commit(make_target(active_rollout_id=None), [gone.evolve(phase=Phase.SUCCEEDED)])
+    assert store.load(TARGET) == (None, [])
