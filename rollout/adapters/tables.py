@@ -662,6 +662,7 @@ class TableStateStore:
         self.targets_table = f"{prefix}targets"
         self._clients: dict[str, TableClient] = {}
         self._clients_lock = threading.Lock()
+        self._legacy_client: TableClient | None = None
 
     @classmethod
     def from_connection_string(cls, connection_string: str, prefix: str = "", **client_options: Any) -> TableStateStore:
@@ -677,7 +678,7 @@ class TableStateStore:
         return cls(TableServiceClient(endpoint=uri, credential=credential, **options), prefix)
 
     def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *([self._legacy_client] if self._legacy_client else [])]:
             client.close()
         self._service.close()
 
@@ -727,8 +728,17 @@ class TableStateStore:
         return self._legacy_target(key)
 
     def _legacy_target(self, key: str) -> TargetRecord | None:
-        entity = self._read(self.targets_table, TARGETS_PARTITION, key, f"read target {key} (previous layout)")
-        return None if entity is None else target_from_entity(entity, None)
+        """The previous layout's row, if that table and row exist. The table is never created: a
+        deployment that never ran the previous version has none (a missing table reads as 404)."""
+        with self._clients_lock:
+            table = self._legacy_client or self._service.get_table_client(self.targets_table)
+            self._legacy_client = table
+        with map_storage_errors(f"read target {key} (previous layout)"):
+            try:
+                entity = table.get_entity(TARGETS_PARTITION, key)
+            except ResourceNotFoundError:
+                return None
+        return target_from_entity(entity, None)
 
     def save_target(self, record: TargetRecord) -> TargetRecord:
         """Insert (etag None) or conditionally replace the claim row alone: ``commit(record, [])``.

@@ -497,3 +497,13 @@ def test_a_commit_updating_a_row_deleted_since_it_was_read_loses_whole(
     with pytest.raises(ConcurrencyError, match="nothing was written"):
         store.commit(make_target(active_rollout_id=None), [gone.evolve(phase=Phase.SUCCEEDED)])
     assert store.load(TARGET) == (None, [])
+
+
+def test_reading_a_target_never_creates_the_previous_layout_s_table(
+    azurite: AzuriteService, store: TableStateStore
+) -> None:
+    assert store.get_target(TARGET) is None and store.load(TARGET) == (None, [])
+    store.save_target(make_target())
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        names = {t.name for t in service.list_tables()}
+    assert store.rollouts_table in names and store.targets_table not in names
