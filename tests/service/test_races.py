@@ -149,6 +149,12 @@ def _pre_stale_claim(world: TwoHosts) -> None:
     world.store.save_target(TargetRecord(key=TARGET, active_rollout_id=rid(1), updated_at=world.clock.now()))
 
 
+def _pre_legacy_claim(world: TwoHosts) -> None:
+    """The claim row is still where the previous version kept it (the targets table): both hosts
+    read it with no ETag and each start would move it by an insert; one insert wins."""
+    world.store.legacy_targets[TARGET] = TargetRecord(key=TARGET, stable_version=0)
+
+
 def _pre_two_queued(world: TwoHosts) -> None:
     plain = world.service("setup", gated=False)
     world.store.insert_rollout(_queued(plain, 1))
@@ -206,6 +212,11 @@ Work = Callable[[RolloutService], Any]
 SCENARIOS: dict[str, tuple[Callable[[TwoHosts], None], Work, Work]] = {
     "start v1 | start v2": (_pre_empty, lambda s: s.start_release(script(1)), lambda s: s.start_release(script(2))),
     "stale claim: tick | start v2": (_pre_stale_claim, lambda s: s.tick(), lambda s: s.start_release(script(2))),
+    "claim row of the previous layout: start v1 | start v2": (
+        _pre_legacy_claim,
+        lambda s: s.start_release(script(1)),
+        lambda s: s.start_release(script(2)),
+    ),
     "stale claim: tick | tick": (_pre_stale_claim, lambda s: s.tick(), lambda s: s.tick()),
     "two queued: tick | tick": (_pre_two_queued, lambda s: s.tick(), lambda s: s.tick()),
     "hand-over: tick | start v4": (
