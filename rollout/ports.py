@@ -30,6 +30,12 @@ from rollout.model import (
 TABLE_PREFIX_PATTERN = re.compile(r"^(?:[A-Za-z][A-Za-z0-9]{0,30})?$")
 
 
+# At most this many records in one ``StateStore.commit``: an Azure Tables entity group transaction
+# holds at most 100 entities ("Performing entity group transactions",
+# https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
+MAX_COMMIT_RECORDS = 100
+
+
 class PortError(Exception):
     """Base of the errors an adapter may raise."""
 
@@ -136,12 +142,31 @@ class StateStore(Protocol):
 
     Every ``put``/``update`` takes the record's ``etag`` (``None`` = insert) and returns the record
     with its new ``etag``; a lost race raises ``ConcurrencyError``, an insert of an existing row
-    raises ``AlreadyExistsError``.
+    raises ``AlreadyExistsError``. A target's claim row and its rollouts live in one partition and
+    change together through ``commit``.
     """
 
     def get_target(self, key: str) -> TargetRecord | None: ...
 
-    def save_target(self, record: TargetRecord) -> TargetRecord: ...
+    def save_target(self, record: TargetRecord) -> TargetRecord:
+        """``commit(record, [])``: the claim row alone."""
+        ...
+
+    def load(self, target: str) -> tuple[TargetRecord | None, list[Rollout]]:
+        """The target's claim row and its rollouts (newest first), in one read of its partition."""
+        ...
+
+    def commit(
+        self, target: TargetRecord | None, rollouts: Sequence[Rollout]
+    ) -> tuple[TargetRecord | None, list[Rollout]]:
+        """Write the claim row (unless None) and ``rollouts`` atomically: all of them or none.
+
+        Each record with an ``etag`` is written only if its row still has that ETag; one without is
+        inserted (and must not exist yet). Any condition failing raises ``ConcurrencyError`` and writes
+        nothing. All records belong to one target (one partition), each at most once, at most
+        ``MAX_COMMIT_RECORDS`` of them (else ``InvalidRecordError``); a commit too large to store
+        raises ``RecordTooLargeError``. Returns the records as written, with their new ETags."""
+        ...
 
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None: ...
 
@@ -218,6 +243,7 @@ __all__ = [
     "InstanceView",
     "InvalidKeyError",
     "InvalidRecordError",
+    "MAX_COMMIT_RECORDS",
     "NotFoundError",
     "Notifier",
     "PortError",

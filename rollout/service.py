@@ -1,24 +1,27 @@
-"""Use cases: start a release, advance rollouts, steer them. The imperative shell around ``decide``.
+"""Use cases: start a release, advance rollouts, steer them. The imperative shell around ``admit`` and ``decide``.
 
-Order of operations, everywhere: observe -> decide -> SAVE -> act -> record events.
+A use case flows one way: LOAD the target's partition (its claim row and its rollouts) -> ADMIT
+(``rollout.admission.admit``: no rollout holds the scale set) or DECIDE (``machine.decide``: the
+rollout the claim names) -> COMMIT (one ``StateStore.commit``: one entity group transaction) -> ACT
+(the ARM calls, fenced) -> RECORD the events. Nothing calls back into itself; the loops that take
+more than one step say their bound where they are (``tick``, ``_advance``, ``_refused``).
 
-Saving before acting is what makes two concurrent ticks safe (two hosts after a scale-out, or a
+Committing before acting is what makes two concurrent ticks safe (two hosts after a scale-out, or a
 retried timer): both read the rollout with the same ETag and both decide, but only one conditional
-write succeeds; the loser gets ``ConcurrencyError`` and exits without touching the scale set. The
-price is a crash between the save and the ARM call: the saved status then claims an upgrade that was
-never issued. The decider heals that on a later tick (``_reissue_stalled``: an instance that is
+commit succeeds; the loser gets ``ConcurrencyError`` and exits without touching the scale set. The
+price is a crash between the commit and the ARM call: the saved status then claims an upgrade that
+was never issued. The decider heals that on a later tick (``_reissue_stalled``: an instance that is
 neither updated nor updating after ``upgrade_retry_seconds`` gets its upgrade again), and the model
 write is level-triggered anyway (model differs -> write it).
 
-The ``targets`` row (one per scale set) holds the active rollout id and the stable release. The rollout
-row and the target row live in different tables, with no transaction across them; what keeps one
-rollout active per scale set whatever the interleaving is the claim protocol (docs/design.md, "Who
-holds the scale set"): a rollout is saved as started only after a conditional write of the target
-naming it, with a write conditional on the version of its row read as ``Queued``; the target stops
-naming a rollout only once its row is terminal (the hand-over) or once a host has written its row
-while still ``Queued``, conditional on the version it judged (superseding it, or revoking the claim
-to adopt an orphan). Ticks stop any started rollout the target does not name (``_stop_orphans``).
-A reimage is recorded in two phases (intent saved, then confirmed sent): ``_confirm_reimage``.
+The target's claim row (who holds the scale set, what is stable on it) lives in the same partition as
+its rollouts, so the claim and a rollout change together (docs/design.md, "Who holds the scale set"):
+a rollout starts (Queued -> Canary) in the transaction that names it in the claim and supersedes the
+older queued releases; it ends (a terminal phase) in the transaction that clears the claim and records
+the stable release. The one exception is a rollout ended while a reimage it sent may still be landing:
+the claim is kept until the reimage is confirmed sent (or its host is past the bound), and handed over
+then, again in one transaction with the rollout's row. A reimage is recorded in two phases (intent
+saved, then confirmed sent): ``_confirm_reimage``.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from rollout import machine
-from rollout.analysis import assess_instance, mixed_fleet_warning
+from rollout import admission, machine
+from rollout.admission import MAX_TEXT_CHARS, clip
 from rollout.intake import Received, Vanished, parse_release_content, read_release_blob
 from rollout.machine import (
     Action,
@@ -47,19 +50,16 @@ from rollout.machine import (
 )
 from rollout.model import (
     EventKind,
-    ExtensionSpec,
     FleetView,
-    Health,
-    ModelSpec,
     Phase,
     Release,
-    ReleaseKind,
     Rollout,
     RolloutEvent,
     TargetRecord,
 )
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
+    MAX_COMMIT_RECORDS,
     AccessDeniedError,
     AlreadyExistsError,
     Clock,
@@ -77,12 +77,8 @@ from rollout.ports import (
     TransientError,
 )
 from rollout.releases import (
-    CUSTOM_SCRIPT_PUBLISHER,
-    CUSTOM_SCRIPT_TYPE,
     ExtensionDefaults,
     desired_model,
-    image_missing_reason,
-    image_unreadable_reason,
     parse_release_name,
     rollout_id_for,
 )
@@ -90,6 +86,7 @@ from rollout.releases import (
 log = logging.getLogger("rollout")
 
 _ARM_WRITES = (UpdateModel, UpgradeInstances, ReimageInstances)
+_clip = clip  # the name tests and older callers use
 
 
 class OutcomeStatus(enum.StrEnum):
@@ -158,17 +155,16 @@ class RolloutService:
     # --- start -------------------------------------------------------------------------------
 
     def start_release(self, release: Release) -> Outcome:
-        """A release blob arrived. Record it, then start it, queue it or reject it."""
+        """A release blob arrived. Record it, then start it, queue it or reject it (one admission)."""
         now = self.clock.now()
         rollout_id = rollout_id_for(release)
-        if self.store.get_rollout(self.target_key, rollout_id) is not None:
+        target, rollouts = self.store.load(self.target_key)
+        if any(r.id == rollout_id for r in rollouts):
             return Outcome(
                 OutcomeStatus.DUPLICATE, f"{release.blob_name} with this content was already received", rollout_id
             )
-        target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
         rollout = self._new_rollout(release, rollout_id, now)
-
-        reason = self._not_newer_reason(release, target)
+        reason = admission.not_newer_reason(release, target, _held(target, rollouts))
         if reason is not None:
             return self._record_rejected(rollout, reason)
         try:
@@ -198,14 +194,14 @@ class RolloutService:
         self._record(
             rollout,
             EventKind.RECEIVED,
-            _clip(f"revert to {release.label} ({release.blob_name}, sha256 {release.sha256[:12]}): {reason}"),
+            clip(f"revert to {release.label} ({release.blob_name}, sha256 {release.sha256[:12]}): {reason}"),
             revert=True,
         )
         return self._start_received(rollout_id)
 
     def _start_received(self, rollout_id: str) -> Outcome:
         """A rollout was just recorded Queued: start it now if the scale set is free."""
-        outcome = self._activate_next()
+        outcome, _ = self._admit()
         current = self.store.get_rollout(self.target_key, rollout_id)
         if current is not None and current.phase is Phase.QUEUED:
             # Busy: another rollout holds the scale set. Error/Lost: it could not start just now;
@@ -275,15 +271,6 @@ class RolloutService:
             reason="waiting for the active rollout to end",
         )
 
-    def _not_newer_reason(self, release: Release, target: TargetRecord) -> str | None:
-        if target.stable_version is not None and release.version <= target.stable_version:
-            return f"v{release.version} is not newer than the stable v{target.stable_version}"
-        if target.active_rollout_id:
-            active = self.store.get_rollout(self.target_key, target.active_rollout_id)
-            if active is not None and active.phase.is_active and release.version <= active.release.version:
-                return f"v{release.version} is not newer than the active rollout's v{active.release.version}"
-        return None
-
     def _record_rejected(self, rollout: Rollout, reason: str) -> Outcome:
         reason = _clip(reason)
         rejected = rollout.evolve(phase=Phase.REJECTED, reason=reason)
@@ -295,173 +282,125 @@ class RolloutService:
         log.warning("release %s rejected: %s", rollout.release.blob_name, reason)
         return Outcome(OutcomeStatus.REJECTED, reason, rollout.id, Phase.REJECTED)
 
-    def _activate_next(self) -> Outcome:
-        """If nothing holds the scale set, start the newest queued release (older ones are superseded).
+    # --- admission -----------------------------------------------------------------------------
 
-        The claim protocol (docs/design.md, "Who holds the scale set"): the target row is read first,
-        the rollouts after it, so every row judged here is at least as new as the target read. The
-        scale set is free when the target names nothing, a finished rollout (handed over first) or a
-        rollout still ``Queued``. A ``Queued`` one may be mid-start on another host (claimed, not yet
-        saved as Canary), so it is never passed over silently: it is either started here or
-        superseded, each with a write conditional on the very version of its row judged ``Queued``;
-        of that write and the other host's start exactly one succeeds. The claim itself is
-        conditional on the target's ETag, and a rollout is saved as started only after its claim.
-        """
-        target = self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
-        rollouts = self.store.list_rollouts(self.target_key)
+    def _load(self) -> tuple[TargetRecord, list[Rollout]]:
+        target, rollouts = self.store.load(self.target_key)
+        return target or TargetRecord(key=self.target_key), rollouts
+
+    def _admit(self) -> tuple[Outcome, Rollout | None]:
+        """Load; if no rollout holds the scale set, admit (``admission.admit``) and commit the result
+        as ONE transaction: the claim naming the started rollout, the start, the rejections. Then take
+        the started rollout's first steps (``_advance``, two: the model write, then the canary).
+
+        A claim naming a finished rollout is handed over first (its own transaction), unless a reimage
+        it sent may still be landing. A claim naming a rollout that is not started (only rows written
+        by an earlier version can hold one) does not hold the scale set: the start's transaction is
+        conditional on the claim row and that rollout's row as read, so it cannot race a start of it.
+        Started rollouts no claim names (orphans, only in hand-edited rows) are adopted first."""
+        target, rollouts = self._load()
         held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
         if held is not None and held.phase.is_active:
-            return Outcome(OutcomeStatus.BUSY, f"{held.id} holds the scale set", held.id, held.phase)
+            return Outcome(OutcomeStatus.BUSY, f"{held.id} holds the scale set", held.id, held.phase), None
         if held is not None and held.phase.is_terminal:
-            target = self._finish(held, target)
-            if target.active_rollout_id == held.id:
+            try:
+                handed = self._hand_over(held, target)
+            except ConcurrencyError:
                 return Outcome(
-                    OutcomeStatus.BUSY, f"{held.id} ended; a reimage it sent is not confirmed yet", held.id, held.phase
-                )
-            if target.active_rollout_id is not None:
-                # Handed over and claimed again by another host since our read: it goes on.
-                return Outcome(
-                    OutcomeStatus.LOST, "another instance claimed the scale set first", target.active_rollout_id
-                )
-            held = None
+                    OutcomeStatus.LOST, "another instance changed the scale set's claim first", held.id
+                ), None
+            if handed is None:
+                message = f"{held.id} ended; a reimage it sent is not confirmed yet"
+                return Outcome(OutcomeStatus.BUSY, message, held.id, held.phase), None
+            target = handed
         orphans = [r for r in rollouts if r.phase.is_active]
         if orphans:
-            if held is not None and not self._revoke_claim(held):
-                return Outcome(
-                    OutcomeStatus.LOST, f"{held.id}, claimed by another instance, changed while starting", held.id
-                )
-            return self._adopt(orphans[0], target)
-        queued = [r for r in rollouts if r.phase is Phase.QUEUED]
-        if not queued:
-            return Outcome(OutcomeStatus.IDLE, "no queued release")
-        queued.sort(key=lambda r: (r.release.version, r.created_at))
-        newest = queued[-1]
-        for older in queued[:-1]:
-            superseded = self._reject_existing(older, f"superseded by v{newest.release.version}")
-            if not superseded and held is not None and older.id == held.id:
-                # The scale set was claimed for it and its row changed since we read it Queued:
-                # another host is starting it (or just superseded it). Re-judge on the next tick.
-                return Outcome(
-                    OutcomeStatus.LOST, f"{held.id}, claimed by another instance, changed while starting", held.id
-                )
-        reason = None if newest.revert else self._not_newer_reason(newest.release, target)
-        if reason is not None:
-            self._reject_existing(newest, reason)
-            return Outcome(OutcomeStatus.REJECTED, reason, newest.id, Phase.REJECTED)
+            return self._adopt(orphans, target), None
 
-        try:
-            fleet = self._observe()
-        except PortError as exc:
-            return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", newest.id, newest.phase)
-        problem = self._preflight(newest.release, fleet)
-        if problem is None:
+        def admit(fleet: FleetView | None, images: dict[str, str | None] | None = None) -> admission.Admission:
+            return admission.admit(
+                target,
+                rollouts,
+                fleet,
+                self.policy,
+                self.clock.now(),
+                extension=self.extension,
+                release_container_url=self.release_container_url,
+                images=images,
+                state_problem=self._state_too_large,
+            )
+
+        decided, fleet = admit(None), None
+        if decided.needs_fleet is not None:
+            newest = decided.needs_fleet
             try:
-                problem = self._preflight_image(newest.release, fleet)
+                fleet = self._observe()
+            except PortError as exc:
+                message = f"cannot observe the scale set: {exc}"
+                return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
+            try:
+                images = self._read_images(admission.images_to_check(newest.release, fleet))
             except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
-                return Outcome(OutcomeStatus.ERROR, f"cannot read the release's image: {exc}", newest.id, newest.phase)
-        if problem is not None:
-            self._reject_existing(newest, problem)
-            return Outcome(OutcomeStatus.REJECTED, problem, newest.id, Phase.REJECTED)
-        now = self.clock.now()
-        baseline, warning = self._baseline(newest, fleet, target)
-        started = newest.evolve(
-            phase=Phase.CANARY,
-            baseline=baseline,
-            known_ids=tuple(v.instance_id for v in fleet.instances),
-            # The release's model starts from the extension as observed: see desired_model.
-            desired=desired_model(newest.release, self.extension, fleet.model.extension),
-            phase_since=now,
-            last_progress_at=now,
-            updated_at=now,
-            reason="starting the canary",
-        )
-        problem = self._state_too_large(started, target)
-        if problem is not None:
-            self._reject_existing(newest, problem)
-            return Outcome(OutcomeStatus.REJECTED, problem, newest.id, Phase.REJECTED)
+                message = f"cannot read the release's image: {exc}"
+                return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
+            decided = admit(fleet, images)
+        if decided.claim is None and not decided.rejected:
+            return Outcome(OutcomeStatus.IDLE, decided.reason), None
+        candidate = decided.candidate
         try:
-            self.store.save_target(replace(target, active_rollout_id=newest.id, updated_at=self.clock.now()))
+            _, written = self.store.commit(decided.claim, decided.writes)
         except ConcurrencyError:
-            # Another host claimed the scale set between our read and our write; it will run it.
-            return Outcome(OutcomeStatus.LOST, "another instance claimed the scale set first", newest.id, newest.phase)
-        try:
-            started = self.store.update_rollout(started)
-        except ConcurrencyError:
-            return Outcome(OutcomeStatus.LOST, "the rollout changed while starting", newest.id)
-        self._record(started, EventKind.PHASE_CHANGED, "Queued -> Canary: pre-flight passed; baseline recorded")
-        for text in (warning, mixed_fleet_warning(fleet.instances)):
-            if text:
-                self._record(started, EventKind.BASELINE_WARNING, text)
-        return self._advance(started, fleet, steps=2)
+            # Another host claimed the scale set, or changed one of these rows, since our read.
+            rid, phase = (candidate.id, candidate.phase) if candidate else (None, None)
+            return Outcome(OutcomeStatus.LOST, "another instance claimed the scale set first", rid, phase), None
+        except RecordTooLargeError:
+            # Each row fits (checked), but not all of them in one transaction (4 MiB): the rejections
+            # go first, one row a commit, and the start waits for the next pass.
+            self._reject_one_by_one(decided)
+            return Outcome(OutcomeStatus.IDLE, "older releases superseded first; the newest starts next"), None
+        for event in decided.events:
+            self._append(event)
+        if decided.started is not None and fleet is not None:
+            return self._advance(written[0], fleet, steps=2)
+        if candidate is not None and any(r.id == candidate.id for r in decided.rejected):
+            return Outcome(OutcomeStatus.REJECTED, decided.reason, candidate.id, Phase.REJECTED), None
+        return Outcome(OutcomeStatus.IDLE, decided.reason), None
 
-    def _preflight(self, release: Release, fleet: FleetView) -> str | None:
-        if fleet.orchestration_mode.lower() != "uniform":
-            return f"the scale set uses {fleet.orchestration_mode} orchestration; canary upgrades need Uniform"
-        if fleet.upgrade_mode.lower() != "manual":
-            return (
-                f"the scale set's upgrade policy is {fleet.upgrade_mode}: the platform would push the new model "
-                "to every instance at once and run over the canary; set upgradePolicy.mode to Manual"
-            )
-        healthy = [v for v in fleet.instances if assess_instance(v) is Health.HEALTHY]
-        if len(healthy) < self.policy.min_healthy_instances:
-            return (
-                f"{len(healthy)} of {len(fleet.instances)} instances are healthy; "
-                f"at least {self.policy.min_healthy_instances} needed to start a canary"
-            )
-        if release.kind is ReleaseKind.SCRIPT and fleet.model.extension is None:
-            return (
-                f"the scale set has no extension named {self.extension.extension_name!r}: "
-                "a script release needs one to roll back to"
-            )
-        if release.kind is ReleaseKind.IMAGE and not fleet.model.image_id:
-            return "the scale set does not use a managed image id: an image release would have no image to roll back to"
-        if release.kind is ReleaseKind.SCRIPT:
-            return self._extension_problem(fleet.model.extension)
-        return None
+    def _reject_one_by_one(self, decided: admission.Admission) -> None:
+        for row in decided.rejected:
+            try:
+                self.store.commit(None, [row])
+            except ConcurrencyError:
+                continue  # changed since: the next admission judges it again
+            for event in decided.events:
+                if event.rollout_id == row.id and event.kind is EventKind.REJECTED:
+                    self._append(event)
 
-    def _extension_problem(self, current: ExtensionSpec | None) -> str | None:
-        """Can a script release take over this extension and give it back intact on rollback?"""
-        if current is None:
-            return None
-        # Releases are written for the Custom Script Extension v2 for Linux (publisher
-        # Microsoft.Azure.Extensions, type CustomScript: "Use the Azure Custom Script Extension
-        # Version 2 with Linux virtual machines", learn.microsoft.com/azure/virtual-machines/
-        # extensions/custom-script-linux). Another extension of that name would get settings it
-        # does not understand.
-        if (current.publisher.lower(), current.type.lower()) != (
-            CUSTOM_SCRIPT_PUBLISHER.lower(),
-            CUSTOM_SCRIPT_TYPE.lower(),
-        ):
-            return (
-                f"the scale set's extension {current.name!r} is {current.publisher or '?'}/{current.type or '?'}, "
-                f"not the Custom Script Extension v2 for Linux ({CUSTOM_SCRIPT_PUBLISHER}/{CUSTOM_SCRIPT_TYPE}) "
-                "that script releases are written for; nothing was changed. Point EXTENSION_NAME at the scale "
-                "set's CustomScript extension, or add one (install the current script with it) before releasing"
-            )
-        if current.protected_settings_from_key_vault is not None:
-            return (
-                f"the scale set's extension {current.name!r} reads its protected settings from Key Vault "
-                "(protectedSettingsFromKeyVault); nothing was changed. A release writes its own "
-                "protectedSettings (how the VMs download the script), and an extension holds "
-                "either protectedSettings or protectedSettingsFromKeyVault, so the release would drop the "
-                "Key Vault reference; ARM never returns protected settings, so what the secret holds could "
-                "not be checked or restored by a rollback. Move what the secret holds into the release script "
-                "(the VMs' managed identity can read Key Vault at run time) and remove "
-                "protectedSettingsFromKeyVault from the extension, or ship the change as an image release"
-            )
-        return None
+    def _read_images(self, image_ids: Sequence[str]) -> dict[str, str | None]:
+        """Read each image in turn (``admission.images_to_check``), up to the first that fails."""
+        results: dict[str, str | None] = {}
+        for image_id in image_ids:
+            try:
+                self.compute.read_image(image_id)
+                results[image_id] = None
+            except AccessDeniedError as exc:
+                results[image_id] = f"403 {exc.code or 'AuthorizationFailed'}"
+            except NotFoundError:
+                results[image_id] = admission.IMAGE_MISSING
+            if results[image_id] is not None:
+                break
+        return results
 
-    def _state_too_large(self, started: Rollout, target: TargetRecord) -> str | None:
-        """Would the started rollout, or the target row it leaves on success, be too large to store?
+    def _state_too_large(self, started: Rollout, claim: TargetRecord) -> str | None:
+        """Would the started rollout, or the claim row it leaves on success, be too large to store?
 
         Checked before the scale set is claimed or anything is written to ARM: a rollout whose state
         cannot be saved could never be advanced or rolled back (save, then act)."""
         on_success = replace(
-            target,
-            active_rollout_id=started.id,
+            claim,
             stable_version=started.release.version,
             stable_release=started.release,
-            stable_model=_merge_model(target.stable_model, started.desired),
+            stable_model=admission.merge_model(claim.stable_model, started.desired),
         )
         try:
             self.store.check_fits(started)
@@ -470,134 +409,103 @@ class RolloutService:
             return _too_large_reason(started, exc)
         return None
 
-    def _preflight_image(self, release: Release, fleet: FleetView) -> str | None:
-        """An image release: read the image first. ARM refuses a model write naming an image the
-        identity cannot read (403 LinkedAuthorizationFailed), so without read access every write of
-        the release would fail; say so now, before anything is written. The scale set's current
-        image is read too: a rollback writes it back and meets the same check. Other port errors raise."""
-        if release.kind is not ReleaseKind.IMAGE or not release.image_id:
+    def _released_claim(self, target: TargetRecord | None, rollout: Rollout) -> TargetRecord | None:
+        return admission.released_claim(target, rollout, self.clock.now(), self._reimage_in_flight(rollout))
+
+    def _claim_after(self, rollout: Rollout) -> TargetRecord | None:
+        """The claim row to commit with ``rollout``'s next state: when that state ends it, the claim
+        as read now, released (``_released_claim``); else None (the rollout's row alone)."""
+        if not rollout.phase.is_terminal:
             return None
-        current = " (the scale set's current image, which a rollback writes back)"
-        images = [(release.image_id, "")]
-        if fleet.model.image_id and fleet.model.image_id.lower() != release.image_id.lower():
-            images.append((fleet.model.image_id, current))
-        for image_id, role in images:
-            try:
-                self.compute.read_image(image_id)
-            except AccessDeniedError as exc:
-                return image_unreadable_reason(image_id + role, f"403 {exc.code or 'AuthorizationFailed'}")
-            except NotFoundError:
-                return image_missing_reason(image_id + role)
-        return None
+        return self._released_claim(self.store.get_target(self.target_key), rollout)
 
-    def _baseline(self, rollout: Rollout, fleet: FleetView, target: TargetRecord) -> tuple[ModelSpec, str]:
-        """The exact current model, with the protected settings Azure will not give back.
+    def _hand_over(self, rollout: Rollout, target: TargetRecord) -> TargetRecord | None:
+        """Clear the claim of a finished rollout whose transaction kept it: one transaction with the
+        rollout's row, conditional on both as read. None when it must wait (``_released_claim``);
+        ``ConcurrencyError`` when either row changed since."""
+        claim = self._released_claim(target, rollout)
+        if claim is None:
+            return None
+        saved, _ = self.store.commit(claim, [rollout.evolve(updated_at=self.clock.now())])
+        return saved
 
-        Protected settings are write-only in ARM. If the model is the stable release we wrote, we
-        know them from the targets row. If its scripts come from our release container, they were
-        written the way we write them (managed identity). Otherwise they are unknown: rollback then
-        restores the public settings only, and says so.
-        """
-        if rollout.release.kind is ReleaseKind.IMAGE:
-            return ModelSpec(image_id=fleet.model.image_id), ""
-        current = fleet.model.extension
-        assert current is not None
-        stable = target.stable_model.extension if target.stable_model else None
-        if stable is not None and stable.same_public_model(current) and stable.protected_settings is not None:
-            return ModelSpec(extension=replace(current, protected_settings=stable.protected_settings)), ""
-        uris = [str(u) for u in current.settings.get("fileUris", []) or []]
-        ours = self.release_container_url
-        if ours and uris and all(u.startswith(ours.rstrip("/") + "/") for u in uris):
-            protected = desired_model(rollout.release, self.extension).extension
-            assert protected is not None
-            return ModelSpec(extension=replace(current, protected_settings=protected.protected_settings)), ""
-        return ModelSpec(extension=replace(current, protected_settings=None)), (
-            "the current extension was not written by this tool and its protected settings cannot be read "
-            "back; a rollback restores its public settings only"
-        )
-
-    def _reject_existing(self, rollout: Rollout, reason: str) -> bool:
-        """Reject ``rollout`` if its row is still the version read; False when it changed since."""
-        reason = _clip(reason)
+    def _adopt(self, orphans: Sequence[Rollout], target: TargetRecord) -> Outcome:
+        """Started rollouts no claim names while the scale set is free: rows written by an earlier
+        version (before the claim and the rollout changed together) or edited by hand. The newest
+        takes the scale set again, so ticks follow it; any other is stopped. One transaction,
+        conditional on the claim row and every orphan's row as read, so a start or an adoption by
+        another host in between makes it fail."""
+        keep, rest = orphans[0], orphans[1 : MAX_COMMIT_RECORDS - 1]
+        now = self.clock.now()
+        stopped = [admission.orphan_stopped(r, keep.id, now) for r in rest]
         try:
-            saved = self.store.update_rollout(
-                rollout.evolve(phase=Phase.REJECTED, reason=reason, updated_at=self.clock.now())
+            self.store.commit(
+                replace(target, active_rollout_id=keep.id, updated_at=now), [keep.evolve(updated_at=now), *stopped]
             )
         except ConcurrencyError:
-            return False
-        self._record(saved, EventKind.REJECTED, reason)
-        return True
-
-    def _revoke_claim(self, queued: Rollout) -> bool:
-        """Take the scale set's claim away from a rollout still ``Queued`` without superseding it: a
-        write on the version of its row read as ``Queued`` (it stays queued), so a start of it already
-        under way on another host, conditional on that version, fails. False if it changed since."""
-        try:
-            self.store.update_rollout(queued.evolve(updated_at=self.clock.now()))
-        except ConcurrencyError:
-            return False
-        return True
-
-    def _adopt(self, orphan: Rollout, target: TargetRecord) -> Outcome:
-        """A started rollout the target does not name, while the scale set is free: a leftover of
-        the claim race this protocol closes (rows written by an earlier version). Claim the scale set
-        for it (conditional on the target read before the listing that showed it, so a rollout that
-        was started properly in between makes this claim fail), so that ticks follow it again."""
-        try:
-            self.store.save_target(replace(target, active_rollout_id=orphan.id, updated_at=self.clock.now()))
-        except ConcurrencyError:
-            return Outcome(OutcomeStatus.LOST, "another instance claimed the scale set first", orphan.id, orphan.phase)
+            return Outcome(OutcomeStatus.LOST, "another instance claimed the scale set first", keep.id, keep.phase)
         message = (
-            f"{orphan.phase.value} but not holding the scale set (a lost claim race); "
+            f"{keep.phase.value} but not holding the scale set (a lost claim race, or a row edited by hand); "
             "the scale set was free, so it holds it again"
         )
-        self._record(orphan, EventKind.ADOPTED, message)
-        return Outcome(OutcomeStatus.ADVANCED, message, orphan.id, orphan.phase)
+        self._record(keep, EventKind.ADOPTED, message)
+        for before, after in zip(rest, stopped, strict=True):
+            self._record(after, EventKind.ORPHANED, f"{before.phase.value} -> Aborted: {after.reason}")
+        return Outcome(OutcomeStatus.ADVANCED, message, keep.id, keep.phase)
 
-    def _stop_orphans(self, listed: Sequence[Rollout], target: TargetRecord) -> None:
-        """Stop every started rollout the target does not name, without touching the scale set.
-
-        ``listed`` was read BEFORE ``target``. A rollout started properly names itself in the target
-        before it is saved as started, and the target moves on only once it is finished; so one
-        listed as started that the later target read does not name either never held the scale set,
-        or has finished since, and then its row changed and the conditional write below fails."""
-        for orphan in listed:
-            if not orphan.phase.is_active or orphan.id == target.active_rollout_id:
-                continue
-            reason = _clip(
-                f"stopped: it was {orphan.phase.value} without holding the scale set ({target.active_rollout_id} "
-                "holds it; a lost claim race). Nothing was written to the scale set for this; the rollout that "
-                "holds it decides every instance"
-            )
-            now = self.clock.now()
-            try:
-                saved = self.store.update_rollout(
-                    orphan.evolve(phase=Phase.ABORTED, reason=reason, phase_since=now, updated_at=now)
-                )
-            except ConcurrencyError:
-                continue
-            self._record(saved, EventKind.ORPHANED, f"{orphan.phase.value} -> Aborted: {reason}")
+    def _stop_orphans(self, rollouts: Sequence[Rollout], holder: Rollout) -> None:
+        """Stop every started rollout other than ``holder`` (which the claim names), without touching
+        the scale set. Such rows are never written by this protocol (a rollout starts only in the
+        transaction naming it); each stop is conditional on the row as read: a rollout the claim comes
+        to name meanwhile was written by that transaction, so its stop fails."""
+        now = self.clock.now()
+        orphans = [r for r in rollouts if r.phase.is_active and r.id != holder.id][:MAX_COMMIT_RECORDS]
+        if not orphans:
+            return
+        stopped = [admission.orphan_stopped(r, holder.id, now) for r in orphans]
+        try:
+            _, saved = self.store.commit(None, stopped)
+        except ConcurrencyError:
+            return  # the next tick judges them again
+        for before, after in zip(orphans, saved, strict=True):
+            self._record(after, EventKind.ORPHANED, f"{before.phase.value} -> Aborted: {after.reason}")
 
     # --- tick ----------------------------------------------------------------------------------
 
     def tick(self) -> Outcome:
-        """Advance the active rollout one step (the timer trigger). Never waits on ARM operations."""
-        listed = self.store.list_rollouts(self.target_key)  # before the target: see _stop_orphans
-        target = self.store.get_target(self.target_key)
-        if target is None or not target.active_rollout_id:
-            return self._activate_next()
-        rollout = self.store.get_rollout(self.target_key, target.active_rollout_id)
-        if rollout is None or not rollout.phase.is_active:
-            return self._activate_next()
-        self._stop_orphans(listed, target)
-        if rollout.phase in (Phase.PAUSED, Phase.FAILED):
-            return Outcome(OutcomeStatus.IDLE, f"{rollout.phase.value}: {rollout.reason}", rollout.id, rollout.phase)
+        """Advance the rollout the claim names one step (the timer trigger), or admit the next release
+        when none holds the scale set. Never waits on ARM operations.
+
+        Bound: one decision for the held rollout; if that ends it (handing the scale set over in the
+        same transaction), one admission pass, which may start the next release and take its first
+        two steps. No more: a later release waits for the next tick."""
+        target, rollouts = self._load()
+        held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
+        if held is None or not held.phase.is_active:
+            return self._admit()[0]
+        self._stop_orphans(rollouts, held)
+        if held.phase in (Phase.PAUSED, Phase.FAILED):
+            return Outcome(OutcomeStatus.IDLE, f"{held.phase.value}: {held.reason}", held.id, held.phase)
         try:
             fleet = self._observe()
         except PortError as exc:
             log.warning("tick: cannot observe the scale set: %s", exc)
-            return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", rollout.id, rollout.phase)
-        return self._advance(rollout, fleet, steps=1)
+            return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", held.id, held.phase)
+        outcome, rollout = self._advance(held, fleet, steps=1)
+        if rollout is not None and rollout.phase.is_terminal:
+            self._admit_after(rollout)
+        return outcome
+
+    def _admit_after(self, rollout: Rollout) -> None:
+        """One admission pass after ``rollout`` ended, so the next release starts in the same
+        invocation; its outcome is logged (the caller reports on ``rollout``)."""
+        try:
+            outcome, _ = self._admit()
+        except PortError as exc:
+            log.warning("after %s: admission failed for now: %s", rollout.id, exc)
+            return
+        if outcome.status not in (OutcomeStatus.IDLE, OutcomeStatus.BUSY):
+            log.info("after %s: %s %s", rollout.id, outcome.status, outcome.message)
 
     def _observe(self) -> FleetView:
         fleet = self.compute.observe()
@@ -610,36 +518,57 @@ class RolloutService:
         instances = tuple(replace(v, probe=results.get(v.instance_id)) for v in fleet.instances)
         return replace(fleet, instances=instances)
 
-    def _advance(self, rollout: Rollout, fleet: FleetView, steps: int) -> Outcome:
-        """Decide, save, act; when the decision wrote the model, observe again and take one more step
-        (the model write is the one action we wait for, briefly, so a start issues the canary at once)."""
-        outcome = Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase)
-        for step in range(steps):
-            decision = machine.decide(rollout, fleet, self.policy, self.clock.now())
-            outcome, rollout, ok = self._commit(rollout, decision)
-            if not ok or rollout.phase.is_terminal:
+    def _advance(self, rollout: Rollout, fleet: FleetView, steps: int) -> tuple[Outcome, Rollout | None]:
+        """Decide, commit, act, at most ``steps`` times: after a step that wrote the model, observe
+        again and take the next (the model write is the one action waited for, briefly, so a start
+        issues the canary at once). A model write ARM refuses for good ends the loop in ``_refused``."""
+        step = _Step(Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase), rollout)
+        for n in range(steps):
+            step = self._commit(rollout, machine.decide(rollout, fleet, self.policy, self.clock.now()))
+            if step.refused is not None:
+                return self._refused(step.rollout, *step.refused)
+            if not step.ok or step.rollout.phase.is_terminal or n + 1 == steps or not step.wrote_model:
                 break
-            if step + 1 < steps and any(isinstance(a, UpdateModel) for a in decision.actions):
-                try:
-                    fleet = self._observe()
-                except PortError:
-                    break
-                continue
-            break
-        return outcome
+            try:
+                fleet = self._observe()
+            except PortError:
+                break
+            rollout = step.rollout
+        return step.outcome, step.rollout
 
-    def _commit(self, before: Rollout, decision: Decision) -> tuple[Outcome, Rollout, bool]:
+    def _refused(self, rollout: Rollout, action: UpdateModel, reason: str) -> tuple[Outcome, Rollout | None]:
+        """ARM refused a model write for good (403). Commit that (a refused release write starts the
+        rollback, a refused rollback write fails the rollout for a human), then take the rollback's
+        first step at once: usually nothing took the release, and the rollback ends there. Bound: two
+        rounds (a refusal in Canary/Baking/Promoting -> RollingBack; one in RollingBack -> Failed)."""
+        step = _Step(Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase), rollout)
+        for _ in range(2):
+            step = self._commit(rollout, machine.write_refused(rollout, action, reason, self.clock.now()))
+            if not step.ok or step.rollout.phase is not Phase.ROLLING_BACK:
+                break
+            try:
+                fleet = self._observe()
+            except PortError:
+                break
+            rollout = step.rollout
+            step = self._commit(rollout, machine.decide(rollout, fleet, self.policy, self.clock.now()))
+            if step.refused is None:
+                break
+            rollout, (action, reason) = step.rollout, step.refused
+        return step.outcome, step.rollout
+
+    def _commit(self, before: Rollout, decision: Decision) -> _Step:
+        """Commit ``decision`` (one transaction: the rollout's row, and the claim row when the decision
+        ends the rollout), then act on it and record its events."""
         rollout = _clipped(decision.rollout)
         if rollout != before or decision.actions:
             try:
-                rollout = self.store.update_rollout(rollout)
+                claim = self._claim_after(rollout)
+                _, (rollout,) = self.store.commit(claim, [rollout])
             except ConcurrencyError:
                 log.info("tick for %s lost the race to another host; it acts, we exit", before.id)
-                return (
-                    Outcome(OutcomeStatus.LOST, "another tick changed the rollout first", before.id, before.phase),
-                    before,
-                    False,
-                )
+                lost = Outcome(OutcomeStatus.LOST, "another tick changed the rollout first", before.id, before.phase)
+                return _Step(lost, before, ok=False)
             except RecordTooLargeError as exc:
                 # Save, then act: a decision that cannot be saved is not acted on. Stop for a human.
                 return self._stop_unsavable(before, exc)
@@ -649,7 +578,8 @@ class RolloutService:
         if isinstance(error, AccessDeniedError) and isinstance(failed_action, UpdateModel):
             # 403: the identity lacks a permission the write needs (e.g. read on the image). No
             # retry can fix that: stop now with the reason instead of retrying to the deadline.
-            return self._write_refused(rollout, failed_action, str(error))
+            outcome = Outcome(OutcomeStatus.ERROR, str(error), rollout.id, rollout.phase)
+            return _Step(outcome, rollout, refused=(failed_action, str(error)))
         retry_after = error.retry_after if isinstance(error, TransientError) else None
         actions = list(decision.actions)
         sent = actions[: actions.index(failed_action)] if failed_action is not None else actions
@@ -667,20 +597,14 @@ class RolloutService:
             changes: dict[str, Any] = {}
             if any(isinstance(a, ReimageInstances) for a in actions if a not in sent):
                 changes["reimage_requested_at"] = None
+            retry = rollout.evolve(
+                batch_started_at=None, hold_until=hold, reason=_clip(f"{rollout.reason}; {failed}"), **changes
+            )
             with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # a newer tick decides afresh anyway
-                rollout = self.store.update_rollout(
-                    rollout.evolve(
-                        batch_started_at=None,
-                        hold_until=hold,
-                        reason=_clip(f"{rollout.reason}; {failed}"),
-                        **changes,
-                    )
-                )
-        if rollout.phase.is_terminal:
-            self._finish(rollout)
-            self._activate_after(rollout)
+                _, (rollout,) = self.store.commit(None, [retry])
         status = OutcomeStatus.ERROR if failed else OutcomeStatus.ADVANCED
-        return Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, True
+        wrote_model = any(isinstance(a, UpdateModel) for a in sent)
+        return _Step(Outcome(status, rollout.reason, rollout.id, rollout.phase), rollout, wrote_model=wrote_model)
 
     def _confirm_reimage(self, saved: Rollout) -> Rollout:
         """The second phase of a reimage: ARM took the call ``saved`` intended, so record it done.
@@ -689,17 +613,20 @@ class RolloutService:
         applied to it as long as it still holds the same intent (an abort in between changes the
         phase, not the fact that the call was sent). If another host has sent it again since (a
         newer ``reimage_requested_at``), that host confirms its own call: confirming it here could
-        end the rollback before that second call has landed."""
+        end the rollback before that second call has landed. A rollout that ended meanwhile kept the
+        claim for this reimage: the confirmation hands it over, in the same transaction. Bound: five
+        attempts."""
         intent = (saved.reimage_pending, saved.reimage_requested_at)
         current: Rollout | None = saved
         for _ in range(5):
             if current is None or (current.reimage_pending, current.reimage_requested_at) != intent:
                 return current or saved
             done = tuple(machine.sort_ids(set(current.reimaged_ids) | set(current.reimage_pending)))
+            confirmed = current.evolve(reimaged_ids=done, reimage_pending=(), reimage_requested_at=None)
             try:
-                return self.store.update_rollout(
-                    current.evolve(reimaged_ids=done, reimage_pending=(), reimage_requested_at=None)
-                )
+                claim = self._claim_after(confirmed)
+                _, (written,) = self.store.commit(claim, [confirmed])
+                return written
             except ConcurrencyError:
                 current = self.store.get_rollout(self.target_key, saved.id)
             except RecordTooLargeError:  # it only shrinks the row; the intent stays and is sent again
@@ -732,7 +659,7 @@ class RolloutService:
                 decidedIn=saved.phase.value,
             )
 
-    def _stop_unsavable(self, before: Rollout, exc: RecordTooLargeError) -> tuple[Outcome, Rollout, bool]:
+    def _stop_unsavable(self, before: Rollout, exc: RecordTooLargeError) -> _Step:
         """The next state of ``before`` is too large to store: nothing was acted on. A rollout that has
         not started is Rejected; one that has is Failed (keeping the scale set for a human)."""
         now = self.clock.now()
@@ -747,23 +674,15 @@ class RolloutService:
             else:
                 failed_from = before.phase
             changes = {"phase": Phase.FAILED, "failed_from": failed_from, "resume_to": None}
+        stopped = before.evolve(**changes, reason=reason, phase_since=now, updated_at=now)
         try:
-            saved = self.store.update_rollout(before.evolve(**changes, reason=reason, phase_since=now, updated_at=now))
+            claim = self._claim_after(stopped)
+            _, (saved,) = self.store.commit(claim, [stopped])
         except PortError as again:
             log.error("rollout %s: %s; recording that failed too: %s", before.id, reason, again)
-            return Outcome(OutcomeStatus.ERROR, reason, before.id, before.phase), before, False
+            return _Step(Outcome(OutcomeStatus.ERROR, reason, before.id, before.phase), before, ok=False)
         self._record(saved, EventKind.STATE_TOO_LARGE, reason)
-        if saved.phase.is_terminal:
-            self._finish(saved)
-        return Outcome(OutcomeStatus.ERROR, reason, saved.id, saved.phase), saved, True
-
-    def _write_refused(self, rollout: Rollout, action: UpdateModel, reason: str) -> tuple[Outcome, Rollout, bool]:
-        outcome, saved, ok = self._commit(rollout, machine.write_refused(rollout, action, reason, self.clock.now()))
-        if ok and saved.phase is Phase.ROLLING_BACK:
-            # Usually nothing took the release (its write was refused): the rollback ends at once.
-            with contextlib.suppress(PortError):
-                return self._commit(saved, machine.decide(saved, self._observe(), self.policy, self.clock.now()))
-        return outcome, saved, ok
+        return _Step(Outcome(OutcomeStatus.ERROR, reason, saved.id, saved.phase), saved)
 
     def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, PortError | None]:
         """Each action is one port call. Returns the first failure ('' if none), the first action not
@@ -814,29 +733,6 @@ class RolloutService:
             return current.reimage_requested_at == saved.reimage_requested_at
         return True
 
-    def _finish(self, rollout: Rollout, target: TargetRecord | None = None) -> TargetRecord:
-        """Hand the scale set back: clear the claim (terminal phases) and record the stable release."""
-        for _ in range(5):
-            target = target or self.store.get_target(self.target_key) or TargetRecord(key=self.target_key)
-            if target.active_rollout_id != rollout.id:
-                return target
-            if not rollout.phase.is_terminal:
-                return target  # Failed keeps the claim: a human decides (retry or abort)
-            if self._reimage_in_flight(rollout):
-                return target  # handed over once confirmed sent (or its host is past the bound)
-            changes: dict[str, Any] = {"active_rollout_id": None, "updated_at": self.clock.now()}
-            if rollout.phase is Phase.SUCCEEDED:
-                changes.update(
-                    stable_version=rollout.release.version,
-                    stable_release=rollout.release,
-                    stable_model=_merge_model(target.stable_model, rollout.desired),
-                )
-            try:
-                return self.store.save_target(replace(target, **changes))
-            except ConcurrencyError:
-                target = None
-        raise ConcurrencyError("could not release the scale set after 5 attempts")
-
     def _reimage_in_flight(self, rollout: Rollout) -> bool:
         """An unconfirmed reimage that its host may still be sending (an abort ended the rollout
         meanwhile): the next rollout must not get the scale set before it lands or is past the bound."""
@@ -844,11 +740,6 @@ class RolloutService:
         if not rollout.reimage_pending or asked is None:
             return False
         return (self.clock.now() - asked).total_seconds() < self.policy.upgrade_retry_seconds
-
-    def _activate_after(self, rollout: Rollout) -> None:
-        outcome = self._activate_next()
-        if outcome.status not in (OutcomeStatus.IDLE, OutcomeStatus.BUSY):
-            log.info("after %s: %s %s", rollout.id, outcome.status, outcome.message)
 
     # --- steering ------------------------------------------------------------------------------
 
@@ -864,8 +755,9 @@ class RolloutService:
             decision = machine.apply_command(
                 rollout, verb, self.clock.now(), actor=actor, reason=reason, rollback=rollback
             )
-            _, saved, ok = self._commit(rollout, decision)
-            if ok:
+            step = self._commit(rollout, decision)
+            saved = step.rollout
+            if step.ok:
                 if saved.phase.is_active:
                     # Act on the verb now rather than at the next timer tick (a paused or failed
                     # rollout's tick only reads it). The verb is saved already: a backend failing
@@ -882,6 +774,8 @@ class RolloutService:
                             rollout_id,
                             saved.phase,
                         )
+                elif saved.phase.is_terminal:
+                    self._admit_after(saved)  # the scale set was handed over with the verb: the next may start
                 return Outcome(OutcomeStatus.DONE, f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 
@@ -896,7 +790,7 @@ class RolloutService:
         return rollout, self.store.list_events(self.target_key, rollout_id)
 
     def list(self) -> tuple[TargetRecord | None, list[Rollout]]:
-        return self.store.get_target(self.target_key), self.store.list_rollouts(self.target_key)
+        return self.store.load(self.target_key)
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -927,18 +821,6 @@ class RolloutService:
         log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
 
 
-# Free text (reasons, event messages) is cut to this many characters with a visible marker: a reason
-# built from every instance's extension message could otherwise outgrow a Tables property (32 K
-# characters) and make the rollout unsavable.
-MAX_TEXT_CHARS = 8000
-
-
-def _clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]} ... [{len(text) - limit} more characters not stored]"
-
-
 def _clipped(rollout: Rollout) -> Rollout:
     reason, rollback_reason = _clip(rollout.reason), _clip(rollout.rollback_reason)
     if reason == rollout.reason and rollback_reason == rollout.rollback_reason:
@@ -967,11 +849,24 @@ def _too_large_reason(rollout: Rollout, exc: RecordTooLargeError) -> str:
     )
 
 
-def _merge_model(stable: ModelSpec | None, desired: ModelSpec) -> ModelSpec:
-    """The stable model after a release: a script release keeps the stable image and vice versa."""
-    extension: ExtensionSpec | None = desired.extension or (stable.extension if stable else None)
-    image_id = desired.image_id or (stable.image_id if stable else None)
-    return ModelSpec(extension=extension, image_id=image_id)
+@dataclass(frozen=True)
+class _Step:
+    """What one commit-and-act did: the outcome, the rollout as it now is, whether the commit landed,
+    whether a model write was sent, and a model write ARM refused for good (with why)."""
+
+    outcome: Outcome
+    rollout: Rollout
+    ok: bool = True
+    wrote_model: bool = False
+    refused: tuple[UpdateModel, str] | None = None
 
 
-__all__ = ["CommandError", "Outcome", "RolloutNotFoundError", "RolloutService"]
+def _held(target: TargetRecord | None, rollouts: Sequence[Rollout]) -> Rollout | None:
+    """The rollout the claim names, if it is started."""
+    if target is None or not target.active_rollout_id:
+        return None
+    held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
+    return held if held is not None and held.phase.is_active else None
+
+
+__all__ = ["MAX_TEXT_CHARS", "CommandError", "Outcome", "RolloutNotFoundError", "RolloutService"]

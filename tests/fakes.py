@@ -17,6 +17,7 @@ from rollout.adapters.tables import (
     EVENT_KEY_SEPARATOR,
     EntityKeyError,
     check_key,
+    check_transaction,
     event_to_entity,
     group_release_to_entity,
     rollout_to_entity,
@@ -394,13 +395,19 @@ class FakeStore:
 
     Every write is first encoded with the Tables adapter's own (pure) entity encoders, so the fake
     refuses exactly what Azure Tables would: keys, naive datetimes, and sizes (``EntityTooLargeError``,
-    a ``RecordTooLargeError``: 64 KiB per string property, 1 MiB per entity)."""
+    a ``RecordTooLargeError``: 64 KiB per string property, 1 MiB per entity). ``commit`` is an entity
+    group transaction as the adapter sends it: the same checks before anything is touched (one
+    partition, each row once, at most 100 rows, 4 MiB), every ETag checked, then all rows written or
+    none. ``legacy_targets`` holds claim rows of the previous layout (the ``targets`` table), read
+    when a target has no claim row, as the adapter does."""
 
     def __init__(self) -> None:
         self.targets: dict[str, TargetRecord] = {}
+        self.legacy_targets: dict[str, TargetRecord] = {}
         self.rollouts: dict[tuple[str, str], Rollout] = {}
         self.events: list[RolloutEvent] = []
         self.group_releases: dict[tuple[str, str], GroupRelease] = {}
+        self.commits: list[tuple[str, ...]] = []  # the rows of each commit that landed: "target", rollout ids
         self._etags = itertools.count(1)
 
     def _tag(self) -> str:
@@ -408,7 +415,10 @@ class FakeStore:
 
     def get_target(self, key: str) -> TargetRecord | None:
         _keys(key)
-        return self.targets.get(key)
+        found = self.targets.get(key)
+        if found is None and key in self.legacy_targets:
+            return dataclasses.replace(self.legacy_targets[key], etag=None)  # inserted by the first commit
+        return found
 
     def check_fits(self, record: Rollout | TargetRecord) -> None:
         if isinstance(record, Rollout):
@@ -417,14 +427,48 @@ class FakeStore:
             target_to_entity(record)
 
     def save_target(self, record: TargetRecord) -> TargetRecord:
-        _keys(record.key)
-        target_to_entity(record)
-        current = self.targets.get(record.key)
-        if (current.etag if current else None) != record.etag:
-            raise ConcurrencyError(f"target {record.key} changed")
-        saved = dataclasses.replace(record, etag=self._tag())
-        self.targets[record.key] = saved
+        saved, _ = self.commit(record, [])
+        assert saved is not None
         return saved
+
+    def load(self, target: str) -> tuple[TargetRecord | None, list[Rollout]]:
+        return self.get_target(target), self.list_rollouts(target)
+
+    def commit(
+        self, target: TargetRecord | None, rollouts: Sequence[Rollout]
+    ) -> tuple[TargetRecord | None, list[Rollout]]:
+        records: list[Rollout | TargetRecord] = ([target] if target is not None else []) + list(rollouts)
+        if not records:
+            return None, []
+        for record in records:
+            if isinstance(record, TargetRecord):
+                _keys(record.key)
+            else:
+                _keys(record.target, record.id)
+        check_transaction(
+            [target_to_entity(r) if isinstance(r, TargetRecord) else rollout_to_entity(r) for r in records]
+        )
+        for record in records:  # every condition first: all or nothing
+            if isinstance(record, TargetRecord):
+                current_etag = self.targets[record.key].etag if record.key in self.targets else None
+                if record.etag != current_etag:
+                    raise ConcurrencyError(f"target {record.key} changed; nothing was written")
+            else:
+                stored = self.rollouts.get((record.target, record.id))
+                if (stored.etag if stored else None) != record.etag:
+                    raise ConcurrencyError(f"rollout {record.id} changed; nothing was written")
+        saved_target: TargetRecord | None = None
+        saved: list[Rollout] = []
+        for record in records:
+            if isinstance(record, TargetRecord):
+                saved_target = dataclasses.replace(record, etag=self._tag())
+                self.targets[record.key] = saved_target
+            else:
+                row = record.evolve(etag=self._tag())
+                self.rollouts[(record.target, record.id)] = row
+                saved.append(row)
+        self.commits.append(tuple("target" if isinstance(r, TargetRecord) else r.id for r in records))
+        return saved_target, saved
 
     def get_rollout(self, target: str, rollout_id: str) -> Rollout | None:
         _keys(target, rollout_id)
@@ -452,7 +496,7 @@ class FakeStore:
     def list_rollouts(self, target: str) -> list[Rollout]:
         _keys(target)
         found = [r for (t, _), r in self.rollouts.items() if t == target]
-        return sorted(found, key=lambda r: r.created_at, reverse=True)
+        return sorted(found, key=lambda r: (r.created_at, r.id), reverse=True)
 
     def get_group_release(self, group: str, release_id: str) -> GroupRelease | None:
         check_key(group, "group")

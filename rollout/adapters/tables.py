@@ -5,24 +5,29 @@ Layout (every table name carries the optional ``STATE_TABLE_PREFIX``):
 =====================  =====================  ==================================================
 table                  PartitionKey           RowKey
 =====================  =====================  ==================================================
-``{p}rollouts``        target key             rollout id
+``{p}rollouts``        target key             rollout id, and ``~target`` for the target's claim row
 ``{p}rolloutevents``   target key             ``<rollout id>~<yyyymmddHHMMSSffffff>~<sequence>``
-``{p}targets``         ``"target"``           target key
+``{p}targets``         ``"target"``           target key (the previous layout's claim rows: read only)
 ``{p}groupreleases``   group name             group release id (its release's rollout id)
 =====================  =====================  ==================================================
 
 Why this layout:
 
-- A target's rollouts share a partition, so ``list_rollouts`` is one partition query and the
-  rollout row and its target row can never be on different sides of a partition split that matters.
+- A target's claim row (``TargetRecord``: who holds the scale set, what is stable on it) and its
+  rollouts share ONE partition of ONE table, so a claim and a rollout change together in one entity
+  group transaction (``commit``): a rollout starts in the same write that names it in the claim, and
+  hands the scale set back in the same write that ends it. ``load`` is one partition query.
 - An event's RowKey starts with the rollout id and then a fixed-width UTC timestamp, so a rollout's
   events are ONE range query inside one partition (``RowKey gt 'id~' and lt 'id~~'``: the timestamp
   starts with a digit, which sorts below ``~``), returned by the service already in time order. The
   tail is a per-process strictly increasing sequence (nanoseconds) plus random hex: events of one
   tick usually share the same ``at`` (the tick's ``now``), and the sequence keeps them in the order
   this host appended them, while the random part keeps two hosts from ever colliding. Appending is
-  an insert, never an upsert, so the audit trail is never overwritten.
-- Targets sit in one partition of their own: "every scale set we manage" is one partition query.
+  an insert, never an upsert, so the audit trail is never overwritten. Events are not part of the
+  transactions: they are recorded after the state they describe is committed.
+- The previous layout kept claim rows in a ``{p}targets`` table of their own. A target with no claim
+  row in its partition reads that row (with no ETag); the first commit then inserts it in the
+  partition, an insert that fails if another host moved it first. The old row is never written again.
 - A group's releases (``rollout.waves``) share a partition of a table of their own: "the group's
   releases" is one partition query, and no query of the rollouts table ever meets one. Their audit
   trail is in ``rolloutevents`` under the partition ``group~<name>`` (``rollout.waves.group_partition``:
@@ -60,7 +65,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -75,7 +80,15 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableEntity, TableServiceClient, UpdateMode
+from azure.data.tables import (
+    RequestTooLargeError,
+    TableClient,
+    TableEntity,
+    TableServiceClient,
+    TableTransactionError,
+    TransactionOperation,
+    UpdateMode,
+)
 
 from rollout import model
 from rollout.model import (
@@ -103,7 +116,21 @@ from rollout.targets import OnFailure
 from rollout.waves import GroupPhase, GroupRelease, GroupTarget
 
 SCHEMA_VERSION: Final = 1
+# The claim row of a target: in the rollouts table, in the target's own partition, beside its rollouts
+# (so the claim and a rollout change in ONE entity group transaction). ``~`` sorts after every rollout
+# id and no rollout id can start with it (``rollout.releases.ROLLOUT_ID_RE``).
+CLAIM_ROW_KEY: Final = "~target"
+# The layout before: one ``{p}targets`` table, every target in partition "target", RowKey the target
+# key. Still read when a target has no claim row yet (docs/design.md, "Who holds the scale set").
 TARGETS_PARTITION: Final = "target"
+# Entity group transactions ("Performing entity group transactions",
+# https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions): one
+# PartitionKey, each entity at most once, at most 100 entities and 4 MiB of payload, all or nothing.
+MAX_TRANSACTION_OPERATIONS: Final = 100
+MAX_TRANSACTION_BYTES: Final = 4 * 1024 * 1024
+# What a change set adds per operation around the entity's JSON (MIME part headers, the request line
+# with the entity's URL, an If-Match header): generously bounded rather than computed.
+_TRANSACTION_PART_OVERHEAD: Final = 2048
 EVENT_KEY_SEPARATOR: Final = "~"
 
 # Azure Table limits (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model)
@@ -420,10 +447,12 @@ def _stopped_at(phase: Phase, paused_from: str | None, failed_from: str | None) 
     return Phase(paused_from), None
 
 
-def target_to_entity(record: TargetRecord) -> dict[str, Any]:
+def target_to_entity(record: TargetRecord, *, legacy: bool = False) -> dict[str, Any]:
+    """The target's claim row (``legacy``: as the previous layout stored it in ``{p}targets``)."""
+    key = _check_key(record.key, "target.key")
     entity: dict[str, Any] = {
-        "PartitionKey": TARGETS_PARTITION,
-        "RowKey": _check_key(record.key, "target.key"),
+        "PartitionKey": TARGETS_PARTITION if legacy else key,
+        "RowKey": key if legacy else CLAIM_ROW_KEY,
         "schema": SCHEMA_VERSION,
         "stable_release": _dumps(None if record.stable_release is None else release_to_dict(record.stable_release)),
         "stable_model": _dumps(None if record.stable_model is None else model_to_dict(record.stable_model)),
@@ -443,8 +472,9 @@ def target_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> Ta
     stable_release = _opt_json(entity.get("stable_release"))
     stable_model = _opt_json(entity.get("stable_model"))
     stable_version = entity.get("stable_version")
+    claim_row = entity["RowKey"] == CLAIM_ROW_KEY  # else a row of the previous layout
     return TargetRecord(
-        key=entity["RowKey"],
+        key=entity["PartitionKey"] if claim_row else entity["RowKey"],
         active_rollout_id=entity.get("active_rollout_id"),
         stable_version=None if stable_version is None else int(stable_version),
         stable_release=None if stable_release is None else release_from_dict(stable_release),
@@ -684,6 +714,29 @@ def check_entity_size(entity: Mapping[str, Any], what: str) -> int:
     return total
 
 
+def check_transaction(entities: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse, before any request, what an entity group transaction may not hold: more than one
+    PartitionKey, an entity twice, more than 100 entities (``InvalidRecordError``), or more than
+    4 MiB of payload (``EntityTooLargeError``, a ``RecordTooLargeError``)."""
+    partitions = {e["PartitionKey"] for e in entities}
+    if len(partitions) > 1:
+        shown = ", ".join(sorted(_shorten(str(p), 40) for p in partitions))
+        raise InvalidRecordError(f"a transaction spans one partition; these entities are in {shown}")
+    keys = [e["RowKey"] for e in entities]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise InvalidRecordError(f"a transaction writes an entity at most once; {_shorten(', '.join(twice))} twice")
+    if len(entities) > MAX_TRANSACTION_OPERATIONS:
+        raise InvalidRecordError(
+            f"a transaction holds at most {MAX_TRANSACTION_OPERATIONS} entities; this one has {len(entities)}"
+        )
+    payload = sum(len(json.dumps(e, default=str).encode()) + _TRANSACTION_PART_OVERHEAD for e in entities)
+    if payload > MAX_TRANSACTION_BYTES:
+        raise EntityTooLargeError(
+            f"the transaction is about {payload} bytes; Azure Tables accepts at most 4 MiB per transaction"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # The adapter
 # --------------------------------------------------------------------------------------------
@@ -736,6 +789,7 @@ class TableStateStore:
         self.group_releases_table = f"{prefix}groupreleases"
         self._clients: dict[str, TableClient] = {}
         self._clients_lock = threading.Lock()
+        self._legacy_client: TableClient | None = None
 
     @classmethod
     def from_connection_string(cls, connection_string: str, prefix: str = "", **client_options: Any) -> TableStateStore:
@@ -751,7 +805,7 @@ class TableStateStore:
         return cls(TableServiceClient(endpoint=uri, credential=credential, **options), prefix)
 
     def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *([self._legacy_client] if self._legacy_client else [])]:
             client.close()
         self._service.close()
 
@@ -791,12 +845,30 @@ class TableStateStore:
     # -- targets ------------------------------------------------------------------------------
 
     def get_target(self, key: str) -> TargetRecord | None:
+        """The target's claim row; if it has none yet, its row of the previous layout (``{p}targets``)
+        with no ETag, so that the first ``commit`` inserts it in its new place (and fails if another
+        host moved it over first)."""
         _check_key(key, "target key")  # keys are checked before any request, table creation included
-        entity = self._read(self.targets_table, TARGETS_PARTITION, key, f"read target {key}")
-        return None if entity is None else target_from_entity(entity, entity.metadata.get("etag"))
+        entity = self._read(self.rollouts_table, key, CLAIM_ROW_KEY, f"read target {key}")
+        if entity is not None:
+            return target_from_entity(entity, entity.metadata.get("etag"))
+        return self._legacy_target(key)
+
+    def _legacy_target(self, key: str) -> TargetRecord | None:
+        """The previous layout's row, if that table and row exist. The table is never created: a
+        deployment that never ran the previous version has none (a missing table reads as 404)."""
+        with self._clients_lock:
+            table = self._legacy_client or self._service.get_table_client(self.targets_table)
+            self._legacy_client = table
+        with map_storage_errors(f"read target {key} (previous layout)"):
+            try:
+                entity = table.get_entity(TARGETS_PARTITION, key)
+            except ResourceNotFoundError:
+                return None
+        return target_from_entity(entity, None)
 
     def save_target(self, record: TargetRecord) -> TargetRecord:
-        """Insert (etag None) or conditionally replace. Claiming a scale set IS this write.
+        """Insert (etag None) or conditionally replace the claim row alone: ``commit(record, [])``.
 
         The race it prevents (two timer ticks, e.g. after a scale-out, on two hosts)::
 
@@ -804,25 +876,79 @@ class TableStateStore:
             get_target -> etag "1", no rollout  get_target -> etag "1", no rollout
             save_target(active=R1, etag "1")    save_target(active=R2, etag "1")
               -> 204, etag "2"  (A holds it)      -> 412 -> ConcurrencyError: B exits cleanly
-                                                     and its next tick re-reads and sees R1
 
-        Without the If-Match both writes succeed, the last one wins and two canaries run.
         The first claim (no row yet) races the same way on insert: the loser gets 409, reported
         as ConcurrencyError too, because for the caller it is the same lost race.
         """
-        entity = target_to_entity(record)
-        table = self._table(self.targets_table)
-        what = f"save target {record.key}"
-        meta: Mapping[str, Any]
-        if record.etag is None:
+        saved, _ = self.commit(record, [])
+        assert saved is not None
+        return saved
+
+    def load(self, target: str) -> tuple[TargetRecord | None, list[Rollout]]:
+        """The target's claim row and its rollouts (newest first): ONE partition query. Like
+        ``get_target``, a target without a claim row reads its row of the previous layout."""
+        _check_key(target, "target")
+        table = self._table(self.rollouts_table)
+        with map_storage_errors(f"load partition {target}"):
+            entities = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": target}))
+        claim = next((e for e in entities if e["RowKey"] == CLAIM_ROW_KEY), None)
+        record = target_from_entity(claim, claim.metadata.get("etag")) if claim is not None else None
+        rollouts = [rollout_from_entity(e, e.metadata.get("etag")) for e in entities if e["RowKey"] != CLAIM_ROW_KEY]
+        rollouts.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return (record if claim is not None else self._legacy_target(target)), rollouts
+
+    def commit(
+        self, target: TargetRecord | None, rollouts: Sequence[Rollout]
+    ) -> tuple[TargetRecord | None, list[Rollout]]:
+        """Write the claim row and ``rollouts`` in ONE entity group transaction: all or nothing.
+
+        Each record with an ``etag`` is a REPLACE conditional on it (If-Match), each without one an
+        insert. ``TableClient.submit_transaction`` (azure-data-tables 12.7,
+        ``azure/data/tables/_table_client.py``: "If any one of these operations fails, the entire
+        transaction will be rejected") sends them as one change set; the service applies all of them
+        or none ("Performing entity group transactions",
+        https://learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions:
+        one PartitionKey, each entity once, at most 100 entities and 4 MiB). Those limits are checked
+        here before any request (``check_transaction``). A lost race (412 on a changed row, 409 on an
+        insert another writer made first, 404 on a row deleted since) raises ``ConcurrencyError``,
+        and then nothing was written. Returns the records as written, with their new ETags."""
+        records: list[Rollout | TargetRecord] = ([target] if target is not None else []) + list(rollouts)
+        if not records:
+            return None, []
+        entities = [target_to_entity(r) if isinstance(r, TargetRecord) else rollout_to_entity(r) for r in records]
+        check_transaction(entities)
+        partition = entities[0]["PartitionKey"]
+        operations: list[Any] = []
+        for record, entity in zip(records, entities, strict=True):
+            if record.etag is None:
+                operations.append((TransactionOperation.CREATE, entity))
+            else:
+                conditional = {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": record.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                }
+                operations.append((TransactionOperation.UPDATE, entity, conditional))
+        what = f"commit {len(records)} row(s) of {partition}"
+        table = self._table(self.rollouts_table)
+        with map_storage_errors(what):
             try:
-                with map_storage_errors(what):
-                    meta = table.create_entity(entity)
-            except AlreadyExistsError as exc:
-                raise ConcurrencyError(f"{what}: another writer created the row first") from exc
-        else:
-            meta = _replace_if_unchanged(table, entity, record.etag, what)
-        return _with_etag(record, meta)
+                metas = table.submit_transaction(operations)
+            except RequestTooLargeError as exc:  # 413: our size estimate fell short
+                raise EntityTooLargeError(f"{what}: the transaction is too large (HTTP 413)") from exc
+            except TableTransactionError as exc:
+                # The failing operation's status ("<index>:<message>"): 412 a changed row, 409 an
+                # insert of a row that exists, 404 an update of a row deleted since.
+                if exc.status_code in (404, 409, 412):
+                    lost = f"operation {exc.index}: {getattr(exc, 'error_code', None) or exc.status_code}"
+                    raise ConcurrencyError(
+                        f"{what}: a row changed since it was read ({lost}); nothing was written"
+                    ) from exc
+                raise
+        written = [_with_etag(record, meta) for record, meta in zip(records, metas, strict=True)]
+        saved_target = written[0] if target is not None else None
+        assert saved_target is None or isinstance(saved_target, TargetRecord)
+        return saved_target, [r for r in written if isinstance(r, Rollout)]
 
     # -- rollouts -----------------------------------------------------------------------------
 
@@ -858,7 +984,7 @@ class TableStateStore:
         table = self._table(self.rollouts_table)
         with map_storage_errors(f"list rollouts of {target}"):
             entities = list(table.query_entities("PartitionKey eq @pk", parameters={"pk": target}))
-        rollouts = [rollout_from_entity(e, e.metadata.get("etag")) for e in entities]
+        rollouts = [rollout_from_entity(e, e.metadata.get("etag")) for e in entities if e["RowKey"] != CLAIM_ROW_KEY]
         rollouts.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return rollouts
 
@@ -955,7 +1081,7 @@ def check_key(value: str, what: str) -> str:
     return _check_key(value, what)
 
 
-_R = TypeVar("_R", Rollout, TargetRecord, GroupRelease)
+_R = TypeVar("_R", Rollout, TargetRecord, Rollout | TargetRecord, GroupRelease)
 
 
 def _with_etag(record: _R, meta: Mapping[str, Any]) -> _R:
@@ -972,8 +1098,10 @@ __all__ = [
     "EntityKeyError",
     "EntityTooLargeError",
     "TableStateStore",
+    "CLAIM_ROW_KEY",
     "check_entity_size",
     "check_key",
+    "check_transaction",
     "event_from_entity",
     "event_row_key",
     "event_to_entity",

@@ -11,13 +11,24 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, timedelta
 
 import pytest
+from azure.data.tables import TableServiceClient
 
-from rollout.adapters.tables import TableStateStore
+from rollout.adapters.tables import TableStateStore, target_from_entity, target_to_entity
 from rollout.model import EventKind, Phase, TargetRecord
-from rollout.ports import AlreadyExistsError, ConcurrencyError, PortError, TransientError
+from rollout.ports import (
+    MAX_COMMIT_RECORDS,
+    AlreadyExistsError,
+    ConcurrencyError,
+    InvalidRecordError,
+    PortError,
+    StateStore,
+    TransientError,
+)
+from tests.fakes import FakeStore
 from tests.fixtures.azurite import AzuriteNames, AzuriteService, FakeAzureAdCredential
 from tests.unit.test_entities import T0, TARGET, make_event, make_rollout, make_target
 
@@ -322,7 +333,7 @@ def test_a_refused_token_is_a_port_error_not_a_transient_one(azurite_oauth: Azur
 
 def test_a_listed_rollout_is_written_conditionally_on_the_version_listed(store: TableStateStore) -> None:
     """The claim protocol judges rows from a listing and writes them conditionally on the listed
-    version (service._activate_next, _stop_orphans): the listing's ETag must be the one If-Match checks."""
+    version (admission, orphan stops): the listing's ETag must be the one If-Match checks."""
     store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.QUEUED))
     (listed,) = store.list_rollouts(TARGET)
     fresh = store.get_rollout(TARGET, "r-1")
@@ -333,3 +344,166 @@ def test_a_listed_rollout_is_written_conditionally_on_the_version_listed(store: 
     (again,) = store.list_rollouts(TARGET)
     assert again.etag == started.etag and again.phase is Phase.CANARY
     store.update_rollout(again.evolve(reason="touched"))  # the current listed version wins
+
+
+# -- one partition, one transaction: the claim row and the rollouts (issue 10) ------------------------
+#
+# The same contract runs against Azurite through the real SDK and against tests/fakes.py's FakeStore:
+# the fake must commit exactly as the adapter does.
+
+
+@pytest.fixture(params=["tables", "fake"])
+def any_store(request: pytest.FixtureRequest) -> StateStore:
+    if request.param == "fake":
+        return FakeStore()
+    factory: StoreFactory = request.getfixturevalue("new_store")
+    return factory()
+
+
+def test_commit_writes_the_claim_and_a_rollout_together(any_store: StateStore) -> None:
+    queued = any_store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.QUEUED))
+    claim, (started,) = any_store.commit(make_target(active_rollout_id="r-1"), [queued.evolve(phase=Phase.CANARY)])
+    assert claim is not None and claim.etag and started.etag and started.etag != queued.etag
+    target, rollouts = any_store.load(TARGET)
+    assert target == claim and target is not None and target.etag == claim.etag
+    assert [(r.id, r.phase, r.etag) for r in rollouts] == [("r-1", Phase.CANARY, started.etag)]
+    assert any_store.get_target(TARGET) == claim and any_store.list_rollouts(TARGET) == rollouts
+
+
+def test_one_stale_etag_fails_the_whole_commit_and_writes_nothing(any_store: StateStore) -> None:
+    """Hand-over: R1 ends and the claim is cleared; R2's row changed since it was read. Before issue
+    10 the claim and a rollout were two writes, and the first landed whatever became of the second."""
+    r1 = any_store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.PROMOTING))
+    r2 = any_store.insert_rollout(make_rollout(rollout_id="r-2", phase=Phase.QUEUED))
+    claim, _ = any_store.commit(make_target(active_rollout_id="r-1"), [])
+    assert claim is not None
+    moved = any_store.update_rollout(r2.evolve(reason="another host wrote it"))  # r2 read above is stale now
+
+    with pytest.raises(ConcurrencyError):
+        any_store.commit(
+            replace(claim, active_rollout_id=None),
+            [r1.evolve(phase=Phase.SUCCEEDED), r2.evolve(phase=Phase.REJECTED)],
+        )
+    target, rollouts = any_store.load(TARGET)
+    assert target is not None and target.active_rollout_id == "r-1" and target.etag == claim.etag
+    assert {r.id: (r.phase, r.etag) for r in rollouts} == {
+        "r-1": (Phase.PROMOTING, r1.etag),
+        "r-2": (Phase.QUEUED, moved.etag),
+    }
+
+
+def test_a_stale_claim_fails_the_commit_of_a_fresh_rollout(any_store: StateStore) -> None:
+    queued = any_store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.QUEUED))
+    claim = any_store.save_target(make_target(active_rollout_id=None))
+    any_store.save_target(replace(claim, stable_version=9))  # another host changed the claim row
+    with pytest.raises(ConcurrencyError):
+        any_store.commit(replace(claim, active_rollout_id="r-1"), [queued.evolve(phase=Phase.CANARY)])
+    stored = any_store.get_rollout(TARGET, "r-1")
+    assert stored is not None and stored.phase is Phase.QUEUED and stored.etag == queued.etag
+
+
+def test_an_insert_in_a_commit_loses_to_a_row_already_there(any_store: StateStore) -> None:
+    any_store.insert_rollout(make_rollout(rollout_id="r-1"))
+    with pytest.raises(ConcurrencyError):  # "insert when new": another writer created it first
+        any_store.commit(make_target(), [make_rollout(rollout_id="r-1", reason="mine")])
+    assert any_store.get_target(TARGET) is None
+    stored = any_store.get_rollout(TARGET, "r-1")
+    assert stored is not None and stored.reason != "mine"
+
+
+def test_commits_refuse_what_a_transaction_cannot_hold_before_any_request(any_store: StateStore) -> None:
+    other = make_rollout(rollout_id="r-x", target="rg:other")
+    with pytest.raises(InvalidRecordError, match="one partition"):
+        any_store.commit(make_target(), [other])
+    with pytest.raises(InvalidRecordError, match="at most once"):
+        any_store.commit(None, [make_rollout(rollout_id="r-1"), make_rollout(rollout_id="r-1")])
+    many = [make_rollout(rollout_id=f"r-{n}") for n in range(MAX_COMMIT_RECORDS)]
+    with pytest.raises(InvalidRecordError, match="at most 100"):
+        any_store.commit(make_target(), many)
+    assert any_store.load(TARGET) == (None, [])
+    saved, written = any_store.commit(None, many)  # exactly 100 fit
+    assert saved is None and len(written) == MAX_COMMIT_RECORDS and len(any_store.list_rollouts(TARGET)) == 100
+
+
+def test_commit_race_from_the_same_reads_has_exactly_one_winner(new_store: StoreFactory) -> None:
+    """Six hosts read the same partition and each starts a different queued rollout with the claim:
+    one transaction lands whole, the others fail whole."""
+    hosts = [new_store() for _ in range(6)]
+    for i in range(len(hosts)):
+        hosts[0].insert_rollout(make_rollout(rollout_id=f"r-{i}", phase=Phase.QUEUED))
+    read = [h.load(TARGET) for h in hosts]
+
+    def start(i: int) -> object:
+        target, rollouts = read[i]
+        assert target is None
+        mine = next(r for r in rollouts if r.id == f"r-{i}")
+        return hosts[i].commit(make_target(active_rollout_id=mine.id), [mine.evolve(phase=Phase.CANARY)])
+
+    results, errors = race(len(hosts), start)
+    assert len(results) == 1 and all(isinstance(e, ConcurrencyError) for e in errors), errors
+    target, rollouts = hosts[0].load(TARGET)
+    started = [r.id for r in rollouts if r.phase is Phase.CANARY]
+    assert target is not None and started == [target.active_rollout_id]
+
+
+def test_a_claim_row_of_the_previous_layout_is_read_and_moved_by_the_first_commit(
+    azurite: AzuriteService, new_store: StoreFactory
+) -> None:
+    """Rows written by the previous version (the claim in the ``targets`` table) are not lost: read
+    with no ETag, so the first commit inserts the claim row in the partition, and a second host moving
+    the same row over at the same time loses. The old row is left as it was."""
+    store, other = new_store(), new_store()
+    old = make_target(active_rollout_id=None, stable_version=6)
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        legacy = service.create_table_if_not_exists(store.targets_table)
+        legacy.create_entity(target_to_entity(old, legacy=True))
+
+        read = store.get_target(TARGET)
+        assert read == old and read is not None and read.etag is None
+        assert store.load(TARGET) == (old, [])
+        from_other = other.get_target(TARGET)
+        assert from_other is not None
+
+        queued = store.insert_rollout(make_rollout(rollout_id="r-7", phase=Phase.QUEUED))
+        moved, _ = store.commit(replace(read, active_rollout_id="r-7"), [queued.evolve(phase=Phase.CANARY)])
+        assert moved is not None and moved.etag and moved.stable_version == 6
+        with pytest.raises(ConcurrencyError):
+            other.commit(replace(from_other, stable_version=5), [])
+        assert store.get_target(TARGET) == moved and store.get_target(TARGET).etag == moved.etag  # type: ignore[union-attr]
+        assert target_from_entity(legacy.get_entity("target", TARGET)) == old  # untouched
+
+
+def test_the_fake_store_reads_a_claim_row_of_the_previous_layout_like_the_adapter() -> None:
+    fake = FakeStore()
+    old = make_target(active_rollout_id=None, stable_version=6)
+    fake.legacy_targets[TARGET] = old
+    read = fake.get_target(TARGET)
+    assert read == old and read is not None and read.etag is None
+    moved, _ = fake.commit(replace(read, active_rollout_id=None), [])
+    assert moved is not None and moved.etag and fake.get_target(TARGET) == moved
+    with pytest.raises(ConcurrencyError):
+        fake.commit(read, [])
+
+
+def test_a_commit_updating_a_row_deleted_since_it_was_read_loses_whole(
+    azurite: AzuriteService, new_store: StoreFactory
+) -> None:
+    """404 inside the transaction (the row is gone) is a lost race like 412: ConcurrencyError, and the
+    claim row beside it is not written."""
+    store = new_store()
+    gone = store.insert_rollout(make_rollout(rollout_id="r-1", phase=Phase.PROMOTING))
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        service.get_table_client(store.rollouts_table).delete_entity(TARGET, "r-1")
+    with pytest.raises(ConcurrencyError, match="nothing was written"):
+        store.commit(make_target(active_rollout_id=None), [gone.evolve(phase=Phase.SUCCEEDED)])
+    assert store.load(TARGET) == (None, [])
+
+
+def test_reading_a_target_never_creates_the_previous_layout_s_table(
+    azurite: AzuriteService, store: TableStateStore
+) -> None:
+    assert store.get_target(TARGET) is None and store.load(TARGET) == (None, [])
+    store.save_target(make_target())
+    with TableServiceClient.from_connection_string(azurite.connection_string) as service:
+        names = {t.name for t in service.list_tables()}
+    assert store.rollouts_table in names and store.targets_table not in names

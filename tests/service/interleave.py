@@ -24,7 +24,16 @@ from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScale
 TARGET = "rg:vmss"
 WAIT_SECONDS = 10.0
 
-_STORE_CALLS = ("get_target", "save_target", "get_rollout", "insert_rollout", "update_rollout", "list_rollouts")
+_STORE_CALLS = (
+    "load",
+    "commit",
+    "get_target",
+    "save_target",
+    "get_rollout",
+    "insert_rollout",
+    "update_rollout",
+    "list_rollouts",
+)
 _COMPUTE_CALLS = ("observe", "read_model", "read_image", "update_model", "upgrade_instances", "reimage_instances")
 
 

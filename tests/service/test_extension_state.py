@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from rollout.model import EventKind, ExtensionSpec, ModelSpec, Phase, Rollout
+from rollout.model import EventKind, ExtensionSpec, ModelSpec, Phase, Rollout, TargetRecord
 from rollout.ports import RecordTooLargeError
 from tests.fakes import BASE_URL, v0_extension
 from tests.service.test_rollouts import TARGET, World, make_world, script
@@ -195,14 +196,14 @@ def test_a_started_rollout_whose_next_state_cannot_be_saved_stops_as_failed_with
     upgrades = len(world.scale_set.calls_of("upgrade_instances"))
     before = world.store.get_rollout(TARGET, rid) or pytest.fail()
 
-    real_update = world.store.update_rollout
+    real_commit = world.store.commit
 
-    def refuse_growing(rollout: Rollout) -> Rollout:
-        if rollout.phase is Phase.PROMOTING and rollout.batch_number > before.batch_number:
+    def refuse_growing(target: TargetRecord | None, rollouts: Sequence[Rollout]) -> Any:
+        if any(r.phase is Phase.PROMOTING and r.batch_number > before.batch_number for r in rollouts):
             raise RecordTooLargeError("rollout rg:vmss/x: property 'upgraded_ids' is 70000 bytes as UTF-16")
-        return real_update(rollout)
+        return real_commit(target, rollouts)
 
-    monkeypatch.setattr(world.store, "update_rollout", refuse_growing)
+    monkeypatch.setattr(world.store, "commit", refuse_growing)
     world.clock.advance(30)
     world.service.tick()
     world.clock.advance(30)

@@ -81,14 +81,18 @@ def is_queued_read_of(rollout_id: str) -> Callable[[Call], bool]:
             return call.result.id == rollout_id and call.result.phase is Phase.QUEUED
         if call.name == "list_rollouts":
             return any(r.id == rollout_id and r.phase is Phase.QUEUED for r in call.result)
+        if call.name == "load":
+            return any(r.id == rollout_id and r.phase is Phase.QUEUED for r in call.result[1])
         return False
 
     return made
 
 
 def saves_as(rollout_id: str, phase: Phase) -> Callable[[Call], bool]:
+    """A commit that writes ``rollout_id`` in ``phase``."""
+
     def stop(call: Call) -> bool:
-        return call.name == "update_rollout" and call.args[0].id == rollout_id and call.args[0].phase is phase
+        return call.name == "commit" and any(r.id == rollout_id and r.phase is phase for r in call.args[1])
 
     return stop
 
@@ -97,20 +101,21 @@ def saves_as(rollout_id: str, phase: Phase) -> Callable[[Call], bool]:
 
 
 def test_two_blob_events_at_once_start_one_canary() -> None:
-    """Issue 8, defect 1, step by step: A claims the target for v1 and is about to save v1 as
-    Canary; B reads the target (v1) and v1 while it is still Queued; A's save lands; B goes on.
-    Before the fix B claimed the target with the ETag A left and started v2 as well."""
+    """Issue 8, defect 1, step by step: A is about to commit v1's start (the claim and v1 as Canary,
+    one transaction); B records v2 and reads the partition while v1 is still Queued and the scale set
+    free; A's commit lands; B goes on. B's start (v2, superseding v1) is conditional on the claim row
+    and v1's row as it read them, so it fails: v2 waits. Before issue 8's fix B claimed the target
+    with the ETag A left and started v2 as well."""
     world = two_hosts()
     world.checks.append(at_most_one_started(world))
     v1, v2 = rid(1), rid(2)
     world.start("A", lambda s: s.start_release(script(1)))
     world.start("B", lambda s: s.start_release(script(2)))
 
-    world.run_until("A", saves_as(v1, Phase.CANARY))  # A holds the claim, v1 still Queued
+    world.run_until("A", saves_as(v1, Phase.CANARY))  # A is about to commit v1's start
     world.run_past("B", lambda c: c.name == "insert_rollout")  # v2 recorded
-    world.run_past("B", lambda c: c.name == "get_target" and c.result.active_rollout_id == v1)
-    world.run_past("B", is_queued_read_of(v1))  # B sees v1 Queued ...
-    world.step("A")  # ... and then A's save of v1 as Canary lands
+    world.run_past("B", is_queued_read_of(v1))  # B sees v1 Queued and the scale set free ...
+    world.step("A")  # ... and then A's start of v1 lands
     world.join()
 
     assert world.store.rollouts[(TARGET, v1)].phase is Phase.CANARY
@@ -142,6 +147,12 @@ def _pre_stale_claim(world: TwoHosts) -> None:
     plain = world.service("setup", gated=False)
     world.store.insert_rollout(_queued(plain, 1))
     world.store.save_target(TargetRecord(key=TARGET, active_rollout_id=rid(1), updated_at=world.clock.now()))
+
+
+def _pre_legacy_claim(world: TwoHosts) -> None:
+    """The claim row is still where the previous version kept it (the targets table): both hosts
+    read it with no ETag and each start would move it by an insert; one insert wins."""
+    world.store.legacy_targets[TARGET] = TargetRecord(key=TARGET, stable_version=0)
 
 
 def _pre_two_queued(world: TwoHosts) -> None:
@@ -201,6 +212,11 @@ Work = Callable[[RolloutService], Any]
 SCENARIOS: dict[str, tuple[Callable[[TwoHosts], None], Work, Work]] = {
     "start v1 | start v2": (_pre_empty, lambda s: s.start_release(script(1)), lambda s: s.start_release(script(2))),
     "stale claim: tick | start v2": (_pre_stale_claim, lambda s: s.tick(), lambda s: s.start_release(script(2))),
+    "claim row of the previous layout: start v1 | start v2": (
+        _pre_legacy_claim,
+        lambda s: s.start_release(script(1)),
+        lambda s: s.start_release(script(2)),
+    ),
     "stale claim: tick | tick": (_pre_stale_claim, lambda s: s.tick(), lambda s: s.tick()),
     "two queued: tick | tick": (_pre_two_queued, lambda s: s.tick(), lambda s: s.tick()),
     "hand-over: tick | start v4": (
@@ -495,7 +511,7 @@ def test_a_hand_over_that_finds_the_scale_set_claimed_again_stops_there() -> Non
     _pre_finished_not_handed_over(world)
     world.checks.append(at_most_one_started(world))
     world.start("B", lambda s: s.tick())
-    world.run_until("B", lambda c: c.name == "save_target")  # B: about to clear v1's claim
+    world.run_until("B", lambda c: c.name == "commit" and c.args[0] is not None)  # B: about to clear v1's claim
 
     other = world.service("A", gated=False)
     other.tick()  # A hands over, claims v3, starts v3
@@ -510,11 +526,11 @@ def test_a_hand_over_that_finds_the_scale_set_claimed_again_stops_there() -> Non
     assert world.store.rollouts[(TARGET, rid(4))].phase is Phase.SUCCEEDED
 
 
-def test_adopting_an_orphan_revokes_a_claim_being_started() -> None:
-    """A started rollout no claim names turns up (written by a host on the code before this protocol)
-    while host A has claimed the scale set for v1 and is about to save v1 as Canary. Host B's tick
-    claims the scale set for the orphan; it must first revoke A's claim (a write on v1's row), or
-    A's start lands too and two rollouts run."""
+def test_adopting_an_orphan_makes_a_start_under_way_fail() -> None:
+    """A started rollout no claim names turns up (a row edited by hand, or written by the code
+    before this protocol) while host A is about to commit v1's start. Host B's tick claims the scale
+    set for the orphan; A's start, conditional on the claim row A read, must then fail, or two
+    rollouts run."""
     world = two_hosts()
     world.checks.append(at_most_one_started(world))
     world.start("A", lambda s: s.start_release(script(1)))
@@ -542,7 +558,7 @@ def test_a_verb_saved_whose_follow_up_tick_meets_a_backend_error_is_reported_don
     world = two_hosts()
     host = world.service("A", gated=False)
     assert host.start_release(script(1)).phase is Phase.CANARY
-    failing = {"get_target": 1}
+    failing = {"load": 1}
 
     class FlakyStore:
         def __getattr__(self, name: str) -> Any:

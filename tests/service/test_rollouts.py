@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from rollout.machine import CommandError
-from rollout.model import EventKind, Phase, Release, ReleaseKind, Rollout
+from rollout.model import EventKind, Phase, Release, ReleaseKind, Rollout, TargetRecord
 from rollout.policy import RolloutPolicy
 from rollout.releases import (
     MAX_MANIFEST_BYTES,
@@ -295,9 +297,10 @@ def test_two_ticks_at_once_do_not_both_act() -> None:
     world.service.tick()  # host A issues batch 1
     upgrades = len(world.scale_set.calls_of("upgrade_instances"))
 
-    class StaleStore(FakeStore):  # host B read the row before host A saved it
-        def get_rollout(self, target: str, rollout_id: str):  # type: ignore[no-untyped-def]
-            return stale
+    class StaleStore(FakeStore):  # host B read the partition before host A saved the rollout
+        def load(self, target: str):  # type: ignore[no-untyped-def]
+            claim, rollouts = super().load(target)
+            return claim, [stale if r.id == rid else r for r in rollouts]
 
     stale_store = StaleStore()
     stale_store.__dict__.update(world.store.__dict__)
@@ -498,18 +501,19 @@ def test_a_call_fenced_by_another_hosts_abort_is_neither_sent_nor_recorded_as_se
     rollout_id = world.service.start_release(script(1)).rollout_id or ""
     world.tick_until(Phase.PROMOTING, rollout_id=rollout_id)
     sent_before = list(world.scale_set.calls_of("upgrade_instances"))
-    save = world.store.update_rollout
+    save = world.store.commit
     raced: list[tuple[str, ...]] = []
 
-    def save_then_abort_elsewhere(rollout: Rollout) -> Rollout:
-        saved = save(rollout)
-        if rollout.phase is Phase.PROMOTING and rollout.batch_ids and not raced:
-            # Another host's abort lands between this tick's save of batch 1 and its manualupgrade.
-            raced.append(rollout.batch_ids)
-            save(saved.evolve(phase=Phase.ROLLING_BACK, rollback_reason="aborted elsewhere"))
-        return saved
+    def save_then_abort_elsewhere(target: TargetRecord | None, rollouts: Sequence[Rollout]) -> Any:
+        claim, saved = save(target, rollouts)
+        for rollout in saved:
+            if rollout.phase is Phase.PROMOTING and rollout.batch_ids and not raced:
+                # Another host's abort lands between this tick's save of batch 1 and its manualupgrade.
+                raced.append(rollout.batch_ids)
+                save(None, [rollout.evolve(phase=Phase.ROLLING_BACK, rollback_reason="aborted elsewhere")])
+        return claim, saved
 
-    world.store.update_rollout = save_then_abort_elsewhere  # type: ignore[method-assign]
+    world.store.commit = save_then_abort_elsewhere  # type: ignore[method-assign]
     world.clock.advance(30)
     world.service.tick()
 

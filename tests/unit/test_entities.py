@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from rollout.adapters.tables import (
+    CLAIM_ROW_KEY,
     MAX_ENTITY_BYTES,
     EntityEncodingError,
     EntityTooLargeError,
     check_entity_size,
+    check_transaction,
     event_from_entity,
     event_range,
     event_row_key,
@@ -244,9 +246,31 @@ def test_empty_target_round_trips_with_nones() -> None:
     target = TargetRecord(key=TARGET)
     entity = target_to_entity(target)
 
-    assert entity["PartitionKey"] == "target" and entity["RowKey"] == TARGET
+    assert entity["PartitionKey"] == TARGET and entity["RowKey"] == CLAIM_ROW_KEY  # beside its rollouts
     assert "active_rollout_id" not in entity and "stable_version" not in entity
     assert target_from_entity(entity) == target
+
+
+def test_a_claim_row_of_the_previous_layout_reads_as_the_same_target() -> None:
+    target = make_target()
+    legacy = target_to_entity(target, legacy=True)
+    assert legacy["PartitionKey"] == "target" and legacy["RowKey"] == TARGET
+    assert target_from_entity(legacy) == target == target_from_entity(target_to_entity(target))
+
+
+def test_the_claim_row_key_is_never_a_rollout_id() -> None:
+    from rollout.releases import ROLLOUT_ID_RE
+
+    assert ROLLOUT_ID_RE.fullmatch(CLAIM_ROW_KEY) is None
+    assert all(rid < CLAIM_ROW_KEY for rid in ("zzz-v999999999-ffffffffff", "0-v0-0000000000"))
+
+
+def test_a_transaction_over_4_mib_is_refused_before_any_request() -> None:
+    big = {f"p{n}": "x" * 30_000 for n in range(30)}  # about 900 KB of JSON each, under 1 MiB stored
+    entities = [{"PartitionKey": TARGET, "RowKey": f"r-{n}", **big} for n in range(5)]
+    check_transaction(entities[:4])
+    with pytest.raises(EntityTooLargeError, match="4 MiB per transaction"):
+        check_transaction(entities)
 
 
 # -- events ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ DOMAIN = sorted(p for p in ROOT.glob("*.py") if p.name != "bootstrap.py")
 IO_MODULES = {"azure", "requests", "socket", "urllib", "http", "subprocess", "os", "time"}
 PURE = {
     "machine.py",
+    "admission.py",
     "analysis.py",
     "model.py",
     "policy.py",
