@@ -411,5 +411,3 @@ def _group_errors(run: Handler) -> Handler:
             raise _Refused(409, f"the configuration has no service for a target of this release: {exc}") from None
 
     return guarded
-
-
