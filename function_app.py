@@ -2,7 +2,8 @@
 
 * ``release_uploaded`` (blob, Event Grid source, bound to a ``BlobClient``): a release blob landed ->
   check its size, read it, then start, queue or reject it.
-* ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
+* ``advance_rollouts`` (timer): put one message per target with work on the tick queue (``rollout.fanout``).
+* ``advance_target`` (Storage queue): advance that one target one level-triggered step.
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
   operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
   them is ``HTTP_AUTH`` (``rollout.access``): function keys, or App Service authentication with
@@ -27,7 +28,8 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
-from rollout.bootstrap import service_from_environment
+from rollout.bootstrap import fanout_from_environment, service_from_environment
+from rollout.fanout import TickMessageError, decode_tick
 from rollout.machine import CommandError, Verb
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
 from rollout.releases import rollout_id_problem
@@ -77,12 +79,42 @@ def release_uploaded(client: blob.BlobClient) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
 def advance_rollouts(timer: func.TimerRequest) -> None:
-    _, service = service_from_environment()
-    outcome = service.tick()
+    """Advances nothing itself: finds the targets with work and puts one message per target on the tick
+    queue, spread over the ARM read budget (``rollout.fanout``); ``advance_target`` does the ticks."""
+    wiring = fanout_from_environment()
+    result = wiring.fanout.fan_out()
+    level = logging.WARNING if result.unreadable or result.failed else logging.INFO
+    log.log(level, "advance_rollouts%s: %s", " (past due)" if timer.past_due else "", result.summary())
+
+
+# Queue trigger (Python v2 programming model: ``queue_trigger(arg_name, queue_name, connection)``,
+# Azure/azure-functions-python-library azure/functions/decorators/function_app.py). The host decodes
+# the message from base64 (host.json extensions.queues.messageEncoding, default base64) and retries a
+# failed invocation up to maxDequeueCount (5) times before moving the message to ``<queue>-poison``
+# (MicrosoftDocs/azure-docs articles/azure-functions/functions-bindings-storage-queue-trigger.md,
+# "Poison messages"). A message that is not a tick message is logged and dropped here: retrying it
+# cannot help. A message delivered twice ticks twice: a tick is level-triggered and the ETag claim
+# keeps one writer per target.
+@app.queue_trigger(arg_name="message", queue_name="%TICK_QUEUE%", connection="TickQueue")
+def advance_target(message: func.QueueMessage) -> None:
+    try:
+        tick = decode_tick(message.get_body())
+    except TickMessageError as exc:
+        log.error("advance_target: dropping message %s: %s", message.id, exc)
+        return
+    wiring = fanout_from_environment()
+    target = wiring.fanout.target(tick.target)
+    if target is None:
+        log.error("advance_target: dropping message %s: no target %r in %s", message.id, tick.target, "the targets")
+        return
+    try:
+        outcome = wiring.service_for(target).tick()
+    except PortError as exc:
+        # The state store or ARM is unreachable: the next timer run enqueues this target again.
+        log.warning("advance_target %s: %s", target.key, exc)
+        return
     level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
-    log.log(
-        level, "advance_rollouts%s: %s %s", " (past due)" if timer.past_due else "", outcome.status, outcome.message
-    )
+    log.log(level, "advance_target %s: %s %s", target.key, outcome.status, outcome.message)
 
 
 @app.route(route="rollouts", methods=["GET"])
