@@ -1,0 +1,156 @@
+"""The fan-out through the function app: the local Functions host runs ``function_app.py``'s timer and
+queue trigger against Azurite (state tables and the tick queue) and the ARM emulator. The timer puts one
+message per target with work on the queue and makes no ARM call itself; the queue trigger advances
+exactly that target; a message delivered twice does no harm.
+
+Several targets come from ``rollout.bootstrap.targets_from_settings``, the seam a targets document
+replaces (today it returns the ``VMSS_*`` scale set alone)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+import function_app
+from emulator.funchost import LocalFunctionsHost, QueueOptions
+from rollout import bootstrap
+from rollout.fanout import TickMessage, decode_tick
+from rollout.model import EventKind, Phase
+from rollout.releases import build_release, parse_release_name
+from rollout.settings import ProbeSettings
+from rollout.targets import Group, Target, TargetRef, TargetsConfig, Wave
+from tests.fixtures.appenv import app_under_test
+from tests.fixtures.emulator import SUBSCRIPTION_ID
+
+pytestmark = pytest.mark.integration
+NEVER = "0 0 0 1 1 *"
+V1 = b"#!/bin/bash\necho v1\n"
+
+
+@dataclass
+class Fleet:
+    env: dict[str, str]
+    handles: list[Any]
+    targets: list[Target]
+    release_url: str
+
+    def service(self, index: int) -> Any:
+        return bootstrap.fanout_from_environment().service_for(self.targets[index])
+
+    def start(self, index: int) -> str:
+        name = parse_release_name("install_nginx.v1.sh")
+        assert not isinstance(name, str)
+        outcome = self.service(index).start_release(build_release(name, self.release_url, V1))
+        assert outcome.rollout_id, outcome
+        return str(outcome.rollout_id)
+
+    def queued(self) -> list[TickMessage]:
+        with QueueClient.from_connection_string(
+            self.env["TickQueue"], self.env["TICK_QUEUE"], message_decode_policy=TextBase64DecodePolicy()
+        ) as client:
+            return [decode_tick(str(m.content)) for m in client.peek_messages(max_messages=32)]
+
+
+@pytest.fixture
+def fleet(
+    azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Fleet]:
+    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, size=2, BAKE_SECONDS="1")
+    env = {**setup.env, "ROLLOUT_TICK_SCHEDULE": NEVER}
+    # The other scale sets run v0 as the first one does (app_under_test uploaded it).
+    extension = {
+        "fileUris": [f"{setup.blobs.container_url}/install_nginx.sh"],
+        "commandToExecute": "bash install_nginx.sh",
+    }
+    handles = [setup.handle] + [make_scale_set(2, extension_settings=extension) for _ in range(2)]
+    probe = ProbeSettings(port=setup.handle.port, timeout_seconds=1)
+    targets = [Target(TargetRef(SUBSCRIPTION_ID, h.resource_group, h.name), probe=probe) for h in handles]
+    config = TargetsConfig(groups=(Group("default", tuple(Wave((t,)) for t in targets)),))
+    monkeypatch.setattr(bootstrap, "targets_from_settings", lambda settings: config)
+    release_url = setup.blobs.upload("install_nginx.v1.sh", V1)
+    yield Fleet(env, handles, targets, release_url)
+    setup.blobs.close()
+
+
+def _host(fleet: Fleet, tmp_path: Path) -> LocalFunctionsHost:
+    return LocalFunctionsHost(
+        function_app.app,
+        env=fleet.env,
+        http_port=0,
+        state_dir=tmp_path,
+        functions=["advance_rollouts", "advance_target"],
+        queue_options=QueueOptions.from_host_json(Path(function_app.__file__).parent, max_polling_interval_seconds=0.3),
+    )
+
+
+def _arm_paths(arm_emulator: Any) -> list[str]:
+    return [r.path for r in arm_emulator.requests(include_polls=True)]
+
+
+def test_the_timer_enqueues_one_message_per_target_with_work_and_each_advances_only_its_target(
+    fleet: Fleet, arm_emulator: Any, tmp_path: Path
+) -> None:
+    first, third = fleet.start(0), fleet.start(2)  # the second scale set has no release: no work
+    arm_emulator.wait_idle(timeout=30)
+    arm_emulator.clear_requests()
+    with _host(fleet, tmp_path) as host:
+        host.trigger("advance_rollouts")
+        # The timer read only the state store: not one ARM request.
+        assert _arm_paths(arm_emulator) == []
+        ticks = host.wait_for_invocations("advance_target", 2, timeout=30, outcome="succeeded")
+        host.wait_for_queue_polls("advance_target", 3)
+        assert len([i for i in host.invocations if i.function == "advance_target"]) == 2
+        assert len(ticks) == 2
+    paths = _arm_paths(arm_emulator)
+    names = [h.name for h in fleet.handles]
+    assert any(f"/virtualMachineScaleSets/{names[0]}" in p for p in paths)
+    assert any(f"/virtualMachineScaleSets/{names[2]}" in p for p in paths)
+    assert not any(f"/virtualMachineScaleSets/{names[1]}" in p for p in paths)
+    # Each tick advanced its own rollout (its audit trail gained a step after the start).
+    for index, rollout_id in ((0, first), (2, third)):
+        rollout, _events = fleet.service(index).get(rollout_id)
+        assert rollout.phase in (Phase.CANARY, Phase.BAKING, Phase.PROMOTING)
+    assert fleet.queued() == []
+
+
+def test_no_work_no_message(fleet: Fleet, arm_emulator: Any, tmp_path: Path) -> None:
+    with _host(fleet, tmp_path) as host:
+        host.trigger("advance_rollouts")
+        host.wait_for_queue_polls("advance_target", 3)
+        assert [i.function for i in host.invocations] == ["advance_rollouts"]
+    assert _arm_paths(arm_emulator) == []
+
+
+def test_a_message_delivered_twice_is_harmless(fleet: Fleet, arm_emulator: Any, tmp_path: Path) -> None:
+    rollout_id = fleet.start(0)
+    service = fleet.service(0)
+    # Tick until the canary has baked, so the next tick has a write to make (start the first batch).
+    deadline = time.monotonic() + 60
+    while service.get(rollout_id)[0].phase is not Phase.BAKING and time.monotonic() < deadline:
+        arm_emulator.wait_idle(timeout=30)
+        service.tick()
+        time.sleep(0.2)
+    assert service.get(rollout_id)[0].phase is Phase.BAKING
+    time.sleep(1.5)  # BAKE_SECONDS=1 has passed
+    arm_emulator.clear_requests()
+    wiring = bootstrap.fanout_from_environment()
+    now = wiring.fanout.now()
+    duplicate = TickMessage(fleet.targets[0].key, now, now)
+    wiring.queue.send(duplicate, 0)
+    wiring.queue.send(duplicate, 0)  # the same message again: at-least-once delivery
+    with _host(fleet, tmp_path) as host:  # batchSize 16: both are fetched in one batch and run at once
+        host.wait_for_invocations("advance_target", 2, timeout=30)
+        host.wait_for_queue_polls("advance_target", 3)
+        assert {i.outcome for i in host.invocations} == {"succeeded"}
+    arm_emulator.wait_idle(timeout=30)
+    upgrades = arm_emulator.requests("POST", "/manualupgrade")
+    assert [r.body["instanceIds"] for r in upgrades] == [["1"]]  # the batch, once
+    rollout, events = service.get(rollout_id)
+    assert [e.kind for e in events].count(EventKind.BATCH_STARTED) == 1
+    assert rollout.phase in (Phase.PROMOTING, Phase.SUCCEEDED)
