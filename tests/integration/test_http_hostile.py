@@ -120,7 +120,7 @@ def live(
 ) -> Iterator[tuple[App, str]]:
     setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, BAKE_SECONDS="3600")
     blobs, container = setup.blobs, setup.container
-    application = App(blobs, container)
+    application = App(blobs, container, setup.env)
     application.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
     [rollout] = application.rollouts()
     yield application, rollout["id"]
