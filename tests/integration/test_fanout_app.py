@@ -59,16 +59,22 @@ class Fleet:
 
 @pytest.fixture
 def fleet(
-    azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
+    azurite: Any,
+    azurite_names: Any,
+    make_scale_set: Any,
+    arm_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Fleet]:
-    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, size=2, BAKE_SECONDS="1")
+    count, overrides = getattr(request, "param", (3, {"BAKE_SECONDS": "1"}))
+    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, size=2, **overrides)
     env = {**setup.env, "ROLLOUT_TICK_SCHEDULE": NEVER}
     # The other scale sets run v0 as the first one does (app_under_test uploaded it).
     extension = {
         "fileUris": [f"{setup.blobs.container_url}/install_nginx.sh"],
         "commandToExecute": "bash install_nginx.sh",
     }
-    handles = [setup.handle] + [make_scale_set(2, extension_settings=extension) for _ in range(2)]
+    handles = [setup.handle] + [make_scale_set(2, extension_settings=extension) for _ in range(count - 1)]
     probe = ProbeSettings(port=setup.handle.port, timeout_seconds=1)
     targets = [Target(TargetRef(SUBSCRIPTION_ID, h.resource_group, h.name), probe=probe) for h in handles]
     config = TargetsConfig(groups=(Group("default", tuple(Wave((t,)) for t in targets)),))
@@ -154,3 +160,51 @@ def test_a_message_delivered_twice_is_harmless(fleet: Fleet, arm_emulator: Any, 
     rollout, events = service.get(rollout_id)
     assert [e.kind for e in events].count(EventKind.BATCH_STARTED) == 1
     assert rollout.phase in (Phase.PROMOTING, Phase.SUCCEEDED)
+
+
+# ---- ARM's subscription read bucket -------------------------------------------------------------------
+
+SPREAD = {"TICK_READ_BURST": "12", "TICK_READ_RATE": "4"}  # what the emulator's bucket below allows
+NO_SPREAD = {"TICK_READ_BURST": "100000", "TICK_READ_RATE": "1000"}  # every message visible at once
+
+
+def _tick_every_target_once(
+    fleet: Fleet, arm_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, float]:
+    """Start a rollout on every target, then shrink the emulator's read bucket to 12 reads refilled 4 a
+    second (ARM's is 250 and 25: the same shape, a smaller fleet) and let one timer run tick them all
+    through the queue. Returns the reads ARM answered 429, and the seconds between the first and last tick."""
+    for index in range(len(fleet.targets)):
+        fleet.start(index)
+    arm_emulator.wait_idle(timeout=60)
+    for name, value in fleet.env.items():
+        monkeypatch.setenv(name, value)
+    arm_emulator.set_read_limit(12, 4)
+    with _host(fleet, tmp_path) as host:
+        host.trigger("advance_rollouts")
+        ticks = host.wait_for_invocations("advance_target", len(fleet.targets), timeout=60)
+        host.wait_for_queue_polls("advance_target", 2)
+        assert {i.outcome for i in host.invocations} == {"succeeded"}
+    assert len(ticks) == len(fleet.targets) == len(host.invocations) - 1  # one message per target
+    starts = sorted(i.started_at for i in ticks)
+    return int(arm_emulator.reads_throttled), (starts[-1] - starts[0]).total_seconds()
+
+
+@pytest.mark.parametrize("fleet", [(12, {**SPREAD, "BAKE_SECONDS": "3600"})], indirect=True)
+def test_with_the_spread_a_fleet_draws_no_429_from_the_subscription_read_bucket(
+    fleet: Fleet, arm_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttled, spread_over = _tick_every_target_once(fleet, arm_emulator, tmp_path, monkeypatch)
+    assert throttled == 0
+    assert spread_over >= 5  # 36 reads, 12 at once, then 4 a second: the last tick at 6 s
+    reads = arm_emulator.requests("GET")
+    assert len(reads) >= 3 * 12  # every target observed: scale set, VMs, NICs
+
+
+@pytest.mark.parametrize("fleet", [(12, {**NO_SPREAD, "BAKE_SECONDS": "3600"})], indirect=True)
+def test_without_the_spread_the_same_fleet_draws_429s(
+    fleet: Fleet, arm_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttled, spread_over = _tick_every_target_once(fleet, arm_emulator, tmp_path, monkeypatch)
+    assert throttled > 0
+    assert spread_over < 5
