@@ -79,3 +79,42 @@ def test_unlimited_by_default_and_set_through_the_admin_api(arm_emulator: Any, m
         assert session.post(admin, json={"read_limit": None}, timeout=5).json()["read_limit"] is None
     with pytest.raises(ValueError):
         arm_emulator.set_read_limit(0)
+
+
+def test_the_compute_adapter_waits_out_a_short_retry_after_and_surfaces_a_long_one(
+    arm_emulator: Any, make_scale_set: Any
+) -> None:
+    """rollout/adapters/compute.py: a 429 from the read bucket with a Retry-After within
+    ``max_retry_after_s`` is slept through and retried; a longer one is a TransientError carrying it
+    (the next tick retries) instead of holding the tick."""
+    from rollout.adapters.compute import AzureCompute, credential_for
+    from rollout.ports import TransientError
+    from tests.fixtures.emulator import SUBSCRIPTION_ID
+
+    ss = make_scale_set(2)
+
+    def compute(**overrides: Any) -> AzureCompute:
+        return AzureCompute(
+            subscription_id=SUBSCRIPTION_ID,
+            resource_group=ss.resource_group,
+            vmss_name=ss.name,
+            extension_name="CustomScript",
+            arm_endpoint=arm_emulator.url,
+            credential=credential_for(EMULATOR_TOKEN),
+            ca_bundle=arm_emulator.ca_bundle,
+            **overrides,
+        )
+
+    arm_emulator.set_read_limit(3, 2)  # one observation (3 reads) empties it; a token every 0.5 s
+    with compute() as adapter:
+        adapter.observe()
+        began = time.monotonic()
+        fleet = adapter.observe()  # 429 Retry-After 1 on its first read: waited out
+        assert len(fleet.instances) == 2 and time.monotonic() - began >= 0.9
+    assert arm_emulator.reads_throttled >= 1
+    arm_emulator.set_read_limit(1, 0.1)  # a token every 10 s: Retry-After 10 > max_retry_after_s 5
+    with compute() as adapter:
+        adapter.read_model()
+        with pytest.raises(TransientError) as caught:
+            adapter.read_model()
+        assert caught.value.retry_after == 10
