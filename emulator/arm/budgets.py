@@ -142,6 +142,13 @@ def injected_fault(
 # is returned on read operations.", same page, "Remaining requests"); an exceeded bucket answers 429 with
 # Retry-After ("Error code"). The error code is ARM's SubscriptionRequestsThrottled (as quoted in
 # MicrosoftDocs/azure-docs issue 105248). The emulator has one caller (one token), hence one principal.
+# Compute's own troubleshooting page (learn.microsoft.com/troubleshoot/azure/virtual-machines/
+# troubleshooting-throttling-errors) says the same split: "inspect the x-ms-ratelimit-remaining-subscription-reads
+# for GET requests ... If the remaining call count is approaching 0, the subscription's general call limit
+# defined by Azure Resource Manager has been reached. ... Otherwise, the throttling is coming from the target
+# resource provider"; Compute's provider policies (x-ms-ratelimit-remaining-resource, e.g.
+# "Microsoft.Compute/HighCostGet3Min;159") are shown by example only, their limits are not published, and
+# the emulator does not model them (the per-scale-set write bucket above stands in for its write limits).
 READS_REMAINING_HEADER = "x-ms-ratelimit-remaining-subscription-reads"
 ARM_SUBSCRIPTION_READS_BUCKET = 250.0
 ARM_SUBSCRIPTION_READS_PER_SECOND = 25.0

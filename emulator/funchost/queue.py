@@ -21,7 +21,10 @@ articles/azure-functions/functions-bindings-storage-queue-trigger.md, "Poison me
   poison queue immediately as retrying it doesn't make much sense").
 
 The function gets an ``azure.functions.QueueMessage`` with the metadata the worker fills from the
-trigger metadata (id, dequeue count, insertion, expiration and next-visible times, pop receipt).
+trigger metadata (id, dequeue count, insertion, expiration and next-visible times, pop receipt). The
+Python worker never sees base64: its converter takes the payload as the host passes it, ``string`` or
+``bytes`` (Azure/azure-functions-python-library, azure/functions/queue.py,
+``QueueMessageInConverter.decode``); the host has decoded it per ``messageEncoding`` before.
 """
 
 from __future__ import annotations
