@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 import function_app
 from emulator.funchost import LocalFunctionsHost, QueueOptions
@@ -208,3 +208,30 @@ def test_without_the_spread_the_same_fleet_draws_429s(
     throttled, spread_over = _tick_every_target_once(fleet, arm_emulator, tmp_path, monkeypatch)
     assert throttled > 0
     assert spread_over < 5
+
+
+def test_malformed_and_unknown_messages_are_logged_and_dropped_never_crash(
+    fleet: Fleet, arm_emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wiring = bootstrap.fanout_from_environment()
+    now = wiring.fanout.now()
+    wiring.queue.send(TickMessage("rg:no-such-vmss", now, now), 0)  # no such target
+    with QueueClient.from_connection_string(
+        fleet.env["TickQueue"], fleet.env["TICK_QUEUE"], message_encode_policy=TextBase64EncodePolicy()
+    ) as client:
+        client.send_message('{"v": 1, "target": 5}')  # JSON, not a tick message
+        client.send_message("[" * 3000)  # not even JSON
+    with QueueClient.from_connection_string(fleet.env["TickQueue"], fleet.env["TICK_QUEUE"]) as plain:
+        plain.send_message("not base64 {}")  # the host poisons it without running the function
+    arm_emulator.clear_requests()
+    with caplog.at_level("ERROR", logger="function_app"), _host(fleet, tmp_path) as host:
+        host.wait_for_invocations("advance_target", 4, timeout=30)
+        host.wait_for_queue_polls("advance_target", 3)
+        outcomes = sorted(i.outcome for i in host.invocations)
+    assert outcomes == ["failed", "succeeded", "succeeded", "succeeded"]  # the failed one: decoding, by the host
+    dropped = [r.getMessage() for r in caplog.records if "dropping message" in r.getMessage()]
+    assert len(dropped) == 3 and any("no target 'rg:no-such-vmss'" in m for m in dropped)
+    assert _arm_paths(arm_emulator) == []  # nothing was ticked
+    assert fleet.queued() == []
+    with QueueClient.from_connection_string(fleet.env["TickQueue"], f"{fleet.env['TICK_QUEUE']}-poison") as poison:
+        assert [str(m.content) for m in poison.peek_messages(max_messages=32)] == ["not base64 {}"]
