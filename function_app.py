@@ -2,7 +2,9 @@
 
 * ``release_uploaded`` (blob, Event Grid source, bound to a ``BlobClient``): a release blob landed ->
   check its size, read it, then start, queue or reject it.
-* ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
+* ``advance_rollouts`` (timer): put one message per target with work on the tick queue (``rollout.fanout``),
+  then move every group's release across its waves (``rollout.groups``).
+* ``advance_target`` (Storage queue): advance that one target one level-triggered step.
 * ``list_targets`` (HTTP): the targets in force (groups, waves, targets, their state, load errors).
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
   operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
@@ -28,7 +30,13 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
-from rollout.bootstrap import fleet_from_environment, group_service_from_environment, service_from_environment
+from rollout.bootstrap import (
+    fanout_from_environment,
+    fleet_from_environment,
+    group_service_from_environment,
+    service_from_environment,
+)
+from rollout.fanout import TickMessageError, decode_tick
 from rollout.fleet import Fleet
 from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError, UnknownTargetError
 from rollout.machine import CommandError, Verb
@@ -90,23 +98,48 @@ def release_uploaded(client: blob.BlobClient) -> None:
 
 @app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
 def advance_rollouts(timer: func.TimerRequest) -> None:
-    """Every target's rollout one level-triggered step, then every group's release across its waves
-    (which starts the next wave's targets once the last one has succeeded)."""
-    fleet = fleet_from_environment()
+    """Advances no rollout itself: finds the targets with work and puts one message per target on the
+    tick queue, spread over the ARM read budget (``rollout.fanout``; ``advance_target`` does the ticks),
+    then moves every group's release across its waves (it reads the targets' rollouts and starts the
+    next wave's targets once the last one has succeeded)."""
     due = " (past due)" if timer.past_due else ""
-    for target, service in fleet.services():
-        try:
-            outcome = service.tick()
-        except PortError as exc:  # one target's backend must not keep the others still
-            log.warning("advance_rollouts%s %s: %s", due, target.key, exc)
-            continue
-        level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
-        log.log(level, "advance_rollouts%s %s: %s %s", due, target.key, outcome.status, outcome.message)
-    for group in fleet.groups.advance():
+    result = fanout_from_environment().fan_out()
+    level = logging.WARNING if result.unreadable or result.failed else logging.INFO
+    log.log(level, "advance_rollouts%s: %s", due, result.summary())
+    for group in fleet_from_environment().groups.advance():
         if group.status is OutcomeStatus.IDLE and group.release_id is None:
             continue  # no release in this group
         level = logging.WARNING if group.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
         log.log(level, "advance_rollouts%s group %s: %s %s", due, group.group, group.status, group.message)
+
+
+# Queue trigger (Python v2 programming model: ``queue_trigger(arg_name, queue_name, connection)``,
+# Azure/azure-functions-python-library azure/functions/decorators/function_app.py). The host decodes
+# the message from base64 (host.json extensions.queues.messageEncoding, default base64) and retries a
+# failed invocation up to maxDequeueCount (3 in host.json) times before moving the message to
+# ``<queue>-poison`` (MicrosoftDocs/azure-docs articles/azure-functions/functions-bindings-storage-queue-trigger.md,
+# "Poison messages"). A message that is not a tick message is logged and dropped here: retrying it
+# cannot help. A message delivered twice ticks twice: a tick is level-triggered and the ETag claim
+# keeps one writer per target.
+@app.queue_trigger(arg_name="message", queue_name="%TICK_QUEUE%", connection="TickQueue")
+def advance_target(message: func.QueueMessage) -> None:
+    try:
+        tick = decode_tick(message.get_body())
+    except TickMessageError as exc:
+        log.error("advance_target: dropping message %s: %s", message.id, exc)
+        return
+    fleet = fleet_from_environment()
+    if fleet.target(tick.target) is None:
+        log.error("advance_target: dropping message %s: no target %r is configured", message.id, tick.target)
+        return
+    try:
+        outcome = fleet.service(tick.target).tick()
+    except PortError as exc:
+        # The state store or ARM is unreachable: the next timer run enqueues this target again.
+        log.warning("advance_target %s: %s", tick.target, exc)
+        return
+    level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
+    log.log(level, "advance_target %s: %s %s", tick.target, outcome.status, outcome.message)
 
 
 @app.route(route="rollouts", methods=["GET"])

@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--retry-after", type=float, default=1.0, help="LRO poll delay hint (s)")
     serve.add_argument("--page-size", type=int, default=50)
     serve.add_argument("--no-throttle", action="store_true", help="disable the per-scale-set token bucket")
+    serve.add_argument(
+        "--read-limit",
+        default="250/25",
+        help="each subscription's read bucket per region, SIZE/PER_SECOND (ARM's: 250/25), or 'none'",
+    )
+    serve.add_argument("--region", default="westeurope", help="the region whose read bucket requests draw from")
     serve.add_argument("--resource-group", default="rg-canary", help="for --instances")
     serve.add_argument("--name", default="vmss-canary", help="for --instances")
     serve.add_argument("--instances", type=int, default=0, help="create a scale set with N synthetic instances")
@@ -68,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_limit(text: str) -> tuple[float, float] | None:
+    if text.strip().lower() == "none":
+        return None
+    size, _, rate = text.partition("/")
+    try:
+        return (float(size), float(rate or "25"))
+    except ValueError:
+        raise SystemExit(f"--read-limit {text!r}: expected SIZE/PER_SECOND such as 250/25, or none") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     emu = ArmEmulator(
         host=args.host,
@@ -84,6 +100,8 @@ def serve(args: argparse.Namespace) -> int:
         model_applied=args.model_applied,
         upgrade_while_updating=args.upgrade_while_updating,
         readable_scopes=args.readable_scope,
+        read_limit=_read_limit(args.read_limit),
+        region=args.region,
     )
     for image_id in args.image:
         emu.add_image(image_id)

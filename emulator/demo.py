@@ -141,6 +141,11 @@ def summary(twin: Twin, rollouts: list[dict[str, Any]], narrator: Narrator) -> N
         f"  ARM calls accepted: {count('/extensions/')} extension writes, {count('/manualupgrade')} manualupgrade "
         f"calls, {count('/reimage')} reimage calls; {throttled} answered 429 (throttled) and retried later"
     )
+    reads = len(twin.emulator.requests("GET", include_polls=True))
+    narrator.out(
+        f"  ARM reads: {reads}, {twin.emulator.reads_throttled} answered 429 by the subscription read bucket "
+        f"(250, 25 a second)"
+    )
     narrator.out(f"  took {time.monotonic() - twin.started:.0f} s")
 
 

@@ -9,8 +9,10 @@ of the walkthrough's setup on top, and is what ``make demo`` (``emulator/demo.py
 * a scale set of real nginx instances (each on its own loopback address, port 80) initialised by that
   script through the CustomScript handler (``emulator/nginx.py``, ``emulator/customscript.py``);
 * a round-robin load balancer on ``lb_address:80`` probing ``GET /`` like the walkthrough's LB rule;
-* the local Functions host running ``function_app.py`` unchanged: the blob trigger, a fast timer and
-  the HTTP API with a function key.
+* the local Functions host running ``function_app.py`` unchanged: the blob trigger, a fast timer that
+  puts one message per target with work on the ``rollout-ticks`` queue (Azurite), the queue trigger
+  that advances that target, and the HTTP API with a function key;
+* ARM's subscription read bucket (250 reads, 25 a second) on the emulator.
 
 Everything is stopped on exit, whatever happened, in the reverse order of its start.
 
@@ -39,9 +41,10 @@ from typing import Any
 import requests
 
 from emulator.arm import ArmEmulator
+from emulator.arm.budgets import ARM_SUBSCRIPTION_READS_BUCKET, ARM_SUBSCRIPTION_READS_PER_SECOND
 from emulator.azurite import AzuriteService, run_azurite
 from emulator.customscript import azure_blob_fetcher
-from emulator.funchost import LocalFunctionsHost
+from emulator.funchost import LocalFunctionsHost, QueueOptions
 from emulator.lb import RoundRobinBalancer
 from emulator.nginx import nginx_runtime_factory
 from rollout.adapters.blobs import ReleaseBlobs
@@ -51,6 +54,7 @@ EXAMPLES = REPO / "examples"
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000de"
 RESOURCE_GROUP, VMSS = "canary-rg", "canary-vmss"
 RELEASE_CONTAINER = "init"
+TICK_QUEUE = "rollout-ticks"
 TOKEN = "local-demo-token"
 BASE_IMAGE = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute/images/ubuntu-lts"
@@ -203,6 +207,11 @@ def app_settings(
         "PROGRESS_DEADLINE_SECONDS": "120",
         "UPGRADE_RETRY_SECONDS": "20",
         "PROBE_TIMEOUT_SECONDS": "1",
+        # The timer puts one message per target with work on this queue; the queue trigger advances it.
+        "TickQueue": azurite.connection_string,
+        "TICK_QUEUE": TICK_QUEUE,
+        "TICK_READ_BURST": "100",
+        "TICK_READ_RATE": "20",
     }
 
 
@@ -223,10 +232,12 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
                 address_base=options.address_base,
                 upgrade_seconds=options.upgrade_seconds,
                 retry_after=0.2,
+                # ARM's subscription read bucket, as in Azure (emulator/arm/budgets.py, ReadLimit).
+                read_limit=(ARM_SUBSCRIPTION_READS_BUCKET, ARM_SUBSCRIPTION_READS_PER_SECOND),
             )
         )
         azurite, emulator = parts.azurite, parts.emulator
-        say(f"azurite        blobs and tables on {azurite.blob_endpoint.rsplit('/', 1)[0]}")
+        say(f"azurite        blobs, queues and tables on {azurite.blob_endpoint.rsplit('/', 1)[0]}")
         blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=RELEASE_CONTAINER)
         stack.callback(blobs.close)
         blobs.ensure_container()
@@ -264,9 +275,14 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
             timer_period_seconds=tick_seconds,
             blob_poll_seconds=0.5,
             state_dir=state / "host",
+            # host.json's extensions.queues, polled at most every half second (the timer ticks every second).
+            queue_options=QueueOptions.from_host_json(REPO, max_polling_interval_seconds=0.5),
         )
         stack.enter_context(host)
-        say(f"functions host {host.api_url} (function key required), timer every {tick_seconds:g} s")
+        say(
+            f"functions host {host.api_url} (function key required), timer every {tick_seconds:g} s "
+            f"-> queue {TICK_QUEUE} -> advance_target"
+        )
         yield Twin(azurite, emulator, balancer, host, blobs, started)
 
 

@@ -117,6 +117,18 @@ param stateTablePrefix string = ''
 @description('ROLLOUT_TICK_SCHEDULE: NCRONTAB (with seconds) of the advance_rollouts timer.')
 param tickSchedule string = '*/30 * * * * *'
 
+@description('TICK_QUEUE: the Storage queue the timer puts one message per target on (3-56 characters: `<name>-poison` is its poison queue).')
+@minLength(3)
+@maxLength(56)
+param tickQueueName string = 'rollout-ticks'
+
+@description('TICK_READ_BURST: ARM reads the ticks of one timer run may make at once (ARM\'s subscription read bucket holds 250).')
+@minValue(0)
+param tickReadBurst int = 100
+
+@description('TICK_READ_RATE: ARM reads per second after the burst, a decimal string (ARM refills 25 a second).')
+param tickReadRate string = '20'
+
 @minValue(1)
 param canaryCount int = 1
 
@@ -187,6 +199,7 @@ module storage 'modules/storage.bicep' = {
     releaseContainerName: releaseContainerName
     deploymentContainerName: deploymentContainerName
     stateTablePrefix: stateTablePrefix
+    tickQueueName: tickQueueName
   }
 }
 
@@ -239,6 +252,10 @@ module functionApp 'modules/functionapp.bicep' = {
       EXTENSION_IDENTITY_CLIENT_ID: extensionIdentityClientId
       STATE_TABLE_PREFIX: stateTablePrefix
       ROLLOUT_TICK_SCHEDULE: tickSchedule
+      TICK_QUEUE: storage.outputs.tickQueueName
+      TickQueue__queueServiceUri: storage.outputs.queueEndpoint
+      TICK_READ_BURST: string(tickReadBurst)
+      TICK_READ_RATE: tickReadRate
       CANARY_COUNT: string(canaryCount)
       BAKE_SECONDS: string(bakeSeconds)
       BATCH_PERCENT: string(batchPercent)

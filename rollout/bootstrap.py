@@ -20,13 +20,22 @@ from rollout.adapters.discovery import ArmDiscovery
 from rollout.adapters.identity import storage_credential
 from rollout.adapters.notify import LogNotifier
 from rollout.adapters.probe import HttpProber
+from rollout.adapters.queue import TickQueue
 from rollout.adapters.scriptcheck import BashSyntaxChecker
 from rollout.adapters.tables import TableStateStore
+from rollout.fanout import Fanout, ReadBudget
 from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoader, implicit_config
 from rollout.groups import GroupService
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
-from rollout.settings import SETTINGS_READ, Settings, StorageConnection, load_settings
+from rollout.settings import (
+    SETTINGS_READ,
+    FanoutSettings,
+    Settings,
+    StorageConnection,
+    load_fanout_settings,
+    load_settings,
+)
 from rollout.targets import Target, TargetRef
 
 T = TypeVar("T")
@@ -219,15 +228,7 @@ _fleet_lock = threading.Lock()
 _fleet_cache: dict[tuple[str | None, ...], _FleetWiring] = {}
 
 
-def fleet_from_environment(env: Mapping[str, str] | None = None) -> Fleet:
-    """The targets in force and their services (``rollout.fleet.Fleet``): ``fleet.service(target_key)`` is the
-    per-target accessor. The VMSS_* target's service is the one ``service_from_environment`` returns.
-
-    Each call checks the targets document's ETag (one properties request; the document is read again only
-    when it changed) and, every ``DISCOVERY_REFRESH_SECONDS``, lists tagged scale sets. A document that
-    cannot be used never raises here: the fleet then has no groups and says why (``fleet.problems``).
-    Raises ``SettingsError`` for bad settings, as ``service_from_environment`` does."""
-    env = os.environ if env is None else env
+def _fleet_wiring(env: Mapping[str, str]) -> _FleetWiring:
     settings, default = service_from_environment(env)
     key = tuple(env.get(name) for name in SETTINGS_READ)
     with _fleet_lock:
@@ -236,6 +237,18 @@ def fleet_from_environment(env: Mapping[str, str] | None = None) -> Fleet:
             wiring = _FleetWiring(settings, default)
             _fleet_cache.clear()
             _fleet_cache[key] = wiring
+        return wiring
+
+
+def fleet_from_environment(env: Mapping[str, str] | None = None) -> Fleet:
+    """The targets in force and their services (``rollout.fleet.Fleet``): ``fleet.service(target_key)`` is the
+    per-target accessor. The VMSS_* target's service is the one ``service_from_environment`` returns.
+
+    Each call checks the targets document's ETag (one properties request; the document is read again only
+    when it changed) and, every ``DISCOVERY_REFRESH_SECONDS``, lists tagged scale sets. A document that
+    cannot be used never raises here: the fleet then has no groups and says why (``fleet.problems``).
+    Raises ``SettingsError`` for bad settings, as ``service_from_environment`` does."""
+    wiring = _fleet_wiring(os.environ if env is None else env)
     load = wiring.loader.load()
     groups = GroupService(config=load.config, store=wiring.store, services=wiring.service_for, clock=SystemClock())
     return Fleet(load, wiring.service_for, wiring.unrouted, groups, script_checker=BashSyntaxChecker())
@@ -247,3 +260,43 @@ def group_service_from_environment(env: Mapping[str, str] | None = None) -> tupl
     env = os.environ if env is None else env
     settings, _ = service_from_environment(env)
     return settings, fleet_from_environment(env).groups
+
+
+# --- the fan-out (rollout.fanout): the timer's selection and queue -------------------------------------
+
+
+def build_tick_queue(fanout: FanoutSettings) -> TickQueue:
+    name = fanout.queue_name
+    return _connect(
+        fanout.queue,
+        lambda uri: TickQueue.from_service_uri(uri, storage_credential(), name),
+        lambda conn: TickQueue.from_connection_string(conn, name),
+    )
+
+
+_queue_lock = threading.Lock()
+_queue_cache: dict[tuple[str | None, ...], tuple[FanoutSettings, TickQueue]] = {}
+
+
+def fanout_from_environment(env: Mapping[str, str] | None = None) -> Fanout:
+    """The timer's fan-out over the targets in force (``fleet_from_environment().config``, read again on
+    each call: the targets document may have changed), their shared state store, and the tick queue
+    (one client per process and configuration). Raises ``SettingsError`` naming every bad setting."""
+    env = os.environ if env is None else env
+    wiring = _fleet_wiring(env)
+    key = tuple(env.get(name) for name in SETTINGS_READ)
+    with _queue_lock:
+        cached = _queue_cache.get(key)
+        if cached is None:
+            fanout_settings = load_fanout_settings(env)
+            cached = (fanout_settings, build_tick_queue(fanout_settings))
+            _queue_cache.clear()
+            _queue_cache[key] = cached
+    fanout_settings, queue = cached
+    return Fanout(
+        config=wiring.loader.load().config,
+        store=wiring.store,
+        sender=queue,
+        now=SystemClock().now,
+        budget=ReadBudget(burst=fanout_settings.read_burst, rate=fanout_settings.read_rate),
+    )

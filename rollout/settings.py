@@ -27,6 +27,12 @@ DEFAULT_RELEASE_CONTAINER = "init"
 # The advance timer's schedule: the Functions host reads %ROLLOUT_TICK_SCHEDULE% itself (function_app.py);
 # this is the value infra/ and local.settings.sample.json set (tests check both).
 DEFAULT_TICK_SCHEDULE = "*/30 * * * * *"
+# The fan-out (rollout.fanout): the queue the timer puts one message per target on, and the ARM read
+# budget its messages are spread over (below ARM's subscription read bucket of 250, refilled 25/s:
+# learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling).
+DEFAULT_TICK_QUEUE = "rollout-ticks"
+DEFAULT_TICK_READ_BURST = 100
+DEFAULT_TICK_READ_RATE = 20.0
 
 # Who may call the operator API (README "The operator API"): routes need a function key and the actor
 # is recorded as "function key", or App Service authentication (Microsoft Entra ID) is in front and the
@@ -174,6 +180,7 @@ def settings_table() -> tuple[SettingRow, ...]:
         *_knob_rows(RolloutPolicy),
         *_knob_rows(ProbeSettings),
         _HTTP_AUTH_ROW,
+        *_FANOUT_ROWS,
     )
 
 
@@ -258,6 +265,31 @@ _HTTP_AUTH_ROW = SettingRow(
     "`WEBSITE_AUTH_ENABLED=True`). Read when the app starts (it sets the routes' auth level): change it with "
     "a restart",
     _code(DEFAULT_HTTP_AUTH),
+)
+
+_FANOUT_ROWS: tuple[SettingRow, ...] = (
+    SettingRow(
+        ("TICK_QUEUE",),
+        "the Storage queue the timer puts one message per target with work on; the queue trigger reads it "
+        "(its poison queue is `<name>-poison`)",
+        _code(DEFAULT_TICK_QUEUE),
+    ),
+    SettingRow(
+        ("TickQueue", "TickQueue__queueServiceUri"),
+        "the tick queue's connection: a connection string (Azurite), or the queue endpoint used with the managed "
+        "identity (Azure); read by the queue trigger's binding and by the timer",
+        "",
+    ),
+    SettingRow(
+        ("TICK_READ_BURST",),
+        "ARM reads the ticks of one timer run may make at once; later messages are delayed (at least 0)",
+        _code(DEFAULT_TICK_READ_BURST),
+    ),
+    SettingRow(
+        ("TICK_READ_RATE",),
+        "ARM reads per second the ticks may make after the burst (at least 0.1)",
+        _code(DEFAULT_TICK_READ_RATE),
+    ),
 )
 
 # Every variable of the configuration contract (a test keeps infra/ and local.settings.sample.json in step).
@@ -388,6 +420,57 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         targets_config=targets_config,
         targets_discovery_subscriptions=tuple(dict.fromkeys(discovery)),
     )
+
+
+_QUEUE_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class FanoutSettings:
+    """The timer's fan-out: the tick queue, its connection, the ARM read budget of one run."""
+
+    queue: StorageConnection
+    queue_name: str = DEFAULT_TICK_QUEUE
+    read_burst: int = DEFAULT_TICK_READ_BURST
+    read_rate: float = DEFAULT_TICK_READ_RATE
+
+
+def load_fanout_settings(env: Mapping[str, str]) -> FanoutSettings:
+    """The fan-out's settings, read only by the timer and the queue trigger (the HTTP API and the blob
+    trigger work without them); raise ``SettingsError`` naming every bad one."""
+    problems: list[str] = []
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    queue = _connection(env, "TickQueue", "queueServiceUri", get)
+    if queue is None:
+        problems.append("TickQueue (or TickQueue__queueServiceUri) is required by the timer and the queue trigger")
+    name = get("TICK_QUEUE") or DEFAULT_TICK_QUEUE
+    if not _QUEUE_RE.match(name) or len(name) > 63 - len("-poison"):
+        problems.append(
+            f"TICK_QUEUE={name!r} is not a valid queue name (3-56 lower-case letters, digits and single hyphens, "
+            "so that `<name>-poison` is one too)"
+        )
+    burst, rate = DEFAULT_TICK_READ_BURST, DEFAULT_TICK_READ_RATE
+    raw_burst, raw_rate = get("TICK_READ_BURST"), get("TICK_READ_RATE")
+    if raw_burst is not None:
+        if raw_burst.isdigit():
+            burst = int(raw_burst)
+        else:
+            problems.append(f"TICK_READ_BURST={raw_burst!r} must be a whole number, at least 0")
+    if raw_rate is not None:
+        try:
+            rate = float(raw_rate)
+        except ValueError:
+            rate = -1.0
+        if not rate >= 0.1 or rate == float("inf"):
+            problems.append(f"TICK_READ_RATE={raw_rate!r} must be a number of reads per second, at least 0.1")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    assert queue is not None
+    return FanoutSettings(queue=queue, queue_name=name, read_burst=burst, read_rate=rate)
 
 
 def _knob_values(

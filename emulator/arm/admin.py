@@ -62,12 +62,14 @@ class AdminApi:
 
     def settings(self) -> JSON:
         e = self._emu
-        throttle = e.throttle
+        throttle, reads = e.throttle, e.read_limit
         return {
             "page_size": e.page_size,
             "retry_after": e.retry_after,
             "upgrade_seconds": e.default_upgrade_seconds,
             "throttle": None if throttle is None else {"capacity": throttle[0], "per_minute": throttle[1]},
+            "read_limit": None if reads is None else {"capacity": reads[0], "per_second": reads[1]},
+            "reads_throttled": e.reads_throttled,
             "model_applied": e.model_applied,
             "upgrade_while_updating": e.upgrade_while_updating,
             "readable_scopes": None if e.readable_scopes is None else list(e.readable_scopes),
@@ -83,6 +85,12 @@ class AdminApi:
             t = body["throttle"]
             e.set_throttling(
                 None if t is None else float(t.get("capacity", 12)), 4.0 if t is None else float(t.get("per_minute", 4))
+            )
+        if "read_limit" in body:
+            r = body["read_limit"]
+            e.set_read_limit(
+                None if r is None else float(r.get("capacity", 250)),
+                25.0 if r is None else float(r.get("per_second", 25)),
             )
         if "model_applied" in body or "upgrade_while_updating" in body:
             e.set_semantics(

@@ -5,6 +5,9 @@
 * ``Throttle``: a ``TokenBucket`` per scale set over model/upgrade writes (PUT/PATCH of the scale set
   or its extensions, manualupgrade, reimage), answering 429 ``OperationNotAllowed`` with
   ``Retry-After``, like Compute's "too many requests" for a scale set.
+* ``ReadLimit`` / ``ReadBuckets``: ARM's subscription read bucket, one ``TokenBucket`` per subscription
+  and region over every GET, answering 429 ``SubscriptionRequestsThrottled`` with ``Retry-After`` and
+  reporting ``x-ms-ratelimit-remaining-subscription-reads`` on every read it lets through.
 
 Neither takes a lock of its own: the caller holds the fleet's lock (``fleet.Fleet.lock``).
 """
@@ -128,3 +131,72 @@ def injected_fault(
         code = {429: "TooManyRequests", 409: "Conflict", 500: "InternalServerError"}.get(status, "Fault")
         body = {"error": {"code": code, "message": f"Injected fault {status} (emulator)."}}
     return Fault(method.upper(), path_regex, status, body, dict(headers or {}))
+
+
+# ARM's throttling since 2024 (learn.microsoft.com/azure/azure-resource-manager/management/
+# request-limits-and-throttling, "Regional throttling and token bucket algorithm"): "Throttling limits are
+# now applied per region rather than per instance of Azure Resource Manager. This new architecture uses
+# a token bucket algorithm"; Subscription | reads | bucket size 250 | refill rate per sec 25 (writes and
+# deletes 200 / 10); "Subscription limits apply per subscription, per service principal, and per
+# operation type". Read answers carry the header below ("Subscription scoped reads remaining. This value
+# is returned on read operations.", same page, "Remaining requests"); an exceeded bucket answers 429 with
+# Retry-After ("Error code"). The error code is ARM's SubscriptionRequestsThrottled (as quoted in
+# MicrosoftDocs/azure-docs issue 105248). The emulator has one caller (one token), hence one principal.
+# Compute's own troubleshooting page (learn.microsoft.com/troubleshoot/azure/virtual-machines/
+# troubleshooting-throttling-errors) says the same split: "inspect the x-ms-ratelimit-remaining-subscription-reads
+# for GET requests ... If the remaining call count is approaching 0, the subscription's general call limit
+# defined by Azure Resource Manager has been reached. ... Otherwise, the throttling is coming from the target
+# resource provider"; Compute's provider policies (x-ms-ratelimit-remaining-resource, e.g.
+# "Microsoft.Compute/HighCostGet3Min;159") are shown by example only, their limits are not published, and
+# the emulator does not model them (the per-scale-set write bucket above stands in for its write limits).
+READS_REMAINING_HEADER = "x-ms-ratelimit-remaining-subscription-reads"
+ARM_SUBSCRIPTION_READS_BUCKET = 250.0
+ARM_SUBSCRIPTION_READS_PER_SECOND = 25.0
+
+
+@dataclass(frozen=True)
+class ReadLimit:
+    """The subscription read budget: ``capacity`` tokens, refilled ``per_second``."""
+
+    capacity: float = ARM_SUBSCRIPTION_READS_BUCKET
+    per_second: float = ARM_SUBSCRIPTION_READS_PER_SECOND
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.capacity, self.per_second)
+
+
+class ReadBuckets:
+    """One read bucket per (subscription, region), created full on first use. The caller holds the lock."""
+
+    def __init__(self, limit: ReadLimit | None) -> None:
+        self.limit = limit
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self.throttled = 0  # reads answered 429 so far (benchmarks, tests)
+
+    def reset(self, limit: ReadLimit | None) -> None:
+        self.limit = limit
+        self._buckets.clear()
+        self.throttled = 0
+
+    def spend(self, subscription: str, region: str) -> int | None:
+        """Take a token for one read: the reads left (whole), or None when unlimited; 429 when empty."""
+        if self.limit is None:
+            return None
+        key = (subscription.lower(), region.lower())
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(
+                capacity=self.limit.capacity, per_minute=self.limit.per_second * 60.0, tokens=self.limit.capacity
+            )
+            self._buckets[key] = bucket
+        wait = bucket.take()
+        if wait > 0:
+            self.throttled += 1
+            raise ArmError(
+                429,
+                "SubscriptionRequestsThrottled",
+                f"Number of 'read' requests for subscription '{subscription}' exceeded the limit of the region "
+                f"'{region}' (bucket {self.limit.as_tuple()}). Please try again after '{math.ceil(wait)}' seconds.",
+                {"Retry-After": str(max(1, math.ceil(wait))), READS_REMAINING_HEADER: "0"},
+            )
+        return int(bucket.tokens)

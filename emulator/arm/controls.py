@@ -9,7 +9,7 @@ from typing import Generic, TypeVar, cast
 
 from emulator.arm import render
 from emulator.arm.access import ImageAccess
-from emulator.arm.budgets import FaultTable, Throttle, injected_fault
+from emulator.arm.budgets import FaultTable, ReadBuckets, ReadLimit, Throttle, injected_fault
 from emulator.arm.fleet import Fleet
 from emulator.arm.model import JSON, ScaleSet
 from emulator.arm.operations import OperationRunner
@@ -46,6 +46,8 @@ class ArmControls:
     operations: OperationRunner
     faults: FaultTable
     log: RequestLog
+    reads: ReadBuckets
+    region: str
 
     def set_timings(
         self,
@@ -88,6 +90,35 @@ class ArmControls:
         with self.fleet.lock:
             if self._throttle is not None:
                 self._throttle.spend(scale_set.bucket)
+
+    # -- the subscription read bucket (budgets.ReadBuckets) -----------------------------------------
+    @property
+    def read_limit(self) -> tuple[float, float] | None:
+        """(bucket size, refill per second) of each subscription's read bucket per region; None: unlimited."""
+        limit = self.reads.limit
+        return None if limit is None else limit.as_tuple()
+
+    @property
+    def reads_throttled(self) -> int:
+        """Reads answered 429 ``SubscriptionRequestsThrottled`` since the limit was last set."""
+        with self.fleet.lock:
+            return self.reads.throttled
+
+    def set_read_limit(self, capacity: float | None, per_second: float = 25.0) -> None:
+        """Every subscription's read bucket (all full again); ``capacity=None``: reads are unlimited."""
+        if capacity is not None and (capacity < 1 or per_second <= 0):
+            raise ValueError("a read bucket needs capacity >= 1 and a refill rate > 0")
+        with self.fleet.lock:
+            self.reads.reset(None if capacity is None else ReadLimit(capacity, per_second))
+
+    def spend_read(self, method: str, path: str) -> int | None:
+        """A request through the gateway: a GET under ``/subscriptions/<id>/`` takes a token from that
+        subscription's bucket in this emulator's region (or raises 429); the reads left, else None."""
+        parts = path.split("/")
+        if method.upper() != "GET" or len(parts) < 3 or parts[1].lower() != "subscriptions" or not parts[2]:
+            return None
+        with self.fleet.lock:
+            return self.reads.spend(parts[2], self.region)
 
     # -- undocumented behaviours (semantics.Semantics) ------------------------------------------------
     model_applied = _ReadOnly[str]("semantics", "model_applied")  # "content" | "version"

@@ -12,7 +12,7 @@ from emulator.arm import render
 from emulator.arm.access import ImageAccess
 from emulator.arm.admin import AdminApi
 from emulator.arm.api import ArmApi
-from emulator.arm.budgets import FaultTable, Throttle
+from emulator.arm.budgets import FaultTable, ReadBuckets, ReadLimit, Throttle
 from emulator.arm.controls import ArmControls
 from emulator.arm.fleet import Fleet
 from emulator.arm.gateway import Gateway
@@ -65,6 +65,8 @@ class ArmEmulator(ArmControls, Lifecycle):
         model_applied: str = "content",
         upgrade_while_updating: str = "accept",
         readable_scopes: Sequence[str] | None = None,
+        read_limit: tuple[float, float] | None = None,
+        region: str = "westeurope",
     ) -> None:
         self.host, self.port, self.token = host, port, token
         self.subscription_id = subscription_id
@@ -73,6 +75,10 @@ class ArmEmulator(ArmControls, Lifecycle):
         self.retry_after = retry_after
         self.page_size = page_size
         self._throttle = None if throttle is None else Throttle(*throttle)
+        # ARM's subscription read bucket (budgets.ReadLimit: 250, 25 a second in Azure), per subscription and
+        # region; this emulator is one region. None: reads are never throttled.
+        self.reads = ReadBuckets(None if read_limit is None else ReadLimit(*read_limit))
+        self.region = region
         self.semantics = Semantics()
         self.set_semantics(model_applied=model_applied, upgrade_while_updating=upgrade_while_updating)
         self.fleet = Fleet(address_base)

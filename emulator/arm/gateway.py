@@ -8,6 +8,7 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from emulator.arm.budgets import READS_REMAINING_HEADER
 from emulator.arm.model import ArmError, now
 from emulator.arm.requestlog import RequestRecord, redact
 from emulator.arm.routes import Answer, Request
@@ -27,6 +28,7 @@ class Gateway:
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         parsed: Any = None
         status: int = 500
+        remaining: int | None = None  # reads left in the subscription's bucket, once this read took a token
         try:
             if headers.get("authorization", "") != f"Bearer {self._emu.token}":
                 raise ArmError(
@@ -45,13 +47,17 @@ class Gateway:
                 except (KeyError, ValueError, TypeError) as err:  # a malformed admin request
                     raise ArmError(400, "InvalidParameter", f"Bad admin request: {err!r}") from err
                 return status, {}, out_body
+            remaining = self._emu.spend_read(method, path)  # ARM's own read bucket, before the provider
             self._emu.check_faults(method, path)
             answer = self._emu.api.dispatch(Request(method, path, query, parsed))
             status = answer[0]
+            if remaining is not None:
+                answer = (answer[0], {**answer[1], READS_REMAINING_HEADER: str(remaining)}, answer[2])
             return answer
         except ArmError as err:
             status = err.status
-            return err.status, err.headers, err.body()
+            headers = err.headers if remaining is None else {**err.headers, READS_REMAINING_HEADER: str(remaining)}
+            return err.status, headers, err.body()
         except Exception as err:  # a bug in the emulator: answer 500 like ARM, keep serving
             status = 500
             return 500, {}, {"error": {"code": "InternalServerError", "message": repr(err)}}

@@ -17,9 +17,13 @@ Python worker does) and fires the triggers the product uses the way Azure would.
   variables for the run; ``admin.py``: the admin API; ``host.py``: ``LocalFunctionsHost``, the facade;
   ``__main__.py``: the CLI.
 
-A new trigger kind (the Storage queue trigger) is one more module with a class like ``BlobTrigger``
-(``add``, ``names``, ``clear``, ``start``, ``fire``) and one more entry in
-``LocalFunctionsHost._manual_kinds``; the admin API and ``trigger()`` reach it through the protocol.
+* ``queue.py``: the Storage queue trigger by polling with back-off, batches, visibility timeout,
+  dequeue count, the ``<queue>-poison`` queue and base64 message encoding, as host.json
+  ``extensions.queues`` sets them (``QueueOptions``; the CLI reads host.json).
+
+A new trigger kind is one more module with a class like ``BlobTrigger`` (``add``, ``names``, ``clear``,
+``start``, ``fire``) and one more entry in ``LocalFunctionsHost._manual_kinds``; the admin API and
+``trigger()`` reach it through the protocol.
 
 ``%SETTING%`` placeholders in schedules, paths and connections resolve from the app settings (the
 environment), as in the real host; a missing one is a ``HostStartupError`` naming the setting,
@@ -42,9 +46,11 @@ Python API::
 CLI: ``python -m emulator.funchost --app function_app:app --port 7071 [--settings local.settings.json]``.
 
 Not emulated: other trigger types (logged and not hosted), input/output bindings other than the
-HTTP ``$return``, host.json options other than ``extensions.http.routePrefix``, durable functions,
+HTTP ``$return``, host.json options other than ``extensions.http.routePrefix`` and
+``extensions.queues``, durable functions, dynamic concurrency, lease renewal of queue messages,
 schedule monitoring across restarts (``use_monitor``), the blob trigger's identity connections
-(``<conn>__blobServiceUri``: there is no managed identity locally).
+and the storage triggers' identity connections (``<conn>__blobServiceUri``, ``<conn>__queueServiceUri``:
+there is no managed identity locally).
 """
 
 from emulator.funchost.blob import DEFAULT_MAX_DEQUEUE_COUNT, RECEIPTS_FILE
@@ -53,6 +59,7 @@ from emulator.funchost.environment import resolve_placeholders
 from emulator.funchost.host import LocalFunctionsHost
 from emulator.funchost.http import MAX_REQUEST_BYTES, WEB_CONFIG_MAX_URL_BYTES
 from emulator.funchost.keys import KEYS_FILE, HostKeys
+from emulator.funchost.queue import QueueOptions
 from emulator.funchost.routes import RouteTemplate
 from emulator.funchost.sdkbinding import ModelBindingData, blob_model_binding_data, decode_sdk_binding
 
@@ -67,6 +74,7 @@ __all__ = [
     "Invocation",
     "LocalFunctionsHost",
     "ModelBindingData",
+    "QueueOptions",
     "RouteTemplate",
     "blob_model_binding_data",
     "decode_sdk_binding",

@@ -18,6 +18,7 @@ from emulator.funchost.environment import load_settings_file, route_prefix_from_
 from emulator.funchost.host import LocalFunctionsHost
 from emulator.funchost.http import WEB_CONFIG_MAX_URL_BYTES
 from emulator.funchost.keys import KEYS_FILE
+from emulator.funchost.queue import QueueOptions
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             functions=args.functions,
             easy_auth=easy_auth,
             max_url_bytes=args.max_url_bytes,
+            queue_options=QueueOptions.from_host_json(script_root),
         )
         host.start()
     except HostStartupError as error:

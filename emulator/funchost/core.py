@@ -75,7 +75,7 @@ class Invocation:
     """One firing of a function as the host saw it (also logged)."""
 
     function: str
-    trigger: str  # "http" | "timer" | "blob"
+    trigger: str  # "http" | "timer" | "blob" | "queue"
     started_at: datetime
     duration_s: float
     outcome: str  # "succeeded" | "failed" | "skipped"
@@ -131,7 +131,7 @@ class HostedFunction:
 
     function: Function
     name: str
-    kind: str  # http | timer | blob
+    kind: str  # http | timer | blob | queue
     trigger_arg: str
 
 

@@ -27,6 +27,7 @@ from emulator.funchost.core import (
 from emulator.funchost.environment import EnvExport
 from emulator.funchost.http import HttpFunction, HttpTrigger
 from emulator.funchost.keys import KEYS_FILE, HostKeys
+from emulator.funchost.queue import QueueOptions, QueueTrigger
 from emulator.funchost.timer import TimerTrigger
 
 _HOST_SERIAL = itertools.count(1)
@@ -60,6 +61,7 @@ class LocalFunctionsHost:
         functions: Iterable[str] | None = None,
         easy_auth: EasyAuthSettings | None = None,
         max_url_bytes: int | None = None,
+        queue_options: QueueOptions | None = None,
     ) -> None:
         self.app = load_app(app) if isinstance(app, str) else app
         self._env_overrides = dict(env or {})
@@ -87,8 +89,9 @@ class LocalFunctionsHost:
         )
         self._timers = TimerTrigger(self._runtime, timer_period_seconds)
         self._blobs = BlobTrigger(self._runtime, blob_poll_seconds, blob_max_dequeue_count)
-        # One entry per trigger kind; a new kind (a queue trigger) is one more module and one more entry.
-        self._manual_kinds: list[ManualTrigger] = [self._timers, self._blobs]
+        self._queues = QueueTrigger(self._runtime, queue_options or QueueOptions())
+        # One entry per trigger kind: a new kind is one more module and one more entry.
+        self._manual_kinds: list[ManualTrigger] = [self._timers, self._blobs, self._queues]
         self._admin = AdminApi(self._runtime, lambda: self.keys, self._manual_functions, lambda: self.function_names)
 
     # ---- what callers read ------------------------------------------------------------------------
@@ -156,6 +159,14 @@ class LocalFunctionsHost:
         """
         self._blobs.wait_for_scans(function, count, timeout)
 
+    def wait_for_queue_polls(self, function: str, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` more polls of ``function``'s queue have completed (a real negative assertion)."""
+        self._queues.wait_for_polls(function, count, timeout)
+
+    def queue_of(self, function: str) -> str:
+        """The queue a queue-triggered function reads (``%SETTING%`` resolved)."""
+        return self._queues.queue_of(function)
+
     # ---- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> LocalFunctionsHost:
@@ -204,7 +215,7 @@ class LocalFunctionsHost:
         """
         kind = self._manual_functions().get(name)
         if kind is None:
-            raise KeyError(f"no timer or blob function named {name!r}")
+            raise KeyError(f"no timer, blob or queue function named {name!r}")
         return kind.fire(name, input)
 
     # ---- indexing ---------------------------------------------------------------------------------

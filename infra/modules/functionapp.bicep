@@ -84,6 +84,8 @@ var platformSettings = {
   // identity (tests/data/azure-app-settings.json cites both). Set, it satisfies either reading; with no
   // `__clientId` next to it the system-assigned identity is used (the blob binding's utils.py, 1.1.2).
   ReleaseStorage__credential: 'managedidentity'
+  // The same reading for the tick queue's identity connection (TickQueue__queueServiceUri in the contract).
+  TickQueue__credential: 'managedidentity'
   APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
   // Entra ID auth for telemetry (local auth is disabled on the component).
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
@@ -225,6 +227,9 @@ resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 
 // What the blob trigger needs on the account it watches and on the host storage (the same account):
 // blob read + receipts/leases (Blob Data Owner), the poison queue (Queue Data Contributor).
+// The tick queue needs Queue Data Contributor too: the timer creates it if missing and sends (Contributor or
+// Message Sender), the queue trigger reads, deletes and poisons (Reader + Message Processor), per
+// learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger (includes/functions-queue-permissions.md).
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, site.id, storageBlobDataOwner)
   scope: storage

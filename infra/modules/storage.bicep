@@ -2,7 +2,8 @@
 //  - the release container (watched by the blob trigger, read by the scale set's CustomScript extension),
 //  - the state tables (rollouts, rolloutevents, targets, groupreleases),
 //  - the Flex Consumption deployment container (the zipped function code),
-//  - the Functions host's own blobs/queues (AzureWebJobsStorage).
+//  - the Functions host's own blobs/queues (AzureWebJobsStorage),
+//  - the tick queue (TICK_QUEUE) the timer fans out to, one message per target, and its poison queue.
 // Everything is reached with Entra ID (managed identities, `az ... --auth-mode login`): shared key access
 // is off, so no connection string with a key exists anywhere in the deployment.
 
@@ -19,6 +20,11 @@ param releaseContainerName string
 
 @description('Container the Flex Consumption plan deploys the zipped code from.')
 param deploymentContainerName string
+
+@description('The tick queue (TICK_QUEUE): the timer puts one message per target with work on it; the queue trigger advances that target.')
+@minLength(3)
+@maxLength(56)
+param tickQueueName string = 'rollout-ticks'
 
 @description('Prefix of the state table names (STATE_TABLE_PREFIX).')
 param stateTablePrefix string = ''
@@ -132,10 +138,26 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
   }
 ]
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+// The queue trigger moves a message that failed maxDequeueCount times to `<queue>-poison`
+// (learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger, "Poison messages");
+// both exist from the start, so nothing depends on the host creating them.
+resource tickQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
+  for queue in [tickQueueName, '${tickQueueName}-poison']: {
+    parent: queueService
+    name: queue
+  }
+]
+
 output accountName string = account.name
 output accountId string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output releaseContainerName string = releaseContainer.name
+output tickQueueName string = tickQueueName
 output deploymentContainerName string = deploymentContainer.name

@@ -97,6 +97,7 @@ NOT_SET_IN_AZURE = {
     "StateStorage": "connection-string form (a key); StateStorage__tableServiceUri (identity) is set",
     "AzureWebJobsStorage": "connection-string form (a key); AzureWebJobsStorage__accountName is set",
     "AzureWebJobsStorage__tableServiceUri": "only a fallback for unset StateStorage; StateStorage__... is set",
+    "TickQueue": "connection-string form (a key); TickQueue__queueServiceUri (identity) is set",
 }
 
 # Settings read by the app outside rollout/settings.py, and by what.
@@ -525,3 +526,25 @@ def test_http_auth_setting_follows_the_entra_switch() -> None:
             },
         }
     }
+
+
+def test_function_app_queue_trigger_matches_bicep() -> None:
+    """The tick queue's trigger: an identity connection to the account's queue endpoint, the queue the
+    template creates (and its `-poison` queue), and the role that lets the app send, read and poison."""
+    triggers = [
+        {"function": name, **binding}
+        for name, bindings in _function_bindings().items()
+        for binding in bindings
+        if binding["type"] == "queueTrigger"
+    ]
+    assert [(t["function"], t["connection"], t["queueName"]) for t in triggers] == [
+        ("advance_target", "TickQueue", "%TICK_QUEUE%")
+    ]
+    settings = app_settings()
+    assert settings["TickQueue__queueServiceUri"] == Expr("account.properties.primaryEndpoints.queue")
+    (queue_setting,) = _setting_references(triggers[0]["queueName"])
+    scope = main_scope().enter_module("storage")
+    queues = body(scope.file.resources["tickQueues"])
+    assert evaluate(queues["loop_type"]["detail"]["array_name"], scope) == ["rollout-ticks", "rollout-ticks-poison"]
+    assert settings[queue_setting] == "rollout-ticks"
+    assert (STORAGE_QUEUE_DATA_CONTRIBUTOR, ACCOUNT, FUNCTION_IDENTITY) in _role_assignments()

@@ -55,6 +55,8 @@ NON_GLOBAL_NAME_TYPES = {
     "Microsoft.Storage/storageAccounts/blobServices/containers": "storage account",
     "Microsoft.Storage/storageAccounts/tableServices": "storage account (must be default)",
     "Microsoft.Storage/storageAccounts/tableServices/tables": "storage account",
+    "Microsoft.Storage/storageAccounts/queueServices": "storage account (must be default)",
+    "Microsoft.Storage/storageAccounts/queueServices/queues": "storage account",
     "Microsoft.Authorization/roleAssignments": "scope of assignment (a guid)",
     "Microsoft.Compute/virtualMachineScaleSets": "resource group",
     "Microsoft.Compute/virtualMachineScaleSets/extensions": "scale set",

@@ -19,7 +19,7 @@ from azure.functions.timer import TimerRequest
 import function_app
 from emulator import appindex
 from rollout.adapters.blobs import ReleaseBlobs
-from tests.fixtures.appenv import app_under_test, fire_release_uploaded
+from tests.fixtures.appenv import app_under_test, drain_tick_queue, fire_release_uploaded
 from tests.fixtures.emulator import SUBSCRIPTION_ID
 
 pytestmark = pytest.mark.integration
@@ -34,9 +34,10 @@ def user_function(name: str) -> Callable[..., Any]:
 class App:
     """Calls the trigger functions the way the Functions host does."""
 
-    def __init__(self, blobs: ReleaseBlobs, container: str) -> None:
+    def __init__(self, blobs: ReleaseBlobs, container: str, env: dict[str, str]) -> None:
         self.blobs = blobs
         self.container = container
+        self.env = env
 
     def upload(self, name: str, content: bytes) -> None:
         self.blobs.upload(name, content)
@@ -45,7 +46,9 @@ class App:
         fire_release_uploaded(function_app.app, self.container, name)
 
     def tick(self) -> None:
+        """The timer puts a message per target with work on the tick queue; the queue trigger runs each."""
         user_function("advance_rollouts")(timer=TimerRequest(past_due=False))
+        drain_tick_queue(function_app.app, self.env)
 
     def http(self, function: str, method: str, route: dict[str, str], body: Any = None) -> tuple[int, Any]:
         raw = json.dumps(body).encode() if body is not None else b""
@@ -91,7 +94,7 @@ def app(
         PROBE_BODY_PATTERN="Welcome to nginx",
     )
     blobs, container, handle = setup.blobs, setup.container, setup.handle
-    application = App(blobs, container)
+    application = App(blobs, container, setup.env)
     application.handle = handle  # type: ignore[attr-defined]
     yield application
     blobs.close()

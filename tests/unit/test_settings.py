@@ -107,7 +107,8 @@ def test_every_missing_required_setting_is_reported_at_once() -> None:
 
 
 # Identity-only forms that must stay out of a local settings file (README's configuration table lists them).
-IDENTITY_ONLY = ("ReleaseStorage__blobServiceUri",)
+# TickQueue__queueServiceUri: the queue trigger binding would also pick an identity-based connection locally.
+IDENTITY_ONLY = ("ReleaseStorage__blobServiceUri", "TickQueue__queueServiceUri")
 
 
 def test_the_sample_settings_file_lists_every_setting_the_code_reads() -> None:
