@@ -170,6 +170,10 @@ class FleetView:
     instances: tuple[InstanceView, ...]
     orchestration_mode: str = "Uniform"
     upgrade_mode: str = "Manual"
+    # Whether each instance's ``latest_model_applied`` was read from ARM (Uniform: the scale set VM's
+    # latestModelApplied). False for Flexible VMs, whose REST shape has no such property: the service
+    # then takes the reading from the rollout's records (``rollout.orchestration.with_recorded_models``).
+    model_applied_reported: bool = True
 
     def by_id(self) -> dict[str, InstanceView]:
         return {i.instance_id: i for i in self.instances}

@@ -57,6 +57,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+from rollout.orchestration import orchestration_problem, with_recorded_models
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
     AccessDeniedError,
@@ -393,13 +394,8 @@ class RolloutService:
         return self._advance(started, fleet, steps=2)
 
     def _preflight(self, release: Release, fleet: FleetView) -> str | None:
-        if fleet.orchestration_mode.lower() != "uniform":
-            return f"the scale set uses {fleet.orchestration_mode} orchestration; canary upgrades need Uniform"
-        if fleet.upgrade_mode.lower() != "manual":
-            return (
-                f"the scale set's upgrade policy is {fleet.upgrade_mode}: the platform would push the new model "
-                "to every instance at once and run over the canary; set upgradePolicy.mode to Manual"
-            )
+        if (problem := orchestration_problem(fleet)) is not None:
+            return problem
         healthy = [v for v in fleet.instances if assess_instance(v) is Health.HEALTHY]
         if len(healthy) < self.policy.min_healthy_instances:
             return (
@@ -613,7 +609,7 @@ class RolloutService:
         (the model write is the one action we wait for, briefly, so a start issues the canary at once)."""
         outcome = Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase)
         for step in range(steps):
-            decision = machine.decide(rollout, fleet, self.policy, self.clock.now())
+            decision = machine.decide(rollout, with_recorded_models(fleet, rollout), self.policy, self.clock.now())
             outcome, rollout, ok = self._commit(rollout, decision)
             if not ok or rollout.phase.is_terminal:
                 break
@@ -760,7 +756,8 @@ class RolloutService:
         if ok and saved.phase is Phase.ROLLING_BACK:
             # Usually nothing took the release (its write was refused): the rollback ends at once.
             with contextlib.suppress(PortError):
-                return self._commit(saved, machine.decide(saved, self._observe(), self.policy, self.clock.now()))
+                fleet = with_recorded_models(self._observe(), saved)
+                return self._commit(saved, machine.decide(saved, fleet, self.policy, self.clock.now()))
         return outcome, saved, ok
 
     def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, PortError | None]:
