@@ -70,6 +70,7 @@ class AdminApi:
             "throttle": None if throttle is None else {"capacity": throttle[0], "per_minute": throttle[1]},
             "model_applied": e.model_applied,
             "upgrade_while_updating": e.upgrade_while_updating,
+            "flexible_model_applied": e.flexible_model_applied,
             "readable_scopes": None if e.readable_scopes is None else list(e.readable_scopes),
         }
 
@@ -84,9 +85,11 @@ class AdminApi:
             e.set_throttling(
                 None if t is None else float(t.get("capacity", 12)), 4.0 if t is None else float(t.get("per_minute", 4))
             )
-        if "model_applied" in body or "upgrade_while_updating" in body:
+        if "model_applied" in body or "upgrade_while_updating" in body or "flexible_model_applied" in body:
             e.set_semantics(
-                model_applied=body.get("model_applied"), upgrade_while_updating=body.get("upgrade_while_updating")
+                model_applied=body.get("model_applied"),
+                upgrade_while_updating=body.get("upgrade_while_updating"),
+                flexible_model_applied=body.get("flexible_model_applied"),
             )
         if "readable_scopes" in body:
             e.set_readable_scopes(body["readable_scopes"])

@@ -65,6 +65,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         model_applied: str = "content",
         upgrade_while_updating: str = "accept",
         readable_scopes: Sequence[str] | None = None,
+        flexible_model_applied: str = "absent",
     ) -> None:
         self.host, self.port, self.token = host, port, token
         self.subscription_id = subscription_id
@@ -74,7 +75,11 @@ class ArmEmulator(ArmControls, Lifecycle):
         self.page_size = page_size
         self._throttle = None if throttle is None else Throttle(*throttle)
         self.semantics = Semantics()
-        self.set_semantics(model_applied=model_applied, upgrade_while_updating=upgrade_while_updating)
+        self.set_semantics(
+            model_applied=model_applied,
+            upgrade_while_updating=upgrade_while_updating,
+            flexible_model_applied=flexible_model_applied,
+        )
         self.fleet = Fleet(address_base)
         self.access = ImageAccess(self.fleet.lock, readable_scopes)
         self.operations = OperationRunner(self.fleet, self.semantics, workers)
