@@ -22,6 +22,7 @@ Design decisions
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from rollout.model import FleetView, InstanceView, ModelSpec, Rollout
@@ -56,14 +57,28 @@ def is_flexible(fleet: FleetView) -> bool:
 def recorded_model(rollout: Rollout, instance_id: str) -> ModelSpec | None:
     """The model the rollout's records say ``instance_id`` runs: the baseline once moved back, the
     release once upgraded, the baseline when untouched since the start, None when unknown (created
-    during the rollout, from whatever model the scale set had then)."""
+    during the rollout, from whatever model the scale set had then).
+
+    An instance whose last upgrade call did not reach ARM (``unsent_ids``) is still on the model it had
+    before that call: the release when the call was to move it back, else the baseline."""
+    unsent = instance_id in rollout.unsent_ids
     if instance_id in rollout.rollback_ids:
-        return rollout.baseline
-    if instance_id in rollout.upgraded_ids:
+        return rollout.desired if unsent else rollout.baseline
+    if instance_id in rollout.upgraded_ids and not unsent:
         return rollout.desired
     if rollout.known_ids and instance_id not in rollout.known_ids:
         return None
     return rollout.baseline
+
+
+def unsent_after(
+    before: tuple[str, ...], sent: Iterable[Sequence[str]], not_sent: Iterable[Sequence[str]]
+) -> tuple[str, ...]:
+    """``Rollout.unsent_ids`` after a tick's upgrade calls: the ids of calls that reached ARM leave it,
+    the ids of calls that did not (throttled, refused, fenced, never attempted) join it."""
+    reached = {i for ids in sent for i in ids}
+    missed = {i for ids in not_sent for i in ids}
+    return tuple(sorted((set(before) - reached) | missed))
 
 
 def _on(model: ModelSpec | None, rollout: Rollout, fleet: FleetView) -> bool:
@@ -98,4 +113,12 @@ def _with_latest(view: InstanceView, latest: bool) -> InstanceView:
     return view if view.latest_model_applied is latest else replace(view, latest_model_applied=latest)
 
 
-__all__ = ["FLEXIBLE", "UNIFORM", "is_flexible", "orchestration_problem", "recorded_model", "with_recorded_models"]
+__all__ = [
+    "FLEXIBLE",
+    "UNIFORM",
+    "is_flexible",
+    "orchestration_problem",
+    "recorded_model",
+    "unsent_after",
+    "with_recorded_models",
+]

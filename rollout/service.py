@@ -57,7 +57,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
-from rollout.orchestration import orchestration_problem, with_recorded_models
+from rollout.orchestration import orchestration_problem, unsent_after, with_recorded_models
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
     AccessDeniedError,
@@ -652,6 +652,15 @@ class RolloutService:
             rollout = self._confirm_reimage(rollout)
         if any(isinstance(a, _ARM_WRITES) for a in sent):
             self._record_late_writes(decided, [a for a in sent if isinstance(a, _ARM_WRITES)])
+        unsent = unsent_after(
+            rollout.unsent_ids,
+            (a.instance_ids for a in sent if isinstance(a, UpgradeInstances)),
+            (a.instance_ids for a in actions if isinstance(a, UpgradeInstances) and a not in sent),
+        )
+        if unsent != rollout.unsent_ids and not failed:
+            # Upgrades that reached ARM after earlier ones had not: the records may count them now.
+            with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # kept: they are sent again
+                rollout = self.store.update_rollout(rollout.evolve(unsent_ids=unsent))
         if failed:
             # The call did not reach ARM (throttled, refused): clear batch_started_at so a later
             # tick re-issues an upgrade without waiting for upgrade_retry_seconds, but not before
@@ -665,6 +674,7 @@ class RolloutService:
                 rollout = self.store.update_rollout(
                     rollout.evolve(
                         batch_started_at=None,
+                        unsent_ids=unsent,
                         hold_until=hold,
                         reason=_clip(f"{rollout.reason}; {failed}"),
                         **changes,

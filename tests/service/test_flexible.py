@@ -14,6 +14,9 @@ SWITCHES = ("absent", "in_vm_list")
 
 
 def flexible_world(switch: str, size: int = 5, **scale_set: object) -> World:
+    # "call": an upgrade applies the model of its call and a reimage re-runs the VM's own model, as in
+    # the ARM emulator (so a reimage never hides an upgrade that was not sent).
+    scale_set.setdefault("apply_model_at", "call")
     return make_world(size, orchestration_mode="Flexible", flexible_model_applied=switch, **scale_set)
 
 
@@ -87,3 +90,38 @@ def test_the_absent_reading_is_what_the_fake_reports_for_flexible() -> None:
     reported = FakeScaleSet(orchestration_mode="Flexible", flexible_model_applied="in_vm_list").observe()
     assert reported.model_applied_reported is True
     assert FakeScaleSet().observe().model_applied_reported is True
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_a_throttled_batch_upgrade_is_sent_again_and_every_vm_ends_on_the_release(switch: str) -> None:
+    """The records count an instance as moved from its upgrade's save; a call ARM refused (429) must
+    not count, or a Flexible scale set would "succeed" with a VM still on the old release."""
+    world = flexible_world(switch)
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    world.tick_until(Phase.PROMOTING, rollout_id=rid)
+    world.scale_set.throttle_next = 1
+    world.clock.advance(30)
+    world.service.tick()
+    assert "upgrade_instances:throttled" in [c for c, _ in world.scale_set.calls]
+    refused = world.store.get_rollout(TARGET, rid) or pytest.fail()
+    assert refused.unsent_ids == refused.batch_ids != ()
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
+    assert set(world.scale_set.releases().values()) == {"install_nginx.v1.sh"}
+    assert (world.store.get_rollout(TARGET, rid) or pytest.fail()).unsent_ids == ()
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_a_throttled_rollback_upgrade_is_sent_again_and_the_vm_goes_back(switch: str) -> None:
+    world = flexible_world(switch, broken_releases={"install_nginx.v1.sh"})
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    for _ in range(30):  # until the rollback has restored the baseline model, before it moves the canary
+        world.clock.advance(30)
+        rollout = world.store.get_rollout(TARGET, rid) or pytest.fail()
+        if rollout.phase is Phase.ROLLING_BACK and world.scale_set.calls_of("update_model")[-1] != rollout.desired:
+            break
+        world.service.tick()
+    world.scale_set.throttle_next = 1
+    world.service.tick()
+    assert "upgrade_instances:throttled" in [c for c, _ in world.scale_set.calls]
+    assert world.tick_until(Phase.ROLLED_BACK, rollout_id=rid) is Phase.ROLLED_BACK
+    assert set(world.scale_set.releases().values()) == {"install_nginx.sh"}

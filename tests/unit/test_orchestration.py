@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rollout.model import ExtensionSpec, FleetView, InstanceView, ModelSpec, Phase, Release, ReleaseKind, Rollout
-from rollout.orchestration import orchestration_problem, recorded_model, with_recorded_models
+from rollout.orchestration import orchestration_problem, recorded_model, unsent_after, with_recorded_models
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -84,3 +84,18 @@ def test_after_the_rollback_write_the_upgraded_are_behind_until_moved_back() -> 
 def test_a_reported_reading_is_left_alone() -> None:
     observed = fleet(RELEASE, ("a", "b"), reported=True, mode="Uniform")
     assert with_recorded_models(observed, rollout()) is observed
+
+
+def test_an_upgrade_that_did_not_reach_arm_leaves_the_instance_where_it_was() -> None:
+    forward = rollout(upgraded_ids=("a",), unsent_ids=("a",))
+    assert recorded_model(forward, "a") is BASE
+    assert latest(with_recorded_models(fleet(RELEASE, ("a", "b")), forward)) == {"a": False, "b": False}
+    back = rollout(phase=Phase.ROLLING_BACK, upgraded_ids=("a",), rollback_ids=("a",), unsent_ids=("a",))
+    assert recorded_model(back, "a") is RELEASE
+    assert latest(with_recorded_models(fleet(BASE, ("a", "b")), back)) == {"a": False, "b": True}
+
+
+def test_unsent_after_adds_the_missed_and_drops_the_reached() -> None:
+    assert unsent_after(("a", "b"), [("b", "c")], [("d",)]) == ("a", "d")
+    assert unsent_after((), [], [("x", "y")]) == ("x", "y")
+    assert unsent_after(("x",), [("x",)], []) == ()
