@@ -99,3 +99,13 @@ def test_unsent_after_adds_the_missed_and_drops_the_reached() -> None:
     assert unsent_after(("a", "b"), [("b", "c")], [("d",)]) == ("a", "d")
     assert unsent_after((), [], [("x", "y")]) == ("x", "y")
     assert unsent_after(("x",), [("x",)], []) == ()
+
+
+def test_the_fleet_view_says_null_where_arm_does_not_report_the_latest_model() -> None:
+    from rollout.views import fleet_json
+
+    flexible_view = fleet_json(fleet(BASE, ("vm_1", "vm_2")))
+    assert flexible_view["summary"]["onLatestModel"] is None
+    assert [i["latestModelApplied"] for i in flexible_view["instances"]] == [None, None]
+    uniform_view = fleet_json(fleet(BASE, ("0", "1"), reported=True, mode="Uniform"))
+    assert uniform_view["summary"]["onLatestModel"] == 2
