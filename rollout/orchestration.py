@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from datetime import datetime
 
+from rollout.machine import Decision, UpgradeInstances, decide
 from rollout.model import FleetView, InstanceView, ModelSpec, Rollout
+from rollout.policy import RolloutPolicy
 
 UNIFORM = "uniform"
 FLEXIBLE = "flexible"
@@ -59,16 +62,35 @@ def recorded_model(rollout: Rollout, instance_id: str) -> ModelSpec | None:
     release once upgraded, the baseline when untouched since the start, None when unknown (created
     during the rollout, from whatever model the scale set had then).
 
-    An instance whose last upgrade call did not reach ARM (``unsent_ids``) is still on the model it had
-    before that call: the release when the call was to move it back, else the baseline."""
-    unsent = instance_id in rollout.unsent_ids
+    An instance whose last upgrade call is not known to have reached ARM (``unsent_ids``: saved, then
+    refused, or its host died around the call) runs an unknown model too: the one it had, or the one the
+    call moves it to. Unknown reads "not latest" whichever way the rollout goes, so it is upgraded to
+    the current model again: forward, a release it may not have; back, a baseline it may not have."""
+    if instance_id in rollout.unsent_ids:
+        return None
     if instance_id in rollout.rollback_ids:
-        return rollout.desired if unsent else rollout.baseline
-    if instance_id in rollout.upgraded_ids and not unsent:
+        return rollout.baseline
+    if instance_id in rollout.upgraded_ids:
         return rollout.desired
     if rollout.known_ids and instance_id not in rollout.known_ids:
         return None
     return rollout.baseline
+
+
+def decide_with_records(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, now: datetime) -> Decision:
+    """``machine.decide`` on ``fleet`` as the records read it (``with_recorded_models``). Where ARM does not
+    report the latest model, the decision's upgrades are saved as not yet sent (``unsent_ids``) and
+    leave it only once their call has reached ARM (``unsent_after``, in the service after the call):
+    a host that dies between saving an upgrade and sending it leaves its instances counted as
+    where they were, so the upgrade is sent again rather than taken as done (two-phase, like a reimage)."""
+    decision = decide(rollout, with_recorded_models(fleet, rollout), policy, now)
+    if fleet.model_applied_reported:
+        return decision
+    upgrading = {i for a in decision.actions if isinstance(a, UpgradeInstances) for i in a.instance_ids}
+    if not upgrading:
+        return decision
+    pending = tuple(sorted(set(decision.rollout.unsent_ids) | upgrading))
+    return replace(decision, rollout=decision.rollout.evolve(unsent_ids=pending))
 
 
 def unsent_after(
@@ -116,6 +138,7 @@ def _with_latest(view: InstanceView, latest: bool) -> InstanceView:
 __all__ = [
     "FLEXIBLE",
     "UNIFORM",
+    "decide_with_records",
     "is_flexible",
     "orchestration_problem",
     "recorded_model",

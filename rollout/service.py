@@ -57,7 +57,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
-from rollout.orchestration import orchestration_problem, unsent_after, with_recorded_models
+from rollout.orchestration import decide_with_records, orchestration_problem, unsent_after
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
     AccessDeniedError,
@@ -609,7 +609,7 @@ class RolloutService:
         (the model write is the one action we wait for, briefly, so a start issues the canary at once)."""
         outcome = Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase)
         for step in range(steps):
-            decision = machine.decide(rollout, with_recorded_models(fleet, rollout), self.policy, self.clock.now())
+            decision = decide_with_records(rollout, fleet, self.policy, self.clock.now())
             outcome, rollout, ok = self._commit(rollout, decision)
             if not ok or rollout.phase.is_terminal:
                 break
@@ -766,8 +766,8 @@ class RolloutService:
         if ok and saved.phase is Phase.ROLLING_BACK:
             # Usually nothing took the release (its write was refused): the rollback ends at once.
             with contextlib.suppress(PortError):
-                fleet = with_recorded_models(self._observe(), saved)
-                return self._commit(saved, machine.decide(saved, fleet, self.policy, self.clock.now()))
+                decision = decide_with_records(saved, self._observe(), self.policy, self.clock.now())
+                return self._commit(saved, decision)
         return outcome, saved, ok
 
     def _execute(self, rollout: Rollout, actions: Sequence[Action]) -> tuple[str, Action | None, PortError | None]:
