@@ -212,10 +212,10 @@ class Rollout:
     # rollout, from whatever model the scale set had then (the release, a hand edit): a rollback moves
     # such an instance back when it is not on the restored baseline. () = not recorded (older rows).
     known_ids: tuple[str, ...] = ()
-    # Instances an upgrade call of this rollout named that did not reach ARM (throttled, refused, fenced)
-    # and that no later call has reached ARM for. A scale set that reports latestModelApplied shows them
-    # behind anyway; for one that does not (Flexible), the records must not count them as moved
-    # (``rollout.orchestration.recorded_model``). () = none.
+    # Instances whose last upgrade call is not known to have reached ARM. Where the scale set does not
+    # report latestModelApplied (Flexible), every upgrade is saved here with its decision and leaves once
+    # its call has reached ARM (two-phase: ``rollout.orchestration.decide_with_records``); elsewhere only
+    # calls that did not reach ARM (throttled, refused, fenced) are kept here. () = none.
     unsent_ids: tuple[str, ...] = ()
     unhealthy_streak: int = 0
     # Where ``resume`` returns a Paused rollout to (the phase it was paused in); set only while Paused.

@@ -658,7 +658,8 @@ class RolloutService:
             (a.instance_ids for a in actions if isinstance(a, UpgradeInstances) and a not in sent),
         )
         if unsent != rollout.unsent_ids and not failed:
-            # Upgrades that reached ARM after earlier ones had not: the records may count them now.
+            # Upgrades that reached ARM leave unsent_ids (saved there with the decision where ARM does
+            # not report the latest model): the rollout's records may count them as moved now.
             with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # kept: they are sent again
                 rollout = self.store.update_rollout(rollout.evolve(unsent_ids=unsent))
         if failed:
