@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--script-uri", default=None, help="initial CustomScript fileUris[0] of that scale set")
     serve.add_argument("--image-id", default=None, help="initial image id of that scale set")
     serve.add_argument(
+        "--orchestration-mode",
+        choices=("Uniform", "Flexible"),
+        default="Uniform",
+        help="orchestration mode of that scale set (Flexible: VMs named <name>_<hex>, docs/emulator.md)",
+    )
+    serve.add_argument(
+        "--flexible-model-applied",
+        choices=("absent", "in_vm_list"),
+        default="absent",
+        help="whether a Flexible scale set's VM list reports latestModelApplied (docs/emulator.md)",
+    )
+    serve.add_argument(
         "--model-applied",
         choices=("content", "version"),
         default="content",
@@ -102,6 +114,7 @@ def serve(args: argparse.Namespace) -> int:
         readable_scopes=args.readable_scope,
         read_limit=_read_limit(args.read_limit),
         region=args.region,
+        flexible_model_applied=args.flexible_model_applied,
     )
     for image_id in args.image:
         emu.add_image(image_id)
@@ -121,7 +134,12 @@ def serve(args: argparse.Namespace) -> int:
                 script = args.script_uri.rsplit("/", 1)[-1]
                 settings = {"fileUris": [args.script_uri], "commandToExecute": f"bash {script}"}
             emu.create_scale_set(
-                args.resource_group, args.name, args.instances, extension_settings=settings, image_id=args.image_id
+                args.resource_group,
+                args.name,
+                args.instances,
+                extension_settings=settings,
+                image_id=args.image_id,
+                orchestration_mode=args.orchestration_mode,
             )
             scale_sets.append(emu.describe(args.resource_group, args.name))
         info = {

@@ -77,6 +77,7 @@ class TwinOptions:
     failure_threshold: int = 2  # the app's FAILURE_THRESHOLD
     lb_address: str = "127.0.9.1"  # the balancer's address (port 80)
     address_base: str = "127.0.40.1"  # the first instance's address (port 80)
+    orchestration: str = "Uniform"  # the scale set's orchestration mode: Uniform or Flexible
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,9 @@ class Twin:
     def instance_titles(self) -> dict[str, str]:
         """Each instance's own page, bypassing the balancer (what the SSH tunnel showed)."""
         scale_set = self.emulator.scale_set(RESOURCE_GROUP, VMSS)
-        ordered = sorted(scale_set.instances.items(), key=lambda kv: int(kv[0]))
         return {
-            iid: _title_of(f"http://{inst.address}/", 2, lambda _: "down (connection refused)") for iid, inst in ordered
+            inst.instance_id: _title_of(f"http://{inst.address}/", 2, lambda _: "down (connection refused)")
+            for inst in scale_set.instances_in_order()
         }
 
     # -- the operator's side -----------------------------------------------------------------------
@@ -252,11 +253,15 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
             extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"},
             extension_protected_settings={"managedIdentity": {}},
             runtime_factory=factory,
+            orchestration_mode=options.orchestration,
         )
         # Like `az vmss create` + the extension: the instances run install_nginx.sh as they provision.
         emulator.scale_out(RESOURCE_GROUP, VMSS, instances)
         emulator.wait_idle(timeout=120)
-        say(f"arm emulator   {emulator.url} (HTTPS): scale set {VMSS}, {instances} nginx instances, v0 installed")
+        say(
+            f"arm emulator   {emulator.url} (HTTPS): scale set {VMSS} ({options.orchestration}), "
+            f"{instances} nginx instances, v0 installed"
+        )
 
         def backend_addresses() -> list[str]:
             return [i.address for i in emulator.scale_set(RESOURCE_GROUP, VMSS).instances.values()]
@@ -295,6 +300,7 @@ _FLAGS = {
     "failure_threshold": ("--failure-threshold", "FAILURE_THRESHOLD"),
     "lb_address": ("--lb-address", "the balancer's address, port 80"),
     "address_base": ("--address-base", "the first instance's address, port 80"),
+    "orchestration": ("--orchestration", "the scale set's orchestration mode, Uniform or Flexible"),
 }
 
 
@@ -311,6 +317,8 @@ def options_from_arguments(parser: argparse.ArgumentParser, args: argparse.Names
     """The ``TwinOptions`` of parsed ``add_twin_arguments`` options (each dest is the field's name)."""
     if not 1 <= args.instances <= 50:
         parser.error("--instances must be between 1 and 50 for nginx instances")
+    if args.orchestration not in ("Uniform", "Flexible"):
+        parser.error("--orchestration must be Uniform or Flexible")
     return TwinOptions(**{f.name: getattr(args, f.name) for f in fields(TwinOptions)})
 
 

@@ -41,6 +41,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+from rollout.orchestration import orchestration_problem
 from rollout.policy import RolloutPolicy
 from rollout.ports import MAX_COMMIT_RECORDS
 from rollout.releases import (
@@ -92,22 +93,6 @@ class Admission:
 
 
 # --- pre-flight checks ---------------------------------------------------------------------------------
-
-
-def orchestration_problem(fleet: FleetView) -> str | None:
-    """Can this scale set's orchestration mode take a canary? (Uniform: ``manualupgrade`` by instance id.)"""
-    if fleet.orchestration_mode.lower() != "uniform":
-        return f"the scale set uses {fleet.orchestration_mode} orchestration; canary upgrades need Uniform"
-    return None
-
-
-def upgrade_mode_problem(fleet: FleetView) -> str | None:
-    if fleet.upgrade_mode.lower() != "manual":
-        return (
-            f"the scale set's upgrade policy is {fleet.upgrade_mode}: the platform would push the new model "
-            "to every instance at once and run over the canary; set upgradePolicy.mode to Manual"
-        )
-    return None
 
 
 def capacity_problem(fleet: FleetView, policy: RolloutPolicy) -> str | None:
@@ -206,8 +191,7 @@ def preflight(
 ) -> str | None:
     """Why the release cannot start on this scale set, or None."""
     return (
-        orchestration_problem(fleet)
-        or upgrade_mode_problem(fleet)
+        orchestration_problem(fleet)  # the mode and the upgrade policy (rollout.orchestration)
         or capacity_problem(fleet, policy)
         or replaced_problem(release, fleet, extension)
         or image_problem(release, fleet, images)
@@ -395,10 +379,8 @@ __all__ = [
     "images_to_check",
     "merge_model",
     "not_newer_reason",
-    "orchestration_problem",
     "orphan_stopped",
     "preflight",
     "released_claim",
     "replaced_problem",
-    "upgrade_mode_problem",
 ]

@@ -171,6 +171,10 @@ class FleetView:
     instances: tuple[InstanceView, ...]
     orchestration_mode: str = "Uniform"
     upgrade_mode: str = "Manual"
+    # Whether each instance's ``latest_model_applied`` was read from ARM (Uniform: the scale set VM's
+    # latestModelApplied). False for Flexible VMs, whose REST shape has no such property: the service
+    # then takes the reading from the rollout's records (``rollout.orchestration.with_recorded_models``).
+    model_applied_reported: bool = True
 
     def by_id(self) -> dict[str, InstanceView]:
         return {i.instance_id: i for i in self.instances}
@@ -209,6 +213,11 @@ class Rollout:
     # rollout, from whatever model the scale set had then (the release, a hand edit): a rollback moves
     # such an instance back when it is not on the restored baseline. () = not recorded (older rows).
     known_ids: tuple[str, ...] = ()
+    # Instances whose last upgrade call is not known to have reached ARM. Where the scale set does not
+    # report latestModelApplied (Flexible), every upgrade is saved here with its decision and leaves once
+    # its call has reached ARM (two-phase: ``rollout.orchestration.decide_with_records``); elsewhere only
+    # calls that did not reach ARM (throttled, refused, fenced) are kept here. () = none.
+    unsent_ids: tuple[str, ...] = ()
     unhealthy_streak: int = 0
     # Where ``resume`` returns a Paused rollout to (the phase it was paused in); set only while Paused.
     resume_to: Phase | None = None

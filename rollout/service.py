@@ -57,6 +57,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+from rollout.orchestration import decide_with_records, unsent_after
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
     MAX_COMMIT_RECORDS,
@@ -524,7 +525,7 @@ class RolloutService:
         issues the canary at once). A model write ARM refuses for good ends the loop in ``_refused``."""
         step = _Step(Outcome(OutcomeStatus.IDLE, rollout.reason, rollout.id, rollout.phase), rollout)
         for n in range(steps):
-            step = self._commit(rollout, machine.decide(rollout, fleet, self.policy, self.clock.now()))
+            step = self._commit(rollout, decide_with_records(rollout, fleet, self.policy, self.clock.now()))
             if step.refused is not None:
                 return self._refused(step.rollout, *step.refused)
             if not step.ok or step.rollout.phase.is_terminal or n + 1 == steps or not step.wrote_model:
@@ -551,7 +552,7 @@ class RolloutService:
             except PortError:
                 break
             rollout = step.rollout
-            step = self._commit(rollout, machine.decide(rollout, fleet, self.policy, self.clock.now()))
+            step = self._commit(rollout, decide_with_records(rollout, fleet, self.policy, self.clock.now()))
             if step.refused is None:
                 break
             rollout, (action, reason) = step.rollout, step.refused
@@ -588,6 +589,16 @@ class RolloutService:
             rollout = self._confirm_reimage(rollout)
         if any(isinstance(a, _ARM_WRITES) for a in sent):
             self._record_late_writes(decided, [a for a in sent if isinstance(a, _ARM_WRITES)])
+        unsent = unsent_after(
+            rollout.unsent_ids,
+            (a.instance_ids for a in sent if isinstance(a, UpgradeInstances)),
+            (a.instance_ids for a in actions if isinstance(a, UpgradeInstances) and a not in sent),
+        )
+        if unsent != rollout.unsent_ids and not failed:
+            # Upgrades that reached ARM leave unsent_ids (saved there with the decision where ARM does
+            # not report the latest model: rollout.orchestration): the records may count them as moved.
+            with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # kept: they are sent again
+                _, (rollout,) = self.store.commit(None, [rollout.evolve(unsent_ids=unsent)])
         if failed:
             # The call did not reach ARM (throttled, refused): clear batch_started_at so a later
             # tick re-issues an upgrade without waiting for upgrade_retry_seconds, but not before
@@ -598,7 +609,11 @@ class RolloutService:
             if any(isinstance(a, ReimageInstances) for a in actions if a not in sent):
                 changes["reimage_requested_at"] = None
             retry = rollout.evolve(
-                batch_started_at=None, hold_until=hold, reason=_clip(f"{rollout.reason}; {failed}"), **changes
+                batch_started_at=None,
+                unsent_ids=unsent,
+                hold_until=hold,
+                reason=_clip(f"{rollout.reason}; {failed}"),
+                **changes,
             )
             with contextlib.suppress(ConcurrencyError, RecordTooLargeError):  # a newer tick decides afresh anyway
                 _, (rollout,) = self.store.commit(None, [retry])

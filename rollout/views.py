@@ -115,8 +115,12 @@ def target_json(t: TargetRecord | None) -> dict[str, Any] | None:
 
 
 def fleet_json(fleet: FleetView) -> dict[str, Any]:
-    """The scale set as the controller sees it: per instance, the model, health and why."""
+    """The scale set as the controller sees it: per instance, the model, health and why.
+
+    Where ARM does not report whether an instance runs the latest model (Flexible orchestration), the
+    view says null rather than a guess: only a rollout's records know (docs/design.md)."""
     healths = {v.instance_id: assess_instance(v) for v in fleet.instances}
+    reported = fleet.model_applied_reported
     return {
         "provisioningState": fleet.provisioning_state,
         "orchestrationMode": fleet.orchestration_mode,
@@ -124,13 +128,13 @@ def fleet_json(fleet: FleetView) -> dict[str, Any]:
         "model": model_json(fleet.model),
         "summary": {
             "instances": len(fleet.instances),
-            "onLatestModel": sum(v.latest_model_applied for v in fleet.instances),
+            "onLatestModel": sum(v.latest_model_applied for v in fleet.instances) if reported else None,
             **{h.value.lower(): sum(1 for x in healths.values() if x is h) for h in Health},
         },
         "instances": [
             {
                 "instanceId": v.instance_id,
-                "latestModelApplied": v.latest_model_applied,
+                "latestModelApplied": v.latest_model_applied if reported else None,
                 "provisioningState": v.provisioning_state,
                 "extensionStatus": v.extension_status,
                 "vmHealth": v.vm_health,

@@ -36,6 +36,12 @@ from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScale
 
 TARGET = "rg:vmss"
 
+
+def _id_order(instance_id: str) -> tuple[int, int, str]:
+    """Instance ids in the decider's order: numbers (Uniform) first, then VM names (Flexible)."""
+    return (0, int(instance_id), "") if instance_id.isdigit() else (1, 0, instance_id)
+
+
 INVARIANTS = {
     "one-active": "at most one active rollout per target, and it is the one the target row names",
     "budget": "at most MAX_UNAVAILABLE healthy instances taken down by a rollout's forward upgrades",
@@ -533,7 +539,7 @@ class Oracle:
         self.log.append(f"{host}: {call}({', '.join(args[0])}) for {self._call_rollout} [{self._purpose}]")
         budget = self.world.policy.calculate_max_unavailable(len(ss.instances))
         mine = {i: why for i, (why, rid) in self.down.items() if rid == self._call_rollout}
-        forward = sorted((i for i, why in mine.items() if why == "forward"), key=int)
+        forward = sorted((i for i, why in mine.items() if why == "forward"), key=_id_order)
         if len(forward) > budget:
             self.fail(
                 "budget",
@@ -545,7 +551,8 @@ class Oracle:
             self.fail(
                 "rollback-budget",
                 f"host {host}: {call} left {len(mine)} healthy instances taken down by rollout {self._call_rollout} "
-                f"({', '.join(sorted(mine, key=int))}) with a budget of {budget} for {len(ss.instances)} instances",
+                f"({', '.join(sorted(mine, key=_id_order))}) with a budget of {budget} "
+                f"for {len(ss.instances)} instances",
             )
 
     def _refresh(self) -> None:
@@ -596,7 +603,7 @@ class Oracle:
         no instance on the release."""
         ss = self.world.scale_set
         if r.phase is Phase.SUCCEEDED:
-            off = sorted((i for i in ss.instances if not r.desired.matches(self.runs(i))), key=int)
+            off = sorted((i for i in ss.instances if not r.desired.matches(self.runs(i))), key=_id_order)
             if off:
                 runs = {i: "/".join(_model_key(self.runs(i))) for i in off}
                 self.fail("succeeded-fleet", f"{r.id} Succeeded but {when} {runs} are not on the release")
@@ -617,7 +624,7 @@ class Oracle:
                         else r.desired.matches(self.runs(i))
                     )
                 ),
-                key=int,
+                key=_id_order,
             )
             if off:
                 runs = {i: "/".join(_model_key(self.runs(i))) for i in off}
@@ -626,7 +633,7 @@ class Oracle:
             if self.world.policy.rollback_reimage and r.release.kind is ReleaseKind.SCRIPT:
                 # ROLLBACK_REIMAGE: every instance the release ran on gets a fresh disk before RolledBack.
                 script = release_of(ModelSpec(extension=r.desired.extension))
-                dirty = sorted((i for i, inst in ss.instances.items() if script in inst.leftovers), key=int)
+                dirty = sorted((i for i, inst in ss.instances.items() if script in inst.leftovers), key=_id_order)
                 if dirty:
                     self.fail(
                         "rolledback-fleet",

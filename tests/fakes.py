@@ -125,10 +125,18 @@ class FakeScaleSet:
     fail_next_writes: list[Exception] = field(default_factory=list)  # raised by the next write calls, in order
     fail_next_observe: int = 0  # the next N observe() calls raise TransientError
     model_version: int = 0
+    # Flexible orchestration (``orchestration_mode="Flexible"``), as the ARM emulator has it: instance
+    # ids are VM names ("vmss_<8 hex>", not in numeric order), and ``flexible_model_applied`` says
+    # whether the VM list reports latestModelApplied ("in_vm_list") or not ("absent", the REST spec's
+    # VirtualMachine shape: the adapter then reports ``model_applied_reported=False``).
+    flexible_model_applied: str = "absent"
+    vm_name_prefix: str = "vmss"
+    created: int = 0  # instances ever created: the next VM name's sequence number
 
     def __post_init__(self) -> None:
-        for i in range(self.size):
-            self.instances[str(i)] = FakeInstance(str(i), applied=self.model)
+        for _ in range(self.size):
+            iid = self._new_id()
+            self.instances[iid] = FakeInstance(iid, applied=self.model)
         if self.model.image_id:
             self.images.add(self.model.image_id)
 
@@ -218,12 +226,26 @@ class FakeScaleSet:
             inst.pending = inst.applied if self.apply_model_at == "call" else None
 
     # fleet changes from outside the rollout ----------------------------------------------------------
+    @property
+    def flexible(self) -> bool:
+        return self.orchestration_mode.lower() == "flexible"
+
+    def _new_id(self) -> str:
+        """The next instance id: "0", "1", ... (Uniform) or a VM name (Flexible), never reused."""
+        seq = self.created
+        self.created += 1
+        if self.flexible:
+            # A name like Azure's "<prefix>_<8 hex>", scrambled so name order is not creation order.
+            return f"{self.vm_name_prefix}_{(seq * 2654435761 + 0x1F2E3D) % 2**32:08x}"
+        return str(seq)
+
     def scale_out(self, count: int = 1) -> list[str]:
         """New instances, created from the model as it is now (they take it whatever a rollout does)."""
-        start = max((int(i) for i in self.instances), default=-1) + 1
+        if not self.flexible:
+            self.created = max([self.created, *(int(i) + 1 for i in self.instances)])
         added = []
-        for n in range(count):
-            iid = str(start + n)
+        for _ in range(count):
+            iid = self._new_id()
             inst = FakeInstance(iid, applied=self.model, provisioning_state="Creating", model_version=-1)
             inst.remaining_observations = max(1, self.upgrade_observations)
             inst.pending = self.model
@@ -317,17 +339,20 @@ class FakeScaleSet:
         return _public(inst.applied) == _public(self.model)
 
     def _view(self) -> FleetView:
+        # Flexible VMs carry no latestModelApplied unless the switch says the list reports it; the
+        # adapter then reads them as latest and says it did not read it (AzureCompute._observe_flexible).
+        reported = not self.flexible or self.flexible_model_applied == "in_vm_list"
         views = tuple(
             InstanceView(
                 instance_id=inst.instance_id,
-                latest_model_applied=self._latest(inst),
+                latest_model_applied=self._latest(inst) if reported else True,
                 provisioning_state=inst.provisioning_state,
                 power_state="running",
                 extension_status="Transitioning" if inst.provisioning_state == "Updating" else inst.extension_status,
                 extension_message=inst.extension_message,
-                private_ip=f"10.0.0.{int(inst.instance_id) + 4}",
+                private_ip=f"10.0.1.{n + 4}" if self.flexible else f"10.0.0.{int(inst.instance_id) + 4}",
             )
-            for inst in self.instances.values()
+            for n, inst in enumerate(self.instances.values())
         )
         ext = self.model.extension
         if ext is not None:
@@ -342,6 +367,7 @@ class FakeScaleSet:
             instances=views,
             orchestration_mode=self.orchestration_mode,
             upgrade_mode=self.upgrade_mode,
+            model_applied_reported=reported,
         )
 
 

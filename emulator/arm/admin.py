@@ -72,6 +72,7 @@ class AdminApi:
             "reads_throttled": e.reads_throttled,
             "model_applied": e.model_applied,
             "upgrade_while_updating": e.upgrade_while_updating,
+            "flexible_model_applied": e.flexible_model_applied,
             "readable_scopes": None if e.readable_scopes is None else list(e.readable_scopes),
         }
 
@@ -92,9 +93,11 @@ class AdminApi:
                 None if r is None else float(r.get("capacity", 250)),
                 25.0 if r is None else float(r.get("per_second", 25)),
             )
-        if "model_applied" in body or "upgrade_while_updating" in body:
+        if "model_applied" in body or "upgrade_while_updating" in body or "flexible_model_applied" in body:
             e.set_semantics(
-                model_applied=body.get("model_applied"), upgrade_while_updating=body.get("upgrade_while_updating")
+                model_applied=body.get("model_applied"),
+                upgrade_while_updating=body.get("upgrade_while_updating"),
+                flexible_model_applied=body.get("flexible_model_applied"),
             )
         if "readable_scopes" in body:
             e.set_readable_scopes(body["readable_scopes"])

@@ -28,6 +28,12 @@ ScaleSetHandler = Callable[[ScaleSet, Request, re.Match[str]], Answer]
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _VMSS = _SUB + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/virtualMachineScaleSets/(?P<name>[^/]+)"
 _VM = r"/virtualmachines/(?P<vm>[^/]+)"
+_RG = _SUB + r"/resourceGroups/(?P<rg>[^/]+)/providers"
+# VirtualMachines_List's one allowed $filter (ComputeRP.json 2026-04-01: "Allowed value is
+# 'virtualMachineScaleSet/id' eq /subscriptions/{subId}/resourceGroups/{resourceGroupName}/providers/
+# Microsoft.Compute/virtualMachineScaleSets/{vmssName}'"), with the id quoted or, as the spec writes it,
+# with only its closing quote.
+VM_SCALE_SET_FILTER = re.compile(r"^\s*'virtualMachineScaleSet/id'\s+eq\s+'?(?P<id>[^']+)'\s*$", re.IGNORECASE)
 
 # The $filter values the product's VM listings use, normalised (lower case, single spaces).
 VM_FILTERS: dict[str, Callable[[JSON], bool]] = {
@@ -58,6 +64,10 @@ class ArmApi:
             )
             .add("GET", IMAGE_ID.pattern.strip("^$"), self._image)
             .add("GET", _SUB + r"/providers/Microsoft\.Compute/virtualMachineScaleSets/?", self._list_all_scale_sets)
+            .add("GET", _RG + r"/Microsoft\.Compute/virtualMachines", self._list_flexible_vms)
+            .add("*", _RG + r"/Microsoft\.Compute/virtualMachines/(?P<vm>[^/]+)(?P<rest>/.*)?", self._flexible_vm)
+            .add("GET", _RG + r"/Microsoft\.Network/networkInterfaces", self._list_rg_nics)
+            .add("GET", _RG + r"/Microsoft\.Network/networkInterfaces/(?P<nic>[^/]+)", self._get_rg_nic)
             .add("*", _VMSS + r"(?P<rest>/.*)?", self._scale_set_request)
         )
         # Paths below a scale set ("" = the scale set); PUT "" creates, so it needs no existing one.
@@ -158,6 +168,16 @@ class ArmApi:
         if found is None:
             raise no_route(req.method, req.path)
         handler, sub_match = found
+        if scale_set.flexible and re.match(r"/(virtualmachines|networkinterfaces)(/|$)", rest, re.IGNORECASE):
+            # A Flexible scale set's instances are standalone VMs with standalone NICs, reached through
+            # the VM and NIC APIs; the scale set VM APIs are Uniform's (orchestration-modes-api-comparison.md).
+            # The emulator refuses them so that a client using them on a Flexible scale set shows.
+            raise ArmError(
+                400,
+                "OperationNotAllowed",
+                f"'{scale_set.name}' uses Flexible orchestration: its virtual machines are "
+                "Microsoft.Compute/virtualMachines resources; use the virtual machine APIs.",
+            )
         return handler(scale_set, req, sub_match)
 
     def _locked(self, fn: Callable[[ScaleSet], JSON], scale_set: ScaleSet) -> JSON:
@@ -233,6 +253,94 @@ class ArmApi:
             for vm in vms:
                 vm["properties"]["instanceView"] = {"statuses": vm["properties"]["instanceView"]["statuses"]}
         return 200, {}, self._page([vm for vm in vms if predicate(vm)], req)
+
+    # -- Flexible orchestration: standalone VMs and NICs of the resource group ------------------------------
+    def _check_subscription(self, req: Request, m: re.Match[str]) -> None:
+        if m["sub"].lower() != self._emu.subscription_id.lower():
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{m['sub']}' could not be found.")
+        _require_api_version(req.query)
+
+    def _flex_vm_json(self, scale_set: ScaleSet, inst: Instance, *, instance_view: bool) -> JSON:
+        with self._fleet.lock:
+            latest: bool | None = None
+            if self._emu.semantics.flexible_model_applied == "in_vm_list":
+                latest = self._emu.semantics.latest(scale_set, inst)
+            return render.flex_vm_json(
+                scale_set, inst, self._emu.subscription_id, latest=latest, instance_view=instance_view
+            )
+
+    def _list_flexible_vms(self, req: Request, m: re.Match[str]) -> Answer:
+        """VirtualMachines_List: the resource group's VMs (here: Flexible scale sets' instances), with
+        ``$filter`` on the scale set and ``$expand=instanceView``, which the spec allows only with a
+        valid ``$filter``. Paged like every list."""
+        self._check_subscription(req, m)
+        expand, flt = req.query.get("$expand", ""), req.query.get("$filter", "")
+        if expand and expand.lower() != "instanceview":
+            raise ArmError(400, "InvalidParameter", f"The value '{expand}' of $expand is not supported.")
+        wanted: str | None = None
+        if flt:
+            found = VM_SCALE_SET_FILTER.match(flt)
+            if found is None:
+                raise ArmError(400, "InvalidParameter", f"The $filter '{flt}' is not supported.")
+            wanted = found["id"].strip().lower()
+        elif expand:
+            raise ArmError(
+                400, "InvalidParameter", "$expand=instanceView can only be specified with a valid $filter option."
+            )
+        sub = self._emu.subscription_id
+        with self._fleet.lock:
+            members = [
+                (s, i)
+                for s in self._fleet.flexible_sets_in(m["rg"])
+                if wanted is None or render.vmss_id(sub, s.resource_group, s.name).lower() == wanted
+                for i in s.instances_in_order()
+            ]
+        vms = [self._flex_vm_json(s, i, instance_view=bool(expand)) for s, i in members]
+        return 200, {}, self._page(vms, req)
+
+    def _flexible_vm(self, req: Request, m: re.Match[str]) -> Answer:
+        """One Flexible VM: GET (``$expand=instanceView``), GET instanceView, POST reimage."""
+        self._check_subscription(req, m)
+        scale_set, inst = self._fleet.flexible_vm(m["rg"], m["vm"])
+        rest = (m["rest"] or "").rstrip("/").lower()
+        if req.method == "GET" and rest == "":
+            expand = req.query.get("$expand", "").lower() == "instanceview"
+            return 200, {}, self._flex_vm_json(scale_set, inst, instance_view=expand)
+        if req.method == "GET" and rest == "/instanceview":
+            with self._fleet.lock:
+                return 200, {}, render.flex_vm_instance_view(scale_set, inst)
+        if req.method == "POST" and rest == "/reimage":
+            # VirtualMachines_Reimage: the Flexible alternative to the scale set's reimage
+            # (orchestration-modes-api-comparison.md); it spends the scale set's write budget like the
+            # scale-set-wide calls (the emulator's choice: Compute's per-VM limits are not modelled).
+            return self._upgrade(scale_set, [inst.instance_id], reimage=True)
+        raise no_route(req.method, req.path)
+
+    def _list_rg_nics(self, req: Request, m: re.Match[str]) -> Answer:
+        """NetworkInterfaces_List of a resource group: the Flexible VMs' standalone NICs (a Uniform
+        scale set's NICs are listed under the scale set, not here)."""
+        self._check_subscription(req, m)
+        sub = self._emu.subscription_id
+        with self._fleet.lock:
+            nics = [
+                render.nic_json(s, i, sub)
+                for s in self._fleet.flexible_sets_in(m["rg"])
+                for i in s.instances_in_order()
+            ]
+        return 200, {}, self._page(nics, req)
+
+    def _get_rg_nic(self, req: Request, m: re.Match[str]) -> Answer:
+        self._check_subscription(req, m)
+        sub = self._emu.subscription_id
+        with self._fleet.lock:
+            for s in self._fleet.flexible_sets_in(m["rg"]):
+                for i in s.instances_in_order():
+                    nic = render.nic_json(s, i, sub)
+                    if nic["name"].lower() == m["nic"].lower():
+                        return 200, {}, nic
+        raise ArmError(
+            404, "NotFound", f"Resource Microsoft.Network/networkInterfaces/{m['nic']} not found in {m['rg']}."
+        )
 
     def _list_nics(self, scale_set: ScaleSet, req: Request, m: re.Match[str]) -> Answer:
         with self._fleet.lock:

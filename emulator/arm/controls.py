@@ -124,10 +124,21 @@ class ArmControls:
     model_applied = _ReadOnly[str]("semantics", "model_applied")  # "content" | "version"
     upgrade_while_updating = _ReadOnly[str]("semantics", "upgrade_while_updating")  # "accept" | "conflict"
     key_vault_reference_in_answers = _ReadOnly[bool]("semantics", "key_vault_reference_in_answers")
+    flexible_model_applied = _ReadOnly[str]("semantics", "flexible_model_applied")  # "absent" | "in_vm_list"
 
-    def set_semantics(self, *, model_applied: str | None = None, upgrade_while_updating: str | None = None) -> None:
+    def set_semantics(
+        self,
+        *,
+        model_applied: str | None = None,
+        upgrade_while_updating: str | None = None,
+        flexible_model_applied: str | None = None,
+    ) -> None:
         """Pick an alternative for each undocumented ARM behaviour (``semantics``, docs/emulator.md)."""
-        self.semantics.choose(model_applied=model_applied, upgrade_while_updating=upgrade_while_updating)
+        self.semantics.choose(
+            model_applied=model_applied,
+            upgrade_while_updating=upgrade_while_updating,
+            flexible_model_applied=flexible_model_applied,
+        )
 
     def set_key_vault_reference_visible(self, visible: bool) -> None:
         """See ``key_vault_reference_in_answers``."""

@@ -67,6 +67,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         readable_scopes: Sequence[str] | None = None,
         read_limit: tuple[float, float] | None = None,
         region: str = "westeurope",
+        flexible_model_applied: str = "absent",
     ) -> None:
         self.host, self.port, self.token = host, port, token
         self.subscription_id = subscription_id
@@ -80,7 +81,11 @@ class ArmEmulator(ArmControls, Lifecycle):
         self.reads = ReadBuckets(None if read_limit is None else ReadLimit(*read_limit))
         self.region = region
         self.semantics = Semantics()
-        self.set_semantics(model_applied=model_applied, upgrade_while_updating=upgrade_while_updating)
+        self.set_semantics(
+            model_applied=model_applied,
+            upgrade_while_updating=upgrade_while_updating,
+            flexible_model_applied=flexible_model_applied,
+        )
         self.fleet = Fleet(address_base)
         self.access = ImageAccess(self.fleet.lock, readable_scopes)
         self.operations = OperationRunner(self.fleet, self.semantics, workers)

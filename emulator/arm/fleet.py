@@ -12,11 +12,12 @@ is tried.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from emulator.arm.model import VMSS_TYPE, ArmError, Instance, ScaleSet
+from emulator.arm.model import VM_TYPE, VMSS_TYPE, ArmError, Instance, ScaleSet
 
 
 class Fleet:
@@ -63,6 +64,8 @@ class Fleet:
     @staticmethod
     def get_instance(scale_set: ScaleSet, instance_id: str) -> Instance:
         inst = scale_set.instances.get(instance_id)
+        if inst is None and scale_set.flexible:  # VM names are case-insensitive in ARM
+            inst = next((i for n, i in scale_set.instances.items() if n.lower() == instance_id.lower()), None)
         if inst is None:
             raise ArmError(
                 404,
@@ -85,12 +88,44 @@ class Fleet:
                 self._used_addresses.add(str(addr))
                 return str(addr)
 
+    def flexible_vm(self, resource_group: str, vm_name: str) -> tuple[ScaleSet, Instance]:
+        """The Flexible scale set VM ``vm_name`` of ``resource_group``, or ARM's 404 ResourceNotFound."""
+        with self.lock:
+            for scale_set in self._scale_sets.values():
+                if scale_set.flexible and scale_set.resource_group.lower() == resource_group.lower():
+                    for name, inst in scale_set.instances.items():
+                        if name.lower() == vm_name.lower():
+                            return scale_set, inst
+        raise ArmError(
+            404,
+            "ResourceNotFound",
+            f"The Resource '{VM_TYPE}/{vm_name}' under resource group '{resource_group}' was not found. "
+            "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+        )
+
+    def flexible_sets_in(self, resource_group: str) -> list[ScaleSet]:
+        with self.lock:
+            return [
+                s
+                for s in self._scale_sets.values()
+                if s.flexible and s.resource_group.lower() == resource_group.lower()
+            ]
+
     def start_instance(self, scale_set: ScaleSet, *, provisioning: bool) -> Instance:
         """A new instance on the scale set's current model, its runtime started on a free address;
-        ``provisioning``: it still has to run the model's extension, so it shows "Creating" at once."""
+        ``provisioning``: it still has to run the model's extension, so it shows "Creating" at once.
+
+        Its id is the next number (Uniform) or, for a Flexible scale set, a VM name made as Azure makes
+        them for instances it creates from the profile: the scale set's name and a unique suffix
+        (MicrosoftDocs/azure-docs, flexible-virtual-machine-scale-sets-migration-resources.md, "Instance
+        naming": "you provide a prefix, and Azure appends a unique number to the end of the name")."""
         with self.lock:
-            instance_id = str(scale_set.next_id)
+            seq = scale_set.next_id
             scale_set.next_id += 1
+            instance_id = str(seq)
+            if scale_set.flexible:
+                digest = hashlib.sha256(f"{scale_set.unique_id}:{seq}".encode()).hexdigest()[:8]
+                instance_id = f"{scale_set.name}_{digest}"
             model = scale_set.model
         last_error: OSError | None = None
         for _attempt in range(20):
@@ -105,7 +140,7 @@ class Fleet:
             break
         else:
             raise RuntimeError(f"could not bind an instance address: {last_error}")
-        inst = Instance(instance_id, address, runtime, applied=model)
+        inst = Instance(instance_id, address, runtime, applied=model, seq=seq)
         with self.lock:
             scale_set.instances[instance_id] = inst
             if provisioning:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 API_VERSION = "2026-04-01"
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
+VM_TYPE = "Microsoft.Compute/virtualMachines"  # a Flexible scale set's instances are standalone VMs
 CUSTOM_SCRIPT = ("Microsoft.Azure.Extensions", "CustomScript", "2.1")
 DEFAULT_IMAGE = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
 
@@ -193,6 +194,8 @@ class Instance:
     vm_health: str | None = None  # None: no application health extension reported
     changed: datetime = field(default_factory=now)
     upgrades: int = 0  # applies actually started (tests: "no instance upgraded twice")
+    seq: int = 0  # creation order within the scale set (Flexible instance ids are names, not numbers)
+    created: datetime = field(default_factory=now)
 
     def begin_work(self, provisioning_state: str) -> None:
         """The instance starts an apply: Updating/Creating, its extension transitioning."""
@@ -230,8 +233,14 @@ class ScaleSet:
     sku_name: str = "Standard_B1s"
     tags: dict[str, str] = field(default_factory=dict)  # the resource's tags (tag discovery reads them)
 
+    @property
+    def flexible(self) -> bool:
+        """Flexible orchestration: instances are ``Microsoft.Compute/virtualMachines`` named
+        ``<scale set>_<8 hex>``, listed by ``VirtualMachines_List`` (``api``, ``render.flex_vm_json``)."""
+        return self.orchestration_mode.lower() == "flexible"
+
     def instances_in_order(self) -> list[Instance]:
-        return sorted(self.instances.values(), key=lambda i: int(i.instance_id))
+        return sorted(self.instances.values(), key=lambda i: i.seq)
 
     def find_extension(self, name: str) -> Extension | None:
         return next((e for e in self.model.extensions if e.name.lower() == name.lower()), None)

@@ -90,7 +90,7 @@ class OperationRunner:
         with self._fleet.lock:
             insts = [self._fleet.get_instance(scale_set, i) for i in ids]
             model = scale_set.model
-            busy = sorted((inst.instance_id for inst in insts if inst.updating), key=int)
+            busy = [inst.instance_id for inst in sorted(insts, key=lambda i: i.seq) if inst.updating]
             if busy and not reimage and self._semantics.upgrade_while_updating == "conflict":
                 # The "conflict" alternative (undocumented in Azure, see docs/emulator.md): the whole
                 # call is refused and nothing starts.

@@ -20,6 +20,7 @@ from emulator.arm.model import (
     DEFAULT_IMAGE,
     EXTENSION_EXTRA_PROPERTIES,
     JSON,
+    VM_TYPE,
     VMSS_TYPE,
     ArmError,
     Extension,
@@ -44,8 +45,25 @@ def subnet_id(subscription_id: str, scale_set: ScaleSet) -> str:
 
 
 def nic_id(subscription_id: str, scale_set: ScaleSet, inst: Instance) -> str:
+    if scale_set.flexible:
+        # A Flexible VM's NIC is a standalone resource of the resource group, named after the VM and
+        # the profile's NIC configuration ("nic").
+        return (
+            f"/subscriptions/{subscription_id}/resourceGroups/{scale_set.resource_group}/providers/"
+            f"Microsoft.Network/networkInterfaces/{inst.instance_id}-nic"
+        )
     scale_set_id = vmss_id(subscription_id, scale_set.resource_group, scale_set.name)
     return f"{scale_set_id}/virtualMachines/{inst.instance_id}/networkInterfaces/nic"
+
+
+def vm_id(subscription_id: str, scale_set: ScaleSet, inst: Instance) -> str:
+    """The VM's resource id: a scale set VM (Uniform) or a standalone VM (Flexible)."""
+    if scale_set.flexible:
+        return (
+            f"/subscriptions/{subscription_id}/resourceGroups/{scale_set.resource_group}/providers/"
+            f"{VM_TYPE}/{inst.instance_id}"
+        )
+    return f"{vmss_id(subscription_id, scale_set.resource_group, scale_set.name)}/virtualMachines/{inst.instance_id}"
 
 
 def image_reference(image_id: str | None) -> JSON:
@@ -53,7 +71,7 @@ def image_reference(image_id: str | None) -> JSON:
 
 
 def computer_name(scale_set: ScaleSet, inst: Instance) -> str:
-    return f"{scale_set.name[:9]}{int(inst.instance_id):06x}"
+    return f"{scale_set.name[:9]}{inst.seq:06x}"
 
 
 def extension_json(
@@ -109,6 +127,11 @@ def vmss_json(scale_set: ScaleSet, subscription_id: str, *, key_vault_reference:
             ],
         },
     }
+    if scale_set.flexible:
+        # A Flexible scale set's profile creates standalone NICs: it names the network API version
+        # (VirtualMachineScaleSetNetworkProfile.networkApiVersion, "specifies the Microsoft.Network API
+        # version used when creating networking resources in the Network Interface Configurations").
+        vm_profile["networkProfile"]["networkApiVersion"] = "2020-11-01"
     if model.extensions:
         vm_profile["extensionProfile"] = {
             "extensions": [
@@ -125,12 +148,15 @@ def vmss_json(scale_set: ScaleSet, subscription_id: str, *, key_vault_reference:
         **tags,
         "sku": {"name": scale_set.sku_name, "tier": "Standard", "capacity": len(scale_set.instances)},
         "properties": {
-            "singlePlacementGroup": True,
+            # Flexible: singlePlacementGroup false and a fault domain count, no overprovisioning
+            # (flexible-virtual-machine-scale-sets-migration-resources.md, "Update Uniform scale sets
+            # deployment templates").
+            "singlePlacementGroup": not scale_set.flexible,
+            **({"platformFaultDomainCount": 1} if scale_set.flexible else {"overprovision": False}),
             "orchestrationMode": scale_set.orchestration_mode,
             "upgradePolicy": {"mode": scale_set.upgrade_mode},
             "virtualMachineProfile": vm_profile,
             "provisioningState": "Succeeded",
-            "overprovision": False,
             "uniqueId": scale_set.unique_id,
             "timeCreated": scale_set.created.isoformat(),
         },
@@ -221,8 +247,8 @@ def vm_instance_view(scale_set: ScaleSet, inst: Instance) -> JSON:
         "time": inst.changed.isoformat(),
     }
     view: JSON = {
-        "platformUpdateDomain": int(inst.instance_id) % 5,
-        "platformFaultDomain": int(inst.instance_id) % 3,
+        "platformUpdateDomain": inst.seq % 5,
+        "platformFaultDomain": inst.seq % 3,
         "computerName": computer_name(scale_set, inst),
         "osName": "ubuntu",
         "osVersion": "24.04",
@@ -303,10 +329,79 @@ def vm_json(scale_set: ScaleSet, inst: Instance, subscription_id: str, *, latest
     return out
 
 
+def flex_vm_instance_view(scale_set: ScaleSet, inst: Instance) -> JSON:
+    """VirtualMachineInstanceView of a Flexible scale set's VM: the scale set VM's view without the
+    update domain (update domains are deprecated in Flexible orchestration,
+    flexible-virtual-machine-scale-sets-migration-resources.md)."""
+    view = vm_instance_view(scale_set, inst)
+    view.pop("platformUpdateDomain", None)
+    return view
+
+
+def flex_vm_json(
+    scale_set: ScaleSet, inst: Instance, subscription_id: str, *, latest: bool | None, instance_view: bool
+) -> JSON:
+    """VirtualMachine (VirtualMachines_List / _Get) of a Flexible scale set's instance: a standalone VM
+    naming its scale set in ``properties.virtualMachineScaleSet.id``. ``latest`` is None unless the
+    "in_vm_list" alternative of ``semantics.flexible_model_applied`` puts a latestModelApplied in."""
+    props: JSON = {
+        "hardwareProfile": {"vmSize": scale_set.sku_name},
+        "storageProfile": {
+            "imageReference": image_reference(inst.applied.image_id),
+            "osDisk": {
+                "osType": "Linux",
+                "name": f"{inst.instance_id}_OsDisk_1",
+                "createOption": "FromImage",
+                "caching": "ReadWrite",
+            },
+        },
+        "osProfile": {"computerName": computer_name(scale_set, inst), "adminUsername": "azureuser"},
+        "networkProfile": {
+            "networkInterfaces": [{"id": nic_id(subscription_id, scale_set, inst), "properties": {"primary": True}}]
+        },
+        "virtualMachineScaleSet": {"id": vmss_id(subscription_id, scale_set.resource_group, scale_set.name)},
+        "provisioningState": inst.provisioning_state,
+        "vmId": inst.vm_id,
+        "platformFaultDomain": inst.seq % 3,
+        "timeCreated": inst.created.isoformat(),
+    }
+    if latest is not None:
+        props["latestModelApplied"] = latest
+    if instance_view:
+        props["instanceView"] = flex_vm_instance_view(scale_set, inst)
+    own_id = vm_id(subscription_id, scale_set, inst)
+    out: JSON = {
+        "id": own_id,
+        "name": inst.instance_id,
+        "type": VM_TYPE,
+        "location": scale_set.location,
+        "properties": props,
+    }
+    resources = [
+        {
+            "id": f"{own_id}/extensions/{e.name}",
+            "name": e.name,
+            "type": f"{VM_TYPE}/extensions",
+            "location": scale_set.location,
+            "properties": {
+                "publisher": e.publisher,
+                "type": e.type,
+                "typeHandlerVersion": e.type_handler_version,
+                "autoUpgradeMinorVersion": bool(e.auto_upgrade_minor_version),
+                "settings": copy.deepcopy(e.settings),
+                "provisioningState": "Failed" if inst.extension_state == "failed" else "Succeeded",
+            },
+        }
+        for e in inst.applied.extensions
+    ]
+    if resources:
+        out["resources"] = resources
+    return out
+
+
 def nic_json(scale_set: ScaleSet, inst: Instance, subscription_id: str) -> JSON:
     """NetworkInterface of a scale set instance (its loopback address is the private IP)."""
     nic = nic_id(subscription_id, scale_set, inst)
-    scale_set_id = vmss_id(subscription_id, scale_set.resource_group, scale_set.name)
     ip_props = {
         "privateIPAddress": inst.address,
         "privateIPAllocationMethod": "Dynamic",
@@ -317,13 +412,13 @@ def nic_json(scale_set: ScaleSet, inst: Instance, subscription_id: str) -> JSON:
     }
     return {
         "id": nic,
-        "name": "nic",
+        "name": nic.rsplit("/", 1)[-1],
         "location": scale_set.location,
         "properties": {
             "provisioningState": "Succeeded",
             "primary": True,
             "macAddress": "00-0D-3A-" + "-".join(f"{int(x):02X}" for x in inst.address.split(".")[1:]),
-            "virtualMachine": {"id": f"{scale_set_id}/virtualMachines/{inst.instance_id}"},
+            "virtualMachine": {"id": vm_id(subscription_id, scale_set, inst)},
             "ipConfigurations": [
                 {"id": f"{nic}/ipConfigurations/ipconfig", "name": "ipconfig", "properties": ip_props}
             ],

@@ -13,6 +13,11 @@ behaviours"): the product is tested under each alternative instead of the emulat
   neither readOnly nor secret, and Terraform's azurerm provider reads it back from GET
   (hashicorp/terraform-provider-azurerm, internal/services/compute/virtual_machine_scale_set_extension_resource.go)
   while it keeps protectedSettings from its own state because ARM does not return them. Default: returned.
+* ``flexible_model_applied``: whether a Flexible scale set's VMs say if they run the scale set's latest
+  model. "absent" (default): no; the REST shape of a VM (``VirtualMachineProperties``, ComputeRP.json
+  2026-04-01) has no ``latestModelApplied``, only a Uniform scale set VM's has. "in_vm_list": the
+  ``VirtualMachines_List`` items carry ``properties.latestModelApplied`` as a scale set VM does (outside
+  the spec; the alternative if Azure adds it). The product must be right under both.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from emulator.arm.model import Instance, ScaleSet
 
 MODEL_APPLIED = ("content", "version")
 UPGRADE_WHILE_UPDATING = ("accept", "conflict")
+FLEXIBLE_MODEL_APPLIED = ("absent", "in_vm_list")
 
 
 @dataclass
@@ -30,9 +36,22 @@ class Semantics:
     model_applied: str = "content"
     upgrade_while_updating: str = "accept"
     key_vault_reference_in_answers: bool = True
+    flexible_model_applied: str = "absent"
 
-    def choose(self, *, model_applied: str | None = None, upgrade_while_updating: str | None = None) -> None:
-        """Set either switch (None: unchanged); an unknown alternative is a ValueError."""
+    def choose(
+        self,
+        *,
+        model_applied: str | None = None,
+        upgrade_while_updating: str | None = None,
+        flexible_model_applied: str | None = None,
+    ) -> None:
+        """Set any switch (None: unchanged); an unknown alternative is a ValueError."""
+        if flexible_model_applied is not None:
+            if flexible_model_applied not in FLEXIBLE_MODEL_APPLIED:
+                raise ValueError(
+                    f"flexible_model_applied must be 'absent' or 'in_vm_list', not {flexible_model_applied!r}"
+                )
+            self.flexible_model_applied = flexible_model_applied
         if model_applied is not None:
             if model_applied not in MODEL_APPLIED:
                 raise ValueError(f"model_applied must be 'content' or 'version', not {model_applied!r}")

@@ -42,6 +42,16 @@ class ModelWrites:
         # Create through ARM: a synthetic scale set with sku.capacity instances.
         props = body.get("properties") or {}
         vmp = props.get("virtualMachineProfile") or {}
+        mode = str(props.get("orchestrationMode") or "Uniform")
+        policy = str((props.get("upgradePolicy") or {}).get("mode") or "Manual")
+        if mode.lower() == "flexible" and policy.lower() == "automatic":
+            # MicrosoftDocs/azure-docs articles/virtual-machine-scale-sets/virtual-machine-scale-sets-upgrade-policy.md:
+            # "Automatic upgrade policy is only available for Virtual Machine Scale Sets with Uniform Orchestration."
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Automatic upgrade policy is only available for Virtual Machine Scale Sets with Uniform orchestration.",
+            )
         created = emu.create_scale_set(
             rg,
             name,

@@ -3,8 +3,13 @@
 Design decisions
 ----------------
 * **Few, predictable calls.** ``observe`` is exactly one scale set GET, one paged VM list with
-  ``$expand=instanceView`` and one paged scale-set NIC listing, whatever the fleet size (docs/design.md,
+  ``$expand=instanceView`` and one paged NIC listing, whatever the fleet size (docs/design.md,
   "Layers": few ARM calls; Compute throttles per scale set). There is no per-instance GET anywhere.
+* **Both orchestration modes, one adapter.** The mode is read from the scale set. Uniform: the scale
+  set's VM list and NIC listing. Flexible: ``VirtualMachines_List`` of the resource group filtered by
+  the scale set, and the resource group's NIC list; instance ids are VM names, which ``manualupgrade``
+  takes as they are; a reimage is one ``VirtualMachines_Reimage`` per VM (docs/design.md,
+  "Flexible orchestration").
 * **Raw REST shapes in, domain values out.** The SDK 39 models are ``MutableMapping``s over the REST
   JSON; we read them through ``as_dict()`` so the mapping helpers below (``assess_*`` /
   ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
@@ -33,6 +38,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
@@ -213,11 +219,31 @@ def parse_private_ips(nics: Iterable[Json]) -> dict[str, str]:
     """The scale-set NIC listing -> {instance id: private IP of its primary NIC's primary IP config}.
 
     A VM with several NICs is listed once per NIC; the primary one wins, whatever the order."""
+    return _private_ips(
+        nics, lambda props, nic: parse_instance_id(_get(props, "virtualMachine", "id") or str(nic.get("id", "")))
+    )
+
+
+def parse_private_ips_by_vm(nics: Iterable[Json]) -> dict[str, str]:
+    """A resource group's NIC listing (``NetworkInterfaces_List``) -> {VM resource id, lower case:
+    private IP of its primary NIC's primary IP config}. NICs attached to no VM are left out.
+
+    Flexible scale set VMs are standalone VMs with standalone NICs: each NIC names its VM in
+    ``properties.virtualMachine.id`` (NetworkInterfacePropertiesFormat, azure-rest-api-specs
+    specification/network/resource-manager/.../networkInterface.json)."""
+
+    def owner(props: Json, nic: Json) -> str | None:
+        vm_id = _get(props, "virtualMachine", "id")
+        return str(vm_id).lower() if vm_id else None
+
+    return _private_ips(nics, owner)
+
+
+def _private_ips(nics: Iterable[Json], key: Callable[[Json, Json], str | None]) -> dict[str, str]:
     found: dict[str, tuple[bool, str]] = {}
     for nic in nics:
         props: Json = nic.get("properties") or {}
-        owner = _get(props, "virtualMachine", "id") or str(nic.get("id", ""))
-        instance_id = parse_instance_id(owner)
+        instance_id = key(props, nic)
         if instance_id is None:
             continue
         configs = list(props.get("ipConfigurations") or ())
@@ -284,6 +310,29 @@ def instance_view_from_vm(vm: Json, extension_name: str, private_ip: str | None)
         vm_health=azure_state_spelling(health[0]) if health else None,
         private_ip=private_ip,
     )
+
+
+def flexible_instance_view(vm: Json, extension_name: str, private_ip: str | None) -> InstanceView:
+    """One element of ``VirtualMachines_List`` (``$filter`` on the scale set, ``$expand=instanceView``)
+    -> InstanceView. The instance id is the VM's *name*: what ``manualupgrade`` takes for a Flexible
+    scale set (docs/design.md, "Flexible orchestration"). The instance view has the shape of a scale
+    set VM's (statuses, extensions, vmHealth), so the same reading applies.
+
+    ``VirtualMachineProperties`` has no ``latestModelApplied``: when an answer carries one anyway it is
+    used, else the reading is "latest" and ``FleetView.model_applied_reported`` says it was not read."""
+    view = instance_view_from_vm(vm, extension_name, private_ip)
+    latest = _get(vm, "properties", "latestModelApplied")
+    return replace(view, instance_id=str(vm.get("name") or view.instance_id), latest_model_applied=latest is not False)
+
+
+def flexible_vm_filter(scale_set_id: str) -> str:
+    """The ``$filter`` of ``VirtualMachines_List`` selecting a Flexible scale set's VMs: the allowed
+    value the REST spec names ("'virtualMachineScaleSet/id' eq /subscriptions/{subId}/resourceGroups/
+    {resourceGroupName}/providers/Microsoft.Compute/virtualMachineScaleSets/{vmssName}'", ComputeRP.json
+    2026-04-01), with the id quoted as MicrosoftDocs/azure-docs
+    articles/governance/resource-graph/concepts/arg-get-list-api.md ("List VMSS VM (Flex) with
+    InstanceView") writes it. A quote inside the id is doubled (OData string literal)."""
+    return "'virtualMachineScaleSet/id' eq '" + scale_set_id.replace("'", "''") + "'"
 
 
 def extension_body(spec: ExtensionSpec) -> dict[str, Any]:
@@ -424,7 +473,9 @@ class _DeadlineARMPolling(ARMPolling):
 
 
 class AzureCompute:
-    """``rollout.ports.Compute`` for one Uniform scale set."""
+    """``rollout.ports.Compute`` for one scale set, Uniform or Flexible (the mode read from the scale set).
+
+    Instance ids are what ``manualupgrade`` takes: the instance id (Uniform) or the VM name (Flexible)."""
 
     def __init__(
         self,
@@ -481,6 +532,7 @@ class AzureCompute:
         self._credential = credential
         self._client_kwargs = client_kwargs
         self._image_clients: dict[str, ComputeManagementClient] = {}
+        self._orchestration_mode: str | None = None  # from the last scale set GET
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -502,7 +554,10 @@ class AzureCompute:
     def observe(self) -> FleetView:
         # The scale set first: a 404 here is the clear "no such scale set" answer, before the lists.
         with _mapped_errors(f"GET scale set {self.vmss_name}"):
-            fleet = parse_fleet_model(self._get_scale_set(), self.extension_name)
+            vmss = self._get_scale_set()
+            fleet = parse_fleet_model(vmss, self.extension_name)
+        if _is_flexible(fleet):
+            return self._observe_flexible(fleet, str(vmss.get("id") or self._scale_set_id()))
         with _mapped_errors(f"list VMs of {self.vmss_name}"):
             vms = [
                 _as_json(vm)
@@ -527,6 +582,35 @@ class AzureCompute:
             orchestration_mode=fleet.orchestration_mode,
             upgrade_mode=fleet.upgrade_mode,
         )
+
+    def _observe_flexible(self, fleet: FleetView, scale_set_id: str) -> FleetView:
+        """A Flexible scale set: ONE paged ``VirtualMachines_List`` of the resource group filtered by the
+        scale set with ``$expand=instanceView``, and ONE paged ``NetworkInterfaces_List`` of the resource
+        group, joined on each NIC's ``virtualMachine.id`` (Flexible VMs and their NICs are standalone
+        resources: the scale set's VM and NIC listings are the Uniform APIs). Still three calls whatever
+        the fleet size; the NIC listing covers the whole resource group, so a group shared with many
+        other VMs makes it longer (docs/design.md, "Flexible orchestration")."""
+        with _mapped_errors(f"list VMs of {self.vmss_name}"):
+            vms = [
+                _as_json(vm)
+                for vm in self._compute.virtual_machines.list(
+                    self.resource_group, filter=flexible_vm_filter(scale_set_id), expand="instanceView"
+                )
+            ]
+        with _mapped_errors(f"list NICs of resource group {self.resource_group}"):
+            ips = parse_private_ips_by_vm(
+                _as_json(nic) for nic in self._network.network_interfaces.list(self.resource_group)
+            )
+        # The filter is the server's; a VM of another scale set in the answer would be upgraded by name.
+        own = scale_set_id.lower()
+        members = [vm for vm in vms if str(_get(vm, "properties", "virtualMachineScaleSet", "id") or "").lower() == own]
+        instances = tuple(
+            flexible_instance_view(vm, self.extension_name, ips.get(str(vm.get("id", "")).lower())) for vm in members
+        )
+        reported = bool(members) and all(
+            isinstance(_get(vm, "properties", "latestModelApplied"), bool) for vm in members
+        )
+        return replace(fleet, instances=instances, model_applied_reported=reported)
 
     def read_model(self) -> FleetView:
         with _mapped_errors(f"GET scale set {self.vmss_name}"):
@@ -581,14 +665,31 @@ class AzureCompute:
                 client.gallery_images.get(parts["rg"], parts["gallery"], parts["definition"])
 
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
+        # Both modes: one manualupgrade naming instance ids (Uniform) or VM names (Flexible), as
+        # articles/virtual-machine-scale-sets/virtual-machine-scale-sets-perform-manual-upgrades.md says.
         scale_sets = self._compute.virtual_machine_scale_sets
         body = compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs
         self._post_for_instances("manualupgrade", instance_ids, scale_sets.begin_update_instances, body)
 
     def reimage_instances(self, instance_ids: Sequence[str]) -> None:
+        if self._flexible():
+            self._reimage_flexible_vms(instance_ids)
+            return
         scale_sets = self._compute.virtual_machine_scale_sets
         body = compute_models.VirtualMachineScaleSetReimageParameters
         self._post_for_instances("reimage", instance_ids, scale_sets.begin_reimage, body)
+
+    def _reimage_flexible_vms(self, names: Sequence[str]) -> None:
+        """A Flexible scale set's VMs are reimaged one by one with ``VirtualMachines_Reimage``: the
+        Flexible alternative the orchestration-mode API comparison names for the scale set's reimage
+        (MicrosoftDocs/azure-docs articles/virtual-machine-scale-sets/orchestration-modes-api-comparison.md
+        @ 012ad308577ca7a4bcf96132a0e71b2819fa4a98, "Invoke Single VM API - Reimage"). A reimage is the
+        rare repair of an instance a release broke, so one call per VM is affordable; the first failure
+        stops the rest (raised, so the service records the reimage as not confirmed and sends it again)."""
+        for name in names:
+            with _mapped_errors(f"reimage VM {name} of {self.vmss_name}"):
+                # polling=False: the 202 is ARM's acceptance, as for the scale-set-wide calls.
+                self._compute.virtual_machines.begin_reimage(self.resource_group, str(name), polling=False)
 
     def _post_for_instances(
         self, verb: str, instance_ids: Sequence[str], begin: Callable[..., Any], body: Callable[[Any], Any]
@@ -618,7 +719,25 @@ class AzureCompute:
         return client
 
     def _get_scale_set(self) -> Json:
-        return _as_json(self._compute.virtual_machine_scale_sets.get(self.resource_group, self.vmss_name))
+        vmss = _as_json(self._compute.virtual_machine_scale_sets.get(self.resource_group, self.vmss_name))
+        # The orchestration mode is fixed when the scale set is created (MicrosoftDocs/azure-docs
+        # articles/virtual-machine-scale-sets/virtual-machine-scale-sets-orchestration-modes.md: "cannot be
+        # changed or updated later"), so the last one read holds for the writes that follow.
+        self._orchestration_mode = str(_get(vmss, "properties", "orchestrationMode") or "Uniform")
+        return vmss
+
+    def _flexible(self) -> bool:
+        """Whether the scale set is Flexible: from the last scale set GET, or one now."""
+        if self._orchestration_mode is None:
+            with _mapped_errors(f"GET scale set {self.vmss_name}"):
+                self._get_scale_set()
+        return str(self._orchestration_mode).lower() == "flexible"
+
+    def _scale_set_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.vmss_name}"
+        )
 
     def _bounded_polling(self, deadline: float) -> _DeadlineARMPolling:
         return _DeadlineARMPolling(
@@ -627,6 +746,10 @@ class AzureCompute:
             # What the generated begin_* methods pass to ARMPolling: the URL template's {endpoint}.
             path_format_arguments={"endpoint": self.arm_endpoint},
         )
+
+
+def _is_flexible(fleet: FleetView) -> bool:
+    return fleet.orchestration_mode.lower() == "flexible"
 
 
 def _as_json(model: Any) -> Json:
@@ -660,6 +783,8 @@ __all__ = [
     "azure_state_spelling",
     "credential_for",
     "extension_body",
+    "flexible_instance_view",
+    "flexible_vm_filter",
     "image_patch_body",
     "instance_view_from_vm",
     "parse_extension_spec",
@@ -667,5 +792,6 @@ __all__ = [
     "parse_image_id",
     "parse_instance_id",
     "parse_private_ips",
+    "parse_private_ips_by_vm",
     "port_error_from",
 ]

@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from rollout.model import ExtensionSpec, ModelSpec, Phase, Release
 from rollout.policy import RolloutPolicy
 from rollout.ports import ConflictError, TransientError
-from tests.chaos import INVARIANTS, TARGET, ChaosWorld, image_release, script_release
+from tests.chaos import INVARIANTS, TARGET, ChaosWorld, _id_order, image_release, script_release
 
 EXAMPLES = int(os.environ.get("CHAOS_EXAMPLES", "1000"))
 STEPS = int(os.environ.get("CHAOS_STEPS", "50"))
@@ -308,7 +308,7 @@ class ChaosMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 7))
     def scale_in(self, index: int) -> None:
         self._guard()
-        ids = sorted(self.w.scale_set.instances, key=int)
+        ids = sorted(self.w.scale_set.instances, key=_id_order)
         if len(ids) > 2:
             self.w.scale_set.scale_in([ids[index % len(ids)]])
         self.ok = True
@@ -316,7 +316,7 @@ class ChaosMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 7))
     def flip_health(self, index: int) -> None:
         self._guard()
-        ids = sorted(self.w.scale_set.instances, key=int)
+        ids = sorted(self.w.scale_set.instances, key=_id_order)
         inst = self.w.scale_set.instances[ids[index % len(ids)]]
         inst.forced_unhealthy = not inst.forced_unhealthy
         self.ok = True

@@ -252,7 +252,9 @@ def test_a_release_not_newer_than_the_stable_one_is_rejected() -> None:
     [
         ({"upgrade_mode": "Rolling"}, "upgrade policy is Rolling"),
         ({"upgrade_mode": "Automatic"}, "upgrade policy is Automatic"),
-        ({"orchestration_mode": "Flexible"}, "Flexible orchestration"),
+        ({"orchestration_mode": "Flexible", "upgrade_mode": "Rolling"}, "upgrade policy is Rolling"),
+        ({"orchestration_mode": "Flexible", "upgrade_mode": "Automatic"}, "upgrade policy is Automatic"),
+        ({"orchestration_mode": "VMOrchestrator"}, "canary upgrades need Uniform or Flexible"),
     ],
 )
 def test_a_scale_set_that_would_run_over_the_canary_is_rejected(scale_set: dict[str, str], expected: str) -> None:

@@ -108,10 +108,16 @@ CASES = [
         rejected={V1.id: "superseded by v2", V2.id: "v2 is not newer than the stable v5"},
     ),
     Case(
-        "Flexible orchestration: rejected",
+        "an orchestration mode that is neither Uniform nor Flexible: rejected",
         (V1,),
-        fleet=dataclasses.replace(HEALTHY, orchestration_mode="Flexible"),
-        rejected={V1.id: "the scale set uses Flexible orchestration"},
+        fleet=dataclasses.replace(HEALTHY, orchestration_mode="Other"),
+        rejected={V1.id: "the scale set uses 'Other' orchestration; canary upgrades need Uniform or Flexible"},
+    ),
+    Case(
+        "Flexible with the Automatic policy: rejected, saying Flexible supports Manual",
+        (V1,),
+        fleet=dataclasses.replace(HEALTHY, orchestration_mode="Flexible", upgrade_mode="Automatic"),
+        rejected={V1.id: "the scale set's upgrade policy is Automatic: the platform would push the new model"},
     ),
     Case(
         "automatic upgrade mode: rejected",
@@ -277,7 +283,7 @@ def test_images_to_check_lists_the_release_image_then_the_current_one() -> None:
     assert images_to_check(V1.release, IMAGE_FLEET) == []
 
 
-@pytest.mark.parametrize(("mode", "ok"), [("Uniform", True), ("uniform", True), ("Flexible", False)])
+@pytest.mark.parametrize(("mode", "ok"), [("Uniform", True), ("uniform", True), ("Flexible", True), ("Other", False)])
 def test_the_orchestration_check_is_one_small_function(mode: str, ok: bool) -> None:
     assert (orchestration_problem(dataclasses.replace(HEALTHY, orchestration_mode=mode)) is None) is ok
 
