@@ -63,7 +63,7 @@ class Ctx:
     def __post_init__(self) -> None:
         plain = self.output is Output.json
         self.out = Console(no_color=plain, highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False, no_color=plain)
+        self.err = Console(stderr=True, highlight=False, no_color=plain, soft_wrap=True)
 
     @property
     def json(self) -> bool:
@@ -89,7 +89,7 @@ class Ctx:
 
     def note(self, message: str) -> None:
         """A progress message: stdout for people, stderr under ``-o json`` (stdout stays one JSON document)."""
-        (self.err if self.json else self.out).print(message, markup=False, highlight=False)
+        (self.err if self.json else self.out).print(message, markup=False, highlight=False, soft_wrap=True)
 
     def fail(self, exc: CliError) -> int:
         if self.json:
@@ -542,7 +542,9 @@ def _follow(
                 if not ctx.json:
                     reason = detail.get("rollbackReason") or detail.get("reason") or ""
                     style = "bold green" if code == 0 else "bold red"
-                    ctx.out.print(Text(f"{rollout_id}: {phase} (exit {code}) {reason}".rstrip(), style=style))
+                    ctx.out.print(
+                        Text(f"{rollout_id}: {phase} (exit {code}) {reason}".rstrip(), style=style), soft_wrap=True
+                    )
                 elif not quiet_json:
                     ctx.emit(detail, lambda: "")
                 return Followed(what, phase, code, detail)

@@ -1,0 +1,133 @@
+"""The operator API for the CLI's tests: the real function app's HTTP functions, served by the local
+Functions host over real HTTP (function keys, its own 401/404 answers), over a ``RolloutService`` and a
+``GroupService`` on the in-memory fakes (``tests/fakes.py``). Every JSON answer is what the app itself
+makes with ``rollout/views.py``; only the backends are fakes.
+
+``auto_tick``: every request first moves the fake clock by ``tick_seconds`` and ticks the service (and
+the group service), so a CLI that polls sees a rollout go through its phases in a few dozen requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import function_app
+from emulator.funchost import LocalFunctionsHost
+from rollout.groups import GroupService
+from rollout.policy import RolloutPolicy
+from rollout.releases import ExtensionDefaults, build_release, parse_release_name
+from rollout.service import Outcome, RolloutService
+from rollout.settings import Settings, load_settings
+from rollout.targets import DEFAULT_GROUP, TargetRef, single_target_config
+from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore
+
+HTTP_FUNCTIONS = [
+    "list_rollouts",
+    "get_rollout",
+    "fleet_status",
+    "steer_rollout",
+    "list_group_releases",
+    "get_group_release",
+    "steer_group_release",
+    "steer_group_target",
+]
+REF = TargetRef("00000000-0000-0000-0000-000000000001", "rg", "vmss")
+
+
+@dataclass
+class FakeWorld:
+    """A scale set of fakes with the app's services over it, driven by the requests it gets."""
+
+    size: int = 5
+    policy: RolloutPolicy = field(default_factory=lambda: RolloutPolicy(bake_seconds=60, failure_threshold=2))
+    auto_tick: bool = False
+    tick_seconds: float = 30.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        self.scale_set = FakeScaleSet(size=self.size)
+        self.store, self.clock = FakeStore(), FakeClock()
+        self.service = RolloutService(
+            target_key=REF.key,
+            compute=self.scale_set,
+            prober=FakeProber(self.scale_set),
+            store=self.store,
+            notifier=FakeNotifier(),
+            clock=self.clock,
+            policy=self.policy,
+            extension=ExtensionDefaults(),
+            release_container_url=BASE_URL,
+        )
+        self.settings: Settings = load_settings(
+            {
+                "AZURE_SUBSCRIPTION_ID": REF.subscription_id,
+                "VMSS_RESOURCE_GROUP": REF.resource_group,
+                "VMSS_NAME": REF.name,
+                "StateStorage": "UseDevelopmentStorage=true",
+            }
+        )
+        self.groups = GroupService(
+            config=single_target_config(REF, self.policy, self.settings.probe),
+            store=self.store,
+            services={REF.key: self.service},
+            clock=self.clock,
+        )
+
+    def release(self, name: str, content: bytes | None = None) -> Outcome:
+        """What the blob trigger does for an upload of ``name`` (``broken`` in it: its page breaks)."""
+        parsed = parse_release_name(name)
+        assert not isinstance(parsed, str), parsed
+        body = content if content is not None else f"#!/bin/bash\necho {name}\n".encode()
+        with self.lock:
+            return self.service.start_release(build_release(parsed, f"{BASE_URL}/{name}", body))
+
+    def group_release(self, name: str, content: bytes, group: str = DEFAULT_GROUP) -> None:
+        """What the trigger does for ``<group>/<name>`` when groups route releases: a group release."""
+        parsed = parse_release_name(name)
+        assert not isinstance(parsed, str), parsed
+        with self.lock:
+            self.groups.receive_release(group, build_release(parsed, f"{BASE_URL}/{group}/{name}", content))
+
+    def tick(self, n: int = 1) -> None:
+        with self.lock:
+            for _ in range(n):
+                self.clock.advance(self.tick_seconds)
+                self.service.tick()
+                self.groups.advance()
+
+    def before_request(self) -> None:
+        self.requests += 1
+        if self.auto_tick:
+            self.tick()
+
+
+@contextmanager
+def serve(world: FakeWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalFunctionsHost]:
+    """The function app's HTTP functions over ``world``, on a free port, with a function key."""
+
+    def services(env: Any = None) -> tuple[Settings, RolloutService]:
+        world.before_request()
+        return world.settings, world.service
+
+    def groups(env: Any = None) -> tuple[Settings, GroupService]:
+        return world.settings, world.groups
+
+    monkeypatch.setattr(function_app, "service_from_environment", services)
+    monkeypatch.setattr(function_app, "group_service_from_environment", groups)
+    host = LocalFunctionsHost(
+        function_app.app,
+        http_port=0,
+        functions=HTTP_FUNCTIONS,
+        state_dir=tmp_path / "host",
+        export_env=False,
+    )
+    with host:
+        yield host
