@@ -505,11 +505,11 @@ def _follow(
                 outage_since = outage_since or time.monotonic()
                 if time.monotonic() - outage_since > UNREACHABLE_GRACE_SECONDS:
                     raise
-            if found is None and kind != "auto":
-                raise CliError(f"no rollout {rollout_id!r}", ExitCode.NOT_FOUND)
             phase = str(found[1].get("phase")) if found else ""
             ended = phase in render.ENDED
-            if found is None:
+            if outage_since is not None:
+                note = f"the API is unavailable; trying again ({elapsed:.0f} s)"
+            elif found is None:
                 note = f"waiting for the app to record {rollout_id} ({elapsed:.0f} s)"
             elif ended:
                 note = f"{rollout_id}: {phase} after {elapsed:.0f} s"
@@ -549,7 +549,12 @@ def _follow(
                     ctx.emit(detail, lambda: "")
                 return Followed(what, phase, code, detail)
             if timeout is not None and elapsed >= timeout:
-                state = f"still {phase}" if found else "never recorded by the app"
+                state = (
+                    f"still {phase}"
+                    if found
+                    else "never recorded by the app (is it the app watching this container? a release to a --group "
+                    "needs an app that routes group folders)"
+                )
                 raise CliError(f"timeout: {rollout_id} is {state} after {timeout:.0f} s", ExitCode.TIMEOUT)
             time.sleep(interval if timeout is None else max(0.0, min(interval, timeout - elapsed)))
     finally:

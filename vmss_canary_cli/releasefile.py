@@ -142,16 +142,20 @@ def upload(
     if account_url and not account_url.lower().startswith(("https://", "http://")):
         raise CliError("--storage-account-url must be https://<account>.blob.core.windows.net", ExitCode.BAD_INPUT)
     credential: Any = None
+    # A few quick retries (about 1 + 3 + 5 s): the SDK's default ExponentialRetry (initial_backoff 15 s, increment_base
+    # 3: azure-sdk-for-python, azure/storage/blob/_shared/policies.py) would keep an operator
+    # waiting over a minute before saying the account cannot be reached.
+    retry = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
     try:
         if connection_string:
-            service = BlobServiceClient.from_connection_string(connection_string)
+            service = BlobServiceClient.from_connection_string(connection_string, **retry)
         else:
             assert account_url is not None
             from azure.identity import DefaultAzureCredential
 
             # The identity needs a data role on the container, e.g. "Storage Blob Data Contributor".
             credential = DefaultAzureCredential()
-            service = BlobServiceClient(account_url, credential=credential)
+            service = BlobServiceClient(account_url, credential=credential, **retry)
     except (ValueError, ImportError) as exc:
         raise CliError(f"the storage settings are not usable: {_first_line(exc)}", ExitCode.BAD_INPUT) from None
     try:

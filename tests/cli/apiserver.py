@@ -9,19 +9,23 @@ the group service), so a CLI that polls sees a rollout go through its phases in 
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 import function_app
+from emulator.easyauth import PLATFORM_ENV, EasyAuthSettings
 from emulator.funchost import LocalFunctionsHost
 from rollout.groups import GroupService
 from rollout.policy import RolloutPolicy
+from rollout.ports import TransientError
 from rollout.releases import ExtensionDefaults, build_release, parse_release_name
 from rollout.service import Outcome, RolloutService
 from rollout.settings import Settings, load_settings
@@ -38,6 +42,7 @@ HTTP_FUNCTIONS = [
     "steer_group_release",
     "steer_group_target",
 ]
+ROOT = Path(__file__).resolve().parents[2]
 REF = TargetRef("00000000-0000-0000-0000-000000000001", "rg", "vmss")
 
 
@@ -48,6 +53,8 @@ class FakeWorld:
     size: int = 5
     policy: RolloutPolicy = field(default_factory=lambda: RolloutPolicy(bake_seconds=60, failure_threshold=2))
     auto_tick: bool = False
+    http_auth: str = "function-key"
+    fail_requests: int = 0  # the next N requests find a backend down (the app answers 503)
     tick_seconds: float = 30.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: int = 0
@@ -72,6 +79,7 @@ class FakeWorld:
                 "VMSS_RESOURCE_GROUP": REF.resource_group,
                 "VMSS_NAME": REF.name,
                 "StateStorage": "UseDevelopmentStorage=true",
+                "HTTP_AUTH": self.http_auth,
             }
         )
         self.groups = GroupService(
@@ -105,13 +113,39 @@ class FakeWorld:
 
     def before_request(self) -> None:
         self.requests += 1
+        if self.fail_requests > 0:
+            self.fail_requests -= 1
+            raise TransientError("Tables: 503 Server Busy (injected)")
         if self.auto_tick:
             self.tick()
 
 
+def load_function_app(http_auth: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """function_app.py imported afresh with HTTP_AUTH set, as a worker process starting with it would."""
+    monkeypatch.setenv("HTTP_AUTH", http_auth)
+    spec = importlib.util.spec_from_file_location(
+        f"function_app_cli_{http_auth.replace('-', '_')}", ROOT / "function_app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @contextmanager
-def serve(world: FakeWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalFunctionsHost]:
-    """The function app's HTTP functions over ``world``, on a free port, with a function key."""
+def serve(
+    world: FakeWorld,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    *,
+    app_module: ModuleType = function_app,
+    easy_auth: EasyAuthSettings | None = None,
+) -> Iterator[LocalFunctionsHost]:
+    """The function app's HTTP functions over ``world``, on a free port: with a function key, or behind
+    App Service authentication (``easy_auth``, with ``app_module`` loaded for ``HTTP_AUTH=entra``)."""
+    if easy_auth is not None:
+        for name, value in PLATFORM_ENV.items():
+            monkeypatch.setenv(name, value)
 
     def services(env: Any = None) -> tuple[Settings, RolloutService]:
         world.before_request()
@@ -120,10 +154,11 @@ def serve(world: FakeWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     def groups(env: Any = None) -> tuple[Settings, GroupService]:
         return world.settings, world.groups
 
-    monkeypatch.setattr(function_app, "service_from_environment", services)
-    monkeypatch.setattr(function_app, "group_service_from_environment", groups)
+    monkeypatch.setattr(app_module, "service_from_environment", services)
+    monkeypatch.setattr(app_module, "group_service_from_environment", groups)
     host = LocalFunctionsHost(
-        function_app.app,
+        app_module.app,
+        easy_auth=easy_auth,
         http_port=0,
         functions=HTTP_FUNCTIONS,
         state_dir=tmp_path / "host",

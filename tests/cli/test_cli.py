@@ -332,3 +332,42 @@ def test_release_refuses_bad_files_before_anything_is_sent(api: Api, tmp_path: P
     no_storage = api.cli("release", str(tmp_path / "a.v1.sh"))
     assert no_storage.exit_code == ExitCode.BAD_INPUT and "--storage-connection-string" in no_storage.stderr
     assert api.world.requests == 0
+
+
+def test_a_short_outage_during_a_wait_is_ridden_out_and_a_long_one_is_unreachable(
+    make_api: Callable[..., Api], fake_upload: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = make_api(auto_tick=True)
+    fake_upload(api)
+    original = api.world.before_request
+
+    def outage_at_the_sixth() -> None:
+        original()
+        if api.world.requests == 6:
+            api.world.fail_requests = 4  # the next four requests are answered 503
+
+    api.world.before_request = outage_at_the_sixth  # type: ignore[method-assign]
+    result = api.cli("release", str(script(tmp_path, "install_nginx.v1.sh")), "--wait", *STORAGE)
+    assert result.exit_code == 0, result.output
+    api.world.before_request = original  # type: ignore[method-assign]
+
+    monkeypatch.setattr(cli, "UNREACHABLE_GRACE_SECONDS", 1.0)
+    rid = api.world.release("install_nginx.v2.sh").rollout_id or ""
+    api.world.fail_requests = 10_000
+    down = api.cli("get", rid, "--watch", "--interval", "0.2")
+    assert down.exit_code == ExitCode.UNREACHABLE and "503" in down.stderr and "unavailable" in down.stderr
+
+
+def test_a_group_release_that_halts_exits_with_the_halted_code_and_release_get_watches_it(
+    make_api: Callable[..., Api], fake_upload: Any, tmp_path: Path
+) -> None:
+    api = make_api(auto_tick=True)
+    fake_upload(api)
+    api.world.scale_set.broken_releases.add("install_nginx.v1.sh")
+    path = script(tmp_path, "install_nginx.v1.sh")
+    result = api.cli("release", str(path), "--group", "default", "--wait", *STORAGE)
+    assert result.exit_code == ExitCode.HALTED, result.output
+    assert "] Halt" in result.stdout and "targets succeeded" in result.stdout
+    rid = json.loads(api.cli("releases", "-o", "json").stdout)["releases"][0]["id"]
+    watched = api.cli("release-get", rid, "--watch", "--interval", "0.2", "-o", "json")
+    assert watched.exit_code == ExitCode.HALTED and json.loads(watched.stdout)["phase"] == "Halted"
