@@ -145,7 +145,7 @@ def upload(
     # A few quick retries (about 1 + 3 + 5 s): the SDK's default ExponentialRetry (initial_backoff 15 s, increment_base
     # 3: azure-sdk-for-python, azure/storage/blob/_shared/policies.py) would keep an operator
     # waiting over a minute before saying the account cannot be reached.
-    retry = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
+    retry: dict[str, Any] = {"retry_total": 3, "initial_backoff": 1, "increment_base": 2}
     try:
         if connection_string:
             service = BlobServiceClient.from_connection_string(connection_string, **retry)
