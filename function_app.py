@@ -3,6 +3,7 @@
 * ``release_uploaded`` (blob, Event Grid source, bound to a ``BlobClient``): a release blob landed ->
   check its size, read it, then start, queue or reject it.
 * ``advance_rollouts`` (timer): advance the active rollout one level-triggered step.
+* ``list_targets`` (HTTP): the targets in force (groups, waves, targets, their state, load errors).
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
   operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
   them is ``HTTP_AUTH`` (``rollout.access``): function keys, or App Service authentication with
@@ -27,7 +28,8 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
-from rollout.bootstrap import group_service_from_environment, service_from_environment
+from rollout.bootstrap import fleet_from_environment, group_service_from_environment, service_from_environment
+from rollout.fleet import Fleet
 from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError, UnknownTargetError
 from rollout.machine import CommandError, Verb
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
@@ -41,6 +43,7 @@ from rollout.views import (
     rollout_detail,
     rollout_summary,
     target_json,
+    targets_json,
 )
 
 # Auth levels are fixed when the functions are indexed, so HTTP_AUTH is read once here. In entra mode
@@ -75,22 +78,35 @@ Handler = Callable[[RolloutService, Caller], tuple[int, JsonObject]]
     source=func.BlobSource.EVENT_GRID,
 )
 def release_uploaded(client: blob.BlobClient) -> None:
-    _, service = service_from_environment()
+    # The blob's folder names its group (<container>/<group>/<app>.v<N>.sh; none: the default group), which
+    # receives it and starts its first wave, or the refusal is recorded (rollout.fleet.Fleet, rollout.groups).
+    fleet = fleet_from_environment()
     # Not closed here: the worker caches the client per binding and blob for later invocations
     # (azure-functions-python-worker, bindings/meta.py, deferred_bindings_cache).
     released = TriggeredBlob(client)
-    outcome = service.receive_release_blob(released)
+    outcome = fleet.receive_release_blob(released)
     log.info("release_uploaded %s/%s: %s %s", released.container, released.name, outcome.status, outcome.message)
 
 
 @app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
 def advance_rollouts(timer: func.TimerRequest) -> None:
-    _, service = service_from_environment()
-    outcome = service.tick()
-    level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
-    log.log(
-        level, "advance_rollouts%s: %s %s", " (past due)" if timer.past_due else "", outcome.status, outcome.message
-    )
+    """Every target's rollout one level-triggered step, then every group's release across its waves
+    (which starts the next wave's targets once the last one has succeeded)."""
+    fleet = fleet_from_environment()
+    due = " (past due)" if timer.past_due else ""
+    for target, service in fleet.services():
+        try:
+            outcome = service.tick()
+        except PortError as exc:  # one target's backend must not keep the others still
+            log.warning("advance_rollouts%s %s: %s", due, target.key, exc)
+            continue
+        level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
+        log.log(level, "advance_rollouts%s %s: %s %s", due, target.key, outcome.status, outcome.message)
+    for group in fleet.groups.advance():
+        if group.status is OutcomeStatus.IDLE and group.release_id is None:
+            continue  # no release in this group
+        level = logging.WARNING if group.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
+        log.log(level, "advance_rollouts%s group %s: %s %s", due, group.group, group.status, group.message)
 
 
 @app.route(route="rollouts", methods=["GET"])
@@ -102,9 +118,49 @@ def list_rollouts(req: func.HttpRequest) -> func.HttpResponse:
 def get_rollout(req: func.HttpRequest) -> func.HttpResponse:
     def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
         rollout_id = _rollout_id(req)
-        return 200, rollout_detail(*service.get(rollout_id))
+        try:
+            return 200, rollout_detail(*service.get(rollout_id))
+        except RolloutNotFoundError:
+            # Not on the VMSS_* scale set: another target's, or a release that reached no target.
+            return 200, rollout_detail(*fleet_from_environment().find_rollout(rollout_id, first=service))
 
     return _http(req, READ_ROLE, "view a rollout", run)
+
+
+@app.route(route="targets", methods=["GET"])
+def list_targets(req: func.HttpRequest) -> func.HttpResponse:
+    """The targets in force: source, groups, waves, each target's effective policy and state, the problems of a
+    configuration that cannot be used (200 all the same: the app is up, the document is the operator's)."""
+    return _http(req, READ_ROLE, "view the targets", lambda service, caller: (200, _targets(fleet_from_environment())))
+
+
+def _targets(fleet: Fleet) -> JsonObject:
+    states: dict[str, dict[str, object]] = {}
+    for target, service in fleet.services():
+        states[target.key] = _target_state(service)
+    try:
+        unrouted = fleet.unrouted_rollouts()
+    except PortError as exc:
+        log.warning("reading the unrouted releases failed: %s", exc)
+        unrouted = []
+    return targets_json(fleet.config, fleet.problems, states, unrouted)
+
+
+def _target_state(service: RolloutService) -> dict[str, object]:
+    """A target's state row and its active rollout's phase; a storage error is shown for that target only."""
+    try:
+        record = service.store.get_target(service.target_key)
+        active = None
+        if record is not None and record.active_rollout_id:
+            active = service.store.get_rollout(service.target_key, record.active_rollout_id)
+    except PortError as exc:
+        return {"error": f"the state cannot be read just now: {exc}"}
+    return {
+        "activeRolloutId": record.active_rollout_id if record else None,
+        "activePhase": active.phase.value if active is not None else None,
+        "stableVersion": record.stable_version if record else None,
+        "stableRelease": record.stable_release.blob_name if record and record.stable_release else None,
+    }
 
 
 @app.route(route="fleet", methods=["GET"])
@@ -357,12 +413,3 @@ def _group_errors(run: Handler) -> Handler:
     return guarded
 
 
-@app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
-def advance_group_releases(timer: func.TimerRequest) -> None:
-    """Move every group's active release across its waves (each target's rollout is advanced by its own tick)."""
-    _, groups = group_service_from_environment()
-    for outcome in groups.advance():
-        if outcome.status is OutcomeStatus.IDLE and outcome.release_id is None:
-            continue  # no release in this group
-        level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
-        log.log(level, "advance_group_releases %s: %s %s", outcome.group, outcome.status, outcome.message)

@@ -8,6 +8,7 @@
 //   target-access.bicep   Virtual Machine Contributor on the target scale set only (its resource group)
 //   release-access.bicep  read on the release container for the scale set, upload for the operator
 //   image-access.bicep    optional (imageReaderScope): Reader on the image gallery / image resource group
+//   discovery-access.bicep  optional (targetsDiscoverySubscriptions): Reader on each subscription (tag discovery)
 //   demo-*.bicep          optional: the walkthrough's 3-instance nginx fleet behind a load balancer
 //   ../eventgrid.bicep    NOT here: the BlobCreated subscription needs the blobs extension's system key,
 //                         which exists only once the code is published (deploy.sh deploys it afterwards)
@@ -71,6 +72,12 @@ param integrationSubnetId string = ''
 
 @description('Image releases: resource id of an Azure Compute Gallery (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Compute/galleries/<gallery>) or of a resource group holding images (/subscriptions/<sub>/resourceGroups/<rg>). The function app gets Reader there: ARM checks the caller\'s read access to the image a scale set model references (LinkedAuthorizationFailed). Empty = none (script releases only).')
 param imageReaderScope string = ''
+
+@description('TARGETS_CONFIG: blob name of the targets document in the release container (targets.yaml, .json or .yml). Empty = the scale set above is the only target.')
+param targetsConfig string = ''
+
+@description('TARGETS_DISCOVERY_SUBSCRIPTIONS: subscription ids whose scale sets tagged canary-group=<group> form groups. The function app gets Reader on each (modules/discovery-access.bicep).')
+param targetsDiscoverySubscriptions array = []
 
 @description('Client id of an existing Microsoft Entra app registration (deploy.sh --entra creates one): App Service authentication with Entra ID in front of every route, HTTP_AUTH=entra. Empty = function keys only.')
 param entraClientId string = ''
@@ -250,6 +257,8 @@ module functionApp 'modules/functionapp.bicep' = {
       PROBE_EXPECT_STATUS: string(probeExpectStatus)
       PROBE_BODY_PATTERN: probeBodyPattern
       PROBE_TIMEOUT_SECONDS: probeTimeoutSeconds
+      TARGETS_CONFIG: targetsConfig
+      TARGETS_DISCOVERY_SUBSCRIPTIONS: join(targetsDiscoverySubscriptions, ',')
     }
   }
 }
@@ -266,6 +275,17 @@ module targetAccess 'modules/target-access.bicep' = {
     principalId: functionApp.outputs.principalId
   }
 }
+
+// Tag discovery: Reader for the function app on each subscription it lists scale sets in.
+module discoveryAccess 'modules/discovery-access.bicep' = [
+  for sub in targetsDiscoverySubscriptions: {
+    name: 'discovery-access-${sub}'
+    scope: subscription(sub)
+    params: {
+      principalId: functionApp.outputs.principalId
+    }
+  }
+]
 
 // Image releases: Reader for the function app on the gallery (or the image resource group). The module runs in
 // that resource group: /subscriptions/{sub}/resourceGroups/{rg}[/providers/Microsoft.Compute/galleries/{name}].

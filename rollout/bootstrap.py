@@ -7,6 +7,7 @@ Azurite). In Azure every credential is the function app's managed identity.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -15,16 +16,18 @@ from typing import Any, TypeVar
 
 from rollout.adapters.blobs import ReleaseBlobs
 from rollout.adapters.compute import AzureCompute, credential_for
+from rollout.adapters.discovery import ArmDiscovery
 from rollout.adapters.identity import storage_credential
 from rollout.adapters.notify import LogNotifier
 from rollout.adapters.probe import HttpProber
 from rollout.adapters.scriptcheck import BashSyntaxChecker
 from rollout.adapters.tables import TableStateStore
+from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoader, implicit_config
 from rollout.groups import GroupService
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
 from rollout.settings import SETTINGS_READ, Settings, StorageConnection, load_settings
-from rollout.targets import TargetRef, single_target_config
+from rollout.targets import Target, TargetRef
 
 T = TypeVar("T")
 
@@ -130,27 +133,117 @@ def service_from_environment(env: Mapping[str, str] | None = None) -> tuple[Sett
         return cached
 
 
-_group_cache: dict[tuple[str | None, ...], tuple[Settings, GroupService]] = {}
+# --- many scale sets: one RolloutService per target (README "Targets, groups and waves") ---------------
 
 
-def build_group_service(settings: Settings, service: RolloutService, store: TableStateStore) -> GroupService:
-    """The group service of ``settings``: today's ``VMSS_*`` settings are the default group of one wave of
-    one target (``rollout.targets.single_target_config``), steered by ``service``. A targets document
-    (several groups, many targets) replaces the configuration and the mapping with a service per target."""
-    ref = TargetRef(settings.subscription_id, settings.resource_group, settings.vmss_name)
-    config = single_target_config(ref, settings.policy, settings.probe)
-    return GroupService(config=config, store=store, services={settings.target_key: service}, clock=SystemClock())
+def build_target_service(
+    settings: Settings,
+    target: Target,
+    *,
+    store: TableStateStore,
+    blobs: ReleaseBlobs | None,
+    target_key: str | None = None,
+) -> RolloutService:
+    """The service of one target: its scale set, policy and probe; the store and blobs are shared.
+    ``target_key`` replaces the target's own key (the unrouted partition only)."""
+    ref = target.ref
+    return RolloutService(
+        target_key=target_key or target.key,
+        compute=AzureCompute(
+            subscription_id=ref.subscription_id,
+            resource_group=ref.resource_group,
+            vmss_name=ref.name,
+            extension_name=settings.extension_name,
+            arm_endpoint=settings.arm_endpoint,
+            credential=credential_for(settings.arm_token),
+            ca_bundle=settings.arm_ca_bundle,
+        ),
+        prober=HttpProber(target.probe),
+        store=store,
+        notifier=LogNotifier(),
+        clock=SystemClock(),
+        policy=target.policy,
+        extension=ExtensionDefaults(
+            extension_name=settings.extension_name,
+            file_auth=settings.extension_file_auth,
+            identity_client_id=settings.extension_identity_client_id,
+        ),
+        release_container_url=blobs.container_url if blobs is not None else None,
+        script_checker=BashSyntaxChecker(),
+    )
+
+
+class _FleetWiring:
+    """What a configuration's fleets share: the loader (its caches), the store, the blobs, and the services
+    built so far (by target value: a target whose policy or probe changes gets a new service)."""
+
+    def __init__(self, settings: Settings, default: RolloutService) -> None:
+        self.settings = settings
+        self.default = default
+        self.default_target = implicit_config(settings).targets()[0]
+        self.store = build_store(settings)
+        self.blobs = build_release_blobs(settings)
+        discovery = None
+        if settings.targets_discovery_subscriptions:
+            discovery = ArmDiscovery(
+                arm_endpoint=settings.arm_endpoint,
+                credential=credential_for(settings.arm_token),
+                ca_bundle=settings.arm_ca_bundle,
+            )
+        self.loader = TargetsLoader(settings, self.blobs, discovery)
+        # Only reject_release, get and list are ever called on it: it never reaches ARM.
+        self.unrouted = build_target_service(
+            settings,
+            dataclasses.replace(self.default_target, ref=_UNROUTED_REF),
+            store=self.store,
+            blobs=self.blobs,
+            target_key=UNROUTED_KEY,
+        )
+        self.services: dict[Target, RolloutService] = {}
+        self.lock = threading.Lock()
+
+    def service_for(self, target: Target) -> RolloutService:
+        if target == self.default_target:
+            return self.default  # the VMSS_* target: the very service service_from_environment() returns
+        with self.lock:
+            service = self.services.get(target)
+            if service is None:
+                service = build_target_service(self.settings, target, store=self.store, blobs=self.blobs)
+                self.services[target] = service
+            return service
+
+
+# A placeholder scale set for the unrouted partition's service (it never calls ARM).
+_UNROUTED_REF = TargetRef("00000000-0000-0000-0000-000000000000", "unrouted", "unrouted")
+_fleet_lock = threading.Lock()
+_fleet_cache: dict[tuple[str | None, ...], _FleetWiring] = {}
+
+
+def fleet_from_environment(env: Mapping[str, str] | None = None) -> Fleet:
+    """The targets in force and their services (``rollout.fleet.Fleet``): ``fleet.service(target_key)`` is the
+    per-target accessor. The VMSS_* target's service is the one ``service_from_environment`` returns.
+
+    Each call checks the targets document's ETag (one properties request; the document is read again only
+    when it changed) and, every ``DISCOVERY_REFRESH_SECONDS``, lists tagged scale sets. A document that
+    cannot be used never raises here: the fleet then has no groups and says why (``fleet.problems``).
+    Raises ``SettingsError`` for bad settings, as ``service_from_environment`` does."""
+    env = os.environ if env is None else env
+    settings, default = service_from_environment(env)
+    key = tuple(env.get(name) for name in SETTINGS_READ)
+    with _fleet_lock:
+        wiring = _fleet_cache.get(key)
+        if wiring is None or wiring.default is not default:
+            wiring = _FleetWiring(settings, default)
+            _fleet_cache.clear()
+            _fleet_cache[key] = wiring
+    load = wiring.loader.load()
+    groups = GroupService(config=load.config, store=wiring.store, services=wiring.service_for, clock=SystemClock())
+    return Fleet(load, wiring.service_for, wiring.unrouted, groups, script_checker=BashSyntaxChecker())
 
 
 def group_service_from_environment(env: Mapping[str, str] | None = None) -> tuple[Settings, GroupService]:
-    """One wired group service per process and configuration, over the wired per-target service."""
+    """The group service of the targets in force (``fleet_from_environment().groups``): releases to a
+    group go out wave by wave through the per-target services (docs/design.md, "Waves")."""
     env = os.environ if env is None else env
-    settings, service = service_from_environment(env)
-    key = tuple(env.get(name) for name in SETTINGS_READ)
-    with _lock:
-        cached = _group_cache.get(key)
-        if cached is None:
-            cached = (settings, build_group_service(settings, service, build_store(settings)))
-            _group_cache.clear()
-            _group_cache[key] = cached
-        return cached
+    settings, _ = service_from_environment(env)
+    return settings, fleet_from_environment(env).groups

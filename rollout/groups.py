@@ -151,6 +151,7 @@ class GroupService:
             return self._duplicate(group.name, release)
         if record.phase is GroupPhase.REJECTED:
             self._event(record, EventKind.REJECTED, reason or "")
+            self._reject_at_targets(record)
             return GroupOutcome(OutcomeStatus.REJECTED, reason or "", group.name, record.id, record.phase)
         plan = ", ".join(
             f"wave {n + 1}: {', '.join(t.key for t in record.wave_targets(n))}" for n in range(record.wave_count)
@@ -166,25 +167,42 @@ class GroupService:
             status = OutcomeStatus.REJECTED
         return GroupOutcome(status, current.reason, group.name, current.id, current.phase)
 
-    def reject_release(self, group_name: str, release: Release, reason: str) -> GroupOutcome:
+    def reject_release(
+        self, group_name: str, release: Release, reason: str, release_id: str | None = None
+    ) -> GroupOutcome:
         """A release for ``group_name`` whose content is unusable (too large, a syntax error): recorded
-        ``Rejected`` with ``reason`` in the group's releases and trail, never started anywhere."""
+        ``Rejected`` with ``reason`` in the group's releases and trail, never started anywhere.
+        ``release_id``: the id of a release never read (``rollout.releases.unread_rollout_id``)."""
         group = self.config.group(group_name)
         if group is None:
             names = ", ".join(g.name for g in self.config.groups)
             return GroupOutcome(OutcomeStatus.IGNORED, f"no group named {_short(group_name)}; known: {names}", "")
-        record = new_group_release(rollout_id_for(release), group, release, self.clock.now())
+        record = new_group_release(release_id or rollout_id_for(release), group, release, self.clock.now())
         record = record.evolve(phase=GroupPhase.REJECTED, reason=_clip(reason))
         try:
             record = self.store.insert_group_release(record)
         except AlreadyExistsError:
-            return self._duplicate(group.name, release)
+            return self._duplicate(group.name, release, record.id)
         self._event(record, EventKind.REJECTED, record.reason)
+        self._reject_at_targets(record)
         return GroupOutcome(OutcomeStatus.REJECTED, record.reason, group.name, record.id, record.phase)
 
-    def _duplicate(self, group: str, release: Release) -> GroupOutcome:
+    def _reject_at_targets(self, record: GroupRelease) -> None:
+        """A release refused for the group is refused for each of its scale sets: each target records it
+        ``Rejected`` under the same id, so a target's own history (``GET /api/rollouts``) lists it, as
+        it did before groups (a single scale set is the default group of one target). Best effort:
+        the group's row is the record; a target that cannot write now is logged, not retried."""
+        for target in record.targets:
+            try:
+                self.service_for(target.key).reject_release(record.release, record.reason, rollout_id=record.id)
+            except (PortError, UnknownTargetError) as exc:
+                log.warning(
+                    "group %s: recording %s as rejected at %s failed: %s", record.group, record.id, target.key, exc
+                )
+
+    def _duplicate(self, group: str, release: Release, release_id: str | None = None) -> GroupOutcome:
         message = f"{release.blob_name} with this content was already received for group {group}"
-        return GroupOutcome(OutcomeStatus.DUPLICATE, message, group, rollout_id_for(release))
+        return GroupOutcome(OutcomeStatus.DUPLICATE, message, group, release_id or rollout_id_for(release))
 
     # --- advance ---------------------------------------------------------------------------------
 

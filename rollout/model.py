@@ -60,6 +60,7 @@ class Release:
     blob_url: str  # where the VMs fetch the script from (or where the manifest was)
     sha256: str  # of the blob content: identifies the release for duplicate detection
     image_id: str | None = None  # IMAGE releases only
+    group: str | None = None  # the group's folder it was uploaded to; None: the default group (top level)
 
     @property
     def label(self) -> str:

@@ -37,6 +37,10 @@ FILE_AUTH_MODES: tuple[str, ...] = (FILE_AUTH_MANAGED_IDENTITY, "none")
 # The app part is deliberately narrow: it ends up in a shell command (commandToExecute), a table
 # key (the rollout id) and URLs, so anything beyond letters, digits, '_' and '-' is refused.
 _NAME_RE = re.compile(r"^(?P<app>[A-Za-z0-9][A-Za-z0-9_-]{0,62})\.v(?P<version>[0-9]{1,12})\.(?P<ext>sh|image\.json)$")
+# A virtual folder that may be a group's: a plain blob name segment (as rollout.adapters.blobs accepts),
+# never "." or "..". Anything else is not a release at all; a plain folder that names no group is refused
+# and recorded when the release is routed.
+_FOLDER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _IMAGE_ID_RE = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
     r"(images/[^/]+|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)$",
@@ -53,19 +57,38 @@ class ReleaseName:
     kind: ReleaseKind
     app: str
     version: int
-    blob_name: str
+    blob_name: str  # the file name, without the group's folder: what the VMs run (``bash <blob_name>``)
+    # The group's folder (``<container>/<group>/<blob_name>``) as written, checked when the release is
+    # routed (``rollout.targets_doc.route``); None: at the container's top level, the default group.
+    group: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The blob's name in the container: ``<group>/<blob_name>`` or ``<blob_name>``."""
+        return self.blob_name if self.group is None else f"{self.group}/{self.blob_name}"
 
 
 def parse_release_name(blob_name: str) -> ReleaseName | str:
-    """Return the parsed name, or a sentence saying why this blob is not a release."""
+    """Return the parsed name, or a sentence saying why this blob is not a release.
+
+    ``<app>.v<N>.sh`` is a release to the default group, ``<group>/<app>.v<N>.sh`` one to that group
+    (README, "Targets, groups and waves"). The folder must look like a folder name (``_FOLDER_RE``);
+    whether it names a group is decided when the release is routed, which records a refusal."""
     if not blob_name:
         return "empty blob name"
     if len(blob_name) > 200:
         return f"blob name is {len(blob_name)} characters long; release names are short"
     if any(ord(c) < 32 or ord(c) == 127 for c in blob_name):
         return "blob name contains control characters"
+    group: str | None = None
     if "/" in blob_name or "\\" in blob_name:
-        return f"{blob_name!r} is in a virtual folder; releases live at the container's top level"
+        folder, _, rest = blob_name.partition("/")
+        if "\\" in blob_name or "/" in rest or not _FOLDER_RE.fullmatch(folder):
+            return (
+                f"{blob_name!r} is in a virtual folder that cannot be a group; releases live at "
+                "<container>/<app>.v<N>.sh or <container>/<group>/<app>.v<N>.sh"
+            )
+        group, blob_name = folder, rest
     match = _NAME_RE.match(blob_name)
     if match is None:
         return f"{blob_name!r} does not match <app>.v<N>.sh or <app>.v<N>.image.json (for example install_nginx.v7.sh)"
@@ -73,7 +96,7 @@ def parse_release_name(blob_name: str) -> ReleaseName | str:
     if version > MAX_VERSION:
         return f"version {match['version']} is out of range (at most {MAX_VERSION})"
     kind = ReleaseKind.SCRIPT if match["ext"] == "sh" else ReleaseKind.IMAGE
-    return ReleaseName(kind=kind, app=match["app"], version=version, blob_name=blob_name)
+    return ReleaseName(kind=kind, app=match["app"], version=version, blob_name=blob_name, group=group)
 
 
 def build_release(name: ReleaseName, blob_url: str, content: bytes) -> Release:
@@ -97,6 +120,7 @@ def rejected_release(name: ReleaseName, blob_url: str, content: bytes) -> Releas
         blob_name=name.blob_name,
         blob_url=blob_url,
         sha256=hashlib.sha256(content).hexdigest(),
+        group=name.group,
     )
 
 
@@ -117,7 +141,13 @@ def size_problem(name: ReleaseName, size: int) -> str | None:
 def unread_release(name: ReleaseName, blob_url: str) -> Release:
     """The Release of a blob refused without reading it: its content hash is unknown (``sha256`` empty)."""
     return Release(
-        kind=name.kind, app=name.app, version=name.version, blob_name=name.blob_name, blob_url=blob_url, sha256=""
+        kind=name.kind,
+        app=name.app,
+        version=name.version,
+        blob_name=name.blob_name,
+        blob_url=blob_url,
+        sha256="",
+        group=name.group,
     )
 
 
@@ -128,7 +158,7 @@ def unread_rollout_id(name: ReleaseName, etag: str) -> str:
     of the blob name and its ETag, because the content was never read. A blob version keeps its
     ETag, so a second event for the same upload finds the same row (a Duplicate); a new upload under
     the same name has a new ETag and is recorded again."""
-    digest = hashlib.sha256(f"unread\n{name.blob_name}\n{etag}".encode()).hexdigest()
+    digest = hashlib.sha256(f"unread\n{name.path}\n{etag}".encode()).hexdigest()
     return f"{name.app.lower()}-v{name.version}-{digest[:10]}"
 
 

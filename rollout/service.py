@@ -34,6 +34,7 @@ from typing import Any
 
 from rollout import machine
 from rollout.analysis import assess_instance, mixed_fleet_warning
+from rollout.intake import Received, Vanished, parse_release_content, read_release_blob
 from rollout.machine import (
     Action,
     CommandError,
@@ -79,17 +80,11 @@ from rollout.releases import (
     CUSTOM_SCRIPT_PUBLISHER,
     CUSTOM_SCRIPT_TYPE,
     ExtensionDefaults,
-    ReleaseError,
-    build_release,
     desired_model,
     image_missing_reason,
     image_unreadable_reason,
     parse_release_name,
-    rejected_release,
     rollout_id_for,
-    size_problem,
-    unread_release,
-    unread_rollout_id,
 )
 
 log = logging.getLogger("rollout")
@@ -237,43 +232,24 @@ class RolloutService:
         if isinstance(parsed, str):
             log.info("ignored blob %r: %s", name, parsed)
             return Outcome(OutcomeStatus.IGNORED, parsed)
-        try:
-            release = build_release(parsed, blob_url, content)
-        except ReleaseError as exc:
-            return self.reject_release(rejected_release(parsed, blob_url, content), str(exc))
-        if release.kind is ReleaseKind.SCRIPT and self.script_checker is not None:
-            problem = self.script_checker.problems(release.blob_name, content)
-            if problem is not None:
-                return self.reject_release(release, problem)
-        return self.start_release(release)
+        return self._take(parse_release_content(parsed, blob_url, content, self.script_checker))
 
     def receive_release_blob(self, blob: ReleaseBlob) -> Outcome:
-        """The blob trigger fired for ``blob`` (nothing of it read yet): check its size, then read it.
-
-        A blob larger than a release may be is rejected from its properties alone, so a multi-GB
-        upload never reaches memory; its rollout id comes from the name and ETag (``unread_rollout_id``)
-        because the content hash would need the content. Otherwise exactly the checked version is
-        read (never more than its size) and goes on as ``receive_blob``. Storage errors other than
-        "gone" or "changed" propagate: the host retries the invocation."""
+        """The blob trigger fired for ``blob`` (nothing of it read yet): check its size, then read it
+        (``rollout.intake``), then start, queue or reject it."""
         parsed = parse_release_name(blob.name)
         if isinstance(parsed, str):
             log.info("ignored blob %r: %s", blob.name, parsed)
             return Outcome(OutcomeStatus.IGNORED, parsed)
-        try:
-            version = blob.version()
-            problem = size_problem(parsed, version.size)
-            if problem is not None:
-                rollout_id = unread_rollout_id(parsed, version.etag)
-                return self.reject_release(unread_release(parsed, blob.url), problem, rollout_id=rollout_id)
-            content = blob.read(version)
-        except NotFoundError:
-            return Outcome(OutcomeStatus.IGNORED, f"{blob.name} no longer exists")
-        except ConcurrencyError:
-            # Replaced between the size check and the read: the new version has its own event.
-            return Outcome(
-                OutcomeStatus.IGNORED, f"{blob.name} changed while it was read; its new version is handled on its own"
-            )
-        return self.receive_blob(f"{blob.container}/{blob.name}", blob.url, content, blob.container)
+        read = read_release_blob(blob, parsed, self.script_checker)
+        if isinstance(read, Vanished):
+            return Outcome(OutcomeStatus.IGNORED, read.reason)
+        return self._take(read)
+
+    def _take(self, received: Received) -> Outcome:
+        if received.problem is not None:
+            return self.reject_release(received.release, received.problem, rollout_id=received.rollout_id)
+        return self.start_release(received.release)
 
     def reject_release(self, release: Release, reason: str, rollout_id: str | None = None) -> Outcome:
         """A release blob whose content is unusable: recorded, never started."""

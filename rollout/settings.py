@@ -46,6 +46,11 @@ PLATFORM_SIGNALS_READ: tuple[str, ...] = (PLATFORM_AUTH_SIGNAL,)
 _NAME_RE = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
 _CONTAINER_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _GUIDISH_RE = re.compile(r"^[0-9a-fA-F-]{1,64}$")
+# TARGETS_CONFIG: a blob name (plain '/'-separated segments, as rollout.adapters.blobs accepts) with the
+# suffix that says how it is read (rollout.targets_doc.DOCUMENT_SUFFIXES).
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}"
+_DOCUMENT_BLOB_RE = re.compile(rf"(?:{_SEGMENT}/){{0,4}}{_SEGMENT}\.(?:json|ya?ml)", re.IGNORECASE)
+MAX_DISCOVERY_SUBSCRIPTIONS = 20
 
 
 class SettingsError(ValueError):
@@ -94,6 +99,11 @@ class Settings:
     policy: RolloutPolicy = field(default_factory=RolloutPolicy)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     http_auth: str = DEFAULT_HTTP_AUTH  # one of HTTP_AUTH_MODES
+    # Many scale sets (README "Targets, groups and waves"): a targets document in the release container,
+    # and the subscriptions whose scale sets tagged canary-group=<name> form groups. Neither: the
+    # VMSS_* scale set is the default group of one target, as before.
+    targets_config: str | None = None
+    targets_discovery_subscriptions: tuple[str, ...] = ()
 
     @property
     def target_key(self) -> str:
@@ -160,6 +170,7 @@ def settings_table() -> tuple[SettingRow, ...]:
     """Every app setting, once: the README's configuration table is generated from this (see the module doc)."""
     return (
         *_FIXED_ROWS,
+        *_TARGETS_ROWS,
         *_knob_rows(RolloutPolicy),
         *_knob_rows(ProbeSettings),
         _HTTP_AUTH_ROW,
@@ -222,6 +233,21 @@ _FIXED_ROWS: tuple[SettingRow, ...] = (
         ("ROLLOUT_TICK_SCHEDULE",),
         "NCRONTAB of the advance timer (6 fields, seconds first); read by the Functions host, not by the app",
         _code(DEFAULT_TICK_SCHEDULE),
+    ),
+)
+_TARGETS_ROWS: tuple[SettingRow, ...] = (
+    SettingRow(
+        ("TARGETS_CONFIG",),
+        "the targets document: a blob in the release container (`.json`, `.yaml` or `.yml`) declaring groups, "
+        'waves and targets (README, "Targets, groups and waves"); read with the release storage\'s identity and '
+        "re-read when its ETag changes. Unset: the `VMSS_*` scale set is the default group of one target",
+        "unset",
+    ),
+    SettingRow(
+        ("TARGETS_DISCOVERY_SUBSCRIPTIONS",),
+        "subscription ids (comma-separated) whose scale sets tagged `canary-group=<group>` (and "
+        "`canary-wave=<n>`) form groups; the app's identity needs Reader there (infra/README.md)",
+        "none",
     ),
 )
 _HTTP_AUTH_ROW = SettingRow(
@@ -323,6 +349,22 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     policy = RolloutPolicy(**_knob_values(RolloutPolicy, get, problems))
 
+    targets_config = get("TARGETS_CONFIG")
+    if targets_config is not None:
+        if not _DOCUMENT_BLOB_RE.fullmatch(targets_config) or ".." in targets_config:
+            problems.append(
+                f"TARGETS_CONFIG={targets_config[:80]!r} must be a blob name in the release container ending in "
+                ".json, .yaml or .yml (for example targets.yaml)"
+            )
+        if release_storage is None:
+            problems.append("TARGETS_CONFIG needs ReleaseStorage (the document lives in the release container)")
+    discovery = tuple(s.strip() for s in (get("TARGETS_DISCOVERY_SUBSCRIPTIONS") or "").split(",") if s.strip())
+    for sub in discovery:
+        if not _GUIDISH_RE.match(sub):
+            problems.append(f"TARGETS_DISCOVERY_SUBSCRIPTIONS: {sub[:80]!r} is not a subscription id")
+    if len(discovery) > MAX_DISCOVERY_SUBSCRIPTIONS:
+        problems.append(f"TARGETS_DISCOVERY_SUBSCRIPTIONS names more than {MAX_DISCOVERY_SUBSCRIPTIONS} subscriptions")
+
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     assert state_storage is not None
@@ -343,6 +385,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         policy=policy,
         probe=probe,
         http_auth=http_auth,
+        targets_config=targets_config,
+        targets_discovery_subscriptions=tuple(dict.fromkeys(discovery)),
     )
 
 

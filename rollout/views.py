@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rollout.analysis import assess_instance, describe_instance
+from rollout.knobs import knob_fields
 from rollout.model import FleetView, Health, ModelSpec, Rollout, RolloutEvent, TargetRecord
+from rollout.targets import TargetsConfig
 from rollout.waves import GroupRelease
 
 
@@ -68,6 +70,7 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
             "url": r.release.blob_url,
             "sha256": r.release.sha256,
             "imageId": r.release.image_id,
+            "group": r.release.group,
         },
         "phaseSince": _time(r.phase_since),
         "canary": list(r.canary_ids),
@@ -200,4 +203,67 @@ def group_release_detail(
             }
             for e in events
         ],
+    }
+
+
+def knob_settings(instance: Any) -> dict[str, Any]:
+    """A knob dataclass (``RolloutPolicy``, ``ProbeSettings``) as its app settings: the names and values the
+    targets document and the app settings use (a count/percent pair as one setting: ``2`` or ``"25%"``)."""
+    out: dict[str, Any] = {}
+    fields = knob_fields(type(instance))
+    shared = {kf.knob.setting for kf in fields if kf.knob.percent}
+    for kf in fields:
+        setting, value = kf.knob.setting, getattr(instance, kf.name)
+        if setting in out:
+            continue
+        if kf.knob.percent:
+            out[setting] = f"{value}%"
+        elif setting in shared and value == 0:
+            continue  # 0 = use the percent field, which follows
+        else:
+            out[setting] = value
+    return out
+
+
+def targets_json(
+    config: TargetsConfig,
+    problems: tuple[str, ...],
+    states: dict[str, dict[str, Any]],
+    unrouted: list[Rollout],
+) -> dict[str, Any]:
+    """``GET /api/targets``: where the configuration comes from, its groups, waves and targets with their
+    effective policy and probe and their state (``states`` by target key), the problems that keep it from
+    being used, and the latest releases that reached no target."""
+    return {
+        "source": config.source,
+        "ok": not problems,
+        "errors": list(problems),
+        "defaultGroup": config.default_group,
+        "groups": [
+            {
+                "name": group.name,
+                "waveBakeSeconds": group.wave_bake_seconds,
+                "onFailure": group.on_failure.value,
+                "waves": [
+                    {
+                        "wave": number,
+                        "targets": [
+                            {
+                                "key": target.key,
+                                "subscription": target.ref.subscription_id,
+                                "resourceGroup": target.ref.resource_group,
+                                "name": target.ref.name,
+                                "policy": knob_settings(target.policy),
+                                "probe": knob_settings(target.probe),
+                                "state": states.get(target.key),
+                            }
+                            for target in wave.targets
+                        ],
+                    }
+                    for number, wave in enumerate(group.waves, start=1)
+                ],
+            }
+            for group in config.groups
+        ],
+        "unrouted": [rollout_summary(r) | {"group": r.release.group} for r in unrouted],
     }

@@ -188,6 +188,7 @@ class AdminApi:
                 extension_protected_settings=None if ext is None else ext.get("protected_settings"),
                 extension_name="CustomScript" if ext is None else ext.get("name", "CustomScript"),
                 extension_properties=None if ext is None else ext.get("properties"),
+                tags=_tags(body.get("tags")),
                 upgrade_seconds=body.get("upgrade_seconds"),
                 runtime_factory=lazy_factory,
             )
@@ -197,3 +198,12 @@ class AdminApi:
         for _ in range(int(body.get("instances", 3))):
             self._emu.fleet.start_instance(scale_set, provisioning=False)
         return 201, self._emu.describe(rg, name)
+
+
+def _tags(value: Any) -> dict[str, str] | None:
+    """A scale set's tags from an admin body: an object of text values (ARM's TrackedResource.tags)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ArmError(400, "InvalidParameter", "tags must be an object of text values")
+    return dict(value)

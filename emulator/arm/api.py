@@ -57,6 +57,7 @@ class ArmApi:
                 "GET", _SUB + r"/providers/Microsoft\.Compute/locations/[^/]+/operations/(?P<op>[^/]+)", self._operation
             )
             .add("GET", IMAGE_ID.pattern.strip("^$"), self._image)
+            .add("GET", _SUB + r"/providers/Microsoft\.Compute/virtualMachineScaleSets/?", self._list_all_scale_sets)
             .add("*", _VMSS + r"(?P<rest>/.*)?", self._scale_set_request)
         )
         # Paths below a scale set ("" = the scale set); PUT "" creates, so it needs no existing one.
@@ -119,6 +120,30 @@ class ArmApi:
     def _image(self, req: Request, m: re.Match[str]) -> Answer:
         _require_api_version(req.query)
         return 200, {}, self._emu.access.get(req.path.rstrip("/"), m)
+
+    def _list_all_scale_sets(self, req: Request, m: re.Match[str]) -> Answer:
+        """VirtualMachineScaleSets_ListAll: every scale set of the subscription, paged (``nextLink``), in a
+        VirtualMachineScaleSetListWithLinkResult (``value``, ``nextLink``). The caller needs
+        Microsoft.Compute/virtualMachineScaleSets/read at the subscription: with ``readable_scopes`` set and
+        none of them covering ``/subscriptions/<id>``, 403 AuthorizationFailed (the shape ImageAccess uses)."""
+        if m["sub"].lower() != self._emu.subscription_id.lower():
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{m['sub']}' could not be found.")
+        _require_api_version(req.query)
+        scope = f"/subscriptions/{m['sub']}"
+        if not self._emu.access.can_read(scope):
+            caller = self._emu.access.caller_id
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client '{caller}' with object id '{caller}' does not have authorization to perform action "
+                f"'Microsoft.Compute/virtualMachineScaleSets/read' over scope '{scope}' or the scope is invalid. "
+                "If access was recently granted, please refresh your credentials.",
+            )
+        with self._fleet.lock:
+            scale_sets = sorted(self._fleet.scale_sets(), key=lambda ss: (ss.resource_group.lower(), ss.name.lower()))
+            kv = self._emu.semantics.key_vault_reference_in_answers
+            items = [render.vmss_json(ss, self._emu.subscription_id, key_vault_reference=kv) for ss in scale_sets]
+        return 200, {}, self._page(items, req)
 
     # -- the scale set and below ---------------------------------------------------------------------
     def _scale_set_request(self, req: Request, m: re.Match[str]) -> Answer:

@@ -148,6 +148,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         runtime_factory: RuntimeFactory | None = None,
         serve: bool = True,
         extension_properties: JSON | None = None,
+        tags: dict[str, str] | None = None,
     ) -> ScaleSet:
         """Create (or replace) a scale set with ``instances`` running instances, all on the model.
 
@@ -180,6 +181,7 @@ class ArmEmulator(ArmControls, Lifecycle):
             runtime_factory=runtime_factory or self._synthetic_factory(rules, serve),
             rules=rules,
             bucket=None if self._throttle is None else self._throttle.new_bucket(),
+            tags=dict(tags or {}),
         )
         self.fleet.add(scale_set)
         try:

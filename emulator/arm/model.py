@@ -228,6 +228,7 @@ class ScaleSet:
     unique_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     created: datetime = field(default_factory=now)
     sku_name: str = "Standard_B1s"
+    tags: dict[str, str] = field(default_factory=dict)  # the resource's tags (tag discovery reads them)
 
     def instances_in_order(self) -> list[Instance]:
         return sorted(self.instances.values(), key=lambda i: int(i.instance_id))

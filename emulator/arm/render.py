@@ -116,11 +116,13 @@ def vmss_json(scale_set: ScaleSet, subscription_id: str, *, key_vault_reference:
                 for e in model.extensions
             ]
         }
+    tags: JSON = {"tags": dict(scale_set.tags)} if scale_set.tags else {}  # TrackedResource.tags; ARM omits none
     return {
         "id": scale_set_id,
         "name": scale_set.name,
         "type": VMSS_TYPE,
         "location": scale_set.location,
+        **tags,
         "sku": {"name": scale_set.sku_name, "tier": "Standard", "capacity": len(scale_set.instances)},
         "properties": {
             "singlePlacementGroup": True,

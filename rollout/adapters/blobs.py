@@ -181,6 +181,28 @@ class ReleaseBlobs:
             content = downloader.readall()
         return str(blob.url), content
 
+    def read_if_changed(self, name: str, etag: str | None, max_bytes: int) -> tuple[str, bytes] | None:
+        """``(etag, content)`` of blob ``name`` unless its ETag is still ``etag`` (None: unchanged, nothing read).
+
+        One properties request when unchanged; otherwise a download of exactly that version (``If-Match``),
+        so a replacement between the two reads is ``ConcurrencyError``, never a mix. ``ReleaseTooLargeError``
+        beyond ``max_bytes`` (nothing downloaded); ``NotFoundError`` when the blob does not exist."""
+        blob = self._container.get_blob_client(validate_blob_name(name))
+        with map_storage_errors(f"read the properties of {name} in {self.container_name}"):
+            props = blob.get_blob_properties()
+        current = str(props.etag)
+        if etag is not None and current == etag:
+            return None
+        if int(props.size) > max_bytes:
+            raise ReleaseTooLargeError(f"blob {name!r} is {props.size} bytes; at most {max_bytes} are read")
+        if int(props.size) == 0:
+            return current, b""
+        with map_storage_errors(f"read {name} from {self.container_name}"):
+            downloader = blob.download_blob(
+                offset=0, length=int(props.size), etag=current, match_condition=MatchConditions.IfNotModified
+            )
+            return current, bytes(downloader.readall())
+
     def list_names(self, prefix: str | None = None) -> list[str]:
         """Every blob name in the container (optionally under ``prefix``), in the service's (sorted) order."""
         with map_storage_errors(f"list {self.container_name}"):

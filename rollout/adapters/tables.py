@@ -243,6 +243,8 @@ def release_to_dict(release: Release) -> dict[str, Any]:
         "blob_url": release.blob_url,
         "sha256": release.sha256,
         "image_id": release.image_id,
+        # Only when set: rows of releases to the default group stay as they were.
+        **({"group": release.group} if release.group is not None else {}),
     }
 
 
@@ -255,6 +257,7 @@ def release_from_dict(data: Mapping[str, Any]) -> Release:
         blob_url=data["blob_url"],
         sha256=data["sha256"],
         image_id=data.get("image_id"),
+        group=data.get("group"),
     )
 
 

@@ -69,7 +69,7 @@ def host(
     blobs, container, env = setup.blobs, setup.container, setup.env
     blobs.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
     fire_release_uploaded(function_app.app, container, "install_nginx.v1.sh")
-    functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status"]
+    functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status", "list_targets"]
     with LocalFunctionsHost(function_app.app, env=env, http_port=0, state_dir=tmp_path, functions=functions) as running:
         status, payload = send(running, "GET", "/api/rollouts", {"x-functions-key": running.function_key})
         assert status == 200
@@ -108,7 +108,7 @@ def test_hostile_requests_over_http_never_get_a_500(host: tuple[LocalFunctionsHo
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(
-        route=st.sampled_from(["list", "get", "steer", "fleet"]),
+        route=st.sampled_from(["list", "get", "steer", "fleet", "targets"]),
         rollout_id=st.one_of(ids, st.just(existing)),
         verb=st.one_of(st.sampled_from(COMMANDS), any_text, nasty_text),
         body=bodies,
@@ -126,6 +126,7 @@ def test_hostile_requests_over_http_never_get_a_500(host: tuple[LocalFunctionsHo
             "get": f"/api/rollouts/{segment}",
             "steer": f"/api/rollouts/{segment}/{quote(verb.encode('utf-8'), safe='')}",
             "fleet": "/api/fleet",
+            "targets": "/api/targets",
         }[route]
         if query:
             path += "?" + urlencode(query)
@@ -167,7 +168,7 @@ def test_under_the_windows_hosts_4kb_url_limit_a_long_id_is_a_414_from_the_front
     """The documented 4 KB URL limit (a switch: the Linux host's limit is not documented): the long id
     never reaches the app, and nothing is a 500; a short hostile id still reaches it and is a JSON 404."""
     running, _ = host
-    functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status"]
+    functions = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status", "list_targets"]
     with LocalFunctionsHost(
         function_app.app,
         env=running.test_env,  # type: ignore[attr-defined]

@@ -61,8 +61,11 @@ def unquote(key: str) -> str:
 
 
 def body(entry: dict[str, Any]) -> dict[str, Any]:
-    """The body of a resource/module, looking through ``if (condition)``."""
+    """The body of a resource/module, looking through ``if (condition)`` and ``[for x in xs: ...]``."""
     config: dict[str, Any] = entry["config"]
+    if set(config) == {"loop_type", "condition", "config"}:
+        looped: dict[str, Any] = config["config"]
+        return looped
     if set(config) == {"condition", "config"}:
         inner: dict[str, Any] = config["config"]
         return inner

@@ -53,6 +53,7 @@ INSIGHTS = "Microsoft.Insights/components"
 GALLERY = "Microsoft.Compute/galleries"
 # An assignment without `scope` applies to the resource group its module is deployed to.
 RESOURCE_GROUP = "resourceGroup"
+SUBSCRIPTION = "subscription"
 
 # The complete list: an assignment not listed here (a broader scope, another role) fails the test.
 EXPECTED_ROLE_ASSIGNMENTS = {
@@ -74,6 +75,13 @@ EXPECTED_ROLE_ASSIGNMENTS = {
     # on the gallery, or on the image resource group when the scope given is a resource group
     (READER, GALLERY, FUNCTION_IDENTITY),
     (READER, RESOURCE_GROUP, FUNCTION_IDENTITY),
+    # optional (targetsDiscoverySubscriptions): list the scale sets of each subscription tag discovery reads
+    (READER, SUBSCRIPTION, FUNCTION_IDENTITY),
+}
+
+# The only role assignments on a whole subscription (a module with targetScope = 'subscription'), and why.
+SUBSCRIPTION_WIDE_ASSIGNMENTS = {
+    "modules/discovery-access.bicep:discoveryReader": "tag discovery lists every scale set of the subscription",
 }
 
 # The only role assignments allowed without `scope` (i.e. on a whole resource group), and why.
@@ -276,6 +284,9 @@ def _role_assignments() -> set[tuple[str, str, str]]:
             where = f"{scope.file.relpath}:{name}"
             if "scope" in config:
                 target_type = scope.file.resources[config["scope"]]["type"]
+            elif re.search(r"^targetScope = 'subscription'$", (INFRA / scope.file.relpath).read_text(), re.M):
+                assert where in SUBSCRIPTION_WIDE_ASSIGNMENTS, f"{where} has no scope: the whole subscription"
+                target_type = SUBSCRIPTION
             else:
                 assert where in RESOURCE_GROUP_WIDE_ASSIGNMENTS, f"{where} has no scope: the whole resource group"
                 target_type = RESOURCE_GROUP

@@ -170,3 +170,22 @@ def test_managed_identity_constructor_uses_bearer_tokens_over_https(azurite_oaut
         assert url.startswith("https://127.0.0.1:")
 
     assert credential.scopes_seen and all(s == ("https://storage.azure.com/.default",) for s in credential.scopes_seen)
+
+
+def test_read_if_changed_reads_a_version_once_and_again_when_it_changes(blobs: ReleaseBlobs) -> None:
+    """The targets document's cache: the ETag decides whether anything is downloaded."""
+    with pytest.raises(NotFoundError):
+        blobs.read_if_changed("targets.yaml", None, 1024)
+    blobs.upload("targets.yaml", b"groups: []\n")
+    read = blobs.read_if_changed("targets.yaml", None, 1024)
+    assert read is not None and read[1] == b"groups: []\n"
+    etag = read[0]
+    assert blobs.read_if_changed("targets.yaml", etag, 1024) is None
+    blobs.upload("targets.yaml", b"groups: [x]\n", overwrite=True)
+    again = blobs.read_if_changed("targets.yaml", etag, 1024)
+    assert again is not None and again[0] != etag and again[1] == b"groups: [x]\n"
+    with pytest.raises(ReleaseTooLargeError):
+        blobs.read_if_changed("targets.yaml", None, 4)
+    blobs.upload("empty.yaml", b"")
+    empty = blobs.read_if_changed("empty.yaml", None, 1024)
+    assert empty is not None and empty[1] == b""

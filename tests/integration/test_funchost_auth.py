@@ -24,7 +24,7 @@ from tests.fixtures.appenv import app_under_test, fire_release_uploaded
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
-HTTP_FUNCTIONS = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status"]
+HTTP_FUNCTIONS = ["list_rollouts", "get_rollout", "steer_rollout", "fleet_status", "list_targets"]
 ADA = "ada@contoso.com"
 RITA = "rita@contoso.com"
 
@@ -118,7 +118,7 @@ def test_entra_a_reader_reads_and_gets_a_403_naming_the_role_when_steering(
 ) -> None:
     host, issuer, rid = entra_host
     reader = bearer(issuer.token(roles=[READ_ROLE], preferred_username=RITA))
-    for path in ("rollouts", f"rollouts/{rid}", "fleet"):
+    for path in ("rollouts", f"rollouts/{rid}", "fleet", "targets"):
         assert requests.get(f"{host.api_url}/{path}", headers=reader, timeout=30).status_code == 200, path
     response = requests.post(f"{host.api_url}/rollouts/{rid}/pause", headers=reader, timeout=30)
     assert response.status_code == 403

@@ -88,7 +88,7 @@ def test_a_group_release_is_listed_shown_and_steered_over_http(app: App) -> None
     assert status == 200 and resumed["phase"] == "Running", resumed
 
     app.tick_until(release_id, "Succeeded", timeout=90)
-    user_function("advance_group_releases")(timer=TimerRequest(past_due=False))  # the group's own timer
+    user_function("advance_rollouts")(timer=TimerRequest(past_due=False))  # targets, then the group
     status, done = app.http("get_group_release", "GET", {"id": release_id})
     assert done["phase"] == "Succeeded" and done["targets"][0]["rollout"]["phase"] == "Succeeded", done
     steered = [e for e in done["events"] if e["kind"] == "TargetSteered"]

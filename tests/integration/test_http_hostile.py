@@ -43,6 +43,7 @@ ROUTES = {
     "get": ("get_rollout", "GET"),
     "steer": ("steer_rollout", "POST"),
     "fleet": ("fleet_status", "GET"),
+    "targets": ("list_targets", "GET"),
 }
 
 # Text of every kind: any code point including unpaired surrogates and controls, and the characters
@@ -97,6 +98,7 @@ def request_for(route: str, rollout_id: str, verb: str, body: bytes, hdrs: dict[
         "get": f"rollouts/{rollout_id}",
         "steer": f"rollouts/{rollout_id}/{verb}",
         "fleet": "fleet",
+        "targets": "targets",
     }[route]
     route_params = {"get": {"id": rollout_id}, "steer": {"id": rollout_id, "verb": verb}}.get(route, {})
     url = "http://localhost/api/" + quote(path.encode("utf-8", "surrogatepass"), safe="/")

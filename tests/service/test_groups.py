@@ -513,5 +513,9 @@ def test_a_release_rejected_for_its_content_is_recorded_for_the_group_and_never_
     assert world.groups.receive_release("web", V1).status is OutcomeStatus.DUPLICATE
     assert world.groups.reject_release("nope", V1, "x").status is OutcomeStatus.IGNORED
     world.step()
-    assert all(world.rollout(k, rollout_id_for(V1)) is None for k in KEYS)
+    # Each scale set of the group records the refusal in its own history, and none was started.
+    for key in KEYS:
+        rollout = world.rollout(key, rollout_id_for(V1))
+        assert rollout is not None and rollout.phase is Phase.REJECTED and "syntax error" in rollout.reason
+    assert all(not ss.calls_of("update_model") for ss in world.scale_sets.values())
     assert world.group_events(V1) == [(EventKind.REJECTED, "")]

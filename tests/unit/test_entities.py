@@ -375,3 +375,13 @@ def test_event_kinds_come_back_as_the_enum_with_the_same_stored_value() -> None:
         assert entity["kind"] == kind.value and type(entity["kind"]) is str
         back = event_from_entity(entity)
         assert back.kind is kind
+
+
+def test_a_releases_group_round_trips_and_the_default_group_adds_no_field() -> None:
+    from rollout.adapters.tables import release_from_dict, release_to_dict
+    from rollout.model import Release, ReleaseKind
+
+    top = Release(ReleaseKind.SCRIPT, "app", 1, "app.v1.sh", "https://a/init/app.v1.sh", "ab" * 32)
+    assert "group" not in release_to_dict(top) and release_from_dict(release_to_dict(top)) == top
+    grouped = dataclasses.replace(top, group="web", blob_url="https://a/init/web/app.v1.sh")
+    assert release_to_dict(grouped)["group"] == "web" and release_from_dict(release_to_dict(grouped)) == grouped

@@ -64,7 +64,12 @@ def test_versions_compare_numerically_not_as_text() -> None:
         ("$(reboot).v1.sh", "does not match"),
         ("`id`.v1.sh", "does not match"),
         ("../install_nginx.v1.sh", "virtual folder"),
-        ("releases/install_nginx.v1.sh", "virtual folder"),
+        ("a/b/install_nginx.v1.sh", "virtual folder"),
+        ("web/", "does not match"),
+        ("/install_nginx.v1.sh", "virtual folder"),
+        ("we b/install_nginx.v1.sh", "virtual folder"),
+        ("web\\x/install_nginx.v1.sh", "virtual folder"),
+        ("web/../install_nginx.v1.sh", "virtual folder"),
         ("..\\install_nginx.v1.sh", "virtual folder"),
         ("install_nginx.v1.sh\n", "control characters"),
         ("install\x00nginx.v1.sh", "control characters"),
@@ -204,3 +209,37 @@ def test_an_image_release_without_an_image_asks_for_no_change() -> None:
     # A rejected manifest is recorded with its desired model: it must not crash on the missing image id.
     release = unread_release(_name("a.v2.image.json"), f"{URL}/a.v2.image.json")
     assert desired_model(release, ExtensionDefaults()).image_id is None
+
+
+@pytest.mark.parametrize(
+    ("name", "group", "file"),
+    [
+        ("web/install_nginx.v7.sh", "web", "install_nginx.v7.sh"),
+        ("eu-west-2/web.v3.sh", "eu-west-2", "web.v3.sh"),
+        # Not a group name (upper case, '_'): still a release by name; routing refuses it and records why.
+        ("Payments/install_nginx.v7.sh", "Payments", "install_nginx.v7.sh"),
+        ("pay_ments/install_nginx.v7.sh", "pay_ments", "install_nginx.v7.sh"),
+    ],
+)
+def test_a_release_in_a_folder_names_its_group(name: str, group: str, file: str) -> None:
+    parsed = _name(name)
+    assert parsed.group == group and parsed.blob_name == file and parsed.path == name
+    # The VMs run the file by its own name (CustomScript downloads fileUris by their last segment).
+    release = build_release(parsed, f"{URL}/{name}", b"#!/bin/bash\necho hi\n")
+    assert release.group == group and release.blob_name == file and release.blob_url == f"{URL}/{name}"
+
+
+def test_a_release_at_the_top_level_has_no_group() -> None:
+    parsed = _name("install_nginx.v7.sh")
+    assert parsed.group is None and parsed.path == "install_nginx.v7.sh"
+    assert build_release(parsed, f"{URL}/install_nginx.v7.sh", b"echo\n").group is None
+
+
+def test_unread_rollout_ids_differ_per_folder() -> None:
+    from rollout.releases import unread_rollout_id
+
+    top, web = _name("a.v1.sh"), _name("web/a.v1.sh")
+    assert unread_rollout_id(top, '"e"') != unread_rollout_id(web, '"e"')
+    # Unchanged for releases at the top level (rows recorded before groups keep their ids).
+    digest = hashlib.sha256(b'unread\na.v1.sh\n"e"').hexdigest()
+    assert unread_rollout_id(top, '"e"') == f"a-v1-{digest[:10]}"

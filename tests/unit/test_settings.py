@@ -191,3 +191,25 @@ def test_knob_settings_parse_to_the_fields_they_name() -> None:
 def test_the_sample_settings_file_has_the_documented_tick_schedule() -> None:
     sample = json.loads((Path(__file__).parents[2] / "local.settings.sample.json").read_text())
     assert sample["Values"]["ROLLOUT_TICK_SCHEDULE"] == DEFAULT_TICK_SCHEDULE
+
+
+def test_targets_settings_are_optional_and_checked() -> None:
+    s = load_settings(REQUIRED)
+    assert s.targets_config is None and s.targets_discovery_subscriptions == ()
+    sub = "11111111-1111-1111-1111-111111111111"
+    s = load_settings(
+        {
+            **REQUIRED,
+            "ReleaseStorage": "UseDevelopmentStorage=true",
+            "TARGETS_CONFIG": "config/targets.yaml",
+            "TARGETS_DISCOVERY_SUBSCRIPTIONS": f" {sub} ,{sub},00000000-0000-0000-0000-000000000000",
+        }
+    )
+    assert s.targets_config == "config/targets.yaml"
+    assert s.targets_discovery_subscriptions == (sub, "00000000-0000-0000-0000-000000000000")
+    with pytest.raises(SettingsError) as info:
+        load_settings({**REQUIRED, "TARGETS_CONFIG": "../targets.txt", "TARGETS_DISCOVERY_SUBSCRIPTIONS": "x y"})
+    message = str(info.value)
+    assert "TARGETS_CONFIG='../targets.txt' must be a blob name in the release container ending in .json" in message
+    assert "TARGETS_CONFIG needs ReleaseStorage" in message
+    assert "TARGETS_DISCOVERY_SUBSCRIPTIONS: 'x y' is not a subscription id" in message
