@@ -457,6 +457,39 @@ def _find(ctx: Ctx, rollout_id: str, kind: str) -> tuple[str, dict[str, Any]] | 
     return None
 
 
+def end_code(kind: str, detail: dict[str, Any]) -> int:
+    """The exit code of an ended rollout or group release. A group release that Halted ends as the target
+    that halted it: Failed, Rejected or Aborted there (only a cause ends that way), else RolledBack (the
+    canary of a target failed; the others of its wave were rolled back with it); Halted when none says."""
+    phase = str(detail.get("phase"))
+    if kind == "group" and phase == "Halted":
+        ends = {t["rollout"].get("phase") for t in _targets_of(detail) if isinstance(t.get("rollout"), dict)}
+        for cause in ("Failed", "Rejected", "Aborted", "RolledBack"):
+            if cause in ends:
+                return int(PHASE_EXIT[cause])
+        return int(ExitCode.HALTED)
+    return int(PHASE_EXIT.get(phase, ExitCode.API_ERROR))
+
+
+def _targets_of(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    targets = detail.get("targets")
+    return [t for t in targets if isinstance(t, dict)] if isinstance(targets, list) else []
+
+
+def _single_rollout(ctx: Ctx, group: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout of a group release with one target (the VMSS_* scale set alone, the default): shown as a
+    rollout (instances, verdict, events), which says more than a table of one target."""
+    targets = _targets_of(group)
+    if len(targets) != 1 or not targets[0].get("rolloutId"):
+        return None
+    try:
+        return ctx.api.get(f"rollouts/{targets[0]['rolloutId']}")
+    except CliError as exc:
+        if exc.code is ExitCode.NOT_FOUND:
+            return None
+        raise
+
+
 def _follow(
     ctx: Ctx,
     rollout_id: str,
@@ -475,17 +508,22 @@ def _follow(
     last_line = ""
     outage_since: float | None = None
     found: tuple[str, dict[str, Any]] | None = None
+    inner: dict[str, Any] | None = None  # the one rollout of a single-target group release
     fleet: dict[str, Any] | None = None
+    group_phase = ""
 
     def frame(note: str) -> RenderableType:
         if found is None:
             return Text(note)
         what, detail = found
-        view = (
-            render.group_view(detail, last_events=events)
-            if what == "group"
-            else render.rollout_view(detail, fleet, last_events=events)
-        )
+        if what == "group" and inner is not None:
+            view: RenderableType = Group(
+                Text(render.group_header(detail), style="bold"), render.rollout_view(inner, fleet, last_events=events)
+            )
+        elif what == "group":
+            view = render.group_view(detail, last_events=events)
+        else:
+            view = render.rollout_view(detail, fleet, last_events=events)
         return Group(view, Text(""), Text(note, style="dim"))
 
     live = Live(console=ctx.out, auto_refresh=False, transient=False) if live_view else None
@@ -496,7 +534,8 @@ def _follow(
             elapsed = time.monotonic() - started
             try:
                 found = _find(ctx, rollout_id, kind) or found
-                if found is not None and found[0] == "rollout":
+                inner = _single_rollout(ctx, found[1]) if found is not None and found[0] == "group" else None
+                if found is not None and (found[0] == "rollout" or inner is not None):
                     fleet = _fleet_or_none(ctx)
                 outage_since = None
             except CliError as exc:
@@ -521,12 +560,15 @@ def _follow(
                 live.update(frame(note), refresh=True)
             elif found is not None:
                 what, detail = found
-                line = (
-                    render.group_line(detail, elapsed)
-                    if what == "group"
-                    else render.progress_line(detail, fleet, elapsed)
-                )
-                trail = [e for e in detail.get("events") or [] if isinstance(e, dict)]
+                if what == "group" and str(detail.get("phase")) != group_phase:
+                    group_phase = str(detail.get("phase"))
+                    ctx.note(f"[{elapsed:6.1f}s] {render.group_header(detail)}")
+                shown = inner if what == "group" and inner is not None else detail
+                if what == "group" and inner is None:
+                    line = render.group_line(detail, elapsed)
+                else:
+                    line = render.progress_line(shown, fleet, elapsed)
+                trail = [e for e in shown.get("events") or [] if isinstance(e, dict)]
                 if line.split("] ", 1)[1] != last_line or len(trail) > logged_events:
                     last_line = line.split("] ", 1)[1]
                     ctx.note(line)
@@ -535,12 +577,16 @@ def _follow(
                     logged_events = len(trail)
             if found is not None and ended:
                 what, detail = found
-                code = int(PHASE_EXIT.get(phase, ExitCode.API_ERROR))
+                code = end_code(what, detail)
                 if live is not None:
                     live.stop()
                     live = None
                 if not ctx.json:
                     reason = detail.get("rollbackReason") or detail.get("reason") or ""
+                    if inner is not None:
+                        target = _targets_of(detail)[0].get("target")
+                        said = inner.get("rollbackReason") or inner.get("reason") or ""
+                        reason = f"{target}: {inner.get('phase')}: {said}"
                     style = "bold green" if code == 0 else "bold red"
                     ctx.out.print(
                         Text(f"{rollout_id}: {phase} (exit {code}) {reason}".rstrip(), style=style), soft_wrap=True

@@ -16,7 +16,7 @@ class ExitCode(enum.IntEnum):
     ABORTED = 4  # the release ended Aborted (an operator stopped it)
     REJECTED = 5  # the release was Rejected (not newer, pre-flight refused it, bad content, superseded)
     FAILED = 6  # the rollout stopped Failed: it needs a human (`retry` or `abort`)
-    HALTED = 7  # a group release Halted: a target failed, later waves never started
+    HALTED = 7  # a group release Halted and no target's end says why (else its cause's code: 3, 4, 5 or 6)
     TIMEOUT = 8  # `--timeout` passed before the release ended
     UNREACHABLE = 9  # the API (or the storage account) cannot be reached, or answers 502/503/504
     AUTH = 10  # 401 or 403: no or a wrong function key, token, or app role
@@ -31,7 +31,7 @@ PHASE_EXIT: dict[str, ExitCode] = {
     "Aborted": ExitCode.ABORTED,
     "Rejected": ExitCode.REJECTED,
     "Failed": ExitCode.FAILED,  # not final for the engine (retry), but the end of a wait: a human must act
-    "Halted": ExitCode.HALTED,
+    "Halted": ExitCode.HALTED,  # a group release: app.end_code gives the code of the target that halted it
 }
 
 MEANING: dict[ExitCode, str] = {
@@ -42,7 +42,7 @@ MEANING: dict[ExitCode, str] = {
     ExitCode.ABORTED: "the release ended Aborted",
     ExitCode.REJECTED: "the release was Rejected",
     ExitCode.FAILED: "the rollout stopped Failed (needs `retry` or `abort`)",
-    ExitCode.HALTED: "the group release Halted (a target failed)",
+    ExitCode.HALTED: "a group release Halted and none of its targets' ends says why",
     ExitCode.TIMEOUT: "`--timeout` passed before the release ended",
     ExitCode.UNREACHABLE: "the API or the storage account cannot be reached (or answers 502/503/504)",
     ExitCode.AUTH: "401/403: missing or wrong key or token, or a missing app role",

@@ -206,6 +206,14 @@ def group_view(detail: Json, *, last_events: int = 5) -> RenderableType:
     return Group(head, Text(""), table, Text(""), events_table(detail.get("events"), last_events))
 
 
+def group_header(detail: Json) -> str:
+    """One line for a group release: id, group, phase, wave."""
+    return (
+        f"group release {detail.get('id')} (group {detail.get('group')}): {detail.get('phase')}, "
+        f"wave {detail.get('wave')} of {detail.get('waves')}"
+    )
+
+
 def group_line(detail: Json, elapsed: float) -> str:
     done, total = group_done(detail)
     return (

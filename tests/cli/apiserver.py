@@ -23,16 +23,18 @@ import pytest
 import function_app
 from emulator.easyauth import PLATFORM_ENV, EasyAuthSettings
 from emulator.funchost import LocalFunctionsHost
+from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoad
 from rollout.groups import GroupService
 from rollout.policy import RolloutPolicy
 from rollout.ports import TransientError
 from rollout.releases import ExtensionDefaults, build_release, parse_release_name
-from rollout.service import Outcome, RolloutService
+from rollout.service import RolloutService
 from rollout.settings import Settings, load_settings
 from rollout.targets import DEFAULT_GROUP, TargetRef, single_target_config
 from tests.fakes import BASE_URL, FakeClock, FakeNotifier, FakeProber, FakeScaleSet, FakeStore
 
 HTTP_FUNCTIONS = [
+    "list_targets",
     "list_rollouts",
     "get_rollout",
     "fleet_status",
@@ -82,27 +84,31 @@ class FakeWorld:
                 "HTTP_AUTH": self.http_auth,
             }
         )
-        self.groups = GroupService(
-            config=single_target_config(REF, self.policy, self.settings.probe),
+        config = single_target_config(REF, self.policy, self.settings.probe)
+        self.groups = GroupService(config=config, store=self.store, services={REF.key: self.service}, clock=self.clock)
+        self.unrouted = RolloutService(
+            target_key=UNROUTED_KEY,
+            compute=self.scale_set,
+            prober=FakeProber(self.scale_set),
             store=self.store,
-            services={REF.key: self.service},
+            notifier=FakeNotifier(),
             clock=self.clock,
+            policy=self.policy,
+            extension=ExtensionDefaults(),
         )
+        self.fleet = Fleet(TargetsLoad(config), lambda target: self.service, self.unrouted, self.groups)
 
-    def release(self, name: str, content: bytes | None = None) -> Outcome:
-        """What the blob trigger does for an upload of ``name`` (``broken`` in it: its page breaks)."""
+    def release(self, name: str, content: bytes | None = None, group: str | None = None) -> str:
+        """What the blob trigger does for an upload of ``[<group>/]name`` (``Fleet.receive_release_blob``): the
+        group (the default one: the VMSS_* scale set) receives it and starts its rollout. Returns the id."""
         parsed = parse_release_name(name)
         assert not isinstance(parsed, str), parsed
         body = content if content is not None else f"#!/bin/bash\necho {name}\n".encode()
+        url = f"{BASE_URL}/{group + '/' if group else ''}{name}"
         with self.lock:
-            return self.service.start_release(build_release(parsed, f"{BASE_URL}/{name}", body))
-
-    def group_release(self, name: str, content: bytes, group: str = DEFAULT_GROUP) -> None:
-        """What the trigger does for ``<group>/<name>`` when groups route releases: a group release."""
-        parsed = parse_release_name(name)
-        assert not isinstance(parsed, str), parsed
-        with self.lock:
-            self.groups.receive_release(group, build_release(parsed, f"{BASE_URL}/{group}/{name}", content))
+            outcome = self.groups.receive_release(group or DEFAULT_GROUP, build_release(parsed, url, body))
+        assert outcome.release_id, outcome
+        return outcome.release_id
 
     def tick(self, n: int = 1) -> None:
         with self.lock:
@@ -140,6 +146,7 @@ def serve(
     *,
     app_module: ModuleType = function_app,
     easy_auth: EasyAuthSettings | None = None,
+    functions: list[str] = HTTP_FUNCTIONS,
 ) -> Iterator[LocalFunctionsHost]:
     """The function app's HTTP functions over ``world``, on a free port: with a function key, or behind
     App Service authentication (``easy_auth``, with ``app_module`` loaded for ``HTTP_AUTH=entra``)."""
@@ -156,11 +163,12 @@ def serve(
 
     monkeypatch.setattr(app_module, "service_from_environment", services)
     monkeypatch.setattr(app_module, "group_service_from_environment", groups)
+    monkeypatch.setattr(app_module, "fleet_from_environment", lambda env=None: world.fleet)
     host = LocalFunctionsHost(
         app_module.app,
         easy_auth=easy_auth,
         http_port=0,
-        functions=HTTP_FUNCTIONS,
+        functions=functions,
         state_dir=tmp_path / "host",
         export_env=False,
     )

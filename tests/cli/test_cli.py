@@ -14,7 +14,7 @@ import requests
 from typer.testing import CliRunner
 
 import vmss_canary_cli.app as cli
-from tests.cli.apiserver import FakeWorld, serve
+from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, serve
 from vmss_canary_cli.exits import ExitCode
 from vmss_canary_cli.releasefile import ReleaseFile
 
@@ -44,9 +44,9 @@ class Api:
 def make_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[..., Api]]:
     hosts: list[Any] = []
 
-    def make(**world_options: Any) -> Api:
+    def make(functions: list[str] = HTTP_FUNCTIONS, **world_options: Any) -> Api:
         world = FakeWorld(**world_options)
-        context = serve(world, monkeypatch, tmp_path)
+        context = serve(world, monkeypatch, tmp_path, functions=functions)
         host = context.__enter__()
         hosts.append(context)
         return Api(world, host.url, host.function_key)
@@ -75,7 +75,7 @@ def ended(world: FakeWorld, rollout_id: str) -> str:
 
 
 def test_status_json_is_the_apis_answer_and_human_output_shows_the_rollouts(api: Api) -> None:
-    rid = api.world.release("install_nginx.v1.sh").rollout_id or ""
+    rid = api.world.release("install_nginx.v1.sh")
     result = api.cli("status", "-o", "json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == api.raw("rollouts")
@@ -86,7 +86,7 @@ def test_status_json_is_the_apis_answer_and_human_output_shows_the_rollouts(api:
 
 
 def test_get_shows_the_phase_the_progress_the_verdict_and_the_events(api: Api) -> None:
-    rid = api.world.release("install_nginx.v1.sh").rollout_id or ""
+    rid = api.world.release("install_nginx.v1.sh")
     assert ended(api.world, rid) == "Succeeded"
     as_json = api.cli("get", rid, "-o", "json")
     assert as_json.exit_code == 0 and json.loads(as_json.stdout) == api.raw(f"rollouts/{rid}")
@@ -105,7 +105,15 @@ def test_fleet_shows_every_instance(api: Api) -> None:
     assert all(f"\n{i} " in human for i in range(5))
 
 
-def test_targets_on_an_app_without_the_route_says_so(api: Api) -> None:
+def test_targets_is_the_apis_answer(api: Api) -> None:
+    result = api.cli("targets", "-o", "json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == api.raw("targets")
+    human = api.cli("targets").stdout
+    assert "source" in human and any(r.split()[:3] == ["default", "1", "rg:vmss"] for r in human.splitlines())
+
+
+def test_targets_on_an_app_without_the_route_says_so(make_api: Callable[..., Api]) -> None:
+    api = make_api(functions=[f for f in HTTP_FUNCTIONS if f != "list_targets"])
     result = api.cli("targets")
     assert result.exit_code == ExitCode.NOT_FOUND
     assert "this app has no GET /api/targets" in result.stderr
@@ -113,7 +121,7 @@ def test_targets_on_an_app_without_the_route_says_so(api: Api) -> None:
 
 def test_group_releases_are_listed_and_shown(api: Api) -> None:
     content = b"#!/bin/bash\necho group\n"
-    api.world.group_release("install_nginx.v1.sh", content)
+    api.world.release("install_nginx.v1.sh", content)
     api.world.tick(3)
     listing = api.cli("releases", "-o", "json")
     assert listing.exit_code == 0 and json.loads(listing.stdout) == api.raw("releases")
@@ -167,7 +175,7 @@ def test_no_url_and_bad_urls_are_bad_input() -> None:
 
 
 def test_pause_resume_abort_with_rollback_and_a_verb_that_does_not_apply(api: Api) -> None:
-    rid = api.world.release("install_nginx.v1.sh").rollout_id or ""
+    rid = api.world.release("install_nginx.v1.sh")
     paused = api.cli("pause", rid, "--reason", "looking at the graphs", "-o", "json")
     assert paused.exit_code == 0 and json.loads(paused.stdout)["phase"] == "Paused"
     again = api.cli("pause", rid)
@@ -182,7 +190,7 @@ def test_pause_resume_abort_with_rollback_and_a_verb_that_does_not_apply(api: Ap
 
 
 def test_a_reason_the_api_refuses_is_refused(api: Api) -> None:
-    rid = api.world.release("install_nginx.v1.sh").rollout_id or ""
+    rid = api.world.release("install_nginx.v1.sh")
     result = api.cli("pause", rid, "--reason", "x" * 501)
     assert result.exit_code == ExitCode.REFUSED and '"reason" must be a string' in result.stderr
 
@@ -200,10 +208,7 @@ def fake_upload(monkeypatch: pytest.MonkeyPatch) -> Callable[[Api], list[Release
 
         def upload(release: ReleaseFile, **storage: Any) -> str:
             uploaded.append(release)
-            if release.group:
-                api.world.group_release(release.name, release.content, release.group)
-            else:
-                api.world.release(release.name, release.content)
+            api.world.release(release.name, release.content, release.group)
             return "uploaded"
 
         monkeypatch.setattr(cli, "upload", upload)
@@ -229,7 +234,8 @@ def test_release_wait_succeeds_with_exit_0_and_json_says_how(
     result = api.cli("release", str(script(tmp_path, "install_nginx.v1.sh")), "--wait", *STORAGE, "-o", "json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["phase"] == "Succeeded" and summary["exitCode"] == 0 and summary["followed"] == "rollout"
+    # Every release goes to its group (here the default one: the VMSS_* scale set alone).
+    assert summary["phase"] == "Succeeded" and summary["exitCode"] == 0 and summary["followed"] == "group"
     assert summary["rolloutId"] == uploaded[0].rollout_id == summary["detail"]["id"]
     assert summary["blob"] == "init/install_nginx.v1.sh"
 
@@ -244,7 +250,11 @@ def test_release_wait_exits_with_the_rolled_back_code_for_a_broken_release(
     assert result.exit_code == ExitCode.ROLLED_BACK, result.output
     lines = result.stdout.splitlines()
     assert "RollingBack" in result.stdout and "HealthCheckFailed" in result.stdout
-    assert lines[-1].startswith("install_nginx-v2-") and ": RolledBack (exit 3) canary unhealthy" in lines[-1]
+    # The release went to its group (the VMSS_* scale set alone), which halted because its target rolled back.
+    assert (
+        lines[-1].startswith("install_nginx-v2-")
+        and ": Halted (exit 3) rg:vmss: RolledBack: canary unhealthy" in lines[-1]
+    )
 
 
 def test_release_wait_exit_codes_for_aborted_rejected_failed_and_timeout(
@@ -352,13 +362,13 @@ def test_a_short_outage_during_a_wait_is_ridden_out_and_a_long_one_is_unreachabl
     api.world.before_request = original  # type: ignore[method-assign]
 
     monkeypatch.setattr(cli, "UNREACHABLE_GRACE_SECONDS", 1.0)
-    rid = api.world.release("install_nginx.v2.sh").rollout_id or ""
+    rid = api.world.release("install_nginx.v2.sh")
     api.world.fail_requests = 10_000
     down = api.cli("get", rid, "--watch", "--interval", "0.2")
     assert down.exit_code == ExitCode.UNREACHABLE and "503" in down.stderr and "unavailable" in down.stderr
 
 
-def test_a_group_release_that_halts_exits_with_the_halted_code_and_release_get_watches_it(
+def test_a_group_release_that_halts_exits_as_its_target_ended_and_release_get_watches_it(
     make_api: Callable[..., Api], fake_upload: Any, tmp_path: Path
 ) -> None:
     api = make_api(auto_tick=True)
@@ -366,11 +376,34 @@ def test_a_group_release_that_halts_exits_with_the_halted_code_and_release_get_w
     api.world.scale_set.broken_releases.add("install_nginx.v1.sh")
     path = script(tmp_path, "install_nginx.v1.sh")
     result = api.cli("release", str(path), "--group", "default", "--wait", *STORAGE)
-    assert result.exit_code == ExitCode.HALTED, result.output
-    assert "] Halt" in result.stdout and "targets succeeded" in result.stdout
+    assert result.exit_code == ExitCode.ROLLED_BACK, result.output
+    assert "(group default): Halted, wave 1 of 1" in result.stdout
     rid = json.loads(api.cli("releases", "-o", "json").stdout)["releases"][0]["id"]
     watched = api.cli("release-get", rid, "--watch", "--interval", "0.2", "-o", "json")
-    assert watched.exit_code == ExitCode.HALTED and json.loads(watched.stdout)["phase"] == "Halted"
+    assert watched.exit_code == ExitCode.ROLLED_BACK and json.loads(watched.stdout)["phase"] == "Halted"
+
+
+def _group(phase: str, *ends: str) -> dict[str, Any]:
+    return {"phase": phase, "targets": [{"target": f"rg:t{i}", "rollout": {"phase": e}} for i, e in enumerate(ends)]}
+
+
+@pytest.mark.parametrize(
+    ("detail", "code"),
+    [
+        (_group("Succeeded", "Succeeded", "Succeeded"), ExitCode.OK),
+        (_group("Halted", "RolledBack", "RolledBack"), ExitCode.ROLLED_BACK),  # a canary failed; its wave went back
+        (_group("Halted", "RolledBack", "Aborted"), ExitCode.ABORTED),  # an operator stopped one target
+        (_group("Halted", "Rejected", "RolledBack"), ExitCode.REJECTED),  # pre-flight refused one target
+        (_group("Halted", "Failed", "RolledBack"), ExitCode.FAILED),  # one needs a human
+        (_group("Halted", "Succeeded"), ExitCode.HALTED),  # nothing says why
+        ({"phase": "Halted", "targets": [{"target": "rg:t", "rollout": None}]}, ExitCode.HALTED),
+        (_group("RolledBack", "RolledBack"), ExitCode.ROLLED_BACK),  # onFailure rollback-all
+        (_group("Aborted", "RolledBack"), ExitCode.ABORTED),
+        (_group("Rejected"), ExitCode.REJECTED),
+    ],
+)
+def test_how_a_group_release_ends_is_its_exit_code(detail: dict[str, Any], code: ExitCode) -> None:
+    assert cli.end_code("group", detail) == code
 
 
 # The answer of GET /api/targets as the targets part of issue 10 builds it (rollout.views.targets_json on

@@ -39,7 +39,7 @@ def invoke(url: str, *args: str, **env: str) -> Any:
 
 def test_a_token_reads_and_steers_by_its_app_roles(entra: tuple[FakeWorld, str, LocalTokenIssuer]) -> None:
     world, url, issuer = entra
-    rid = world.release("install_nginx.v1.sh").rollout_id or ""
+    rid = world.release("install_nginx.v1.sh")
     nobody = invoke(url, "status")
     assert nobody.exit_code == ExitCode.AUTH and "401 Unauthorized" in nobody.stderr and "--token" in nobody.stderr
     reader = issuer.token(roles=[READ_ROLE], preferred_username="rita@contoso.com")

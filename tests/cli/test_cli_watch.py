@@ -63,7 +63,7 @@ def screen_of(output: bytes) -> list[str]:
 
 def test_watch_redraws_in_place_until_the_rollout_ends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     world = FakeWorld(size=4, auto_tick=True)
-    rid = world.release("install_nginx.v1.sh").rollout_id or ""
+    rid = world.release("install_nginx.v1.sh")
     with serve(world, monkeypatch, tmp_path) as host:
         env = {"VMSS_CANARY_URL": host.url, "VMSS_CANARY_KEY": host.function_key}
         code, output = run_in_pty(["get", rid, "--watch", "--interval", "0.2", "--events", "3"], env)
@@ -88,7 +88,7 @@ def test_watch_of_a_rollback_ends_with_its_exit_code_and_in_a_log_writes_lines(
 ) -> None:
     world = FakeWorld(size=3, auto_tick=True)
     world.scale_set.broken_releases.add("install_nginx.v2.sh")
-    rid = world.release("install_nginx.v2.sh").rollout_id or ""
+    rid = world.release("install_nginx.v2.sh")
     with serve(world, monkeypatch, tmp_path) as host:
         env = {**os.environ, "VMSS_CANARY_URL": host.url, "VMSS_CANARY_KEY": host.function_key}
         # Not a terminal (a CI log): one line per change, no cursor movement, no colour.

@@ -112,7 +112,7 @@ def test_the_workflow_passes_a_good_release_and_fails_a_broken_one_with_the_roll
     code, step, log = pipeline(twin, tmp_path, EXAMPLES / "install_nginx.v2.sh")
     assert code == ExitCode.ROLLED_BACK, log
     assert step == "Release and wait for the verdict"
-    assert "RolledBack (exit 3)" in log and "probe failed" in log
+    assert "Halted (exit 3) canary-rg:canary-vmss: RolledBack: canary unhealthy" in log and "probe failed" in log
 
     # Run again for the same content (a re-run of the job): nothing new is uploaded, the verdict is the same.
     code, _, log = pipeline(twin, tmp_path, EXAMPLES / "install_nginx.v2.sh")
