@@ -105,3 +105,21 @@ def test_watch_of_a_rollback_ends_with_its_exit_code_and_in_a_log_writes_lines(
     lines = done.stdout.splitlines()
     assert any("] Canary " in line for line in lines) and any("] RollingBack " in line for line in lines)
     assert lines[-1].startswith(f"{rid}: RolledBack (exit 3)")
+
+
+def test_release_get_watch_of_a_one_target_group_shows_its_rollout_under_the_group(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    world = FakeWorld(size=3, auto_tick=True)
+    world.scale_set.broken_releases.add("install_nginx.v1.sh")
+    rid = world.release("install_nginx.v1.sh")
+    with serve(world, monkeypatch, tmp_path) as host:
+        env = {"VMSS_CANARY_URL": host.url, "VMSS_CANARY_KEY": host.function_key}
+        code, output = run_in_pty(["release-get", rid, "--watch", "--interval", "0.2", "--events", "2"], env)
+    text = output.decode("utf-8", "replace")
+    assert code == 3, text  # the group halted because its one target rolled back
+    screen = [line for line in screen_of(output) if line]
+    assert sum(line.startswith(f"group release {rid} (group default): ") for line in screen) == 1
+    assert any(line.startswith("phase ") and "RolledBack" in line for line in screen)
+    final = [line for line in screen[-3:] if line.startswith(f"{rid}: ")]  # the long final line wraps
+    assert final and final[0].startswith(f"{rid}: Halted (exit 3) rg:vmss: RolledBack: canary unhealthy")
