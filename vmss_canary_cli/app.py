@@ -524,7 +524,7 @@ def _follow(
             view = render.group_view(detail, last_events=events)
         else:
             view = render.rollout_view(detail, fleet, last_events=events)
-        return Group(view, Text(""), Text(note, style="dim"))
+        return Group(view, Text(""), Text(note, style="dim")) if note else view
 
     live = Live(console=ctx.out, auto_refresh=False, transient=False) if live_view else None
     if live is not None:
@@ -551,7 +551,7 @@ def _follow(
             elif found is None:
                 note = f"waiting for the app to record {rollout_id} ({elapsed:.0f} s)"
             elif ended:
-                note = f"{rollout_id}: {phase} after {elapsed:.0f} s"
+                note = ""  # the final line says it, under the last frame
             elif timeout is not None:
                 note = f"waiting for the verdict: {elapsed:.0f} s of {timeout:.0f} s; Ctrl-C stops waiting, not it"
             else:
