@@ -50,7 +50,7 @@ test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest tests/unit tests/service $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check rollout emulator tests function_app.py bench tools
+	$(BIN)/ruff check rollout emulator tests function_app.py bench tools vmss_canary_cli
 	$(BIN)/mypy
 
 demo: setup
