@@ -73,7 +73,8 @@ $key"
 fi
 
 if [ -n "$problems" ]; then
-  echo "refusing to deploy: the scale sets the app may steer (targetScaleSets / TARGET_SCALE_SETS) are malformed:$problems" >&2
+  echo "refusing to deploy: the scale sets the app may steer are malformed (targetScaleSets / TARGET_SCALE_SETS," \
+    "scaleSetOrchestration / VMSS_ORCHESTRATION):$problems" >&2
   echo "Each entry is <scale set resource id>:<Uniform|Flexible>, entries separated by commas (infra/README.md," \
     "\"Many scale sets\")." >&2
   exit 1
