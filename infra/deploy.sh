@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # One command from clone to a working deployment (see infra/README.md):
 #
-#   infra/deploy.sh <resource-group> <location> [--demo] [--ssh-key <file.pub>] [--entra] [-- <extra az params>]
+#   infra/deploy.sh <resource-group> <location> [--demo] [--ssh-key <file.pub>] [--entra] [--targets <file>]
+#                   [-- <extra az params>]
 #
 #   --demo     also deploy the walkthrough's nginx fleet (its own VNet and integration subnet)
 #   --entra    create or update the Microsoft Entra app registration (app roles Rollouts.Read and
 #              Rollouts.Operate) and turn on App Service authentication with it (entraClientId)
+#   --targets  a file naming the other scale sets the app may steer, one a line (# comments and blank lines
+#              ignored): <scale set resource id>:<Uniform|Flexible>; sets targetScaleSets (scripts/check-targets.sh)
 #   Without --demo, integrationSubnetId is required (or INTEGRATION_SUBNET_ID): see scripts/require-subnet.sh.
-#   Optional environment: INTEGRATION_SUBNET_ID, IMAGE_READER_SCOPE, ENTRA_CLIENT_ID (main.parameters.json).
+#   Optional environment: INTEGRATION_SUBNET_ID, IMAGE_READER_SCOPE, ENTRA_CLIENT_ID, VMSS_ORCHESTRATION,
+#   TARGET_SCALE_SETS (main.parameters.json).
 #
 # 1. main.bicep: storage, monitoring, the Flex Consumption app, roles (and the demo scale set);
 # 2. publish the function code (zip deploy with a remote build of requirements.txt);
@@ -18,7 +22,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -29,12 +33,14 @@ shift 2
 demo=false
 entra=false
 ssh_key_file=""
+targets_file=""
 extra=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --demo) demo=true ;;
     --entra) entra=true ;;
     --ssh-key) ssh_key_file=$2; shift ;;
+    --targets) [[ $# -ge 2 ]] || usage; targets_file=$2; shift ;;
     --) shift; extra=("$@"); break ;;
     *) usage ;;
   esac
@@ -73,6 +79,22 @@ if [[ -n $image_scope && $image_scope != from-file &&
   exit 1
 fi
 shopt -u nocasematch
+
+# The scale sets the function app may steer besides VMSS_NAME (main.bicep: targetScaleSets), from --targets
+# (one entry a line), else TARGET_SCALE_SETS; a targetScaleSets=... in the extra az arguments wins, as in az.
+targets=${TARGET_SCALE_SETS:-}
+if [[ -n $targets_file ]]; then
+  [[ -f $targets_file ]] || { echo "--targets: no such file: $targets_file" >&2; exit 1; }
+  targets=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$targets_file" | grep -v '^$' | tr '\n' ',' || true)
+  targets=${targets%,}
+fi
+effective_targets=$(extra_parameter targetScaleSets)
+effective_targets=${effective_targets:-$targets}
+orchestration=$(extra_parameter scaleSetOrchestration)
+orchestration=${orchestration:-${VMSS_ORCHESTRATION:-}}
+[[ $effective_targets == from-file ]] && effective_targets=""
+[[ $orchestration == from-file ]] && orchestration=""
+sh "$here/scripts/check-targets.sh" "$effective_targets" "$orchestration"
 
 for tool in az zip; do
   command -v "$tool" >/dev/null || { echo "deploy.sh needs '$tool' on PATH" >&2; exit 1; }
@@ -122,6 +144,8 @@ render_parameters() {
     "AZURE_PRINCIPAL_TYPE=User" \
     "VMSS_NAME=canary-vmss" \
     "VMSS_RESOURCE_GROUP=" \
+    "VMSS_ORCHESTRATION=${VMSS_ORCHESTRATION:-}" \
+    "TARGET_SCALE_SETS=$targets" \
     "INTEGRATION_SUBNET_ID=${INTEGRATION_SUBNET_ID:-}" \
     "IMAGE_READER_SCOPE=${IMAGE_READER_SCOPE:-}" \
     "ENTRA_CLIENT_ID=$entra_client_id"; do
@@ -215,6 +239,9 @@ Deployed.
                      --container-name $container --name install_nginx.v1.sh --file install_nginx.v1.sh
   target           $target_rg/$vmss
 DONE
+if [[ -n $effective_targets ]]; then
+  echo "  other targets    $(tr ',' '\n' <<<"$effective_targets" | grep -c .) scale sets (targetScaleSets; roles: infra/README.md)"
+fi
 if [[ $demo == true ]]; then
   echo "  demo site        http://$(output demoPublicIp)/"
 fi

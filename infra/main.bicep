@@ -5,7 +5,8 @@
 //   monitoring.bicep      Log Analytics + Application Insights (Entra auth only)
 //   functionapp.bicep     Flex Consumption app, Python 3.11, system identity, every contract setting,
 //                         its storage and telemetry roles
-//   target-access.bicep   Virtual Machine Contributor on the target scale set only (its resource group)
+//   target-access.bicep   Virtual Machine Contributor on each Uniform target scale set only (its resource group)
+//   target-group-access.bicep  Virtual Machine Contributor on the resource group of each Flexible target scale set
 //   release-access.bicep  read on the release container for the scale set, upload for the operator
 //   image-access.bicep    optional (imageReaderScope): Reader on the image gallery / image resource group
 //   discovery-access.bicep  optional (targetsDiscoverySubscriptions): Reader on each subscription (tag discovery)
@@ -52,8 +53,63 @@ param targetResourceGroup string = resourceGroup().name
 @description('VMSS_NAME: the target scale set (Uniform orchestration, upgradePolicy Manual).')
 param scaleSetName string = 'canary-vmss'
 
+@description('VMSS_ORCHESTRATION: orchestration mode of VMSS_NAME. Uniform: the role on the scale set; Flexible: on its resource group (its VMs and NICs are listed there). Empty = Uniform.')
+@allowed([
+  ''
+  'Uniform'
+  'Flexible'
+])
+param scaleSetOrchestration string = 'Uniform'
+
+@description('TARGET_SCALE_SETS: the other scale sets the app may steer (the targets document\'s, the tagged ones), comma-separated, each `<scale set resource id>:<Uniform|Flexible>` (/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Compute/virtualMachineScaleSets/<name>:Flexible). Any subscription of the tenant. Empty = VMSS_NAME alone. deploy.sh and the azd preprovision hook check it (infra/scripts/check-targets.sh).')
+param targetScaleSets string = ''
+
 // main.parameters.json fills these from environment variables (azd, deploy.sh); an unset one arrives empty.
 var targetGroup = empty(targetResourceGroup) ? resourceGroup().name : targetResourceGroup
+
+// ---- the scale sets the function app may steer: VMSS_NAME, then targetScaleSets ----
+// A quote-free string rather than an array parameter: main.parameters.json is shared with azd, which substitutes
+// its environment into the file's text before parsing it (Azure/azure-dev cli/azd/pkg/infra/provisioning/bicep/
+// bicep_provider.go @ e2de21b9, loadParameters: envsubst.Eval, then JSON), and deploy.sh does the same; a list
+// of resource ids travels through both unchanged. Entries split by position: ['', 'subscriptions', <id>,
+// 'resourceGroups', <rg>, 'providers', 'Microsoft.Compute', 'virtualMachineScaleSets', '<name>:<mode>'].
+var vmssTarget = {
+  subscription: subscription().subscriptionId
+  resourceGroup: targetGroup
+  scaleSetName: scaleSetName
+  orchestration: empty(scaleSetOrchestration) ? 'Uniform' : scaleSetOrchestration
+}
+var listedTargets = [
+  for entry in (empty(targetScaleSets) ? [] : split(targetScaleSets, ',')): {
+    subscription: split(entry, '/')[2]
+    resourceGroup: split(entry, '/')[4]
+    scaleSetName: split(split(entry, '/')[8], ':')[0]
+    orchestration: last(split(entry, ':'))
+  }
+]
+var steeredTargets = concat([vmssTarget], listedTargets)
+
+// One assignment per scale set and one per resource group, whatever the spelling (ARM names are case-insensitive):
+// a role assignment PUT twice in one deployment, or VMSS_NAME listed again, must not race itself. A Uniform scale
+// set in the resource group of a Flexible one needs nothing more: the resource group's role covers it.
+// (Comparisons are written literal first and parenthesised: the offline parser, pycep, binds `a.b == c` as
+// `a.(b == c)` otherwise.)
+var scaleSetKeys = [for t in steeredTargets: toLower('${t.subscription}/${t.resourceGroup}/${t.scaleSetName}')]
+var groupKeys = [for t in steeredTargets: toLower('${t.subscription}/${t.resourceGroup}')]
+var flexibleGroupKeys = [for t in steeredTargets: ('Flexible' == t.orchestration) ? toLower('${t.subscription}/${t.resourceGroup}') : '']
+// indexOf on an array: "the index of the first occurrence of an item", case-sensitive (Bicep array functions,
+// learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-array#indexof); flatten joins the
+// one-element and empty slices (same page, #flatten): a filter without lambdas.
+var grantsScaleSet = [
+  for (t, i) in steeredTargets: (('Uniform' == t.orchestration) && (indexOf(scaleSetKeys, scaleSetKeys[i]) == i)) && !contains(flexibleGroupKeys, groupKeys[i])
+]
+var grantsGroup = [
+  for (t, i) in steeredTargets: ('Flexible' == t.orchestration) && (indexOf(flexibleGroupKeys, flexibleGroupKeys[i]) == i)
+]
+var uniformSlices = [for (t, i) in steeredTargets: grantsScaleSet[i] ? [t] : []]
+var uniformTargets = flatten(uniformSlices)
+var flexibleSlices = [for (t, i) in steeredTargets: grantsGroup[i] ? [t] : []]
+var flexibleTargets = flatten(flexibleSlices)
 
 @description('Create the walkthrough\'s demo scale set (3 Ubuntu LTS instances, nginx, load balancer) as the target.')
 param deployDemoScaleSet bool = false
@@ -280,18 +336,36 @@ module functionApp 'modules/functionapp.bicep' = {
   }
 }
 
-// The scale set must exist before its role can be assigned: the demo creates it, otherwise it is yours.
-module targetAccess 'modules/target-access.bicep' = {
-  name: 'target-access'
-  scope: resourceGroup(targetGroup)
-  dependsOn: [
-    demo
-  ]
-  params: {
-    scaleSetName: scaleSetName
-    principalId: functionApp.outputs.principalId
+// Each Uniform target: Virtual Machine Contributor on the scale set, in its resource group, in any subscription of
+// the tenant: `scope: resourceGroup(<subscription id>, <resource group>)` deploys the module there ("If the
+// resource group is in a different subscription, provide the subscription ID and the name of the resource group",
+// learn.microsoft.com/azure/azure-resource-manager/bicep/deploy-to-resource-group, "Scope to different resource
+// group"). The scale set must exist before its role can be assigned: the demo creates it, otherwise it is yours.
+module targetAccess 'modules/target-access.bicep' = [
+  for (t, i) in uniformTargets: {
+    name: 'target-access-${i}'
+    scope: resourceGroup(t.subscription, t.resourceGroup)
+    dependsOn: [
+      demo
+    ]
+    params: {
+      scaleSetName: t.scaleSetName
+      principalId: functionApp.outputs.principalId
+    }
   }
-}
+]
+
+// Each resource group holding a Flexible target: Virtual Machine Contributor on the resource group (its VMs and
+// NICs are listed there; modules/target-group-access.bicep says why nothing narrower works).
+module targetGroupAccess 'modules/target-group-access.bicep' = [
+  for (t, i) in flexibleTargets: {
+    name: 'target-group-access-${i}'
+    scope: resourceGroup(t.subscription, t.resourceGroup)
+    params: {
+      principalId: functionApp.outputs.principalId
+    }
+  }
+]
 
 // Tag discovery: Reader for the function app on each subscription it lists scale sets in.
 module discoveryAccess 'modules/discovery-access.bicep' = [

@@ -13,7 +13,7 @@
 // its id below is checked by tests/infra/test_role_ids.py). No narrower built-in role grants only that read.
 //
 // Discovery only finds targets: steering a discovered scale set still needs Virtual Machine Contributor on it
-// (or its resource group), as target-access.bicep grants for VMSS_NAME. Grant it per scale set you tag.
+// (or its resource group): list it in main.bicep's targetScaleSets (target-access.bicep, target-group-access.bicep).
 
 targetScope = 'subscription'
 

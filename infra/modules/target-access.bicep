@@ -1,5 +1,7 @@
-// The function's only right on the compute side: Virtual Machine Contributor on the ONE target scale set,
-// deployed into the scale set's resource group (main.bicep: `scope: resourceGroup(targetResourceGroup)`).
+// The function's only right on a Uniform target scale set: Virtual Machine Contributor on that scale set,
+// deployed into the scale set's resource group, once per Uniform target (main.bicep: VMSS_NAME and
+// targetScaleSets, `scope: resourceGroup(<subscription id>, <resource group>)`). Flexible targets get it on
+// their resource group instead (target-group-access.bicep).
 //
 // Why nothing else:
 // - Virtual Machine Contributor's actions include `Microsoft.Compute/virtualMachineScaleSets/*`, which covers

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Refuses to deploy against your own scale set without VNet integration, and says why. Used by
-# infra/deploy.sh and, as the `preprovision` hook in azure.yaml, by `azd provision` / `azd up`.
+# infra/deploy.sh and, through scripts/preprovision.sh (the `preprovision` hook in azure.yaml), by `azd provision` / `azd up`.
 #
 #   require-subnet.sh <demo: true|false> <integrationSubnetId>   (deploy.sh)
 #   require-subnet.sh                                            (azd: INTEGRATION_SUBNET_ID, VMSS_NAME)

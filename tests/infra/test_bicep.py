@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -65,8 +66,10 @@ EXPECTED_ROLE_ASSIGNMENTS = {
     (STORAGE_TABLE_DATA_CONTRIBUTOR, ACCOUNT, FUNCTION_IDENTITY),
     # telemetry with Entra auth (local auth is off on the component)
     (MONITORING_METRICS_PUBLISHER, INSIGHTS, FUNCTION_IDENTITY),
-    # the target scale set only; covers Microsoft.Compute/virtualMachineScaleSets/networkInterfaces/read
+    # each Uniform target scale set only; covers Microsoft.Compute/virtualMachineScaleSets/networkInterfaces/read
     (VIRTUAL_MACHINE_CONTRIBUTOR, SCALE_SET, FUNCTION_IDENTITY),
+    # each resource group holding a Flexible target: its VMs and NICs are listed at the resource group
+    (VIRTUAL_MACHINE_CONTRIBUTOR, RESOURCE_GROUP, FUNCTION_IDENTITY),
     # CustomScript fetches release scripts with the scale set's identity
     (STORAGE_BLOB_DATA_READER, CONTAINER, SCALE_SET_IDENTITY),
     # the operator uploads releases (shared key is off)
@@ -87,6 +90,7 @@ SUBSCRIPTION_WIDE_ASSIGNMENTS = {
 # The only role assignments allowed without `scope` (i.e. on a whole resource group), and why.
 RESOURCE_GROUP_WIDE_ASSIGNMENTS = {
     "modules/image-access.bicep:resourceGroupReader": "imageReaderScope names a resource group of managed images",
+    "modules/target-group-access.bicep:groupVmContributor": "a Flexible scale set's VMs and NICs are listed there",
 }
 
 # Variables rollout/settings.py reads that the deployment deliberately leaves unset, and why.
@@ -311,18 +315,260 @@ def test_no_role_assignment_outside_the_deployed_modules() -> None:
             assert file.relpath in deployed, f"{file.relpath} assigns roles but main.bicep never deploys it"
 
 
-def test_vm_contributor_lands_on_the_scale_set_the_app_targets() -> None:
-    call = body(main().modules["targetAccess"])
-    scope_fn = call["scope"]["function"]
+# ---- the scale sets the app may steer: VMSS_NAME and targetScaleSets (main.bicep) ----
+
+THIS_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"  # subscription().subscriptionId of the deployment
+OTHER_SUBSCRIPTION = "00000000-0000-0000-0000-0000000000bb"
+DEPLOYMENT_GROUP = "canary-rg"  # resourceGroup().name of the deployment
+RG_FUNCTION_ARGS = ("resource_group_name", "subscription_id")  # pycep's names of resourceGroup()'s arguments
+
+
+def _scale_set_id(subscription: str, group: str, name: str) -> str:
+    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{SCALE_SET}/{name}"
+
+
+def _eval_targets(expr: Any, params: dict[str, str], local: dict[str, Any]) -> Any:
+    """The value of one of main.bicep's target expressions for the given parameters (others at their defaults):
+    just the functions and operators those expressions use, with ARM's meaning (case-sensitive `==`, `indexOf`
+    and `contains`; `split` keeps empty pieces)."""
+    file = main()
+    if expr is None or isinstance(expr, bool | int):
+        return expr
+    if isinstance(expr, list):
+        return [_eval_targets(item, params, local) for item in expr]
+    if isinstance(expr, str):
+        if expr in local:
+            return local[expr]
+        if expr in file.params:
+            if expr in params:
+                return params[expr]
+            return _eval_targets(file.params[expr].get("default"), params, local)
+        if expr in file.variables:
+            return _eval_targets(file.variables[expr]["value"], params, local)
+        if "${" in expr:
+
+            def substitute(match: re.Match[str]) -> str:
+                head, *attributes = match[1].split(".")
+                value = _eval_targets(head, params, local)
+                for attribute in attributes:
+                    value = value[attribute]
+                return str(value)
+
+            return re.sub(r"\$\{([^}]+)\}", substitute, expr)
+        return expr
+    if "loop_type" in expr:
+        detail = expr["loop_type"]["detail"]
+        values = []
+        for index, item in enumerate(_eval_targets(detail["array_name"], params, local)):
+            inner = {**local, detail["item_name"]: item}
+            if "index_name" in detail:
+                inner[detail["index_name"]] = index
+            values.append(_eval_targets(expr["config"], params, inner))
+        return values
+    if "function" in expr:
+        fn = expr["function"]
+        args = [_eval_targets(a, params, local) for a in fn["parameters"].values() if a is not None]
+        kind = fn["type"]
+        if kind == "subscription" and not args:
+            return {"subscriptionId": THIS_SUBSCRIPTION}
+        if kind == "resource_group" and not args:
+            return {"name": DEPLOYMENT_GROUP}
+        functions: dict[str, Any] = {
+            "split": lambda text, sep: text.split(sep),
+            "empty": lambda value: not value,
+            "last": lambda values: values[-1],
+            "concat": lambda *lists: [item for values in lists for item in values],
+            "to_lower": lambda text: text.lower(),
+            "index_of": lambda values, item: values.index(item) if item in values else -1,
+            "contains": lambda values, item: item in values,
+            "flatten": lambda lists: [item for values in lists for item in values],
+        }
+        return functions[kind](*args)
+    if "operator" in expr:
+        op = expr["operator"]
+        operands = op["operands"]
+        kind = op["type"]
+        if kind == "property_accessor":
+            assert isinstance(operands["operand_2"], str), operands
+            return _eval_targets(operands["operand_1"], params, local)[operands["operand_2"]]
+        if kind == "conditional":
+            branch = "true_value" if _eval_targets(operands["condition"], params, local) else "false_value"
+            return _eval_targets(operands[branch], params, local)
+        values = [_eval_targets(v, params, local) for v in operands.values()]
+        operators: dict[str, Any] = {
+            "index_accessor": lambda values, index: values[index],
+            "equals": lambda a, b: a == b,
+            "and": lambda a, b: a and b,
+            "not": lambda a: not a,
+        }
+        return operators[kind](*values)
+    return {unquote(k): _eval_targets(v, params, local) for k, v in expr.items()}
+
+
+def _target_deployments(**params: str) -> dict[str, list[dict[str, Any]]]:
+    """Per target module of main.bicep (targetAccess, targetGroupAccess): each copy its loop deploys, with the
+    subscription and resource group it is deployed to, its deployment name and the parameters it gets."""
+    deployments: dict[str, list[dict[str, Any]]] = {}
+    for symbol in ("targetAccess", "targetGroupAccess"):
+        config = main().modules[symbol]["config"]
+        assert config["condition"] is None, f"{symbol}: a conditional loop (the offline parser cannot read it)"
+        detail = config["loop_type"]["detail"]
+        copies = []
+        for index, item in enumerate(_eval_targets(detail["array_name"], params, {})):
+            local = {detail["item_name"]: item, detail["index_name"]: index}
+            call = config["config"]
+            scope_fn = call["scope"]["function"]
+            assert scope_fn["type"] == "resource_group", symbol
+            copies.append(
+                {
+                    "subscription": _eval_targets(scope_fn["parameters"]["subscription_id"], params, local),
+                    "resourceGroup": _eval_targets(scope_fn["parameters"]["resource_group_name"], params, local),
+                    "deployment": _eval_targets(call["name"], params, local),
+                    "params": {
+                        name: _eval_targets(value, params, local)
+                        for name, value in call["params"].items()
+                        if name != "principalId"
+                    },
+                }
+            )
+        deployments[symbol] = copies
+    return deployments
+
+
+def _scale_set_grants(deployments: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, str]]:
+    return [(d["subscription"], d["resourceGroup"], d["params"]["scaleSetName"]) for d in deployments["targetAccess"]]
+
+
+def _group_grants(deployments: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
+    assert all(d["params"] == {} for d in deployments["targetGroupAccess"])
+    return [(d["subscription"], d["resourceGroup"]) for d in deployments["targetGroupAccess"]]
+
+
+def test_by_default_only_the_vmss_scale_set_gets_the_role_on_itself() -> None:
+    deployments = _target_deployments()
+    assert _scale_set_grants(deployments) == [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss")]
+    assert _group_grants(deployments) == []
+    # main.parameters.json passes the unset variables as empty strings (deploy.sh and azd): the same.
+    rendered = {"targetScaleSets": "", "scaleSetOrchestration": "", "targetResourceGroup": "", "scaleSetName": "web"}
+    assert _scale_set_grants(_target_deployments(**rendered)) == [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "web")]
+    # The VMSS_* target is the one the app steers: same expressions as AZURE_SUBSCRIPTION_ID, VMSS_RESOURCE_GROUP
+    # and VMSS_NAME.
     settings = contract_settings_raw()
-    # Same resource group and scale set as VMSS_RESOURCE_GROUP / VMSS_NAME (same main.bicep parameters).
-    assert scope_fn["type"] == "resource_group"
-    assert scope_fn["parameters"]["resource_group_name"] == settings["VMSS_RESOURCE_GROUP"]
-    assert call["params"]["scaleSetName"] == settings["VMSS_NAME"]
+    vmss = main().variables["vmssTarget"]["value"]
+    assert (vmss["resourceGroup"], vmss["scaleSetName"]) == (settings["VMSS_RESOURCE_GROUP"], settings["VMSS_NAME"])
+    assert vmss["subscription"] == settings["AZURE_SUBSCRIPTION_ID"]
+
+
+def test_vm_contributor_lands_on_the_scale_set_the_module_is_given() -> None:
     target = main_scope().enter_module("targetAccess")
     scale_set = target.file.resources["scaleSet"]
     assert scale_set["type"] == SCALE_SET and scale_set["existing"]
-    assert evaluate(scale_set["config"]["name"], target) == evaluate("scaleSetName", main_scope())
+    assert scale_set["config"]["name"] == "scaleSetName"
+    assert body(target.file.resources["vmContributor"])["scope"] == "scaleSet"
+
+
+def _checked_list(entries: list[str]) -> str:
+    """The comma-separated list, after the check deploy.sh and the azd hook run (it must accept it)."""
+    listed = ",".join(entries)
+    proc = subprocess.run(
+        ["sh", str(INFRA / "scripts" / "check-targets.sh"), listed], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return listed
+
+
+WEB = _scale_set_id(THIS_SUBSCRIPTION, "rg-web", "web-eu")
+FLEX = _scale_set_id(THIS_SUBSCRIPTION, "rg-flex", "flex-eu")
+FAR_UNIFORM = _scale_set_id(OTHER_SUBSCRIPTION, "rg-us", "web-us")
+FAR_FLEX = _scale_set_id(OTHER_SUBSCRIPTION, "rg-us-flex", "flex-us")
+
+
+@pytest.mark.parametrize(
+    ("entries", "params", "scale_sets", "groups"),
+    [
+        pytest.param(
+            [f"{WEB}:Uniform"],
+            {},
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss"), (THIS_SUBSCRIPTION, "rg-web", "web-eu")],
+            [],
+            id="uniform-on-the-scale-set",
+        ),
+        pytest.param(
+            [f"{FLEX}:Flexible"],
+            {},
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss")],
+            [(THIS_SUBSCRIPTION, "rg-flex")],
+            id="flexible-on-its-resource-group",
+        ),
+        pytest.param(
+            [f"{FAR_UNIFORM}:Uniform", f"{FAR_FLEX}:Flexible"],
+            {},
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss"), (OTHER_SUBSCRIPTION, "rg-us", "web-us")],
+            [(OTHER_SUBSCRIPTION, "rg-us-flex")],
+            id="another-subscription-through-a-module-deployed-there",
+        ),
+        pytest.param(
+            [_scale_set_id(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP.upper(), "CANARY-VMSS") + ":Uniform", f"{WEB}:Uniform"],
+            {},
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss"), (THIS_SUBSCRIPTION, "rg-web", "web-eu")],
+            [],
+            id="vmss-listed-again-in-another-case-is-granted-once",
+        ),
+        pytest.param(
+            [f"{FLEX}:Flexible", _scale_set_id(THIS_SUBSCRIPTION, "RG-FLEX", "flex-eu-2") + ":Flexible"],
+            {},
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss")],
+            [(THIS_SUBSCRIPTION, "rg-flex")],
+            id="two-flexible-in-one-resource-group-one-assignment",
+        ),
+        pytest.param(
+            [_scale_set_id(THIS_SUBSCRIPTION, "rg-flex", "uniform-beside") + ":Uniform", f"{FLEX}:Flexible"],
+            {},
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP, "canary-vmss")],
+            [(THIS_SUBSCRIPTION, "rg-flex")],
+            id="uniform-in-a-flexible-resource-group-is-covered-by-it",
+        ),
+        pytest.param(
+            [f"{WEB}:Uniform"],
+            {"scaleSetOrchestration": "Flexible"},
+            [(THIS_SUBSCRIPTION, "rg-web", "web-eu")],
+            [(THIS_SUBSCRIPTION, DEPLOYMENT_GROUP)],
+            id="flexible-vmss-target",
+        ),
+    ],
+)
+def test_each_target_gets_the_role_at_its_narrowest_scope(
+    entries: list[str],
+    params: dict[str, str],
+    scale_sets: list[tuple[str, str, str]],
+    groups: list[tuple[str, str]],
+) -> None:
+    deployments = _target_deployments(targetScaleSets=_checked_list(entries), **params)
+    assert _scale_set_grants(deployments) == scale_sets
+    assert _group_grants(deployments) == groups
+    # Nested deployment names stay unique within each loop (two copies may land in one resource group).
+    for copies in deployments.values():
+        names = [d["deployment"] for d in copies]
+        assert len(set(names)) == len(names) and all(len(name) <= 64 for name in names)
+
+
+def test_target_modules_assign_under_deterministic_names() -> None:
+    """A redeployment must find the same assignment (a new name for the same role, principal and scope would be
+    refused with RoleAssignmentExists): guid() of the scope, the principal and the role, nothing random."""
+    for symbol, scope_id in (("targetAccess", "scaleSet.id"), ("targetGroupAccess", "resourceGroup().id")):
+        module = main_scope().enter_module(symbol)
+        (assignment,) = module.file.resources_of_type("Microsoft.Authorization/roleAssignments").values()
+        name = body(assignment)["name"]["function"]
+        assert name["type"] == "guid", symbol
+        scope_arg, principal_arg, role_arg = name["parameters"].values()
+        if scope_id == "scaleSet.id":
+            assert accessor_path(scope_arg) == scope_id
+        else:  # resourceGroup().id: the module's resource group
+            this_group = {"function": {"type": "resource_group", "parameters": dict.fromkeys(RG_FUNCTION_ARGS)}}
+            assert scope_arg["operator"]["operands"] == {"operand_1": this_group, "operand_2": "id"}
+        assert principal_arg == "principalId"
+        assert evaluate(role_arg, module) == VIRTUAL_MACHINE_CONTRIBUTOR
+        assert resolve_principal(principal_arg, module) == FUNCTION_IDENTITY
 
 
 def test_scale_set_reader_is_on_the_release_container() -> None:
@@ -544,7 +790,7 @@ def test_function_app_queue_trigger_matches_bicep() -> None:
     assert settings["TickQueue__queueServiceUri"] == Expr("account.properties.primaryEndpoints.queue")
     (queue_setting,) = _setting_references(triggers[0]["queueName"])
     scope = main_scope().enter_module("storage")
-    queues = body(scope.file.resources["tickQueues"])
+    queues = scope.file.resources["tickQueues"]["config"]
     assert evaluate(queues["loop_type"]["detail"]["array_name"], scope) == ["rollout-ticks", "rollout-ticks-poison"]
     assert settings[queue_setting] == "rollout-ticks"
     assert (STORAGE_QUEUE_DATA_CONTRIBUTOR, ACCOUNT, FUNCTION_IDENTITY) in _role_assignments()

@@ -294,3 +294,102 @@ def test_event_grid_step_gives_up_when_the_blobs_key_never_appears(stub_dir: Pat
 def test_scripts_are_executable() -> None:
     for script in (INFRA / "deploy.sh", *(INFRA / "scripts").glob("*.sh")):
         assert os.access(script, os.X_OK), script
+
+
+# ---- the scale sets the app may steer (targetScaleSets, TARGET_SCALE_SETS, --targets) ----
+
+SUB_A = "00000000-0000-0000-0000-0000000000aa"
+SUB_B = "00000000-0000-0000-0000-0000000000bb"
+WEB_EU = f"/subscriptions/{SUB_A}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachineScaleSets/web-eu"
+FLEX_US = f"/subscriptions/{SUB_B}/resourceGroups/rg-us/providers/Microsoft.Compute/virtualMachineScaleSets/flex-us"
+GOOD_TARGETS = f"{WEB_EU}:Uniform,{FLEX_US}:Flexible"
+
+
+def test_no_targets_renders_empty_lists(stub_dir: Path) -> None:
+    run = _deploy(stub_dir, env={"INTEGRATION_SUBNET_ID": SUBNET})
+    assert run.returncode == 0, run.stderr
+    rendered = _main_parameters(run)
+    assert rendered["targetScaleSets"] == "" and rendered["scaleSetOrchestration"] == ""  # main.bicep: VMSS_NAME alone
+    assert "other targets" not in run.stdout
+
+
+def test_targets_from_the_environment_reach_the_deployment(stub_dir: Path) -> None:
+    env = {"INTEGRATION_SUBNET_ID": SUBNET, "TARGET_SCALE_SETS": GOOD_TARGETS, "VMSS_ORCHESTRATION": "Flexible"}
+    run = _deploy(stub_dir, env=env)
+    assert run.returncode == 0, run.stderr
+    rendered = _main_parameters(run)
+    assert rendered["targetScaleSets"] == GOOD_TARGETS
+    assert rendered["scaleSetOrchestration"] == "Flexible"
+    assert "other targets    2 scale sets" in run.stdout
+
+
+def test_targets_file_one_entry_a_line_with_comments(stub_dir: Path) -> None:
+    targets = stub_dir / "targets.txt"
+    targets.write_text(f"# the web tier\n{WEB_EU}:Uniform\n\n  {FLEX_US}:Flexible   # canary region\n")
+    run = _deploy(stub_dir, "--targets", str(targets), env={"INTEGRATION_SUBNET_ID": SUBNET})
+    assert run.returncode == 0, run.stderr
+    assert _main_parameters(run)["targetScaleSets"] == GOOD_TARGETS
+
+
+def test_targets_file_that_does_not_exist_is_refused(stub_dir: Path) -> None:
+    run = _deploy(stub_dir, "--targets", str(stub_dir / "missing.txt"), env={"INTEGRATION_SUBNET_ID": SUBNET})
+    assert run.returncode == 1 and "--targets: no such file" in run.stderr
+    assert not run.calls_starting("group create")
+
+
+MALFORMED_TARGETS = [
+    pytest.param(WEB_EU, "has no orchestration mode", id="no-mode"),
+    pytest.param(f"{WEB_EU}:uniform", "must be Uniform or Flexible", id="mode-in-another-case"),
+    pytest.param(f"{WEB_EU}:Rolling", "must be Uniform or Flexible", id="unknown-mode"),
+    pytest.param("/subscriptions/s1/resourceGroups/rg/web:Uniform", "is not a scale set resource id", id="short-id"),
+    pytest.param(
+        WEB_EU.replace("virtualMachineScaleSets", "virtualMachines") + ":Flexible",
+        "is not a scale set resource id",
+        id="a-vm-not-a-scale-set",
+    ),
+    pytest.param(f"{WEB_EU}:Uniform,,{FLEX_US}:Flexible", "entry 2 is empty", id="empty-entry"),
+    pytest.param(f"{WEB_EU}:Uniform,", "entry 2 is empty", id="trailing-comma"),
+    pytest.param(f"{WEB_EU}:Uniform, {FLEX_US}:Flexible", "white space", id="space"),
+    pytest.param(f"{WEB_EU}:Uniform,{WEB_EU.upper()}:Flexible", "a second time", id="duplicate-in-another-case"),
+]
+
+
+@pytest.mark.parametrize(("targets", "problem"), MALFORMED_TARGETS)
+@pytest.mark.parametrize("how", ["environment", "parameter"])
+def test_refuses_a_malformed_target_list_before_creating_anything(
+    stub_dir: Path, targets: str, problem: str, how: str
+) -> None:
+    if how == "environment":
+        run = _deploy(stub_dir, env={"INTEGRATION_SUBNET_ID": SUBNET, "TARGET_SCALE_SETS": targets})
+    else:
+        run = _deploy(stub_dir, "--", "--parameters", f"integrationSubnetId={SUBNET}", f"targetScaleSets={targets}")
+    assert run.returncode == 1
+    assert "targetScaleSets" in run.stderr and problem in run.stderr
+    assert "<scale set resource id>:<Uniform|Flexible>" in run.stderr  # what to write instead
+    assert not run.calls_starting("group create") and not run.calls_starting("deployment")
+
+
+def test_every_problem_of_a_target_list_is_named_at_once(stub_dir: Path) -> None:
+    targets = f"{WEB_EU},{FLEX_US}:flexible,nonsense:Uniform"
+    run = _deploy(stub_dir, env={"INTEGRATION_SUBNET_ID": SUBNET, "TARGET_SCALE_SETS": targets})
+    assert run.returncode == 1
+    assert "entry 1 has no orchestration mode" in run.stderr
+    assert "entry 2: the orchestration mode must be Uniform or Flexible" in run.stderr
+    assert "entry 3 is not a scale set resource id" in run.stderr
+
+
+def test_refuses_an_unknown_vmss_orchestration(stub_dir: Path) -> None:
+    run = _deploy(stub_dir, env={"INTEGRATION_SUBNET_ID": SUBNET, "VMSS_ORCHESTRATION": "flexible"})
+    assert run.returncode == 1 and "VMSS_ORCHESTRATION" in run.stderr
+    assert not run.calls_starting("group create")
+
+
+def test_azd_preprovision_hook_checks_the_subnet_and_the_targets(stub_dir: Path) -> None:
+    script = INFRA / "scripts" / "preprovision.sh"
+    base = {"INTEGRATION_SUBNET_ID": SUBNET, "VMSS_NAME": "my-vmss"}
+    assert _run(stub_dir, script, env={**base, "TARGET_SCALE_SETS": GOOD_TARGETS}).returncode == 0
+    assert _run(stub_dir, script, env=base).returncode == 0
+    malformed = _run(stub_dir, script, env={**base, "TARGET_SCALE_SETS": WEB_EU})
+    assert malformed.returncode == 1 and "has no orchestration mode" in malformed.stderr
+    no_subnet = _run(stub_dir, script, env={"VMSS_NAME": "my-vmss", "TARGET_SCALE_SETS": GOOD_TARGETS})
+    assert no_subnet.returncode == 1 and "azd env set INTEGRATION_SUBNET_ID" in no_subnet.stderr
