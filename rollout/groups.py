@@ -218,16 +218,25 @@ class GroupService:
         return outcomes
 
     def advance_group(self, group: str) -> GroupOutcome:
+        """The group's active release one step; when none is active (or the step ended the last one),
+        the next queued release starts at once, so a release uploaded just after its predecessor's
+        targets ended does not wait a timer period for the group to notice. Bounded: at most two
+        passes (the active release, then the one started)."""
         releases = self.store.list_group_releases(group)
-        active = [r for r in releases if r.phase.is_active]
-        if not active:
+        outcome = GroupOutcome(OutcomeStatus.IDLE, "", group)
+        for attempt in range(2):
+            active = [r for r in releases if r.phase.is_active]
+            if active:
+                if attempt:
+                    return outcome  # the step left it active, or another host started the next one
+                for record in active:  # one, unless rows from a lost race: each is advanced on its own
+                    outcome = self._advance(record)
+                releases = self.store.list_group_releases(group)
+                continue
             started = self._activate_next(group, releases)
             if not isinstance(started, GroupRelease):
-                return started
-            active = [started]
-        outcome = GroupOutcome(OutcomeStatus.IDLE, "", group)
-        for record in active:  # one, unless rows from a lost race: each is advanced on its own
-            outcome = self._advance(record)
+                return started if attempt == 0 or started.status is not OutcomeStatus.IDLE else outcome
+            return self._advance(started)
         return outcome
 
     def _activate_next(self, group: str, releases: Sequence[GroupRelease]) -> GroupRelease | GroupOutcome:

@@ -58,7 +58,7 @@ def flexible_app(
         monkeypatch.setenv(key, value)
     for key in ("HTTP_AUTH", "WEBSITE_AUTH_ENABLED"):
         monkeypatch.delenv(key, raising=False)
-    application = App(blobs, container)
+    application = App(blobs, container, env)
     application.handle = handle  # type: ignore[attr-defined]
     yield application
     blobs.close()

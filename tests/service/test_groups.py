@@ -519,3 +519,23 @@ def test_a_release_rejected_for_its_content_is_recorded_for_the_group_and_never_
         assert rollout is not None and rollout.phase is Phase.REJECTED and "syntax error" in rollout.reason
     assert all(not ss.calls_of("update_model") for ss in world.scale_sets.values())
     assert world.group_events(V1) == [(EventKind.REJECTED, "")]
+
+
+def test_a_release_uploaded_once_its_predecessor_ended_at_its_targets_starts_at_once() -> None:
+    # The group only notices that v1's targets ended when it is advanced; a v2 uploaded before the next
+    # timer must not wait for it: receiving v2 advances v1 to its end and starts v2 in the same call.
+    world = make_world(make_group(bake=0), broken={"rg:canary": {"install_nginx.v1.sh"}})
+    world.groups.receive_release("web", V1)
+    for _ in range(40):  # only the targets' ticks: the group is not advanced
+        world.clock.advance(30)
+        for service in world.services.values():
+            service.tick()
+        rollout = world.rollout("rg:canary", rollout_id_for(V1))
+        if rollout is not None and rollout.phase is Phase.ROLLED_BACK:
+            break
+    assert world.record(V1).phase.is_active  # the group has not looked yet
+    outcome = world.groups.receive_release("web", V2)
+    assert outcome.status is OutcomeStatus.ADVANCED, outcome
+    assert not world.record(V1).phase.is_active and world.record(V2).phase is GroupPhase.RUNNING
+    started = world.rollout("rg:canary", rollout_id_for(V2))
+    assert started is not None and started.phase is Phase.CANARY
