@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -310,10 +310,14 @@ def _unavailable(fleet: FleetView) -> set[str]:
     return {v.instance_id for v in fleet.instances if assess_instance(v) is not Health.HEALTHY}
 
 
-def _within_budget(candidates: Sequence[InstanceView], fleet: FleetView, allowed: int | None) -> list[str]:
+def _within_budget(
+    candidates: Sequence[InstanceView], fleet: FleetView, allowed: int | None, pending: Collection[str] = ()
+) -> list[str]:
     """The candidates that may be taken down now: the unavailable ones cost nothing (they are down
-    already), healthy ones only while fewer than ``allowed`` instances are unavailable (None: no limit)."""
-    down = _unavailable(fleet)
+    already), healthy ones only while fewer than ``allowed`` instances are unavailable (None: no limit).
+    ``pending``: instances an upgrade was already sent to that the observation does not show going
+    down yet; they count as unavailable (they are about to be), never as free candidates."""
+    down = _unavailable(fleet) | set(pending)
     free = [v.instance_id for v in candidates if v.instance_id in down]
     healthy = [v.instance_id for v in candidates if v.instance_id not in down]
     if allowed is not None:
@@ -658,13 +662,19 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     _record_created_during(plan, fleet)
     rollout = plan.rollout
     moved = set(rollout.upgraded_ids)
-    allowed = _rollback_allowance(rollout, fleet, policy)
     touched = [v for v in fleet.instances if v.instance_id in moved]
     behind = [v for v in touched if not v.latest_model_applied]
+    # Moves back already sent (maybe by another host, after this observation was taken) that the
+    # observation does not show yet: they are about to take their instance down, so they count
+    # against the budget of the next ones (make chaos, seed 3138616654).
+    pending = {
+        v.instance_id for v in behind if v.instance_id in rollout.rollback_ids and assess_instance(v) is Health.HEALTHY
+    }
+    allowed = _rollback_allowance(rollout, fleet, policy, pending)
     fresh = [
         v for v in behind if v.instance_id not in rollout.rollback_ids and assess_instance(v) is not Health.UPDATING
     ]
-    chosen = _within_budget(fresh, fleet, allowed)
+    chosen = _within_budget(fresh, fleet, allowed, pending)
     if chosen:
         plan.update(
             rollback_ids=tuple(sort_ids(set(rollout.rollback_ids) | set(chosen))),
@@ -689,7 +699,7 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
             and v.instance_id not in rollout.reimaged_ids
             and assess_instance(v) is not Health.UPDATING
         ]
-        reimage = _within_budget(due, fleet, allowed)
+        reimage = _within_budget(due, fleet, allowed, pending)
         if reimage:
             plan.update(reimage_pending=tuple(reimage), reimage_requested_at=plan.now, unhealthy_streak=0)
             plan.act(ReimageInstances(tuple(reimage)))
@@ -729,12 +739,14 @@ def _decide_rolling_back(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -
     return plan.decision()
 
 
-def _rollback_allowance(rollout: Rollout, fleet: FleetView, policy: RolloutPolicy) -> int | None:
+def _rollback_allowance(
+    rollout: Rollout, fleet: FleetView, policy: RolloutPolicy, pending: Collection[str] = ()
+) -> int | None:
     """How many instances a rollback may have unavailable (None: no limit, ``all-at-once``)."""
     if policy.rollback_mode == "all-at-once":
         return None
     allowed = policy.calculate_max_unavailable(len(fleet.instances))
-    down = _unavailable(fleet)
+    down = _unavailable(fleet) | set(pending)
     if not down & set(rollout.upgraded_ids):
         # Instances down for other reasons (never on the release) must not stall the rollback for
         # ever: with none of its own instances down, it always takes one more healthy one at a time.

@@ -568,6 +568,30 @@ def test_retry_after_an_edit_of_the_release_upgrades_the_canary_again_only_where
     assert len(canary) == (2 if model_applied == "version" else 1), state.w.oracle.log
 
 
+def test_a_move_back_another_host_sent_counts_against_the_budget_before_it_shows() -> None:
+    # make chaos, seed 3138616654. Host b moves instance 0 back; host a's tick loads the row after b's
+    # commit but observes the fleet before b's upgrade shows, so 0 still looks healthy: it must still
+    # count as going down, or a takes instance 2 down too (two healthy down with a budget of 1).
+    state = replay(
+        (
+            ("release", {"host": "a", "version": 1, "flavour": "good"}),
+            ("alternate", {"calls": 2, "first": "a"}),
+            ("alternate", {"calls": 5, "first": "a"}),
+            ("scale_out", {"count": 1}),
+            ("hand_edit", {"part": "image"}),
+            ("race", {"every": 1, "first": "a", "lead": 0}),
+            ("tick", {"host": "b"}),
+            ("command", {"host": "a", "verb": "abort-rollback", "which": 0}),
+            ("step", {"calls": 2, "host": "a"}),
+            ("timer", {"ticks": 1}),
+            ("alternate", {"calls": 5, "first": "a"}),
+        ),
+        size=2,
+    )
+    [rollout] = state.w.rollouts()
+    assert rollout.phase is Phase.ROLLED_BACK, rollout.reason
+
+
 def test_a_reissued_batch_stays_within_the_budget() -> None:
     replay(
         (
