@@ -43,7 +43,7 @@ def app(
         FAILURE_THRESHOLD="2",
         PROBE_BODY_PATTERN="Welcome to nginx",
     )
-    application = App(setup.blobs, setup.container)
+    application = App(setup.blobs, setup.container, setup.env)
     application.handle = setup.handle  # type: ignore[attr-defined]
     yield application
     setup.blobs.close()

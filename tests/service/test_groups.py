@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError
+from rollout.groups import AmbiguousGroupReleaseError, GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError
 from rollout.machine import CommandError, Verb
 from rollout.model import EventKind, Phase, Release, Rollout
 from rollout.policy import RolloutPolicy
@@ -519,3 +519,32 @@ def test_a_release_rejected_for_its_content_is_recorded_for_the_group_and_never_
         assert rollout is not None and rollout.phase is Phase.REJECTED and "syntax error" in rollout.reason
     assert all(not ss.calls_of("update_model") for ss in world.scale_sets.values())
     assert world.group_events(V1) == [(EventKind.REJECTED, "")]
+
+
+def test_the_same_content_released_to_two_groups_is_never_confused_between_them() -> None:
+    """A release's id is that of its content (``rollout_id_for``): the same script released to two groups has
+    the same id in both. Reading or steering it by id alone must not pick one of them: the group is named."""
+    world = make_world()
+
+    def wave(*names: str) -> Wave:
+        return Wave(tuple(Target(TargetRef("sub", "rg", n)) for n in names))
+
+    web = Group(name="web", waves=(wave("canary"), wave("west", "east")))
+    api = Group(name="api", waves=(wave("north", "south"),))
+    world.groups.config = TargetsConfig(groups=(web, api), source="test")
+    for group in ("web", "api"):
+        assert world.groups.receive_release(group, V1).status is OutcomeStatus.ADVANCED
+    rid = rollout_id_for(V1)
+    with pytest.raises(AmbiguousGroupReleaseError) as ambiguous:
+        world.groups.get(rid)
+    assert ambiguous.value.groups == ["web", "api"]
+    with pytest.raises(AmbiguousGroupReleaseError):
+        world.groups.command(rid, Verb.ABORT, actor="ana", rollback=True)
+    assert world.groups.get(rid, group="api").record.group == "api"
+    with pytest.raises(GroupReleaseNotFoundError):
+        world.groups.get(rid, group="nope")
+    outcome = world.groups.command(rid, Verb.ABORT, actor="ana", rollback=True, group="api")
+    assert outcome.group == "api" and outcome.phase is GroupPhase.HALTING  # aborting api's targets
+    assert world.store.get_group_release("web", rid).phase is GroupPhase.RUNNING  # type: ignore[union-attr]
+    assert world.rollout("rg:north", rid).phase is Phase.ROLLING_BACK  # type: ignore[union-attr]
+    assert world.rollout("rg:canary", rid).phase in (Phase.CANARY, Phase.BAKING)  # type: ignore[union-attr]
