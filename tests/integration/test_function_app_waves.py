@@ -6,7 +6,7 @@ every step is the host firing the app's own triggers.
 
 The fleet is declared in a targets document (``TARGETS_CONFIG``, a blob in the release container): a group
 ``web`` of 3 waves over 5 scale sets of 2 synthetic instances each, one of them Flexible, and a group ``api``
-of one scale set. Each test asserts the end state: the group release's phase, each target's rollout phase,
+of one scale set; every tick message delivered twice is the last test. Each test asserts the end state: the group release's phase, each target's rollout phase,
 what each scale set's instances run (the model each applied and the page it serves), and the group's trail.
 """
 
@@ -26,6 +26,7 @@ import requests
 
 import function_app
 from emulator.funchost import LocalFunctionsHost, QueueOptions
+from rollout.adapters.queue import TickQueue
 from tests.fixtures.appenv import app_under_test
 from tests.integration.test_function_app_rollout import pages
 
@@ -329,3 +330,34 @@ def test_a_release_to_one_group_while_another_is_mid_rollout(waves: Waves) -> No
     # Each group's trail names only its own targets.
     assert {e["target"] for e in api_done["events"] if e["target"]} == {waves.key("f")}
     assert {e["target"] for e in web_done["events"] if e["target"]} == {waves.key(n) for n in "abcde"}
+
+
+def test_every_tick_message_delivered_twice_does_no_harm_to_a_group_release(
+    waves: Waves, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At-least-once delivery, at its worst: every message the timer puts on the tick queue is there twice
+    (two real messages in Azurite's queue), for the whole release across the 3 waves."""
+    sent = []
+    original = TickQueue.send
+
+    def twice(self: TickQueue, message: Any, delay_seconds: int) -> None:
+        sent.append(message.target)
+        original(self, message, delay_seconds)
+        original(self, message, delay_seconds)
+
+    monkeypatch.setattr(TickQueue, "send", twice)
+    detail = waves.ended(waves.release("web", 1))
+    assert detail["phase"] == "Succeeded", detail
+    assert len(sent) >= 10  # ticks of every target were doubled
+    assert [waves.runs(n) for n in "abcde"] == ["install_nginx.v1.sh"] * 5
+    for name in "abcde":
+        handle = waves.handles[name]
+        upgraded = [
+            i for r in waves.emulator.requests("POST", f"/{handle.name}/manualupgrade") for i in r.body["instanceIds"]
+        ]
+        names = [i.instance_id for i in handle.state.instances_in_order()]
+        assert sorted(upgraded) == sorted(names), (name, upgraded)  # each instance upgraded once
+        rollout = waves.rollout(targets(detail)[waves.key(name)]["rolloutId"])
+        kinds = [e["kind"] for e in rollout["events"]]
+        assert kinds.count("CanaryStarted") == 1 and kinds.count("BatchStarted") == 1, (name, kinds)
+    assert len(events(detail, "TargetStarted")) == 5 and len(events(detail, "WaveStarted")) == 2
