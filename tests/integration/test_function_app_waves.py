@@ -6,8 +6,9 @@ every step is the host firing the app's own triggers.
 
 The fleet is declared in a targets document (``TARGETS_CONFIG``, a blob in the release container): a group
 ``web`` of 3 waves over 5 scale sets of 2 synthetic instances each, one of them Flexible, and a group ``api``
-of one scale set; every tick message delivered twice is the last test. Each test asserts the end state: the group release's phase, each target's rollout phase,
+of one scale set. Each test asserts the end state: the group release's phase, each target's rollout phase,
 what each scale set's instances run (the model each applied and the page it serves), and the group's trail.
+The last one delivers every tick message twice.
 """
 
 from __future__ import annotations
