@@ -66,7 +66,8 @@ def test_the_three_scale_set_demo_crosses_the_waves_and_halts_a_bad_release_at_w
     # v2 breaks nginx: the canary scale set rolls back; wave 2 never starts.
     v2 = line_of(lines, r"^=== 3\. Upload a broken v2")
     rolled_back = line_of(lines, r"target +wave 1 canary-rg:canary-vmss: v2 RolledBack", v2)
-    line_of(lines, r"Halting -> Halted: install_nginx v2 stopped at wave 1", rolled_back)
+    halted = line_of(lines, r"Halting -> Halted: install_nginx v2 stopped at wave 1", v2)
+    assert rolled_back > v2 and halted > v2
     line_of(
         lines, r"v2 was started on: canary-rg:canary-vmss; never on: canary-rg:web-vmss-2, canary-rg:web-vmss-3$", v2
     )
