@@ -12,7 +12,7 @@ ARGS ?=
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
-	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10')"
+	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10'; '--scale-sets 3': waves)"
 	@echo "make twin   - start the local twin, print its endpoints and keys; Ctrl-C stops it"
 	@echo "make lint   - ruff on everything, mypy --strict on rollout/, function_app.py and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"

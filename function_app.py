@@ -38,7 +38,13 @@ from rollout.bootstrap import (
 )
 from rollout.fanout import TickMessageError, decode_tick
 from rollout.fleet import Fleet
-from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError, UnknownTargetError
+from rollout.groups import (
+    AmbiguousGroupReleaseError,
+    GroupReleaseNotFoundError,
+    GroupService,
+    GroupTargetNotFoundError,
+    UnknownTargetError,
+)
 from rollout.machine import CommandError, Verb
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
 from rollout.releases import rollout_id_problem
@@ -367,7 +373,7 @@ def list_group_releases(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="releases/{id}", methods=["GET"])
 def get_group_release(req: func.HttpRequest) -> func.HttpResponse:
     def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
-        view = _groups().get(_group_release_id(req))
+        view = _groups().get(_group_release_id(req), _group_param(req))
         return 200, group_release_detail(view.record, view.events, view.rollouts, view.reverts)
 
     return _http(req, READ_ROLE, "view a group release", _group_errors(run))
@@ -379,7 +385,9 @@ def steer_group_release(req: func.HttpRequest) -> func.HttpResponse:
         verb = _verb(req)
         release_id = _group_release_id(req)
         body = _group_command_body(req, verb)
-        outcome = _groups().command(release_id, verb, actor=caller.actor, reason=body.reason, rollback=body.rollback)
+        outcome = _groups().command(
+            release_id, verb, actor=caller.actor, reason=body.reason, rollback=body.rollback, group=_group_param(req)
+        )
         return 200, outcome.as_dict()
 
     return _http(req, OPERATE_ROLE, "steer group releases", _group_errors(run))
@@ -395,7 +403,13 @@ def steer_group_target(req: func.HttpRequest) -> func.HttpResponse:
             raise _Refused(404, f"no such target in the release: {_shorten(target)}")
         body = _group_command_body(req, verb)
         outcome = _groups().command(
-            release_id, verb, target=target, actor=caller.actor, reason=body.reason, rollback=body.rollback
+            release_id,
+            verb,
+            target=target,
+            actor=caller.actor,
+            reason=body.reason,
+            rollback=body.rollback,
+            group=_group_param(req),
         )
         return 200, outcome.as_dict()
 
@@ -423,6 +437,16 @@ def _group_release_id(req: func.HttpRequest) -> str:
     return release_id
 
 
+def _group_param(req: func.HttpRequest) -> str | None:
+    """``?group=<name>``: whose release the id is, when the same content was released to several groups."""
+    group = req.params.get("group")
+    if group is None:
+        return None
+    if not group or len(group) > 63 or _CONTROL_CHARS.search(group):
+        raise _Refused(404, f"no such group: {_shorten(group)}")
+    return str(group)
+
+
 def _group_command_body(req: func.HttpRequest, verb: Verb) -> _CommandBody:
     try:
         return _command_body(req.get_body(), verb)
@@ -438,6 +462,12 @@ def _group_errors(run: Handler) -> Handler:
             return run(service, caller)
         except GroupReleaseNotFoundError as exc:
             raise _Refused(404, f"no group release {_shorten(str(exc.args[0]))}") from None
+        except AmbiguousGroupReleaseError as exc:
+            raise _Refused(
+                409,
+                f"{exc.release_id} is a release of groups {', '.join(exc.groups)} (the same content released to "
+                "each): name one with ?group=<name>",
+            ) from None
         except GroupTargetNotFoundError as exc:
             raise _Refused(404, f"{_shorten(str(exc.args[0]))} is not a target of this release") from None
         except UnknownTargetError as exc:

@@ -7,6 +7,11 @@ the ARM emulator over HTTPS with a scale set of real nginx instances initialised
 
 The story: the balancer serves "Welcome to nginx!"; v1 (the walkthrough's script) goes canary ->
 bake -> batches; a broken v2 is rolled back automatically; v3 is aborted over HTTP by "an operator".
+
+With ``--scale-sets N`` (2 or more) the twin has N scale sets, each behind its own balancer, in a group of
+two waves (the canary scale set, then the others; ``emulator.twin.targets_document``), and the story is the
+waves': v1 crosses wave 1, the wave bake and wave 2; a broken v2 halts at wave 1 and is rolled back only
+there, while the other scale sets keep v1.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from emulator.twin import (
     EXAMPLES,
+    GROUP,
     Twin,
     TwinError,
     add_twin_arguments,
@@ -126,6 +132,10 @@ def summary(twin: Twin, rollouts: list[dict[str, Any]], narrator: Narrator) -> N
     narrator.out(f"  stable release: {target['stableRelease']} (v{target['stableVersion']})")
     mix = twin.sample_titles(9)
     narrator.out("  balancer serves: " + ", ".join(f"{n} x {t!r}" for t, n in mix.items()))
+    _arm_figures(twin, narrator)
+
+
+def _arm_figures(twin: Twin, narrator: Narrator) -> None:
     calls = [
         *twin.emulator.requests("PUT", "/extensions/"),
         *twin.emulator.requests("POST", "/manualupgrade"),
@@ -149,6 +159,133 @@ def summary(twin: Twin, rollouts: list[dict[str, Any]], narrator: Narrator) -> N
     narrator.out(f"  took {time.monotonic() - twin.started:.0f} s")
 
 
+# ---- more than one scale set: a release crossing the waves of a group ---------------------------------
+
+GROUP_ENDED = ("Succeeded", "Halted", "RolledBack", "Aborted", "Rejected")
+ROLLOUT_ACTIVE = ("Queued", "Canary", "Baking", "Promoting", "RollingBack", "Paused")
+
+
+class WaveNarrator(Narrator):
+    """Live progress of a group release: the group's trail, each target's wave and phase when it changes,
+    and each scale set's balancer mix when it changes."""
+
+    def __init__(self, started: float, out: Callable[[str], None]) -> None:
+        super().__init__(started, out)
+        self.target_phases: dict[tuple[str, str], str] = {}
+        self.mixes: dict[str, str] = {}
+
+    def follow_release(self, twin: Twin, release_id: str, timeout: float) -> dict[str, Any]:
+        """Until the release has ended and every rollout it started has settled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, detail = twin.api("GET", f"releases/{release_id}")
+            if status != 200:
+                raise TwinError(f"GET releases/{release_id} answered {status}: {detail}")
+            events = detail["events"]
+            for event in events[self.seen_events.get(release_id, 0) :]:
+                self.say(f"{event['kind']:<22} {event['message']}")
+            self.seen_events[release_id] = len(events)
+            settled = True
+            for t in detail["targets"]:
+                rollout = (t["revert"] or {}).get("rollout") or t["rollout"]
+                phase = rollout["phase"] if rollout else "not started"
+                settled = settled and phase not in ROLLOUT_ACTIVE
+                if self.target_phases.get((release_id, t["target"])) != phase and rollout is not None:
+                    self.target_phases[(release_id, t["target"])] = phase
+                    what = "revert" if rollout.get("revert") else f"v{rollout['version']}"
+                    self.say(f"{'target':<22} wave {t['wave']} {t['target']}: {what} {phase}")
+            self.show_mixes(twin)
+            if detail["phase"] in GROUP_ENDED and settled:
+                return detail  # type: ignore[no-any-return]
+            if time.monotonic() > deadline:
+                raise TwinError(f"{release_id} is still {detail['phase']} after {timeout:.0f} s: {detail['reason']}")
+            time.sleep(0.5)
+
+    def show_mixes(self, twin: Twin) -> None:
+        for name in twin.scale_sets:
+            mix = twin.sample_titles(6, name)
+            text = ", ".join(f"{n} x {title!r}" for title, n in sorted(mix.items()))
+            if text != self.mixes.get(name):
+                self.say(f"{'balancer ' + name:<22} {text}")
+                self.mixes[name] = text
+
+
+def release_for(twin: Twin, version: int, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, payload = twin.api("GET", "releases")
+        if status == 200:
+            for r in payload["releases"]:
+                if r["group"] == GROUP and r["version"] == version:
+                    return r  # type: ignore[no-any-return]
+        time.sleep(0.3)
+    raise TwinError(f"the blob trigger did not record v{version} for group {GROUP} within {timeout:.0f} s")
+
+
+def run_waves_story(twin: Twin, narrator: WaveNarrator, bake_seconds: int, wave_bake: int) -> list[dict[str, Any]]:
+    say = narrator.say
+    first, rest = twin.scale_sets[0], ", ".join(twin.scale_sets[1:])
+    status, targets = twin.api("GET", "targets")
+    if status != 200 or not targets["ok"]:
+        raise TwinError(f"GET targets answered {status}: {targets}")
+
+    narrator.heading(f"1. {len(twin.scale_sets)} scale sets, each behind its own balancer, before any release")
+    for group in targets["groups"]:
+        for wave in group["waves"]:
+            say(f"group {group['name']} wave {wave['wave']}: {', '.join(t['key'] for t in wave['targets'])}")
+    for name in twin.scale_sets:
+        mix = twin.sample_titles(6, name)
+        say(
+            f"balancer of {name} ({twin.balancer_of(name).url}) serves "
+            + ", ".join(f"{n} x {t!r}" for t, n in mix.items())
+        )
+        if set(mix) != {"Welcome to nginx!"}:
+            raise TwinError(f"expected only 'Welcome to nginx!' before the first release at {name}, got {dict(mix)}")
+
+    narrator.heading(f"2. Upload install_nginx.v1.sh: wave 1 ({first}), a {wave_bake} s wave bake, wave 2 ({rest})")
+    twin.upload("install_nginx.v1.sh", EXAMPLES / "install_nginx.v1.sh")
+    v1 = release_for(twin, 1)
+    detail = narrator.follow_release(twin, v1["id"], timeout=240 + 2 * bake_seconds + wave_bake)
+    if detail["phase"] != "Succeeded":
+        raise TwinError(f"v1 ended {detail['phase']}: {detail['reason']}")
+    for name in twin.scale_sets:
+        say(f"{name} now serves: " + ", ".join(f"{i}: {t!r}" for i, t in twin.instance_titles(name).items()))
+
+    narrator.heading(f"3. Upload a broken v2: it fails at wave 1 ({first}), is rolled back there, wave 2 never starts")
+    twin.upload("install_nginx.v2.sh", EXAMPLES / "install_nginx.v2.sh")
+    v2 = release_for(twin, 2)
+    detail = narrator.follow_release(twin, v2["id"], timeout=240)
+    if detail["phase"] != "Halted":
+        raise TwinError(f"v2 ended {detail['phase']}: {detail['reason']}")
+    for t in detail["targets"]:
+        if t["rollout"] is not None and t["rollout"]["phase"] != "Succeeded":
+            say(f"why: {t['target']} {t['rollout']['phase']}: {t['rollout']['reason']}")
+    started = [t["target"] for t in detail["targets"] if t["rollout"] is not None]
+    never = [t["target"] for t in detail["targets"] if t["rollout"] is None]
+    say(f"v2 was started on: {', '.join(started)}; never on: {', '.join(never)}")
+    for name in twin.scale_sets:
+        say(f"{name} now serves: " + ", ".join(f"{i}: {t!r}" for i, t in twin.instance_titles(name).items()))
+    status, listing = twin.api("GET", "releases")
+    return listing["releases"]  # type: ignore[no-any-return]
+
+
+def waves_summary(twin: Twin, releases: list[dict[str, Any]], narrator: Narrator) -> None:
+    narrator.heading("Summary")
+    for r in sorted(releases, key=lambda r: r["version"]):
+        narrator.out(f"  group {r['group']} {r['release']:<22} {r['phase']:<10} {r['reason']}")
+    status, targets = twin.api("GET", "targets")
+    for group in targets["groups"]:
+        for wave in group["waves"]:
+            for t in wave["targets"]:
+                state = t["state"] or {}
+                mix = twin.sample_titles(6, t["name"])
+                narrator.out(
+                    f"  wave {wave['wave']} {t['key']:<22} stable release: {state.get('stableRelease')}; balancer "
+                    f"serves " + ", ".join(f"{n} x {title!r}" for title, n in mix.items())
+                )
+    _arm_figures(twin, narrator)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n")[0])
     add_twin_arguments(parser)
@@ -156,10 +293,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         narrator = Narrator(time.monotonic(), lambda line: print(line, flush=True))
-        print("Canary releases for VM Scale Sets: the walkthrough, automated, on the local twin.", flush=True)
-        with local_twin(options_from_arguments(parser, args), narrator.say) as twin:
-            rollouts = run_story(twin, narrator, args.bake_seconds)
-            summary(twin, rollouts, narrator)
+        options = options_from_arguments(parser, args)
+        if options.scale_sets > 1:
+            waves = WaveNarrator(time.monotonic(), lambda line: print(line, flush=True))
+            print(f"Canary releases across {options.scale_sets} scale sets, in waves, on the local twin.", flush=True)
+            with local_twin(options, waves.say) as twin:
+                releases = run_waves_story(twin, waves, options.bake_seconds, options.wave_bake_seconds)
+                waves_summary(twin, releases, waves)
+        else:
+            print("Canary releases for VM Scale Sets: the walkthrough, automated, on the local twin.", flush=True)
+            with local_twin(options, narrator.say) as twin:
+                rollouts = run_story(twin, narrator, args.bake_seconds)
+                summary(twin, rollouts, narrator)
         print("everything stopped: Azurite, the ARM emulator, nginx instances, balancer, functions host.")
         return 0
 

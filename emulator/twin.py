@@ -14,6 +14,11 @@ of the walkthrough's setup on top, and is what ``make demo`` (``emulator/demo.py
   that advances that target, and the HTTP API with a function key;
 * ARM's subscription read bucket (250 reads, 25 a second) on the emulator.
 
+With ``scale_sets`` > 1 (``make demo ARGS="--scale-sets 3"``) there are that many scale sets, each with its
+own nginx instances and its own balancer (``lb_address``, then the next addresses), and a targets document
+``targets.json`` in the release container (``TARGETS_CONFIG``, ``targets_document()``): the group ``web``,
+wave 1 the first scale set (the canary scale set), wave 2 the others, ``wave_bake_seconds`` between them.
+
 Everything is stopped on exit, whatever happened, in the reverse order of its start.
 
 ``make twin`` (``python -m emulator.twin``) starts the twin, prints its endpoints and keys, and keeps it
@@ -25,6 +30,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import ipaddress
+import json
 import logging
 import re
 import shutil
@@ -55,6 +62,7 @@ SUBSCRIPTION = "00000000-0000-0000-0000-0000000000de"
 RESOURCE_GROUP, VMSS = "canary-rg", "canary-vmss"
 RELEASE_CONTAINER = "init"
 TICK_QUEUE = "rollout-ticks"
+TARGETS_BLOB, GROUP = "targets.json", "web"  # with more than one scale set
 TOKEN = "local-demo-token"
 BASE_IMAGE = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute/images/ubuntu-lts"
@@ -78,6 +86,8 @@ class TwinOptions:
     lb_address: str = "127.0.9.1"  # the balancer's address (port 80)
     address_base: str = "127.0.40.1"  # the first instance's address (port 80)
     orchestration: str = "Uniform"  # the scale set's orchestration mode: Uniform or Flexible
+    scale_sets: int = 1  # scale sets, each behind its own balancer; more than one: a group of 2 waves
+    wave_bake_seconds: int = 5  # the group's waveBakeSeconds (with more than one scale set)
 
 
 @dataclass(frozen=True)
@@ -105,18 +115,24 @@ class Twin:
     host: LocalFunctionsHost
     blobs: ReleaseBlobs
     started: float
+    scale_sets: tuple[str, ...] = (VMSS,)  # their names, in resource group RESOURCE_GROUP
+    balancers: tuple[RoundRobinBalancer, ...] = ()  # one per scale set, in the same order
+
+    def balancer_of(self, scale_set: str) -> RoundRobinBalancer:
+        return self.balancers[self.scale_sets.index(scale_set)] if self.balancers else self.balancer
 
     # -- what a user sees ------------------------------------------------------------------------
-    def sample_titles(self, n: int = 12) -> collections.Counter[str]:
-        """``curl`` the balancer n times; count the page titles (the walkthrough's check)."""
+    def sample_titles(self, n: int = 12, scale_set: str = VMSS) -> collections.Counter[str]:
+        """``curl`` the scale set's balancer n times; count the page titles (the walkthrough's check)."""
+        url = self.balancer_of(scale_set).url
         seen: collections.Counter[str] = collections.Counter()
         for _ in range(n):
-            seen[_title_of(self.balancer.url, 3, lambda exc: f"error: {type(exc).__name__}")] += 1
+            seen[_title_of(url, 3, lambda exc: f"error: {type(exc).__name__}")] += 1
         return seen
 
-    def instance_titles(self) -> dict[str, str]:
+    def instance_titles(self, name: str = VMSS) -> dict[str, str]:
         """Each instance's own page, bypassing the balancer (what the SSH tunnel showed)."""
-        scale_set = self.emulator.scale_set(RESOURCE_GROUP, VMSS)
+        scale_set = self.emulator.scale_set(RESOURCE_GROUP, name)
         return {
             inst.instance_id: _title_of(f"http://{inst.address}/", 2, lambda _: "down (connection refused)")
             for inst in scale_set.instances_in_order()
@@ -149,15 +165,23 @@ class Twin:
 
     def endpoints(self) -> list[tuple[str, str]]:
         """What a person needs to talk to each part (``make twin`` prints these)."""
-        instances = self.emulator.scale_set(RESOURCE_GROUP, VMSS).instances
+        parts: list[tuple[str, str]] = []
+        for name in self.scale_sets:
+            instances = self.emulator.scale_set(RESOURCE_GROUP, name).instances
+            parts += [
+                ("scale set", f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/.../{name}"),
+                *((f"instance {iid}", f"http://{inst.address}/") for iid, inst in sorted(instances.items())),
+                ("load balancer", self.balancer_of(name).url),
+            ]
+        routes = "rollouts, rollouts/<id>, fleet" + (
+            ", targets, releases, releases/<id>" if len(self.scale_sets) > 1 else ""
+        )
         return [
             ("Azurite", self.azurite.connection_string),
             ("release container", f"{self.azurite.blob_endpoint}/{RELEASE_CONTAINER}"),
             ("ARM emulator", f"{self.emulator.url} (token {TOKEN}, CA bundle {self.emulator.ca_bundle})"),
-            ("scale set", f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/.../{VMSS}"),
-            *((f"instance {iid}", f"http://{inst.address}/") for iid, inst in sorted(instances.items())),
-            ("load balancer", self.balancer.url),
-            ("Functions host", f"{self.host.api_url} (routes: rollouts, rollouts/<id>, fleet)"),
+            *parts,
+            ("Functions host", f"{self.host.api_url} (routes: {routes})"),
             ("function key", self.host.function_key),
             ("master key", f"{self.host.master_key} (admin API: {self.host.url}/admin/functions/<name>)"),
         ]
@@ -171,6 +195,34 @@ def _title_of(url: str, timeout: float, failed: Callable[[requests.RequestExcept
         return failed(exc)
     m = TITLE_RE.search(r.text)
     return m.group(1).strip() if m and r.status_code == 200 else f"HTTP {r.status_code}"
+
+
+def scale_set_names(count: int) -> list[str]:
+    """The twin's scale sets: ``canary-vmss`` (the one of a single-scale-set twin; wave 1 of a group), then
+    ``web-vmss-2`` ... ``web-vmss-<count>``."""
+    return [VMSS, *(f"web-vmss-{n}" for n in range(2, count + 1))]
+
+
+def balancer_addresses(first: str, count: int) -> list[str]:
+    """One balancer per scale set: ``first``, then the next addresses (127.0.9.1, 127.0.9.2, ...)."""
+    return [str(ipaddress.IPv4Address(first) + n) for n in range(count)]
+
+
+def targets_document(names: list[str], wave_bake_seconds: int) -> dict[str, Any]:
+    """The twin's targets document: the group ``web`` (the default group, so ``<container>/install_nginx.vN.sh``
+    goes to it), wave 1 the first scale set, wave 2 the others."""
+    target = [{"resourceGroup": RESOURCE_GROUP, "name": name} for name in names]
+    return {
+        "defaultGroup": GROUP,
+        "groups": [
+            {
+                "name": GROUP,
+                "waveBakeSeconds": wave_bake_seconds,
+                "onFailure": "halt",
+                "waves": [{"targets": target[:1]}, {"targets": target[1:]}],
+            }
+        ],
+    }
 
 
 def check_port_80(address: str) -> None:
@@ -221,7 +273,8 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
     """Start the whole twin; stop every part of it on exit, whatever happened."""
     started = time.monotonic()
     instances, tick_seconds = options.instances, options.tick_seconds
-    check_port_80(options.lb_address)
+    for address in balancer_addresses(options.lb_address, options.scale_sets):
+        check_port_80(address)
     check_port_80(options.address_base)
     with contextlib.ExitStack() as stack:
         state = Path(tempfile.mkdtemp(prefix="vmss-canary-twin-"))
@@ -245,37 +298,58 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
         v0_url = blobs.upload("install_nginx.sh", (EXAMPLES / "install_nginx.sh").read_bytes(), overwrite=True)
 
         factory = nginx_runtime_factory(state / "vms", azure_blob_fetcher(azurite.connection_string), port=80)
-        emulator.create_scale_set(
-            RESOURCE_GROUP,
-            VMSS,
-            0,
-            image_id=BASE_IMAGE,
-            extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"},
-            extension_protected_settings={"managedIdentity": {}},
-            runtime_factory=factory,
-            orchestration_mode=options.orchestration,
-        )
-        # Like `az vmss create` + the extension: the instances run install_nginx.sh as they provision.
-        emulator.scale_out(RESOURCE_GROUP, VMSS, instances)
+        names = scale_set_names(options.scale_sets)
+        for name in names:
+            emulator.create_scale_set(
+                RESOURCE_GROUP,
+                name,
+                0,
+                image_id=BASE_IMAGE,
+                extension_settings={"fileUris": [v0_url], "commandToExecute": "bash install_nginx.sh"},
+                extension_protected_settings={"managedIdentity": {}},
+                runtime_factory=factory,
+                orchestration_mode=options.orchestration,
+            )
+            # Like `az vmss create` + the extension: the instances run install_nginx.sh as they provision.
+            emulator.scale_out(RESOURCE_GROUP, name, instances)
         emulator.wait_idle(timeout=120)
-        say(
-            f"arm emulator   {emulator.url} (HTTPS): scale set {VMSS} ({options.orchestration}), "
-            f"{instances} nginx instances, v0 installed"
-        )
+        for name in names:
+            say(
+                f"arm emulator   {emulator.url} (HTTPS): scale set {name} ({options.orchestration}), "
+                f"{instances} nginx instances, v0 installed"
+            )
 
-        def backend_addresses() -> list[str]:
-            return [i.address for i in emulator.scale_set(RESOURCE_GROUP, VMSS).instances.values()]
+        def backend_addresses(name: str) -> Callable[[], list[str]]:
+            return lambda: [i.address for i in emulator.scale_set(RESOURCE_GROUP, name).instances.values()]
 
-        balancer = RoundRobinBalancer(
-            options.lb_address, 80, backends=backend_addresses, probe_interval_s=0.5, unhealthy_threshold=2
-        )
-        stack.enter_context(balancer)
-        balancer.wait_until(lambda s: len(s.up) == instances, timeout_s=15)
-        say(f"load balancer  {balancer.url} (probe GET / on port 80, round robin)")
+        balancers = []
+        for name, address in zip(names, balancer_addresses(options.lb_address, len(names)), strict=True):
+            balancer = RoundRobinBalancer(
+                address, 80, backends=backend_addresses(name), probe_interval_s=0.5, unhealthy_threshold=2
+            )
+            stack.enter_context(balancer)
+            balancer.wait_until(lambda s: len(s.up) == instances, timeout_s=15)
+            balancers.append(balancer)
+            say(
+                f"load balancer  {balancer.url} (probe GET / on port 80, round robin)"
+                + (f" for {name}" if len(names) > 1 else "")
+            )
+
+        settings = app_settings(azurite, emulator, options.bake_seconds, options.failure_threshold)
+        if len(names) > 1:
+            document = targets_document(names, options.wave_bake_seconds)
+            blobs.upload(TARGETS_BLOB, json.dumps(document, indent=2).encode(), overwrite=True)
+            settings["TARGETS_CONFIG"] = TARGETS_BLOB
+            waves = "; ".join(
+                f"wave {n}: {', '.join(t['name'] for t in w['targets'])}"
+                for n, w in enumerate(document["groups"][0]["waves"], start=1)
+            )
+            bake = options.wave_bake_seconds
+            say(f"targets        {RELEASE_CONTAINER}/{TARGETS_BLOB}: group {GROUP} ({waves}), {bake} s between waves")
 
         host = LocalFunctionsHost(
             "function_app:app",
-            env=app_settings(azurite, emulator, options.bake_seconds, options.failure_threshold),
+            env=settings,
             http_port=0,
             timer_period_seconds=tick_seconds,
             blob_poll_seconds=0.5,
@@ -288,7 +362,7 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
             f"functions host {host.api_url} (function key required), timer every {tick_seconds:g} s "
             f"-> queue {TICK_QUEUE} -> advance_target"
         )
-        yield Twin(azurite, emulator, balancer, host, blobs, started)
+        yield Twin(azurite, emulator, balancers[0], host, blobs, started, tuple(names), tuple(balancers))
 
 
 # The command-line flag and help of each TwinOptions field.
@@ -301,6 +375,8 @@ _FLAGS = {
     "lb_address": ("--lb-address", "the balancer's address, port 80"),
     "address_base": ("--address-base", "the first instance's address, port 80"),
     "orchestration": ("--orchestration", "the scale set's orchestration mode, Uniform or Flexible"),
+    "scale_sets": ("--scale-sets", "scale sets, each behind its own balancer; 2 or more: a group of 2 waves"),
+    "wave_bake_seconds": ("--wave-bake", "the group's waveBakeSeconds, with 2 or more scale sets"),
 }
 
 
@@ -317,6 +393,10 @@ def options_from_arguments(parser: argparse.ArgumentParser, args: argparse.Names
     """The ``TwinOptions`` of parsed ``add_twin_arguments`` options (each dest is the field's name)."""
     if not 1 <= args.instances <= 50:
         parser.error("--instances must be between 1 and 50 for nginx instances")
+    if not 1 <= args.scale_sets <= 10:
+        parser.error("--scale-sets must be between 1 and 10")
+    if not 0 <= args.wave_bake_seconds <= 3600:
+        parser.error("--wave-bake must be between 0 and 3600 seconds")
     if args.orchestration not in ("Uniform", "Flexible"):
         parser.error("--orchestration must be Uniform or Flexible")
     return TwinOptions(**{f.name: getattr(args, f.name) for f in fields(TwinOptions)})

@@ -78,6 +78,16 @@ class GroupReleaseNotFoundError(LookupError):
     """No group release with this id in any group."""
 
 
+class AmbiguousGroupReleaseError(LookupError):
+    """The id names releases of several groups (the same script, same content, released to each: a release's
+    id is ``rollout_id_for`` its content): the caller has to say which group (``groups``: their names)."""
+
+    def __init__(self, release_id: str, groups: list[str]) -> None:
+        super().__init__(release_id, groups)
+        self.release_id = release_id
+        self.groups = groups
+
+
 class GroupTargetNotFoundError(LookupError):
     """The target is not part of the group release."""
 
@@ -383,11 +393,14 @@ class GroupService:
         actor: str = "operator",
         reason: str = "",
         rollback: bool = False,
+        group: str | None = None,
     ) -> GroupOutcome:
-        """A verb on the whole group release (``target`` None) or on one of its targets. Raises
-        ``GroupReleaseNotFoundError``, ``GroupTargetNotFoundError`` or ``CommandError``."""
+        """A verb on the whole group release (``target`` None) or on one of its targets; ``group``: the
+        group whose release it is (needed when the id is in several groups). Raises
+        ``GroupReleaseNotFoundError``, ``AmbiguousGroupReleaseError``, ``GroupTargetNotFoundError`` or
+        ``CommandError``."""
         for _ in range(3):
-            record = self._find(release_id)
+            record = self._find(release_id, group)
             states = self._read_states(record, [t.key for t in record.targets if t.rollout_id])
             now = self.clock.now()
             if target is None:
@@ -434,8 +447,9 @@ class GroupService:
         found = [r for group in self.config.groups for r in self.store.list_group_releases(group.name)]
         return sorted(found, key=lambda r: (r.created_at, r.id), reverse=True)
 
-    def get(self, release_id: str) -> GroupView:
-        record = self._find(release_id)
+    def get(self, release_id: str, group: str | None = None) -> GroupView:
+        """The release ``release_id`` (of ``group``, needed when the id is in several groups)."""
+        record = self._find(release_id, group)
         events = self.store.list_events(group_partition(record.group), record.id)
         rollouts: dict[str, Rollout | None] = {}
         reverts: dict[str, Rollout | None] = {}
@@ -453,12 +467,21 @@ class GroupService:
         except (RolloutNotFoundError, UnknownTargetError):
             return None
 
-    def _find(self, release_id: str) -> GroupRelease:
-        for group in self.config.groups:
-            record = self.store.get_group_release(group.name, release_id)
-            if record is not None:
-                return record
-        raise GroupReleaseNotFoundError(release_id)
+    def _find(self, release_id: str, group: str | None = None) -> GroupRelease:
+        """The release ``release_id`` of ``group`` (any group when None). The same content released to two
+        groups has the same id in both: then the group must be named, never one of them picked."""
+        found = [
+            record
+            for g in self.config.groups
+            if group is None or g.name == group
+            for record in [self.store.get_group_release(g.name, release_id)]
+            if record is not None
+        ]
+        if not found:
+            raise GroupReleaseNotFoundError(release_id)
+        if len(found) > 1:
+            raise AmbiguousGroupReleaseError(release_id, [r.group for r in found])
+        return found[0]
 
     def service_for(self, key: str) -> RolloutService:
         """The service of the target ``key`` (from the injected wiring)."""
@@ -527,6 +550,7 @@ def _short(text: str, limit: int = 60) -> str:
 
 __all__ = [
     "GroupOutcome",
+    "AmbiguousGroupReleaseError",
     "GroupReleaseNotFoundError",
     "GroupService",
     "GroupStore",

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from rollout.groups import GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError
+from rollout.groups import AmbiguousGroupReleaseError, GroupReleaseNotFoundError, GroupService, GroupTargetNotFoundError
 from rollout.machine import CommandError, Verb
 from rollout.model import EventKind, Phase, Release, Rollout
 from rollout.policy import RolloutPolicy
@@ -539,3 +539,32 @@ def test_a_release_uploaded_once_its_predecessor_ended_at_its_targets_starts_at_
     assert not world.record(V1).phase.is_active and world.record(V2).phase is GroupPhase.RUNNING
     started = world.rollout("rg:canary", rollout_id_for(V2))
     assert started is not None and started.phase is Phase.CANARY
+
+
+def test_the_same_content_released_to_two_groups_is_never_confused_between_them() -> None:
+    """A release's id is that of its content (``rollout_id_for``): the same script released to two groups has
+    the same id in both. Reading or steering it by id alone must not pick one of them: the group is named."""
+    world = make_world()
+
+    def wave(*names: str) -> Wave:
+        return Wave(tuple(Target(TargetRef("sub", "rg", n)) for n in names))
+
+    web = Group(name="web", waves=(wave("canary"), wave("west", "east")))
+    api = Group(name="api", waves=(wave("north", "south"),))
+    world.groups.config = TargetsConfig(groups=(web, api), source="test")
+    for group in ("web", "api"):
+        assert world.groups.receive_release(group, V1).status is OutcomeStatus.ADVANCED
+    rid = rollout_id_for(V1)
+    with pytest.raises(AmbiguousGroupReleaseError) as ambiguous:
+        world.groups.get(rid)
+    assert ambiguous.value.groups == ["web", "api"]
+    with pytest.raises(AmbiguousGroupReleaseError):
+        world.groups.command(rid, Verb.ABORT, actor="ana", rollback=True)
+    assert world.groups.get(rid, group="api").record.group == "api"
+    with pytest.raises(GroupReleaseNotFoundError):
+        world.groups.get(rid, group="nope")
+    outcome = world.groups.command(rid, Verb.ABORT, actor="ana", rollback=True, group="api")
+    assert outcome.group == "api" and outcome.phase is GroupPhase.HALTING  # aborting api's targets
+    assert world.store.get_group_release("web", rid).phase is GroupPhase.RUNNING  # type: ignore[union-attr]
+    assert world.rollout("rg:north", rid).phase is Phase.ROLLING_BACK  # type: ignore[union-attr]
+    assert world.rollout("rg:canary", rid).phase in (Phase.CANARY, Phase.BAKING)  # type: ignore[union-attr]
