@@ -118,9 +118,11 @@ def test_hostile_requests_over_http_never_get_a_500(host: tuple[LocalFunctionsHo
         ),
     )
     # The three answers the last check needs, whatever the generated sample holds (it shifts with the
-    # routes and strategies): a list (200), an id that is no rollout id (400), an unknown rollout (404).
+    # routes and strategies): a list (200), a verb whose body is not JSON (400), an unknown rollout (404).
     @example(route="list", rollout_id="x", verb="abort", body=b"", query={}, extra={})
-    @example(route="get", rollout_id="not a rollout id", verb="abort", body=b"", query={}, extra={})
+    @example(
+        route="steer", rollout_id="install_nginx-v9-0123456789", verb="abort", body=b"{not json", query={}, extra={}
+    )
     @example(route="steer", rollout_id="install_nginx-v9-0123456789", verb="abort", body=b"", query={}, extra={})
     def one_request(
         route: str, rollout_id: str, verb: str, body: bytes, query: dict[str, str], extra: dict[str, str]
