@@ -301,7 +301,8 @@ def _emulator_process(config: WavesConfig, state_dir: Path, instance_port: int) 
     ]
     state_dir.mkdir(parents=True, exist_ok=True)
     info_file = state_dir / "info.json"
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    log = (state_dir / "emulator.log").open("w")
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
         while not info_file.exists() or not info_file.read_text().endswith("\n"):
@@ -310,7 +311,13 @@ def _emulator_process(config: WavesConfig, state_dir: Path, instance_port: int) 
             time.sleep(0.1)
         info = json.loads(info_file.read_text())
         yield _Emulator(process, info["url"], info["ca_bundle"], info["subscription_id"])
+    except BaseException:
+        if process.poll() is not None:  # the emulator itself failed: say how
+            log.flush()
+            print((state_dir / "emulator.log").read_text()[-4000:], file=sys.stderr)
+        raise
     finally:
+        log.close()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=60)
@@ -696,6 +703,20 @@ def _num(value: float) -> str:
     return f"{value:g}" if float(value).is_integer() else f"{value:.1f}"
 
 
+def _shown_args(args: list[str]) -> list[str]:
+    """The arguments that change the run (not where its figures are written)."""
+    shown: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--output":
+            skip = True
+        elif not arg.startswith("--output=") and arg not in ("--append", "--no-write"):
+            shown.append(arg)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-waves")
     defaults = WavesConfig()
@@ -710,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wave-bake-seconds", type=int, default=defaults.wave_bake_seconds)
     parser.add_argument("--output", type=Path, default=DOCS, help="where the figures go (markdown)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--append", action="store_true", help="add the figures to --output as a section of their own")
     args = parser.parse_args(argv)
     if 60 % args.tick_seconds:
         parser.error("--tick-seconds must divide 60 (an NCRONTAB */N seconds field)")
@@ -728,10 +750,16 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)  # the app's INFO lines (one per tick) are observed, not printed
     report = run_waves(config, progress=lambda text: print(text, flush=True))
-    command = "make bench-waves" + (f' ARGS="{" ".join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else "")
+    shown = _shown_args(list(sys.argv[1:] if argv is None else argv))
+    command = "make bench-waves" + (f' ARGS="{" ".join(shown)}"' if shown else "")
     lines = report_lines(report, command)
     print("\n".join(lines))
-    if not args.no_write:
+    if not args.no_write and args.append:
+        section = [f"## Variant: `{command}`", *(("#" + line) if line.startswith("##") else line for line in lines[1:])]
+        with args.output.open("a") as out:
+            out.write("\n" + "\n".join(section) + "\n")
+        print(f"added to {args.output}")
+    elif not args.no_write:
         args.output.write_text("\n".join(lines) + "\n")
         print(f"written to {args.output}")
     return 0 if report.phase == "Succeeded" and not report.late_periods and not report.arm_429_by_operation else 1
