@@ -28,6 +28,7 @@ def test_a_release_crosses_two_waves_of_ten_scale_sets_every_target_ticked_in_ti
     assert len(active) >= 4, text  # at least two ticks per wave: the fan-out really drove the rollouts
     assert all(p.with_work == 5 for p in active), text  # one wave at a time, each target once
     assert report.late_periods == [], text
+    assert report.timer_skipped == 0 and report.all_in_time, text
     assert all(max(p.latencies) <= config.tick_seconds for p in active), text
     assert report.unmatched_ticks == 0, text
     # Zero 429s, reads and writes, with both budgets on; the reads did go through the bucket.
