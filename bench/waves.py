@@ -58,6 +58,7 @@ TOKEN = "bench-waves-token"
 GROUP = "fleet"
 V0 = b"#!/bin/bash\necho v0\n"
 V1 = b"#!/bin/bash\necho v1\n"
+FINDINGS = "## Findings"
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,8 @@ def _free_port(host: str) -> int:
 def _emulator_process(config: WavesConfig, state_dir: Path, instance_port: int) -> Iterator[_Emulator]:
     size, rate = config.arm_read_limit
     cmd = [
-        *(sys.executable, "-m", "emulator", "serve", "--token", TOKEN, "--state-dir", str(state_dir)),
+        # ``python -m emulator serve`` itself, started under the benchmark's name (``serve-arm`` below).
+        *(sys.executable, "-m", "bench.waves", "serve-arm", "--token", TOKEN, "--state-dir", str(state_dir)),
         *("--address-base", config.address_base, "--instance-port", str(instance_port)),
         *("--upgrade-seconds", str(config.upgrade_seconds), "--retry-after", "0.5"),
         *("--read-limit", f"{size:g}/{rate:g}"),
@@ -453,6 +455,8 @@ def _run(
             deadline = time.monotonic() + config.timeout_s
             last = ""
             while time.monotonic() < deadline:
+                if emu.process.poll() is not None:
+                    raise RuntimeError(f"the ARM emulator process ended (exit code {emu.process.returncode})")
                 releases = fleet_from_environment().groups.list()
                 if releases:
                     record = releases[0]
@@ -734,6 +738,11 @@ def _shown_args(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["serve-arm"]:  # the benchmark's emulator process: ``python -m emulator serve``
+        from emulator.__main__ import main as emulator_main
+
+        return emulator_main(["serve", *given[1:]])
     parser = argparse.ArgumentParser(prog="make bench-waves")
     defaults = WavesConfig()
     parser.add_argument("--scale-sets", type=int, default=defaults.scale_sets)
@@ -770,13 +779,16 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench-waves" + (f' ARGS="{" ".join(shown)}"' if shown else "")
     lines = report_lines(report, command)
     print("\n".join(lines))
+    # A hand-written "## Findings" section at the end of the file is kept when the figures are written again.
+    old = args.output.read_text() if args.output.exists() else ""
+    head, marker, findings = old.partition(FINDINGS)
+    kept = marker + findings if marker else ""
     if not args.no_write and args.append:
         section = [f"## Variant: `{command}`", *(("#" + line) if line.startswith("##") else line for line in lines[1:])]
-        with args.output.open("a") as out:
-            out.write("\n" + "\n".join(section) + "\n")
+        args.output.write_text(head.rstrip("\n") + "\n\n" + "\n".join(section) + "\n" + ("\n" + kept if kept else ""))
         print(f"added to {args.output}")
     elif not args.no_write:
-        args.output.write_text("\n".join(lines) + "\n")
+        args.output.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
         print(f"written to {args.output}")
     return 0 if report.phase == "Succeeded" and report.all_in_time and not report.arm_429_by_operation else 1
 
