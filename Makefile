@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 MUTATION_CHILDREN ?= 2
 ARGS ?=
 
-.PHONY: help setup system-deps test test-fast lint typecheck demo twin bench mutation chaos clean
+.PHONY: help setup system-deps test test-fast lint typecheck demo twin bench bench-waves mutation chaos clean
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
@@ -16,6 +16,8 @@ help:
 	@echo "make twin   - start the local twin, print its endpoints and keys; Ctrl-C stops it"
 	@echo "make lint   - ruff on everything, mypy --strict on rollout/, function_app.py and emulator/"
 	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
+	@echo "make bench-waves - one release across 4 waves of 200 scale sets (20 synthetic instances each) through"
+	@echo "              the function app; figures go to docs/fleet-benchmark.md (ARGS='--scale-sets 20 --waves 2')"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
 	@echo "make chaos  - the randomized two-host test at length: CHAOS_EXAMPLES=20000 scenarios, a random seed"
 
@@ -61,6 +63,9 @@ twin: setup
 
 bench: setup
 	$(BIN)/python -m bench.run $(ARGS)
+
+bench-waves: setup
+	$(BIN)/python -m bench.waves $(ARGS)
 
 # Mutation testing of rollout/{policy,analysis,releases,machine}.py against tests/unit and tests/service
 # (configuration: [tool.mutmut] in pyproject.toml; figures and how to read them: docs/mutation.md). A fresh

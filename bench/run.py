@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "The scale test `tests/integration/test_scale.py` (marked `slow`) runs the same rollout on 40",
         "instances in `make test`; `SCALE_INSTANCES=500` runs it at this size.",
         "",
+        "A release across the waves of 200 scale sets through the function app (timer fan-out, queue-triggered",
+        "ticks, ARM's read and write budgets): `make bench-waves`, figures in docs/fleet-benchmark.md.",
+        "",
     ]
     if not args.no_write:
         DOCS.parent.mkdir(exist_ok=True)
