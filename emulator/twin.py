@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import faulthandler
 import ipaddress
 import json
 import logging
@@ -409,6 +410,9 @@ def run_until_interrupted(body: Callable[[], int]) -> int:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
+    # SIGUSR1 prints every thread's stack (to stderr) without stopping: what a twin that does not stop
+    # is waiting for (tests/e2e/test_twin_cli.py asks for it before it gives up).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The audit events and the endpoints tell the story; the controller's own log lines would repeat them.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("rollout").setLevel(logging.ERROR)

@@ -32,8 +32,8 @@ def twin() -> Iterator[Twin]:
         tick_seconds=0.5,
         upgrade_seconds=0.3,
         failure_threshold=2,
-        lb_address="127.0.9.3",
-        address_base="127.0.60.1",
+        lb_address="127.0.9.8",  # addresses no other e2e test uses: a twin stopping late holds nothing of another
+        address_base="127.0.61.1",
         orchestration="Flexible",
     )
     with local_twin(options, say=lambda line: None) as running:

@@ -69,7 +69,15 @@ def test_make_twin_prints_working_endpoints_and_stops_everything_on_a_signal(sto
         assert fleet["summary"]["instances"] == 2 and fleet["summary"]["healthy"] == 2
         assert proc.poll() is None  # still running: it runs until told to stop
         proc.send_signal(stop_signal)
-        assert proc.wait(timeout=60) == 130
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the twin prints every thread's stack
+            time.sleep(2)
+            proc.kill()
+            output = proc.communicate()[0]
+            raise AssertionError(f"the twin did not stop within 120 s of the signal; its output:\n{output}") from None
+        assert code == 130
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 REPO = Path(__file__).resolve().parents[2]
 V0, V1 = "'Welcome to nginx!'", "'Welcome to nginx on Azure VMSS!'"
 ARGS = ["--scale-sets", "3", "--instances", "2", "--bake", "2", "--wave-bake", "2", "--tick", "0.5"]
-ARGS += ["--upgrade-seconds", "0.3", "--lb-address", "127.0.9.5", "--address-base", "127.0.60.1"]
+ARGS += ["--upgrade-seconds", "0.3", "--lb-address", "127.0.9.20", "--address-base", "127.0.80.1"]
 
 
 def line_of(lines: list[str], pattern: str, start: int = 0) -> int:
@@ -46,7 +46,7 @@ def test_the_three_scale_set_demo_crosses_the_waves_and_halts_a_bad_release_at_w
     print(f"the demo took {time.monotonic() - began:.0f} s")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    for n, name in enumerate(("canary-vmss", "web-vmss-2", "web-vmss-3"), start=5):
+    for n, name in enumerate(("canary-vmss", "web-vmss-2", "web-vmss-3"), start=20):
         line_of(lines, rf"load balancer  http://127\.0\.9\.{n}/ .* for {name}$")
         line_of(lines, rf"balancer of {name} \(http://127\.0\.9\.{n}/\) serves 6 x {V0}$")
 
