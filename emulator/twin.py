@@ -410,6 +410,10 @@ def run_until_interrupted(body: Callable[[], int]) -> int:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
+    # Ctrl-C too, explicitly: a process started with SIGINT ignored (a background job of a
+    # non-interactive shell, as CI runs it) inherits that, and Python then installs no handler of its
+    # own, so the twin would never stop on Ctrl-C there.
+    signal.signal(signal.SIGINT, on_signal)
     # SIGUSR1 prints every thread's stack (to stderr) without stopping: what a twin that does not stop
     # is waiting for (tests/e2e/test_twin_cli.py asks for it before it gives up).
     faulthandler.register(signal.SIGUSR1, all_threads=True)
