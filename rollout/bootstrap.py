@@ -79,12 +79,14 @@ def build_release_blobs(settings: Settings) -> ReleaseBlobs | None:
     )
 
 
-def build_compute(settings: Settings, **tuning: Any) -> AzureCompute:
-    """The ARM adapter for the target scale set; ``tuning``: AzureCompute's timing keywords (benchmarks)."""
+def build_compute(settings: Settings, ref: TargetRef | None = None, **tuning: Any) -> AzureCompute:
+    """The ARM adapter for the scale set ``ref`` (default: the ``VMSS_*`` one); ``tuning``: AzureCompute's
+    timing keywords (benchmarks)."""
+    ref = ref or TargetRef(settings.subscription_id, settings.resource_group, settings.vmss_name)
     return AzureCompute(
-        subscription_id=settings.subscription_id,
-        resource_group=settings.resource_group,
-        vmss_name=settings.vmss_name,
+        subscription_id=ref.subscription_id,
+        resource_group=ref.resource_group,
+        vmss_name=ref.name,
         extension_name=settings.extension_name,
         arm_endpoint=settings.arm_endpoint,
         credential=credential_for(settings.arm_token),
@@ -100,24 +102,15 @@ def build_service(
     store: TableStateStore | None = None,
     prober: HttpProber | None = None,
 ) -> RolloutService:
-    """The service wired from ``settings``. An adapter passed in replaces the one built from settings
+    """The service of the ``VMSS_*`` scale set. An adapter passed in replaces the one built from settings
     (the benchmarks tune timings and keep the adapters to close them)."""
-    blobs = build_release_blobs(settings)
-    return RolloutService(
-        target_key=settings.target_key,
-        compute=compute or build_compute(settings),
-        prober=prober or HttpProber(settings.probe),
+    return build_target_service(
+        settings,
+        implicit_config(settings).targets()[0],
         store=store or build_store(settings),
-        notifier=LogNotifier(),
-        clock=SystemClock(),
-        policy=settings.policy,
-        extension=ExtensionDefaults(
-            extension_name=settings.extension_name,
-            file_auth=settings.extension_file_auth,
-            identity_client_id=settings.extension_identity_client_id,
-        ),
-        release_container_url=blobs.container_url if blobs is not None else None,
-        script_checker=BashSyntaxChecker(),
+        blobs=build_release_blobs(settings),
+        compute=compute,
+        prober=prober,
     )
 
 
@@ -152,22 +145,16 @@ def build_target_service(
     store: TableStateStore,
     blobs: ReleaseBlobs | None,
     target_key: str | None = None,
+    compute: AzureCompute | None = None,
+    prober: HttpProber | None = None,
 ) -> RolloutService:
     """The service of one target: its scale set, policy and probe; the store and blobs are shared.
-    ``target_key`` replaces the target's own key (the unrouted partition only)."""
-    ref = target.ref
+    ``target_key`` replaces the target's own key (the unrouted partition only); ``compute`` and
+    ``prober`` replace the adapters built for the target."""
     return RolloutService(
         target_key=target_key or target.key,
-        compute=AzureCompute(
-            subscription_id=ref.subscription_id,
-            resource_group=ref.resource_group,
-            vmss_name=ref.name,
-            extension_name=settings.extension_name,
-            arm_endpoint=settings.arm_endpoint,
-            credential=credential_for(settings.arm_token),
-            ca_bundle=settings.arm_ca_bundle,
-        ),
-        prober=HttpProber(target.probe),
+        compute=compute or build_compute(settings, target.ref),
+        prober=prober or HttpProber(target.probe),
         store=store,
         notifier=LogNotifier(),
         clock=SystemClock(),
