@@ -22,6 +22,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+from rollout.signals import InstanceSignals
 
 # STATE_TABLE_PREFIX: empty, or letters and digits starting with a letter. Table names are 3-63
 # alphanumeric characters not starting with a digit ("Understanding the Table service data model",
@@ -224,6 +225,17 @@ class ScriptChecker(Protocol):
         ...
 
 
+class SignalSource(Protocol):
+    """Per-instance signals over a window, from Azure Monitor (metrics, Log Analytics) and the load
+    balancer. Reads only; a source that cannot answer raises ``TransientError`` (the judge then
+    decides on what it has, and says so)."""
+
+    def read(self, instance_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, InstanceSignals]:
+        """What each of ``instance_ids`` did in ``[start, end)``; an instance the source knows nothing
+        about is missing from the result."""
+        ...
+
+
 class Notifier(Protocol):
     def notify(self, rollout: Rollout, message: str) -> None: ...
 
@@ -251,6 +263,7 @@ __all__ = [
     "RecordTooLargeError",
     "ReleaseBlob",
     "ScriptChecker",
+    "SignalSource",
     "Prober",
     "StateStore",
     "TransientError",
