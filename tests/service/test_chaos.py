@@ -764,3 +764,34 @@ def test_an_instance_created_from_the_release_and_outdated_by_a_rewrite_is_upgra
         apply_model_at="finish",
         rollback_reimage=False,
     )
+
+
+def test_a_host_stalled_past_a_finished_reissue_is_the_documented_window_too() -> None:
+    # make chaos, seed 2137849639 (where ARM keeps a model version). Host a saved the canary step and
+    # passed its fence read, then stalled; the timer's host re-issued the canary past
+    # UPGRADE_RETRY_SECONDS, watched it finish and moved to Baking; then a's call went out to an instance
+    # already on the release. The window of seed 2047699628, reached after the re-issue finished rather
+    # than while it ran: the oracle allows it, counts it, and the rollout still goes on to Succeeded.
+    state = replay(
+        (
+            ("release", {"flavour": "broken", "host": "a", "version": 1}),
+            ("alternate", {"calls": 1, "first": "a"}),
+            ("alternate", {"calls": 1, "first": "a"}),
+            ("timer", {"ticks": 6}),
+            ("alternate", {"calls": 5, "first": "a"}),
+            ("release", {"flavour": "good", "host": "a", "version": 1}),
+            ("alternate", {"calls": 11, "first": "a"}),
+            ("alternate", {"calls": 8, "first": "a"}),
+            ("alternate", {"calls": 1, "first": "a"}),
+            ("alternate", {"calls": 9, "first": "a"}),
+            ("timer", {"ticks": 3}),
+            ("alternate", {"calls": 1, "first": "a"}),
+            ("timer", {"ticks": 12}),
+        ),
+        size=2,
+        model_applied="version",
+        rollback_reimage=False,
+    )
+    assert state.w.oracle.stale_window_calls == 1, state.w.oracle.log
+    good = [r for r in state.w.rollouts() if r.release.label.startswith("install_nginx")]
+    assert [r.phase for r in good] == [Phase.SUCCEEDED], [(r.phase, r.reason) for r in good]
