@@ -60,8 +60,10 @@ def _time(value: datetime | None) -> str | None:
 # --- the data --------------------------------------------------------------------------------------------
 
 
-def collect(fleet: Fleet, now: datetime, *, max_fleet_maps: int = MAX_FLEET_MAPS) -> dict[str, Any]:
-    """Everything the page shows, as JSON-ready data (module doc)."""
+def collect(fleet: Fleet, now: datetime, *, max_fleet_maps: int | None = None) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data (module doc); fleet maps for at most ``max_fleet_maps``
+    scale sets (``MAX_FLEET_MAPS``)."""
+    cap = MAX_FLEET_MAPS if max_fleet_maps is None else max_fleet_maps
     timeline: list[dict[str, Any]] = []
     releases, release_errors = _releases(fleet, timeline)
     targets = []
@@ -74,7 +76,7 @@ def collect(fleet: Fleet, now: datetime, *, max_fleet_maps: int = MAX_FLEET_MAPS
     # Fleet maps for the scale sets with an active rollout first, then in group and wave order.
     states = [(target, service, _target_state(service)) for target, service in services]
     busy = [t.key for t, _, s in states if s.get("activeRolloutId")]
-    mapped = set((busy + [t.key for t, _, _ in states if t.key not in busy])[:max_fleet_maps])
+    mapped = set((busy + [t.key for t, _, _ in states if t.key not in busy])[:cap])
     for target, service, state in states:
         group_name, wave_number = where.get(target.key, ("", 0))
         entry: dict[str, Any] = {
@@ -83,7 +85,7 @@ def collect(fleet: Fleet, now: datetime, *, max_fleet_maps: int = MAX_FLEET_MAPS
             "wave": wave_number,
             "state": state,
         }
-        entry.update(_rollouts_and_fleet(service, state, target.key in mapped, timeline))
+        entry.update(_rollouts_and_fleet(service, state, target.key in mapped, cap, timeline))
         targets.append(entry)
     timeline.sort(key=lambda e: (e.get("at") or "", e.get("kind") or ""), reverse=True)
     try:
@@ -160,7 +162,7 @@ def _record_json(record: TargetRecord | None) -> dict[str, Any]:
 
 
 def _rollouts_and_fleet(
-    service: RolloutService, state: Mapping[str, Any], with_map: bool, timeline: list[dict[str, Any]]
+    service: RolloutService, state: Mapping[str, Any], with_map: bool, cap: int, timeline: list[dict[str, Any]]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"rollouts": [], "current": None, "fleet": None}
     record: TargetRecord | None = None
@@ -179,7 +181,9 @@ def _rollouts_and_fleet(
     except PortError as exc:
         out["error"] = f"the rollouts cannot be read just now: {exc}"
     if not with_map:
-        out["fleetOmitted"] = f"no fleet map: at most {MAX_FLEET_MAPS} scale sets are read per refresh"
+        out["fleetOmitted"] = (
+            f"no fleet map: at most {cap} scale sets are read per refresh (those with an active rollout first)"
+        )
         return out
     try:
         view = service.fleet()
@@ -292,7 +296,7 @@ def new_nonce() -> str:
 
 def refresh_seconds(value: str | None) -> int:
     """``?refresh=N`` (seconds between the page's own refreshes), bounded; the default for anything else."""
-    if value is None or not value.isdigit() or len(value) > 4:
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 4:
         return DEFAULT_REFRESH_SECONDS
     return min(max(int(value), MIN_REFRESH_SECONDS), MAX_REFRESH_SECONDS)
 

@@ -1,0 +1,174 @@
+"""``GET /api/dashboard`` through the function app on Azurite and the HTTPS ARM emulator: the data behind the
+page (every scale set of a targets document with its fleet map, the group releases, the timeline), the page
+itself (its CSP nonce on its one script, the data block inert and read back whole), the JSON form the page
+fetches, a backend error shown for one scale set only, and the bound on fleet maps per refresh."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+import function_app
+from rollout import dashboard
+from tests.fixtures.appenv import app_under_test, fire_release_uploaded
+from tests.integration.test_function_app_rollout import user_function
+from tests.integration.test_function_app_targets import document
+
+pytestmark = pytest.mark.integration
+
+
+class Page(HTMLParser):
+    """The page's script elements: their attributes and text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self._open: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script":
+            self._open = dict(attrs)
+            self.scripts.append((self._open, ""))
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            attrs, text = self.scripts[-1]
+            self.scripts[-1] = (attrs, text + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._open = None
+
+
+class Dashboard:
+    def __init__(self, setup: Any, extra: list[Any]) -> None:
+        self.setup, self.extra = setup, extra
+
+    def upload(self, name: str, content: bytes) -> None:
+        self.setup.blobs.upload(name, content)
+        fire_release_uploaded(function_app.app, self.setup.container, name)
+
+    def get(self, query: str = "", headers: dict[str, str] | None = None) -> func.HttpResponse:
+        params = dict(p.split("=", 1) for p in query.split("&") if p)
+        req = func.HttpRequest(
+            "GET", f"http://localhost/api/dashboard?{query}", params=params, headers=headers or {}, body=b""
+        )
+        return user_function("dashboard")(req)  # type: ignore[no-any-return]
+
+    def data(self) -> dict[str, Any]:
+        response = self.get("format=json")
+        assert response.status_code == 200 and response.mimetype == "application/json"
+        return json.loads(response.get_body())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def app(
+    azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Dashboard]:
+    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, BAKE_SECONDS="3600")
+    v0 = setup.blobs.url_for("install_nginx.sh")
+    extra = [
+        make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
+        for _ in range(2)
+    ]
+    setup.blobs.upload("targets.json", document([setup.handle], extra))
+    monkeypatch.setenv("TARGETS_CONFIG", "targets.json")
+    yield Dashboard(setup, extra)
+    setup.blobs.close()
+
+
+def key(handle: Any) -> str:
+    return f"{handle.resource_group}:{handle.name}".lower()
+
+
+def test_the_data_has_every_scale_set_with_its_fleet_map_the_release_and_the_timeline(app: Dashboard) -> None:
+    first = key(app.setup.handle)
+    app.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")  # wave 1 starts: the canary, then a long bake
+    data = app.data()
+    assert [t["key"] for t in data["targets"]] == [first, *(key(h) for h in app.extra)]
+    assert [t["wave"] for t in data["targets"]] == [1, 2, 2] and data["groups"][0]["name"] == "web"
+    [release] = data["releases"]
+    assert release["release"] == "install_nginx.v1.sh" and release["phase"] == "Running"
+    assert [(t["target"], t["wave"], t["rolloutId"] is not None) for t in release["targets"]] == [
+        (first, 1, True),
+        *((key(h), 2, False) for h in app.extra),
+    ]
+    canary_set = data["targets"][0]
+    assert canary_set["current"]["release"] == "install_nginx.v1.sh" and canary_set["current"]["canary"] == ["0"]
+    tiles = {i["instanceId"]: i for i in canary_set["fleet"]["instances"]}
+    assert tiles["0"]["canary"] is True and tiles["1"]["canary"] is False
+    assert tiles["1"]["release"] == "the model before any release" and tiles["1"]["inFlight"] is None
+    # The canary is being upgraded or already runs v1: either way the map says so.
+    assert tiles["0"]["inFlight"] == "canary: upgrading to install_nginx.v1.sh" or tiles["0"]["release"] == (
+        "install_nginx.v1.sh"
+    )
+    for other in data["targets"][1:]:
+        assert other["current"] is None and len(other["fleet"]["instances"]) == 2
+        assert {i["release"] for i in other["fleet"]["instances"]} == {"the model before any release"}
+    kinds = [(e["kind"], e["target"], e["group"]) for e in data["timeline"]]
+    assert ("CanaryStarted", first, None) in kinds and ("TargetStarted", first, "web") in kinds
+    assert data["timeline"] == sorted(data["timeline"], key=lambda e: (e["at"], e["kind"]), reverse=True)
+
+
+def test_the_page_carries_its_data_inert_and_one_script_allowed_by_its_nonce(app: Dashboard) -> None:
+    app.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
+    response = app.get("refresh=2")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    csp = response.headers["Content-Security-Policy"]
+    nonce = re.fullmatch(r".*script-src 'nonce-([A-Za-z0-9_-]+)'.*", csp)
+    assert nonce is not None and "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert response.headers["Referrer-Policy"] == "no-referrer" and response.headers["Cache-Control"] == "no-store"
+    page = Page()
+    page.feed(response.get_body().decode())
+    [(data_attrs, data_text), (script_attrs, _)] = page.scripts
+    assert data_attrs["type"] == "application/json" and data_attrs["data-refresh"] == "2"
+    assert script_attrs == {"nonce": nonce.group(1)}
+    data = json.loads(data_text)
+    assert data["releases"][0]["release"] == "install_nginx.v1.sh" and len(data["targets"]) == 3
+    # A fresh nonce per answer.
+    assert app.get().headers["Content-Security-Policy"] != csp
+    # The JSON form the page fetches: the same data, not cached.
+    answer = app.get("format=json")
+    assert answer.headers["Cache-Control"] == "no-store" and "Content-Security-Policy" not in answer.headers
+
+
+def test_a_scale_set_that_cannot_be_read_is_shown_as_such_and_the_rest_is_there(
+    app: Dashboard, arm_emulator: Any
+) -> None:
+    broken = app.extra[0]
+    arm_emulator.inject_fault("GET", rf"/virtualMachineScaleSets/{broken.name}(/|$)", 503, count=50)
+    data = app.data()
+    by_key = {t["key"]: t for t in data["targets"]}
+    assert "cannot be read just now" in by_key[key(broken)]["fleet"]["error"]
+    assert len(by_key[key(app.setup.handle)]["fleet"]["instances"]) == 2
+    assert len(by_key[key(app.extra[1])]["fleet"]["instances"]) == 2
+    arm_emulator.clear_faults()
+
+
+def test_fleet_maps_are_bounded_per_refresh_active_rollouts_first(
+    app: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard, "MAX_FLEET_MAPS", 1)
+    app.upload("install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
+    data = app.data()
+    assert data["fleetMapsShown"] == 1
+    shown = [t["key"] for t in data["targets"] if t["fleet"] is not None]
+    assert shown == [key(app.setup.handle)]  # the one with the active rollout
+    assert all("at most 1 scale sets" in t["fleetOmitted"] for t in data["targets"][1:])
+
+
+def test_a_refusal_is_a_small_page_that_escapes_its_message(app: Dashboard, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAKE_SECONDS", "<b>not a number</b>")
+    response = app.get()
+    assert response.status_code == 500 and response.mimetype == "text/html"
+    body = response.get_body().decode()
+    assert "&lt;b&gt;not a number&lt;/b&gt;" in body and "<b>" not in body
+    assert "script-src 'nonce-" in response.headers["Content-Security-Policy"]
+    assert app.get("format=json").status_code == 500
