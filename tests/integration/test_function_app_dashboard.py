@@ -13,8 +13,11 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import function_app
+from emulator import appindex
 from rollout import dashboard
 from tests.fixtures.appenv import app_under_test, fire_release_uploaded
 from tests.integration.test_function_app_rollout import user_function
@@ -172,3 +175,52 @@ def test_a_refusal_is_a_small_page_that_escapes_its_message(app: Dashboard, monk
     assert "&lt;b&gt;not a number&lt;/b&gt;" in body and "<b>" not in body
     assert "script-src 'nonce-" in response.headers["Content-Security-Policy"]
     assert app.get("format=json").status_code == 500
+
+
+def test_entra_mode_needs_the_read_role_and_shows_a_refusal_as_a_page(
+    app: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rollout.access import OPERATE_ROLE, READ_ROLE
+    from tests.integration.test_funchost_auth import forged_principal, load_function_app
+
+    module = load_function_app("entra", monkeypatch)
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+
+    def get(query: str, principal: str | None) -> func.HttpResponse:
+        headers = {} if principal is None else {"X-MS-CLIENT-PRINCIPAL": principal}
+        params = dict(p.split("=", 1) for p in query.split("&") if p)
+        req = func.HttpRequest(
+            "GET", f"http://localhost/api/dashboard?{query}", params=params, headers=headers, body=b""
+        )
+        return appindex.user_function(module.app, "dashboard")(req)  # type: ignore[no-any-return]
+
+    nobody = get("", None)
+    assert nobody.status_code == 401 and nobody.mimetype == "text/html" and b"not signed in" in nobody.get_body()
+    hostile_name = forged_principal("<img src=x onerror=alert(1)>", ["Other.Role"])
+    refused = get("", hostile_name)
+    assert refused.status_code == 403 and READ_ROLE.encode() in refused.get_body()
+    assert b"<img" not in refused.get_body() and b"&lt;img src=x" in refused.get_body()
+    for role in (READ_ROLE, OPERATE_ROLE):
+        page = get("", forged_principal("reader@example.com", [role]))
+        assert page.status_code == 200 and page.mimetype == "text/html"
+        data = get("format=json", forged_principal("reader@example.com", [role]))
+        assert data.status_code == 200 and json.loads(data.get_body())["targets"]
+    assert get("format=json", None).status_code == 401
+
+
+@settings(max_examples=60, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["format", "refresh", "code", "x"]),
+        st.text(st.characters(exclude_categories=("Cs",)), max_size=40) | st.sampled_from(["json", "5", "0", "-1"]),
+        max_size=3,
+    )
+)
+def test_no_query_string_makes_the_dashboard_fail(app: Dashboard, query: dict[str, str]) -> None:
+    req = func.HttpRequest("GET", "http://localhost/api/dashboard", params=query, headers={}, body=b"")
+    response = user_function("dashboard")(req)
+    assert response.status_code == 200
+    if query.get("format") == "json":
+        assert response.mimetype == "application/json"
+    else:
+        assert response.mimetype == "text/html" and b'<script type="application/json"' in response.get_body()
