@@ -590,7 +590,8 @@ _JS = r"""
           var bar = el("span", "bar"), fill = el("span");
           fill.style.width = (all ? Math.round(100 * done / all) : 0) + "%";
           add(card, add(el("div", "progress"), add(bar, fill), el("span", "muted", " " + done + "/" + all +
-            " on " + cur.release + (cur.batch && cur.batch.number ? "; batch " + cur.batch.number : "") +
+            " on " + cur.release + (cur.phase === "Promoting" && cur.batch && cur.batch.number ?
+            "; batch " + cur.batch.number : "") +
             (cur.canary && cur.canary.length ? "; canary " + cur.canary.join(", ") : ""))));
         }
         if (cur.rollbackReason) { add(card, el("div", "reason rollback", "rollback: " + cur.rollbackReason)); }
