@@ -9,17 +9,28 @@ import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import function_app
 from emulator import appindex
+from emulator.easyauth import LocalTokenIssuer
+from emulator.funchost import LocalFunctionsHost
 from rollout import dashboard
+from rollout.access import OPERATE_ROLE, READ_ROLE
 from tests.fixtures.appenv import app_under_test, fire_release_uploaded
+from tests.integration.test_funchost_auth import (  # noqa: F401 - settings_env is a fixture
+    forged_principal,
+    load_function_app,
+    settings_env,
+    start_release,
+)
 from tests.integration.test_function_app_rollout import user_function
 from tests.integration.test_function_app_targets import document
 
@@ -180,9 +191,6 @@ def test_a_refusal_is_a_small_page_that_escapes_its_message(app: Dashboard, monk
 def test_entra_mode_needs_the_read_role_and_shows_a_refusal_as_a_page(
     app: Dashboard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rollout.access import OPERATE_ROLE, READ_ROLE
-    from tests.integration.test_funchost_auth import forged_principal, load_function_app
-
     module = load_function_app("entra", monkeypatch)
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
 
@@ -224,3 +232,44 @@ def test_no_query_string_makes_the_dashboard_fail(app: Dashboard, query: dict[st
         assert response.mimetype == "application/json"
     else:
         assert response.mimetype == "text/html" and b'<script type="application/json"' in response.get_body()
+
+
+# --- over HTTP through the local Functions host: the headers reach the browser, each auth mode holds ------
+
+
+@pytest.mark.parametrize("mode", ["function-key", "entra"])
+def test_over_http_the_page_needs_the_same_credential_as_the_api_and_keeps_its_headers(
+    mode: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ctx: dict[str, Any] = request.getfixturevalue("settings_env")
+    module = load_function_app(mode, monkeypatch)
+    start_release(module, ctx)
+    issuer = LocalTokenIssuer()
+    env = {**ctx["env"], "HTTP_AUTH": mode}
+    extra: dict[str, Any] = {"easy_auth": issuer.settings()} if mode == "entra" else {}
+    functions = ["dashboard", "list_rollouts"]
+    with LocalFunctionsHost(module.app, env=env, http_port=0, state_dir=tmp_path, functions=functions, **extra) as host:
+        url = f"{host.api_url}/dashboard"
+        assert requests.get(url, timeout=30).status_code == 401
+        if mode == "function-key":
+            allowed = [({}, f"?code={host.function_key}"), ({"x-functions-key": host.function_key}, "")]
+            refused = [({}, "?code=wrong")]
+        else:
+            reader = {"Authorization": f"Bearer {issuer.token(roles=[READ_ROLE], preferred_username='r@contoso.com')}"}
+            nobody = {"Authorization": f"Bearer {issuer.token(preferred_username='n@contoso.com')}"}
+            allowed, refused = [(reader, "")], [(nobody, "")]
+        for headers, query in allowed:
+            page = requests.get(url + query, headers=headers, timeout=30)
+            assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+            assert "script-src 'nonce-" in page.headers["Content-Security-Policy"]
+            assert (
+                page.headers["Referrer-Policy"] == "no-referrer" and page.headers["X-Content-Type-Options"] == "nosniff"
+            )
+            sep = "&" if query else "?"
+            data = requests.get(f"{url}{query}{sep}format=json", headers=headers, timeout=30)
+            assert data.status_code == 200 and data.json()["releases"][0]["release"] == "install_nginx.v1.sh"
+            # The key never comes back in what the app answers.
+            assert host.function_key not in page.text and host.function_key not in data.text
+        for headers, query in refused:
+            status = requests.get(url + query, headers=headers, timeout=30).status_code
+            assert status == (401 if mode == "function-key" else 403)
