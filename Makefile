@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 MUTATION_CHILDREN ?= 2
 ARGS ?=
 
-.PHONY: help setup system-deps test test-fast lint typecheck demo twin bench bench-waves mutation chaos clean
+.PHONY: help setup system-deps browser-deps test test-fast lint typecheck demo twin bench bench-waves mutation chaos clean
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
@@ -41,9 +41,16 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light bubblewrap >/dev/null; \
 	  rc=$$?; [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; }
 
+# Headless Chromium and its WebDriver (Debian's chromium, chromium-driver) for the dashboard's browser test
+# (tests/e2e/test_dashboard_browser.py, driven by the selenium package of requirements-dev.txt).
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 include infra/tools.mk
 
-setup: $(BIN)/.installed $(AZURITE) system-deps infra-tools
+setup: $(BIN)/.installed $(AZURITE) system-deps browser-deps infra-tools
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

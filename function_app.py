@@ -10,6 +10,7 @@
   operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
   them is ``HTTP_AUTH`` (``rollout.access``): function keys, or App Service authentication with
   Microsoft Entra ID app roles. Every answer is JSON; 500 only for a misconfigured app.
+* ``dashboard`` (HTTP): one self-contained HTML page over the same data (``rollout.dashboard``).
 
 Runs unchanged under ``func start`` (Core Tools) and in Azure; locally ``emulator.funchost`` fires
 the same functions.
@@ -36,6 +37,9 @@ from rollout.bootstrap import (
     group_service_from_environment,
     service_from_environment,
 )
+from rollout.dashboard import collect as dashboard_data
+from rollout.dashboard import error_page, new_nonce, page_headers, refresh_seconds, render_page
+from rollout.dashboard import json_headers as dashboard_json_headers
 from rollout.fanout import TickMessageError, decode_tick
 from rollout.fleet import Fleet
 from rollout.groups import (
@@ -474,3 +478,32 @@ def _group_errors(run: Handler) -> Handler:
             raise _Refused(409, f"the configuration has no service for a target of this release: {exc}") from None
 
     return guarded
+
+
+# --- The dashboard (rollout.dashboard): one self-contained HTML page over the data above ------------------
+# ``GET /api/dashboard``: the page (the data in it, drawn by its one nonce'd script, which refreshes it);
+# ``GET /api/dashboard?format=json``: the same data, what the page fetches. Same auth and refusals as the
+# JSON routes (role Rollouts.Read); a refusal is shown as a small page to a browser.
+
+
+@app.route(route="dashboard", methods=["GET"])
+def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        return 200, dashboard_data(fleet_from_environment(), service.clock.now())
+
+    answer = _http(req, READ_ROLE, "view the dashboard", run)
+    status = answer.status_code
+    if req.params.get("format") == "json":
+        return func.HttpResponse(
+            answer.get_body(), status_code=status, mimetype="application/json", headers=dashboard_json_headers()
+        )
+    payload = json.loads(answer.get_body())
+    nonce = new_nonce()
+    page = (
+        render_page(payload, nonce, refresh_seconds(req.params.get("refresh")))
+        if status == 200
+        else error_page(status, str(payload.get("error", "")), nonce)
+    )
+    return func.HttpResponse(
+        page, status_code=status, mimetype="text/html", charset="utf-8", headers=page_headers(nonce)
+    )

@@ -184,6 +184,8 @@ class Twin:
             *parts,
             ("Functions host", f"{self.host.api_url} (routes: {routes})"),
             ("function key", self.host.function_key),
+            # A browser cannot send the key as a header when it opens a page: ?code= (rollout/dashboard.py).
+            ("dashboard", f"{self.host.api_url}/dashboard?code={self.host.function_key}"),
             ("master key", f"{self.host.master_key} (admin API: {self.host.url}/admin/functions/<name>)"),
         ]
 
