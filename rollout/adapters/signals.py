@@ -106,10 +106,17 @@ def instance_for_name(name: str, instance_ids: Iterable[str], scale_set_name: st
     """The instance of ``instance_ids`` that ``name`` (a ``VMName`` value, a ``Computer``) names, or None.
 
     Accepted: the instance id itself (a Flexible VM name), ``{scale set}_{instance id}`` (a Uniform VM
-    name) and ``{prefix}{six base-36 digits of the instance id}`` (a Uniform computer name). Compared
+    name), ``{prefix}{six base-36 digits of the instance id}`` (a Uniform computer name) and a VM's
+    resource id (``.../virtualMachines/{instance id}``, Uniform or Flexible). Compared
     without regard to case (Azure Monitor lower-cases dimension values it reports)."""
     ids = {i.lower(): i for i in instance_ids}
     low = name.strip().lower()
+    if "/" in low:  # a VM's resource id (a _ResourceId column): .../virtualMachines/<instance id or VM name>
+        parts = low.strip("/").split("/")
+        for i, part in enumerate(parts[:-1]):
+            if part == "virtualmachines":
+                return ids.get(parts[i + 1])
+        return None
     if low in ids:
         return ids[low]
     prefix = scale_set_name.lower() + "_"
