@@ -426,11 +426,12 @@ class CompositeSignalSource:
 
 
 def _timespan(start: datetime, end: datetime) -> str:
-    """Metrics - List's ``timespan``: ``startDateTime_ISO/endDateTime_ISO``."""
+    """Metrics - List's ``timespan``: ``startDateTime_ISO/endDateTime_ISO``, in milliseconds as in the
+    specification's example (``2021-04-20T09:00:00.000Z/...``), so a short window is not cut to nothing."""
 
     def iso(moment: datetime) -> str:
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     return f"{iso(start)}/{iso(end)}"
 
