@@ -34,10 +34,10 @@ TWIN_CONF = (
     f"log_format twin_signals '{TWIN_LOG_FORMAT}';\n"
     f"access_log /var/log/nginx/{TWIN_LOG_NAME} twin_signals;\n"
 )
-MAX_RECORDS = 100_000  # per instance; the oldest are dropped first
+MAX_RECORDS = 20_000  # per instance; the oldest are dropped first
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestRecord:
     at: float  # epoch seconds when the answer was sent
     status: int

@@ -221,17 +221,39 @@ class MonitorApi:
 
     # -- control ---------------------------------------------------------------------------------
     def choose(self, *, vm_name_dimension: str | None = None, logs_dynamic: str | None = None) -> None:
-        """Set an undocumented-behaviour switch (None: unchanged); an unknown alternative is a ValueError."""
+        """Set an undocumented-behaviour switch (None: unchanged); an unknown alternative is a ValueError
+        and changes nothing."""
+        if vm_name_dimension is not None and vm_name_dimension not in VM_NAME_DIMENSION_VALUES:
+            raise ValueError(f"vm_name_dimension must be one of {VM_NAME_DIMENSION_VALUES}, not {vm_name_dimension!r}")
+        if logs_dynamic is not None and logs_dynamic not in LOGS_DYNAMIC_VALUES:
+            raise ValueError(f"logs_dynamic must be one of {LOGS_DYNAMIC_VALUES}, not {logs_dynamic!r}")
         if vm_name_dimension is not None:
-            if vm_name_dimension not in VM_NAME_DIMENSION_VALUES:
-                raise ValueError(
-                    f"vm_name_dimension must be one of {VM_NAME_DIMENSION_VALUES}, not {vm_name_dimension!r}"
-                )
             self.vm_name_dimension = vm_name_dimension
         if logs_dynamic is not None:
-            if logs_dynamic not in LOGS_DYNAMIC_VALUES:
-                raise ValueError(f"logs_dynamic must be one of {LOGS_DYNAMIC_VALUES}, not {logs_dynamic!r}")
             self.logs_dynamic = logs_dynamic
+
+    def configure(self, body: Mapping[str, Any]) -> JSON:
+        """The admin API's ``POST /_admin/monitor``: ``{"vm_name_dimension"?, "logs_dynamic"?, "workspace"?}``;
+        unknown keys or values are a ValueError (400)."""
+        unknown = set(body) - {"vm_name_dimension", "logs_dynamic", "workspace"}
+        if unknown:
+            raise ValueError(f"unknown monitor settings {sorted(unknown)}")
+        workspace = body.get("workspace")
+        if workspace is not None and not (isinstance(workspace, str) and re.fullmatch(r"[0-9A-Fa-f-]{36}", workspace)):
+            raise ValueError(f"workspace must be a workspace id (a GUID), not {workspace!r}")
+        self.choose(vm_name_dimension=body.get("vm_name_dimension"), logs_dynamic=body.get("logs_dynamic"))
+        if workspace is not None:
+            self.add_workspace(workspace)
+        return self.describe()
+
+    def describe(self) -> JSON:
+        with self._lock:
+            return {
+                "vm_name_dimension": self.vm_name_dimension,
+                "logs_dynamic": self.logs_dynamic,
+                "workspaces": sorted(self._workspaces),
+                "load_balancers": sorted(self._balancers),
+            }
 
     def add_load_balancer(self, resource_id: str, balancer: ProbeHistory) -> None:
         """Serve ``DipAvailability`` of ``resource_id`` from ``balancer``'s probe results."""
@@ -265,12 +287,15 @@ class MonitorApi:
             self._stop.wait(self.cpu_sample_s)
 
     def sample_cpu(self) -> None:
-        """One CPU sample of every instance whose runtime reports its CPU time."""
+        """One CPU sample of every instance whose runtime reports its CPU time; the samples of instances
+        that are gone are dropped."""
         at = time.time()
+        present: set[str] = set()
         for scale_set in self._emu.fleet.scale_sets():
             with self._emu.fleet.lock:
                 instances = list(scale_set.instances.values())
             for inst in instances:
+                present.add(inst.vm_id)
                 runtime = inst.runtime
                 if not isinstance(runtime, ObservableRuntime):
                     continue
@@ -281,6 +306,9 @@ class MonitorApi:
                     samples = self._cpu.setdefault(inst.vm_id, [])
                     samples.append((at, used))
                     del samples[:-20_000]
+        with self._lock:
+            for gone in set(self._cpu) - present:
+                del self._cpu[gone]
 
     def _cpu_percent(self, inst: Instance, start: float, end: float) -> list[tuple[float, float]]:
         """(time, percent) between consecutive samples ending in the window; a restart (CPU time going

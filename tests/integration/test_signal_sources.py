@@ -367,3 +367,49 @@ def test_the_default_query_answers_in_the_documented_shape(monitor: ArmEmulator)
         ("latencies_ms", "dynamic"),
     ]
     assert isinstance(table["rows"], list)
+
+
+def test_flexible_vms_are_named_by_their_vm_name(
+    monitor: ArmEmulator, make_scale_set: Callable[..., ScaleSetHandle]
+) -> None:
+    handle = make_scale_set(2, orchestration_mode="Flexible")
+    addresses = handle.addresses()
+    names = sorted(addresses)
+    assert all(name.startswith(f"{handle.name}_") for name in names)  # Flexible instance ids are VM names
+    start, end = window_with(lambda: hit(addresses[names[0]], handle.port, 2))
+    got = metrics_source(monitor, handle).read(names, start, end)
+    assert got[names[0]].network_in_bytes is not None
+    assert names[1] not in got or got[names[1]].network_in_bytes is None
+
+
+def test_the_admin_api_sets_the_switches_and_adds_a_workspace(monitor: ArmEmulator) -> None:
+    def admin(method: str, body: Any = None) -> requests.Response:
+        return requests.request(
+            method,
+            f"{monitor.url}/_admin/monitor",
+            json=body,
+            headers={"Authorization": f"Bearer {EMULATOR_TOKEN}"},
+            verify=monitor.ca_bundle,
+            timeout=10,
+        )
+
+    other = str(uuid.uuid4())
+    answer = admin("POST", {"vm_name_dimension": "computer-name", "logs_dynamic": "json", "workspace": other})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["vm_name_dimension"] == "computer-name" and other in answer.json()["workspaces"]
+    refused = admin("POST", {"vm_name_dimension": "guess", "logs_dynamic": "string"})
+    assert refused.status_code == 400
+    assert admin("GET").json()["logs_dynamic"] == "json", "a refused change changes nothing"
+    assert admin("POST", {"colour": "blue"}).status_code == 400
+
+
+def test_cpu_samples_of_deleted_instances_are_dropped(
+    monitor: ArmEmulator, make_scale_set: Callable[..., ScaleSetHandle]
+) -> None:
+    handle = make_scale_set(1)
+    (instance,) = handle.state.instances.values()
+    monitor.monitor.sample_cpu()
+    assert instance.vm_id in monitor.monitor._cpu
+    monitor.delete_scale_set(handle.resource_group, handle.name)
+    monitor.monitor.sample_cpu()
+    assert instance.vm_id not in monitor.monitor._cpu
