@@ -323,8 +323,8 @@ _SIGNALS_ROWS: tuple[SettingRow, ...] = (
         ("SIGNALS_LOGS_QUERY",),
         "the KQL query; its result has one row per instance with the columns `Computer`, `requests` and "
         "optionally `errors`, `latencies_ms` (a list); the window is the query's timespan",
-        "`NginxAccess_CL | summarize requests = count(), errors = countif(Status >= 500), latencies_ms = "
-        "make_list(RequestTime * 1000.0, 10000) by Computer`",
+        "requests, 5xx and latencies of `NginxAccess_CL` by `Computer` (`DEFAULT_SIGNALS_LOGS_QUERY`, quoted in "
+        'docs/design.md, "Signals")',
     ),
     SettingRow(
         ("SIGNALS_LOGS_ENDPOINT",),
