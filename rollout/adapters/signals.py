@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from rollout.model import FleetView
 from rollout.ports import PortError, SignalSource, TransientError
 from rollout.settings import DEFAULT_SIGNALS_LOGS_ENDPOINT, DEFAULT_SIGNALS_LOGS_QUERY
 from rollout.signals import InstanceSignals
@@ -420,6 +421,27 @@ class CompositeSignalSource:
         return merged
 
 
+class InstanceViewSource:
+    """``SignalSource``: the Application Health extension's ``vmHealth`` of each instance, as the scale
+    set's instance view reports it (``InstanceView.vm_health``, read by the compute adapter's one VM list
+    with ``$expand=instanceView``: no extra call when ``observe`` returns the tick's observation). An
+    instance without the extension has no ``vm_health`` (None), and is left out."""
+
+    def __init__(self, observe: Callable[[], FleetView]) -> None:
+        self._observe = observe
+
+    def read(self, instance_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, InstanceSignals]:
+        _validate_window(start, end)
+        wanted = set(instance_ids)
+        return {
+            view.instance_id: InstanceSignals(
+                view.instance_id, start, end, vm_health=view.vm_health, sources=("instance-view",)
+            )
+            for view in self._observe().instances
+            if view.instance_id in wanted and view.vm_health is not None
+        }
+
+
 # --------------------------------------------------------------------------------------------------
 # The SDK adapters
 # --------------------------------------------------------------------------------------------------
@@ -711,6 +733,7 @@ def signal_source_from_settings(
 __all__ = [
     "CompositeSignalSource",
     "DEFAULT_LOGS_QUERY",
+    "InstanceViewSource",
     "LoadBalancerProbeSource",
     "LogAnalyticsSource",
     "LogsShapeError",

@@ -18,6 +18,7 @@ import pytest
 
 from rollout.adapters.signals import (
     CompositeSignalSource,
+    InstanceViewSource,
     LoadBalancerProbeSource,
     LogAnalyticsSource,
     LogsShapeError,
@@ -313,6 +314,24 @@ def test_a_source_refuses_a_window_that_ends_before_it_starts() -> None:
     source = ScaleSetMetricsSource(VMSS, credential=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must end after it starts"):
         source.read(["0"], END, START)
+
+
+def test_instance_view_source_reports_vm_health_where_the_extension_reports_it() -> None:
+    from rollout.model import FleetView, InstanceView, ModelSpec
+
+    fleet = FleetView(
+        model=ModelSpec(extension=None),
+        provisioning_state="Succeeded",
+        instances=(
+            InstanceView("0", True, "Succeeded", vm_health="Healthy"),
+            InstanceView("1", True, "Succeeded", vm_health="Unhealthy"),
+            InstanceView("2", True, "Succeeded"),  # no Application Health extension
+            InstanceView("3", True, "Succeeded", vm_health="Healthy"),  # not asked about
+        ),
+    )
+    got = InstanceViewSource(lambda: fleet).read(["0", "1", "2"], START, END)
+    assert {k: v.vm_health for k, v in got.items()} == {"0": "Healthy", "1": "Unhealthy"}
+    assert got["1"].sources == ("instance-view",)
 
 
 # -- settings and factory ------------------------------------------------------------------------------------
