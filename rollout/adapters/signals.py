@@ -41,6 +41,9 @@ Design decisions
   Which of them ``VMName`` carries is not documented; ``instance_for_name`` accepts each.
 * **Lazy imports.** ``azure.mgmt.monitor`` and ``azure.monitor.query`` are imported when a source first
   reads, never when the function app starts (cold start).
+* **Bounded retries.** One retry, a short back-off, and never a sleep through a long ``Retry-After``
+  (the compute adapter's policy): a throttled source answers ``TransientError`` at once and the judge
+  decides on the others.
 * **One error vocabulary.** An SDK error becomes a ``rollout.ports`` error (``TransientError`` for what a
   later tick may not see again); the composite keeps what the other sources answered.
 """
@@ -472,6 +475,30 @@ def _map_sdk_error(err: Exception, action: str) -> PortError:
     return TransientError(f"{action}: {err}")
 
 
+def _client_options(timeout_s: float, ca_bundle: str | None) -> dict[str, Any]:
+    """Bounded retries (one more try, short back-off, never sleeping through a long ``Retry-After``: the
+    compute adapter's policy) and timeouts: a signal read must not hold a tick."""
+    from rollout.adapters.compute import _BoundedRetryPolicy  # azure.mgmt.compute: at the first read only
+
+    options: dict[str, Any] = {
+        "retry_policy": _BoundedRetryPolicy(
+            max_retry_after_s=2.0,
+            retry_total=1,
+            retry_connect=1,
+            retry_read=1,
+            retry_status=1,
+            retry_backoff_factor=0.3,
+            retry_backoff_max=2,
+            timeout=max(timeout_s * 2, 10.0),
+        ),
+        "connection_timeout": timeout_s,
+        "read_timeout": timeout_s,
+    }
+    if ca_bundle:
+        options["connection_verify"] = ca_bundle
+    return options
+
+
 def _subscription_of(resource_id: str) -> str:
     parts = resource_id.strip("/").split("/")
     if len(parts) < 2 or parts[0].lower() != "subscriptions" or not parts[1]:
@@ -505,41 +532,41 @@ class _ArmMetrics:
             if self._client is None:
                 from azure.mgmt.monitor import MonitorManagementClient  # lazy: not at app import
 
-                kwargs: dict[str, Any] = {
-                    "base_url": self._arm_endpoint,
-                    "credential_scopes": [self._arm_endpoint + "/.default"],
-                    "retry_total": 2,
-                    "connection_timeout": self._timeout_s,
-                    "read_timeout": self._timeout_s,
-                }
-                if self._ca_bundle:
-                    kwargs["connection_verify"] = self._ca_bundle
-                self._client = MonitorManagementClient(self._credential, self.subscription_id, **kwargs)
+                self._client = MonitorManagementClient(
+                    self._credential,
+                    self.subscription_id,
+                    base_url=self._arm_endpoint,
+                    credential_scopes=[self._arm_endpoint + "/.default"],
+                    **_client_options(self._timeout_s, self._ca_bundle),
+                )
             return self._client
 
     def list(
         self, metricnames: Sequence[str], dimension: str, aggregation: str, start: datetime, end: datetime
     ) -> Json:
         """The raw Metrics - List response body."""
+        from azure.core.exceptions import AzureError
+
         client = self._get_client()
+        action = f"Metrics - List {','.join(metricnames)} of {self.resource_id}"
         try:
-            body = client.metrics.list(
+            text = client.metrics.list(
                 self.resource_id.lstrip("/"),
                 timespan=_timespan(start, end),
                 interval="PT1M",
                 metricnames=",".join(metricnames),
                 aggregation=aggregation,
                 filter=f"{dimension} eq '*'",
-                cls=lambda pipeline_response, _deserialized, _headers: pipeline_response.http_response.json(),
+                cls=lambda pipeline_response, _deserialized, _headers: pipeline_response.http_response.text(),
             )
-        except Exception as err:  # azure.core errors, mapped; anything else is a bug and propagates
-            from azure.core.exceptions import AzureError
-
-            if isinstance(err, AzureError):
-                raise _map_sdk_error(err, f"Metrics - List {','.join(metricnames)} of {self.resource_id}") from err
-            raise
+        except AzureError as err:
+            raise _map_sdk_error(err, action) from err
+        try:
+            body = json.loads(text)
+        except (TypeError, ValueError) as err:
+            raise TransientError(f"{action}: the answer is not JSON: {str(text)[:200]!r}") from err
         if not isinstance(body, Mapping):
-            raise TransientError(f"Metrics - List of {self.resource_id} answered no JSON object")
+            raise TransientError(f"{action}: the answer is not a JSON object")
         return body
 
     def close(self) -> None:
@@ -641,15 +668,9 @@ class LogAnalyticsSource:
             if self._client is None:
                 from azure.monitor.query import LogsQueryClient  # lazy: not at app import
 
-                kwargs: dict[str, Any] = {
-                    "endpoint": self._endpoint,
-                    "retry_total": 2,
-                    "connection_timeout": self._timeout_s,
-                    "read_timeout": self._timeout_s,
-                }
-                if self._ca_bundle:
-                    kwargs["connection_verify"] = self._ca_bundle
-                self._client = LogsQueryClient(self._credential, **kwargs)
+                self._client = LogsQueryClient(
+                    self._credential, endpoint=self._endpoint, **_client_options(self._timeout_s, self._ca_bundle)
+                )
             return self._client
 
     def read(self, instance_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, InstanceSignals]:

@@ -413,3 +413,36 @@ def test_cpu_samples_of_deleted_instances_are_dropped(
     monitor.delete_scale_set(handle.resource_group, handle.name)
     monitor.monitor.sample_cpu()
     assert instance.vm_id not in monitor.monitor._cpu
+
+
+def test_a_throttled_or_failing_service_is_a_transient_error_and_the_composite_keeps_the_rest(
+    monitor: ArmEmulator, make_scale_set: Callable[..., ScaleSetHandle]
+) -> None:
+    from rollout.adapters.signals import CompositeSignalSource
+    from rollout.ports import TransientError
+
+    handle = make_scale_set(1)
+    (instance_id, address) = next(iter(handle.addresses().items()))
+    start, end = window_with(lambda: hit(address, handle.port, 2))
+    metrics = metrics_source(monitor, handle)
+    logs = LogAnalyticsSource(
+        WORKSPACE,
+        credential=StaticTokenCredential(EMULATOR_TOKEN),
+        scale_set_name=handle.name,
+        endpoint=monitor.url,
+        ca_bundle=monitor.ca_bundle,
+    )
+    # Throttled with a Retry-After longer than the adapter sleeps through: no retry, a TransientError at once.
+    monitor.inject_fault(
+        "GET", r".*/providers/Microsoft\.Insights/metrics", 429, count=1, headers={"Retry-After": "60"}
+    )
+    began = time.monotonic()
+    with pytest.raises(TransientError, match="429"):
+        metrics.read([instance_id], start, end)
+    assert time.monotonic() - began < 5
+    # Failing beyond the client's one retry.
+    monitor.inject_fault("GET", r".*/providers/Microsoft\.Insights/metrics", 503, count=2)
+    composite = CompositeSignalSource([("metrics", metrics), ("logs", logs)])
+    got = composite.read([instance_id], start, end)
+    assert got[instance_id].requests == 2 and got[instance_id].sources == ("logs",)
+    assert "503" in composite.last_failures["metrics"]
