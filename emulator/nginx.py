@@ -25,7 +25,10 @@ Design decisions:
   every address of the host. So nginx is started from a copy of ``etc/nginx`` in which ``listen``
   directives are pinned to the instance address (port 80 maps to the runtime's ``port``; IPv6 listens
   are dropped). The instance's own files are never altered, and ``nginx -t`` checks the copy, so a
-  config a script broke still fails to start.
+  config a script broke still fails to start. The copy also gets ``conf.d/zz-twin-signals.conf``: a
+  second access log with ``$request_time`` that the emulator's Azure Monitor endpoints read
+  (``emulator.telemetry``). A ``listen`` that does not start its line (``server { listen 80; ... }`` on
+  one line) is not pinned: it binds every address, and a second instance then fails to start.
 * **After every extension run nginx is restarted** (``nginx -t`` first). If it cannot start, the
   instance serves nothing (connection refused) and ``last_nginx_error`` says why; the extension result
   still reflects only the script's own exit, as on Azure, so the failure is the health probe's to find.
