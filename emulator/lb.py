@@ -21,6 +21,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import collections
 import http.client
 import ipaddress
 import itertools
@@ -108,6 +109,9 @@ class RoundRobinBalancer(Lifecycle):
         self._rr = itertools.count()
         self._requests_total = 0
         self._no_backend = 0
+        # Every probe result per backend address (epoch seconds, ok), for the emulator's Health Probe
+        # Status metric (emulator.arm.monitor); bounded, and kept after a backend leaves the pool.
+        self._probe_log: dict[str, collections.deque[tuple[float, bool]]] = {}
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -170,6 +174,17 @@ class RoundRobinBalancer(Lifecycle):
                 no_backend=self._no_backend,
             )
 
+    def probe_history(self, start: float, end: float) -> dict[str, list[tuple[float, bool]]]:
+        """Each backend's probe results (epoch seconds, ok) with ``start <= at < end``, keyed by its IP
+        address (a backend given as ``address:port`` is keyed by the address, as Azure's BackendIPAddress)."""
+        history: dict[str, list[tuple[float, bool]]] = {}
+        with self._lock:
+            for backend, log in self._probe_log.items():
+                points = [p for p in log if start <= p[0] < end]
+                if points:
+                    history.setdefault(_split(backend, self.backend_port)[0], []).extend(points)
+        return {addr: sorted(points) for addr, points in history.items()}
+
     def wait_until(self, predicate: Callable[[BalancerStats], bool], timeout_s: float = 10.0) -> bool:
         """Poll ``stats()`` until ``predicate`` holds (tests and the demo); False on timeout."""
         deadline = time.monotonic() + timeout_s
@@ -201,7 +216,10 @@ class RoundRobinBalancer(Lifecycle):
             results = list(pool.map(self._probe, targets))
         except RuntimeError:  # the pool was shut down under us: stop() is running
             return
+        probed_at = time.time()
         with self._lock:
+            for addr, (ok, _detail) in zip(targets, results, strict=True):
+                self._probe_log.setdefault(addr, collections.deque(maxlen=100_000)).append((probed_at, ok))
             for addr, (ok, detail) in zip(targets, results, strict=True):
                 b = self._state.get(addr)
                 if b is None:

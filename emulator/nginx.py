@@ -25,7 +25,10 @@ Design decisions:
   every address of the host. So nginx is started from a copy of ``etc/nginx`` in which ``listen``
   directives are pinned to the instance address (port 80 maps to the runtime's ``port``; IPv6 listens
   are dropped). The instance's own files are never altered, and ``nginx -t`` checks the copy, so a
-  config a script broke still fails to start.
+  config a script broke still fails to start. The copy also gets ``conf.d/zz-twin-signals.conf``: a
+  second access log with ``$request_time`` that the emulator's Azure Monitor endpoints read
+  (``emulator.telemetry``). A ``listen`` that does not start its line (``server { listen 80; ... }`` on
+  one line) is not pinned: it binds every address, and a second instance then fails to start.
 * **After every extension run nginx is restarted** (``nginx -t`` first). If it cannot start, the
   instance serves nothing (connection refused) and ``last_nginx_error`` says why; the extension result
   still reflects only the script's own exit, as on Azure, so the failure is the health probe's to find.
@@ -75,6 +78,15 @@ from emulator.customscript import (
     install_stock_nginx,
 )
 from emulator.runtime import ExtensionResult, InstanceModel
+from emulator.telemetry import (
+    TWIN_CONF,
+    TWIN_CONF_NAME,
+    TWIN_LOG_NAME,
+    AccessLogReader,
+    RequestLog,
+    RequestRecord,
+    process_cpu_seconds,
+)
 
 NGINX_BIN = "/usr/sbin/nginx"
 BWRAP_BIN = "/usr/bin/bwrap"
@@ -244,6 +256,10 @@ class NginxRuntime:
         self._seq = 0
         self._lock = threading.RLock()
         self._stopped = False
+        # What the instance served (emulator.telemetry): nginx's extra access log, read incrementally and
+        # kept in memory, so a re-laid disk does not lose what was served before.
+        self._requests = RequestLog()
+        self._access_log = AccessLogReader(self.root / "var" / "log" / "nginx" / TWIN_LOG_NAME, self._requests)
         self._lay_image(initial.image_id)
         _LIVE.add(self)
 
@@ -327,6 +343,16 @@ class NginxRuntime:
             shutil.rmtree(self.root, ignore_errors=True)
             _LIVE.discard(self)
 
+    # -- telemetry (emulator.telemetry.ObservableRuntime) ---------------------------------------------
+
+    def requests_between(self, start: float, end: float) -> list[RequestRecord]:
+        self._access_log.ingest()
+        return self._requests.between(start, end)
+
+    def cpu_seconds(self) -> float | None:
+        pids = self.pids()
+        return process_cpu_seconds(pids) if pids else None
+
     # -- the disk ------------------------------------------------------------------------------------
 
     def _ensure_not_stopped(self) -> None:
@@ -335,6 +361,7 @@ class NginxRuntime:
 
     def _lay_image(self, image_id: str | None) -> None:
         """Wipe the root and lay down the image's content profile."""
+        self._access_log.forget()
         shutil.rmtree(self.root, ignore_errors=True)
         for d in (
             self.etc_nginx,
@@ -418,6 +445,10 @@ class NginxRuntime:
             pinned = pin_listen_directives(text, self.address, self.port)
             if pinned != text:
                 path.write_text(pinned)
+        # Per-request records for the emulator's monitor endpoints (emulator.telemetry), in the launch copy
+        # only: Debian's nginx.conf includes conf.d/*.conf inside its http block.
+        if (launch / "conf.d").is_dir():
+            (launch / "conf.d" / TWIN_CONF_NAME).write_text(TWIN_CONF)
         return launch
 
     def _sandbox_argv(self, launch: Path, nginx_args: list[str]) -> list[str]:

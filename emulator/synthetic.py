@@ -28,12 +28,14 @@ import re
 import selectors
 import socketserver
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
 
 from emulator.runtime import ExtensionResult, InstanceModel
+from emulator.telemetry import RequestLog, RequestRecord
 
 
 @dataclass(frozen=True)
@@ -104,24 +106,50 @@ def welcome_page(address: str, release: str | None) -> bytes:
     ).encode()
 
 
+class _CountingWriter:
+    """The handler's ``wfile``, counting the bytes written (for the instance's request records)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return int(self.inner.write(data) or len(data))
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+
 class _PageHandler(BaseHTTPRequestHandler):
     server: _PageServer
 
+    def _answer(self, with_body: bool) -> None:
+        started, cpu_started = time.monotonic(), time.thread_time()
+        counting = _CountingWriter(self.wfile)
+        self.wfile = counting  # type: ignore[assignment]
+        try:
+            status, body = self.server.runtime.page()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Server", "nginx (synthetic)")
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+        finally:
+            self.wfile = counting.inner
+        bytes_in = len(getattr(self, "raw_requestline", b"")) + len(self.headers.as_bytes())
+        self.server.runtime.record(
+            RequestRecord(time.time(), status, time.monotonic() - started, bytes_in, counting.count),
+            time.thread_time() - cpu_started,
+        )
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        status, body = self.server.runtime.page()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Server", "nginx (synthetic)")
-        self.end_headers()
-        self.wfile.write(body)
+        self._answer(with_body=True)
 
     def do_HEAD(self) -> None:  # noqa: N802
-        status, body = self.server.runtime.page()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._answer(with_body=False)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
         pass
@@ -214,6 +242,8 @@ class SyntheticRuntime:
         self._healthy = True  # set_healthy() test hook
         self.applied_count = 0  # how many times apply() ran: tests assert "no double apply"
         self._server: _PageServer | None = None
+        self._requests = RequestLog()  # what it answered (emulator.telemetry)
+        self._cpu_seconds = 0.0  # thread CPU time its page handler used
 
     # -- InstanceRuntime -------------------------------------------------------------------------
     def start(self) -> None:
@@ -263,6 +293,19 @@ class SyntheticRuntime:
         if server is not None:
             _ACCEPT.remove(server)
             server.server_close()
+
+    # -- telemetry (emulator.telemetry.ObservableRuntime) -----------------------------------------
+    def record(self, request: RequestRecord, cpu_seconds: float) -> None:
+        self._requests.add(request)
+        with self._lock:
+            self._cpu_seconds += cpu_seconds
+
+    def requests_between(self, start: float, end: float) -> list[RequestRecord]:
+        return self._requests.between(start, end)
+
+    def cpu_seconds(self) -> float | None:
+        with self._lock:
+            return self._cpu_seconds if self.serve else None
 
     # -- for the page handler and tests ----------------------------------------------------------
     @property

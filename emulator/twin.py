@@ -69,6 +69,14 @@ BASE_IMAGE = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute/images/ubuntu-lts"
 )
 TITLE_RE = re.compile(r"<title>(.*?)</title>", re.S)
+# The emulator's Azure Monitor (emulator/arm/monitor.py): the workspace holding the instances' nginx logs, and
+# the resource id each scale set's balancer has there (its Health Probe Status).
+WORKSPACE_ID = "00000000-0000-0000-0000-00000000a0a0"
+
+
+def load_balancer_id(scale_set: str) -> str:
+    group = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
+    return f"{group}/providers/Microsoft.Network/loadBalancers/{scale_set}-lb"
 
 
 class TwinError(RuntimeError):
@@ -333,11 +341,13 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
             stack.enter_context(balancer)
             balancer.wait_until(lambda s: len(s.up) == instances, timeout_s=15)
             balancers.append(balancer)
+            emulator.monitor.add_load_balancer(load_balancer_id(name), balancer)
             say(
                 f"load balancer  {balancer.url} (probe GET / on port 80, round robin)"
                 + (f" for {name}" if len(names) > 1 else "")
             )
 
+        emulator.monitor.add_workspace(WORKSPACE_ID)
         settings = app_settings(azurite, emulator, options.bake_seconds, options.failure_threshold)
         if len(names) > 1:
             document = targets_document(names, options.wave_bake_seconds)

@@ -135,6 +135,24 @@ param targetsConfig string = ''
 @description('TARGETS_DISCOVERY_SUBSCRIPTIONS: subscription ids whose scale sets tagged canary-group=<group> form groups. The function app gets Reader on each (modules/discovery-access.bicep).')
 param targetsDiscoverySubscriptions array = []
 
+@description('SIGNALS_METRICS: read the target scale set\'s Azure Monitor platform metrics per instance for the canary judge. The function app gets Monitoring Reader on that scale set (modules/signals-scale-set-access.bicep).')
+param signalsMetrics bool = false
+
+@description('SIGNALS_LOAD_BALANCER_ID: resource id of the load balancer in front of the scale set (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.Network/loadBalancers/<name>); its health probe status is read per backend. The function app gets Monitoring Reader on it. Empty = not read.')
+param signalsLoadBalancerId string = ''
+
+@description('SIGNALS_LOGS_WORKSPACE_ID: the Log Analytics workspace id (its customerId, a GUID) the signals query runs in. Empty = no query.')
+param signalsLogsWorkspaceId string = ''
+
+@description('Resource id of that workspace (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.OperationalInsights/workspaces/<name>): the function app gets Log Analytics Reader on it. Required with signalsLogsWorkspaceId.')
+param signalsLogsWorkspaceResourceId string = ''
+
+@description('SIGNALS_LOGS_QUERY: the KQL query (README, configuration table). Empty = the documented default.')
+param signalsLogsQuery string = ''
+
+@description('SIGNALS_LOGS_ENDPOINT: the Log Analytics query endpoint.')
+param signalsLogsEndpoint string = 'https://api.loganalytics.io'
+
 @description('Client id of an existing Microsoft Entra app registration (deploy.sh --entra creates one): App Service authentication with Entra ID in front of every route, HTTP_AUTH=entra. Empty = function keys only.')
 param entraClientId string = ''
 
@@ -332,6 +350,11 @@ module functionApp 'modules/functionapp.bicep' = {
       PROBE_TIMEOUT_SECONDS: probeTimeoutSeconds
       TARGETS_CONFIG: targetsConfig
       TARGETS_DISCOVERY_SUBSCRIPTIONS: join(targetsDiscoverySubscriptions, ',')
+      SIGNALS_METRICS: signalsMetrics ? 'true' : 'false'
+      SIGNALS_LOAD_BALANCER_ID: signalsLoadBalancerId
+      SIGNALS_LOGS_WORKSPACE_ID: signalsLogsWorkspaceId
+      SIGNALS_LOGS_QUERY: signalsLogsQuery
+      SIGNALS_LOGS_ENDPOINT: signalsLogsEndpoint
     }
   }
 }
@@ -388,6 +411,42 @@ module imageAccess 'modules/image-access.bicep' = if (!empty(imageReaderScope)) 
   scope: resourceGroup(imageScopeSegments[2], imageScopeSegments[4])
   params: {
     galleryName: (length(imageScopeSegments) > 8) ? imageScopeSegments[8] : ''
+    principalId: functionApp.outputs.principalId
+  }
+}
+
+// The canary judge's signals (rollout/adapters/signals.py): read access to exactly what the SIGNALS_* settings
+// name. Each module runs in the resource group of what it grants access to. The fallbacks to this resource
+// group's id only keep the segment indexes valid when a module is off.
+var signalsLbSegments = split(empty(signalsLoadBalancerId) ? resourceGroup().id : signalsLoadBalancerId, '/')
+var signalsWorkspaceSegments = split(empty(signalsLogsWorkspaceResourceId) ? resourceGroup().id : signalsLogsWorkspaceResourceId, '/')
+
+module signalsScaleSetAccess 'modules/signals-scale-set-access.bicep' = if (signalsMetrics) {
+  name: 'signals-scale-set-access'
+  scope: resourceGroup(targetGroup)
+  dependsOn: [
+    demo
+  ]
+  params: {
+    scaleSetName: scaleSetName
+    principalId: functionApp.outputs.principalId
+  }
+}
+
+module signalsLoadBalancerAccess 'modules/signals-load-balancer-access.bicep' = if (!empty(signalsLoadBalancerId)) {
+  name: 'signals-load-balancer-access'
+  scope: resourceGroup(signalsLbSegments[2], signalsLbSegments[4])
+  params: {
+    loadBalancerName: (length(signalsLbSegments) > 8) ? signalsLbSegments[8] : ''
+    principalId: functionApp.outputs.principalId
+  }
+}
+
+module signalsWorkspaceAccess 'modules/signals-workspace-access.bicep' = if (!empty(signalsLogsWorkspaceResourceId)) {
+  name: 'signals-workspace-access'
+  scope: resourceGroup(signalsWorkspaceSegments[2], signalsWorkspaceSegments[4])
+  params: {
+    workspaceName: (length(signalsWorkspaceSegments) > 8) ? signalsWorkspaceSegments[8] : ''
     principalId: functionApp.outputs.principalId
   }
 }

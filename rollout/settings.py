@@ -181,6 +181,7 @@ def settings_table() -> tuple[SettingRow, ...]:
         *_knob_rows(ProbeSettings),
         _HTTP_AUTH_ROW,
         *_FANOUT_ROWS,
+        *_SIGNALS_ROWS,
     )
 
 
@@ -289,6 +290,46 @@ _FANOUT_ROWS: tuple[SettingRow, ...] = (
         ("TICK_READ_RATE",),
         "ARM reads per second the ticks may make after the burst (at least 0.1)",
         _code(DEFAULT_TICK_READ_RATE),
+    ),
+)
+
+# The canary judge's signals (rollout.adapters.signals): each source is off unless set.
+DEFAULT_SIGNALS_LOGS_ENDPOINT = "https://api.loganalytics.io"
+DEFAULT_SIGNALS_LOGS_QUERY = (
+    "NginxAccess_CL"
+    " | summarize requests = count(), errors = countif(Status >= 500),"
+    " latencies_ms = make_list(RequestTime * 1000.0, 10000) by Computer"
+)
+_SIGNALS_ROWS: tuple[SettingRow, ...] = (
+    SettingRow(
+        ("SIGNALS_METRICS",),
+        "`true`: read the scale set's Azure Monitor platform metrics per instance (`Percentage CPU`, `Network In "
+        "Total`, `Network Out Total`, split by `VMName`); needs Monitoring Reader on the scale set (infra/README.md)",
+        "`false`",
+    ),
+    SettingRow(
+        ("SIGNALS_LOAD_BALANCER_ID",),
+        "resource id of the load balancer in front of the scale set: read its health probe status "
+        "(`DipAvailability`) per backend address; needs Monitoring Reader on it. Unset: not read",
+        "unset",
+    ),
+    SettingRow(
+        ("SIGNALS_LOGS_WORKSPACE_ID",),
+        "Log Analytics workspace id (a GUID): run `SIGNALS_LOGS_QUERY` there over each window; needs Log Analytics "
+        "Reader on the workspace. Unset: not read",
+        "unset",
+    ),
+    SettingRow(
+        ("SIGNALS_LOGS_QUERY",),
+        "the KQL query; its result has one row per instance with the columns `Computer`, `requests` and "
+        "optionally `errors`, `latencies_ms` (a list); the window is the query's timespan",
+        "requests, 5xx and latencies of `NginxAccess_CL` by `Computer` (`DEFAULT_SIGNALS_LOGS_QUERY`, quoted in "
+        'docs/design.md, "Signals")',
+    ),
+    SettingRow(
+        ("SIGNALS_LOGS_ENDPOINT",),
+        "the Log Analytics query endpoint (sovereign clouds, the local emulator); must be https",
+        _code(DEFAULT_SIGNALS_LOGS_ENDPOINT),
     ),
 )
 
@@ -586,6 +627,62 @@ def main(argv: list[str]) -> int:
         return 0
     sys.stderr.write("usage: python -m rollout.settings --markdown | --update-readme\n")
     return 2
+
+
+_LB_ID_RE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/loadBalancers/[^/]+$", re.IGNORECASE
+)
+_WORKSPACE_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """Which signal sources the canary judge reads (``rollout.adapters.signals``); all off by default."""
+
+    metrics: bool = False
+    load_balancer_id: str | None = None
+    logs_workspace_id: str | None = None
+    logs_query: str = DEFAULT_SIGNALS_LOGS_QUERY
+    logs_endpoint: str = DEFAULT_SIGNALS_LOGS_ENDPOINT
+
+    @property
+    def any(self) -> bool:
+        return bool(self.metrics or self.load_balancer_id or self.logs_workspace_id)
+
+
+def load_signal_settings(env: Mapping[str, str]) -> SignalSettings:
+    """The ``SIGNALS_*`` settings; raise ``SettingsError`` naming every bad one."""
+    problems: list[str] = []
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    raw_metrics = (get("SIGNALS_METRICS") or "false").lower()
+    if raw_metrics not in ("true", "false"):
+        problems.append(f"SIGNALS_METRICS={raw_metrics[:40]!r} must be true or false")
+    lb = get("SIGNALS_LOAD_BALANCER_ID")
+    if lb is not None and not _LB_ID_RE.match(lb):
+        problems.append(
+            f"SIGNALS_LOAD_BALANCER_ID={lb[:120]!r} is not a load balancer resource id "
+            "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Network/loadBalancers/<name>)"
+        )
+    workspace = get("SIGNALS_LOGS_WORKSPACE_ID")
+    if workspace is not None and not _WORKSPACE_ID_RE.match(workspace):
+        problems.append(f"SIGNALS_LOGS_WORKSPACE_ID={workspace[:80]!r} is not a workspace id (a GUID)")
+    query = get("SIGNALS_LOGS_QUERY") or DEFAULT_SIGNALS_LOGS_QUERY
+    endpoint = (get("SIGNALS_LOGS_ENDPOINT") or DEFAULT_SIGNALS_LOGS_ENDPOINT).rstrip("/")
+    if not endpoint.startswith("https://"):
+        problems.append(f"SIGNALS_LOGS_ENDPOINT={endpoint[:120]!r} must be an https:// URL (tokens travel on it)")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return SignalSettings(
+        metrics=raw_metrics == "true",
+        load_balancer_id=lb,
+        logs_workspace_id=workspace,
+        logs_query=query,
+        logs_endpoint=endpoint,
+    )
 
 
 if __name__ == "__main__":

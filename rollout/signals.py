@@ -27,3 +27,5 @@ class InstanceSignals:
     lb_probe_up: bool | None = None  # the load balancer's health probe, last status in the window
     vm_health: str | None = None  # the Application Health extension's vmHealth state
     sources: tuple[str, ...] = ()  # which adapters contributed ("metrics", "logs", "lb", ...)
+    network_in_bytes: float | None = None  # Azure Monitor "Network In Total", summed over the window
+    network_out_bytes: float | None = None  # Azure Monitor "Network Out Total", summed over the window

@@ -39,6 +39,8 @@ class AdminApi:
             .add("GET", r"/images", lambda b, q, m: (200, {"images": e.images()}))
             .add("DELETE", r"/images", self._after(e.clear_images, {"images": []}))
             .add("POST", r"/idle", lambda b, q, m: self._idle(b))
+            .add("POST", r"/monitor", lambda b, q, m: (200, e.monitor.configure(b or {})))
+            .add("GET", r"/monitor", lambda b, q, m: (200, e.monitor.describe()))
             .add("GET", _SS, lambda b, q, m: (200, e.describe(m["rg"], m["name"])))
             .add("DELETE", _SS, lambda b, q, m: self._delete(m["rg"], m["name"]))
             .add(

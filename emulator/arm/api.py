@@ -59,6 +59,9 @@ class ArmApi:
         self.writes = ModelWrites(emu, self.lro_headers)
         self.top: RouteTable[Callable[[Request, re.Match[str]], Answer]] = (
             RouteTable[Callable[[Request, re.Match[str]], Answer]]()
+            # Azure Monitor (emulator.arm.monitor): Metrics - List under any resource, the Log Analytics query.
+            .add("GET", _SUB + r"(?P<resource_path>/.+?)/providers/Microsoft\.Insights/metrics", emu.monitor.metrics)
+            .add("POST", r"/v1/workspaces/(?P<workspace>[^/]+)/query", emu.monitor.logs_query)
             .add(
                 "GET", _SUB + r"/providers/Microsoft\.Compute/locations/[^/]+/operations/(?P<op>[^/]+)", self._operation
             )

@@ -29,6 +29,7 @@ from emulator.arm.model import (
     ScaleSet,
     extension_from_body,
 )
+from emulator.arm.monitor import MonitorApi
 from emulator.arm.operations import OperationRunner
 from emulator.arm.requestlog import RequestLog
 from emulator.arm.routes import Answer
@@ -91,6 +92,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         self.operations = OperationRunner(self.fleet, self.semantics, workers)
         self.faults = FaultTable()
         self.log = RequestLog(self.fleet.lock)
+        self.monitor = MonitorApi(self)  # Azure Monitor's metrics and Log Analytics query endpoints
         self.api, self.admin, self.gateway = ArmApi(self), AdminApi(self), Gateway(self)
         self.runtime_kinds: dict[str, RuntimeBuilder] = {"synthetic": self._synthetic_factory_from_admin}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -118,6 +120,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         ctx = tls_context(self._certs.cert_chain, self._certs.key)
         self._server = ArmServer((self.host, self.port), self.handle, ctx)
         self._thread = serve_in_background(self._server, "arm-emulator", 0.2)
+        self.monitor.start()
         return self
 
     def stop(self) -> None:
@@ -127,6 +130,7 @@ class ArmEmulator(ArmControls, Lifecycle):
             server = self._server
             shut_down(server, [self._thread] if self._thread else [], timeout=5, before_close=server.close_connections)
         self.operations.stop()
+        self.monitor.stop()
         for scale_set in self.fleet.scale_sets():
             self.delete_scale_set(scale_set.resource_group, scale_set.name)
         self._server = None

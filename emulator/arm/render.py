@@ -71,6 +71,18 @@ def image_reference(image_id: str | None) -> JSON:
 
 
 def computer_name(scale_set: ScaleSet, inst: Instance) -> str:
+    """Uniform: ``{computer name prefix}{base-36 instance id, six digits}`` ("Understand names and instance
+    IDs for Azure Virtual Machine Scale Set VMs": instance 85 of prefix ``nsgvmss`` is ``nsgvmss00002D``,
+    https://learn.microsoft.com/azure/virtual-machine-scale-sets/virtual-machine-scale-sets-instance-ids).
+    Flexible VMs get the prefix and six hex digits of their creation order."""
+    if not scale_set.flexible and inst.instance_id.isdigit():
+        number, digits = int(inst.instance_id), ""
+        while True:
+            number, rest = divmod(number, 36)
+            digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[rest] + digits
+            if number == 0:
+                break
+        return f"{scale_set.name[:9]}{digits.rjust(6, '0')}"
     return f"{scale_set.name[:9]}{inst.seq:06x}"
 
 

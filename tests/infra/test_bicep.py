@@ -42,6 +42,8 @@ STORAGE_TABLE_DATA_CONTRIBUTOR = role_id("Storage Table Data Contributor")
 VIRTUAL_MACHINE_CONTRIBUTOR = role_id("Virtual Machine Contributor")
 MONITORING_METRICS_PUBLISHER = role_id("Monitoring Metrics Publisher")
 READER = role_id("Reader")
+MONITORING_READER = role_id("Monitoring Reader")
+LOG_ANALYTICS_READER = role_id("Log Analytics Reader")
 
 FUNCTION_IDENTITY = "modules/functionapp.bicep:site.identity.principalId"
 SCALE_SET_IDENTITY = "modules/demo-scale-set.bicep:scaleSet.identity.principalId"
@@ -52,6 +54,8 @@ CONTAINER = "Microsoft.Storage/storageAccounts/blobServices/containers"
 SCALE_SET = "Microsoft.Compute/virtualMachineScaleSets"
 INSIGHTS = "Microsoft.Insights/components"
 GALLERY = "Microsoft.Compute/galleries"
+LOAD_BALANCER = "Microsoft.Network/loadBalancers"
+WORKSPACE = "Microsoft.OperationalInsights/workspaces"
 # An assignment without `scope` applies to the resource group its module is deployed to.
 RESOURCE_GROUP = "resourceGroup"
 SUBSCRIPTION = "subscription"
@@ -80,6 +84,11 @@ EXPECTED_ROLE_ASSIGNMENTS = {
     (READER, RESOURCE_GROUP, FUNCTION_IDENTITY),
     # optional (targetsDiscoverySubscriptions): list the scale sets of each subscription tag discovery reads
     (READER, SUBSCRIPTION, FUNCTION_IDENTITY),
+    # optional (SIGNALS_*): the canary judge's platform metrics of the scale set, the load balancer's health
+    # probe status, the Log Analytics query
+    (MONITORING_READER, SCALE_SET, FUNCTION_IDENTITY),
+    (MONITORING_READER, LOAD_BALANCER, FUNCTION_IDENTITY),
+    (LOG_ANALYTICS_READER, WORKSPACE, FUNCTION_IDENTITY),
 }
 
 # The only role assignments on a whole subscription (a module with targetScope = 'subscription'), and why.
