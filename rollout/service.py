@@ -365,8 +365,9 @@ class RolloutService:
             # go first, one row a commit, and the start waits for the next pass.
             self._reject_one_by_one(decided)
             return Outcome(OutcomeStatus.IDLE, "older releases superseded first; the newest starts next"), None
+        by_id = {r.id: r for r in written}
         for event in decided.events:
-            self._append(event)
+            self._append(event, by_id.get(event.rollout_id))
         if decided.started is not None and fleet is not None:
             return self._advance(written[0], fleet, steps=2)
         if candidate is not None and any(r.id == candidate.id for r in decided.rejected):
@@ -381,7 +382,7 @@ class RolloutService:
                 continue  # changed since: the next admission judges it again
             for event in decided.events:
                 if event.rollout_id == row.id and event.kind is EventKind.REJECTED:
-                    self._append(event)
+                    self._append(event, row)
 
     def _read_images(self, image_ids: Sequence[str]) -> dict[str, str | None]:
         """Read each image in turn (``admission.images_to_check``), up to the first that fails."""
