@@ -67,7 +67,7 @@ def log_context(**fields: object) -> Iterator[None]:
 
 def _clean(value: str) -> str:
     """One line, no brackets that would end the suffix early, bounded."""
-    value = "".join(c if c.isprintable() else " " for c in value).replace("]", ")").replace(" ", "_")
+    value = "".join(c if c.isprintable() else " " for c in value).replace("[", "(").replace("]", ")").replace(" ", "_")
     return value[:MAX_VALUE_CHARS]
 
 
