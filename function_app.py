@@ -80,6 +80,16 @@ log = logging.getLogger("function_app")
 # Every log line carries the invocation id, rollout id, target and phase in force (rollout.logcontext).
 logcontext.install()
 
+
+# The non-HTTP triggers take the invocation's ``context`` for its ``invocation_id``. The worker passes it to a
+# parameter named ``context`` whose resolved annotation is a type named ``Context``
+# (Azure/azure-functions-python-worker azure_functions_worker/functions.py, ``Registry.add_function`` resolves
+# ``typing.get_type_hints`` and ``is_context_required`` checks it); the ``= None`` default (Python 3.11's
+# get_type_hints no longer turns it into Optional) only lets tests and tools call a trigger without one.
+def _invocation(context: func.Context | None) -> str | None:
+    return context.invocation_id if context is not None else None
+
+
 MAX_BODY_BYTES = 4096
 MAX_REASON_CHARS = 500
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -100,8 +110,8 @@ Handler = Callable[[RolloutService, Caller], tuple[int, JsonObject]]
     connection="ReleaseStorage",
     source=func.BlobSource.EVENT_GRID,
 )
-def release_uploaded(client: blob.BlobClient, context: func.Context) -> None:
-    with log_context(invocation_id=context.invocation_id):
+def release_uploaded(client: blob.BlobClient, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
         _release_uploaded(client)
 
 
@@ -123,8 +133,8 @@ def _log_release(released: TriggeredBlob, outcome: Any) -> None:
 
 
 @app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
-def advance_rollouts(timer: func.TimerRequest, context: func.Context) -> None:
-    with log_context(invocation_id=context.invocation_id):
+def advance_rollouts(timer: func.TimerRequest, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
         _advance_rollouts(timer)
 
 
@@ -153,8 +163,8 @@ def _advance_rollouts(timer: func.TimerRequest) -> None:
 # cannot help. A message delivered twice ticks twice: a tick is level-triggered and the ETag claim
 # keeps one writer per target.
 @app.queue_trigger(arg_name="message", queue_name="%TICK_QUEUE%", connection="TickQueue")
-def advance_target(message: func.QueueMessage, context: func.Context) -> None:
-    with log_context(invocation_id=context.invocation_id):
+def advance_target(message: func.QueueMessage, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
         _advance_target(message)
 
 
@@ -188,8 +198,8 @@ def _advance_target(message: func.QueueMessage) -> None:
 # retry to the host: maxDequeueCount (host.json) attempts, then the host's own move to ``<queue>-poison``
 # (functions-bindings-storage-queue-trigger.md, "Poison messages", cited at advance_target above).
 @app.queue_trigger(arg_name="message", queue_name="%NOTIFY_QUEUE%", connection="TickQueue")
-def deliver_notification(message: func.QueueMessage, context: func.Context) -> None:
-    with log_context(invocation_id=context.invocation_id):
+def deliver_notification(message: func.QueueMessage, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
         try:
             envelope = Envelope.decode(message.get_body())
         except NotificationError as exc:

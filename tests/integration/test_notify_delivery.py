@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import azure.functions as func
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
 
 import function_app
+from emulator import appindex
 from emulator.funchost import LocalFunctionsHost, QueueOptions
 from rollout.adapters.notify import NotificationQueue
 from rollout.model import EventKind, Phase, RolloutEvent
@@ -180,3 +183,32 @@ def test_a_message_that_is_not_a_notification_is_dropped_not_retried(
     assert receiver.received == []
     assert _poisoned(azurite, queue_name) == []
     assert any("dropping message" in r.getMessage() for r in caplog.records)
+
+
+class _Context:
+    """What the host passes as ``context`` (the attribute the triggers read)."""
+
+    invocation_id = "3f1c6f7e-invocation"
+
+
+def test_the_triggers_log_lines_carry_their_invocation_id(caplog: pytest.LogCaptureFixture) -> None:
+    bad_tick = func.QueueMessage(id="m1", body=b"not a tick")
+    bad_note = func.QueueMessage(id="m2", body=b'{"notification": 1}')
+    with caplog.at_level(logging.ERROR, logger="function_app"):
+        function_app.advance_target(bad_tick, _Context())  # type: ignore[arg-type]
+        function_app.deliver_notification(bad_note, _Context())  # type: ignore[arg-type]
+    dropped = [r for r in caplog.records if "dropping message" in r.getMessage()]
+    assert len(dropped) == 2
+    for record in dropped:
+        assert record.invocation_id == _Context.invocation_id  # type: ignore[attr-defined]
+        assert f"invocation_id={_Context.invocation_id}" in record.getMessage()
+
+
+@pytest.mark.parametrize("name", ["release_uploaded", "advance_rollouts", "advance_target", "deliver_notification"])
+def test_each_non_http_trigger_declares_the_context_the_worker_passes(name: str) -> None:
+    """The Python worker passes the invocation's context to a parameter named ``context`` whose resolved annotation
+    (``typing.get_type_hints``) is a type named ``Context``, and refuses to load the function otherwise
+    (Azure/azure-functions-python-worker azure_functions_worker/functions.py, ``Registry.is_context_required``)."""
+
+    hints = typing.get_type_hints(appindex.user_function(function_app.app, name))
+    assert isinstance(hints["context"], type) and hints["context"].__name__ == "Context"
