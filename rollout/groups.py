@@ -536,7 +536,10 @@ class GroupService:
                 self._announce(event, record, self.notifications)
 
     def _announce(self, event: RolloutEvent, record: GroupRelease, sink: NotificationSink) -> None:
-        """As ``RolloutService._announce``: a failed enqueue is logged, never raised."""
+        """As ``RolloutService._announce``: a failed enqueue is logged, never raised. A group release of one
+        target (the default group of the ``VMSS_*`` scale set) says nothing its rollout does not: no notification."""
+        if len(record.targets) <= 1:
+            return
         note = notification_for(
             event, release=record.release.label, group=record.group, group_release=record.id, scope="groupRelease"
         )

@@ -204,7 +204,7 @@ def notification_for(
         kind=kind,
         rollout_id=event.rollout_id,
         scope=scope,
-        target=event.target,
+        target=event.target if scope == "rollout" or not group else f"group:{group}",
         release=release,
         phase_before=before,
         phase_after=after,

@@ -15,6 +15,9 @@ from rollout.model import EventKind, Phase
 from rollout.notifications import Envelope, Notification, NotificationKind
 from rollout.policy import RolloutPolicy
 from rollout.ports import TransientError
+from rollout.releases import build_release, parse_release_name
+from tests.fakes import BASE_URL
+from tests.service import test_groups as groups
 from tests.service.test_rollouts import TARGET, World, make_world, script
 
 
@@ -150,3 +153,31 @@ def test_the_service_log_lines_carry_rollout_target_and_phase(caplog: pytest.Log
         assert f"rollout_id={rid}" in record.getMessage() and "invocation_id=inv-42" in record.getMessage()
     phases = {r.phase for r in own}  # type: ignore[attr-defined]
     assert {"Canary", "Baking", "Promoting", "Succeeded"} <= phases
+
+
+def test_a_group_release_publishes_its_waves_and_its_end_and_each_target_its_own() -> None:
+    world = groups.make_world(groups.make_group(bake=0))
+    sink = RecordingSink()
+    world.groups.notifications = sink
+    for service in world.services.values():
+        service.notifications = sink
+    name = parse_release_name("web/install_nginx.v1.sh")  # uploaded to the group's folder, as the fleet routes it
+    assert not isinstance(name, str)
+    release = build_release(name, f"{BASE_URL}/web/install_nginx.v1.sh", b"#!/bin/bash\necho v1\n")
+    world.groups.receive_release("web", release)
+    world.run_until(release, groups.GroupPhase.SUCCEEDED)
+    group_notes = [n for n in sink.published if n.scope == "groupRelease"]
+    assert [(n.kind, n.wave) for n in group_notes] == [
+        (NotificationKind.WAVE_STARTED, 1),
+        (NotificationKind.WAVE_SUCCEEDED, 1),
+        (NotificationKind.WAVE_STARTED, 2),
+        (NotificationKind.WAVE_SUCCEEDED, 2),
+        (NotificationKind.WAVE_STARTED, 3),
+        (NotificationKind.WAVE_SUCCEEDED, 3),
+        (NotificationKind.SUCCEEDED, None),
+    ]
+    assert all(n.group == "web" and n.target == "group:web" and n.link.endswith("?group=web") for n in group_notes)
+    # Each target's own rollout says it too, naming the group release it belongs to.
+    succeeded = [n for n in sink.published if n.scope == "rollout" and n.kind is NotificationKind.SUCCEEDED]
+    assert sorted(n.target for n in succeeded) == sorted(groups.KEYS)
+    assert {n.group_release for n in succeeded} == {group_notes[0].rollout_id}
