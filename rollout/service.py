@@ -872,7 +872,9 @@ class RolloutService:
             message = _clip(f"notification {note.kind.value} not enqueued: {type(exc).__name__}: {exc}")
             log.warning("rollout %s: %s", rollout.id, message)
             with contextlib.suppress(Exception):
-                self.store.append_event(replace(event, kind=EventKind.ACTION_FAILED, message=message, data={}))
+                self.store.append_event(
+                    replace(event, kind=EventKind.ACTION_FAILED, message=message, at=self.clock.now(), data={})
+                )
 
 
 def _clipped(rollout: Rollout) -> Rollout:

@@ -69,6 +69,11 @@ EVENTGRID_SCOPE: Final = "https://eventgrid.azure.net/.default"
 # in the JSON implementation of CloudEvents v1.0 and HTTP protocol binding"). Key auth sends the topic key
 # in the ``aeg-sas-key`` header (articles/event-grid/post-to-custom-topic.md, "Header").
 CLOUDEVENTS_BATCH: Final = "application/cloudevents-batch+json; charset=utf-8"
+# "To publish events to a custom topic, send an HTTP POST request using the following URI format:
+# https://<topic-endpoint>?api-version=2018-01-01" (articles/event-grid/post-to-custom-topic.md, "Endpoint");
+# "The api version that first provided support for Microsoft Entra authentication is 2018-01-01"
+# (articles/event-grid/authenticate-with-microsoft-entra-id.md).
+EVENTGRID_API_VERSION: Final = "2018-01-01"
 
 
 class LogNotifier:
@@ -172,9 +177,19 @@ class Channel(Protocol):
 Post = Callable[..., requests.Response]
 
 
-def _post(name: str, url: str, body: Any, headers: Mapping[str, str], timeout: float, post: Post) -> requests.Response:
+def _post(
+    name: str,
+    url: str,
+    body: Any,
+    headers: Mapping[str, str],
+    timeout: float,
+    post: Post,
+    params: Mapping[str, str] | None = None,
+) -> requests.Response:
     try:
-        response = post(url, json=body, headers=dict(headers), timeout=timeout, allow_redirects=False)
+        response = post(
+            url, json=body, headers=dict(headers), timeout=timeout, allow_redirects=False, params=dict(params or {})
+        )
     except requests.Timeout:
         raise DeliveryError(f"{name}: timed out after {timeout:g}s") from None
     except requests.ConnectionError:
@@ -232,6 +247,7 @@ class EventGridChannel:
                 headers["Authorization"] = f"Bearer {self.credential.get_token(EVENTGRID_SCOPE).token}"
             except Exception as exc:  # noqa: BLE001 - any identity failure is this channel's failure
                 raise DeliveryError(f"{self.name}: no token for Event Grid ({type(exc).__name__})") from None
+        params = {} if "api-version=" in self.endpoint else {"api-version": EVENTGRID_API_VERSION}
         _post(
             self.name,
             self.endpoint,
@@ -239,6 +255,7 @@ class EventGridChannel:
             headers,
             self.timeout,
             self.post,
+            params,
         )
 
 

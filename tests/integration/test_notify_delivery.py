@@ -22,7 +22,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64Decod
 import function_app
 from emulator import appindex
 from emulator.funchost import LocalFunctionsHost, QueueOptions
-from rollout.adapters.notify import NotificationQueue
+from rollout.adapters.notify import DeliveryError, EventGridChannel, NotificationQueue, WebhookChannel
 from rollout.model import EventKind, Phase, RolloutEvent
 from rollout.notifications import Envelope, Notification, NotificationKind, notification_for
 from tests.fixtures.azurite import AzuriteNames, AzuriteService
@@ -142,6 +142,7 @@ def test_each_channel_gets_its_payload_failures_retry_with_backoff_and_dead_lett
     (cloud_event,) = events[-1].body
     assert events[-1].headers["content-type"] == "application/cloudevents-batch+json; charset=utf-8"
     assert events[-1].headers["aeg-sas-key"] == KEY
+    assert events[-1].query == "api-version=2018-01-01"
     assert cloud_event["specversion"] == "1.0" and cloud_event["type"].endswith(NotificationKind.ROLLING_BACK)
     assert cloud_event["id"] == note.id
     # Slack never took it: after the third attempt it is in the dead-letter queue, for Slack alone, with why.
@@ -212,3 +213,39 @@ def test_each_non_http_trigger_declares_the_context_the_worker_passes(name: str)
 
     hints = typing.get_type_hints(appindex.user_function(function_app.app, name))
     assert isinstance(hints["context"], type) and hints["context"].__name__ == "Context"
+
+
+class _Credential:
+    """A TokenCredential: records the scopes asked for; ``fail`` raises as an identity endpoint would."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+        self.fail = fail
+
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        self.scopes.append(scopes)
+        if self.fail:
+            raise RuntimeError(f"IMDS at http://169.254.169.254 refused {SECRET}")
+        return type("Token", (), {"token": "entra-token-value", "expires_on": 2**31})()
+
+
+def test_event_grid_with_the_managed_identity_sends_a_bearer_token_for_event_grid(receiver: Receiver) -> None:
+    credential = _Credential()
+    channel = EventGridChannel(f"{receiver.url}/api/events", credential=credential, timeout=2)  # type: ignore[arg-type]
+    channel.deliver(_note())
+    (got,) = receiver.at("/api/events")
+    assert got.headers["authorization"] == "Bearer entra-token-value" and "aeg-sas-key" not in got.headers
+    assert credential.scopes == [("https://eventgrid.azure.net/.default",)]
+    failing = EventGridChannel(f"{receiver.url}/api/events", credential=_Credential(fail=True))  # type: ignore[arg-type]
+    with pytest.raises(DeliveryError) as raised:
+        failing.deliver(_note())
+    assert str(raised.value) == "eventgrid: no token for Event Grid (RuntimeError)"  # nothing of the identity's text
+
+
+def test_a_redirect_or_a_refused_connection_is_a_failure_that_names_no_url(receiver: Receiver) -> None:
+    receiver.on(f"/hook/{SECRET}", "302")
+    with pytest.raises(DeliveryError, match=r"^webhook: HTTP 302$"):
+        WebhookChannel("webhook", f"{receiver.url}/hook/{SECRET}", timeout=2).deliver(_note())
+    with pytest.raises(DeliveryError) as raised:
+        WebhookChannel("slack", f"http://127.0.0.1:9/{SECRET}", timeout=2).deliver(_note())  # port 9: nothing listens
+    assert str(raised.value) == "slack: connection failed"
