@@ -186,9 +186,8 @@ def _advance_target(message: func.QueueMessage) -> None:
             log.warning("advance_target %s: %s", tick.target, exc)
             return
         level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
-        rollout_id = getattr(outcome, "rollout_id", None) or getattr(outcome, "release_id", None)
-    with log_context(rollout_id=rollout_id, phase=outcome.phase):
-        log.log(level, "advance_target %s: %s %s", tick.target, outcome.status, outcome.message)
+        with log_context(rollout_id=outcome.rollout_id, phase=outcome.phase):
+            log.log(level, "advance_target %s: %s %s", tick.target, outcome.status, outcome.message)
 
 
 # Notifications (rollout.notifications, rollout.adapters.notify): the services put each phase change on the

@@ -6,6 +6,7 @@ each one and dead-letters it: nothing a channel does reaches the rollout."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,7 @@ def test_a_rollout_completes_the_same_when_every_channel_fails(
     monkeypatch: pytest.MonkeyPatch,
     receiver: Receiver,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     for path in CHANNEL_PATHS.values():
         receiver.on(path, *(["500", "slow", "503"] * 20))  # never takes one
@@ -100,7 +102,8 @@ def test_a_rollout_completes_the_same_when_every_channel_fails(
         "NOTIFY_RETRY_BASE_SECONDS": "0",
         "NOTIFY_TIMEOUT_SECONDS": "1",
     }
-    env, rid, calls = _rollout(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, notify)
+    with caplog.at_level(logging.INFO, logger="function_app"):
+        env, rid, calls = _rollout(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, notify)
 
     # The same ARM calls as a rollout of 3 with no notifications: the canary, then one batch per instance.
     assert calls == [["0"], ["1"], ["2"]]
@@ -119,6 +122,12 @@ def test_a_rollout_completes_the_same_when_every_channel_fails(
         NotificationKind.SUCCEEDED,
     ]
     assert receiver.received == []
+    # advance_target's lines name the target, the rollout and the phase it left the rollout in.
+    ticks = [r for r in caplog.records if r.name == "function_app" and r.getMessage().startswith("advance_target ")]
+    assert ticks and {getattr(r, "target", "") for r in ticks} == {service.target_key}
+    assert {getattr(r, "rollout_id", "") for r in ticks} == {rid}
+    assert getattr(ticks[-1], "phase", "") == "Succeeded"
+    assert all(f"target={service.target_key}" in r.getMessage() for r in ticks)
 
     host = LocalFunctionsHost(
         function_app.app,
