@@ -370,7 +370,9 @@ def teams_message(n: Notification) -> dict[str, Any]:
 
 
 def _slack_escape(text: str) -> str:
-    # Slack's mrkdwn control characters (docs.slack.dev, "Formatting text for app surfaces", "Escaping text").
+    # "Slack uses &, <, and > as control characters for special parsing in text objects, so they must be
+    # converted to HTML entities" (api.slack.com/reference/surfaces/formatting, "Escaping text"). Only in
+    # mrkdwn: the header's plain_text is shown as is.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
