@@ -5,6 +5,8 @@
 * ``advance_rollouts`` (timer): put one message per target with work on the tick queue (``rollout.fanout``),
   then move every group's release across its waves (``rollout.groups``).
 * ``advance_target`` (Storage queue): advance that one target one level-triggered step.
+* ``deliver_notification`` (Storage queue): send one phase change to the configured channels
+  (``rollout.notifications``), retrying failed channels with backoff, then dead-lettering them.
 * ``list_targets`` (HTTP): the targets in force (groups, waves, targets, their state, load errors).
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
   operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
