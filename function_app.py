@@ -5,6 +5,8 @@
 * ``advance_rollouts`` (timer): put one message per target with work on the tick queue (``rollout.fanout``),
   then move every group's release across its waves (``rollout.groups``).
 * ``advance_target`` (Storage queue): advance that one target one level-triggered step.
+* ``deliver_notification`` (Storage queue): send one phase change to the configured channels
+  (``rollout.notifications``), retrying failed channels with backoff, then dead-lettering them.
 * ``list_targets`` (HTTP): the targets in force (groups, waves, targets, their state, load errors).
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
   operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
@@ -24,17 +26,22 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
+from rollout import logcontext
 from rollout.access import OPERATE_ROLE, READ_ROLE, Caller, Denied, authorize
 from rollout.adapters.blobs import TriggeredBlob
+from rollout.adapters.notify import deliver
 from rollout.bootstrap import (
+    build_channels,
+    build_notification_queue,
     fanout_from_environment,
     fleet_from_environment,
     group_service_from_environment,
+    notify_settings_from_environment,
     service_from_environment,
 )
 from rollout.dashboard import collect as dashboard_data
@@ -49,7 +56,9 @@ from rollout.groups import (
     GroupTargetNotFoundError,
     UnknownTargetError,
 )
+from rollout.logcontext import log_context
 from rollout.machine import CommandError, Verb
+from rollout.notifications import Envelope, NotificationError
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
 from rollout.releases import rollout_id_problem
 from rollout.service import OutcomeStatus, RolloutNotFoundError, RolloutService
@@ -74,6 +83,18 @@ from rollout.views import (
 HTTP_AUTH = http_auth_at_startup(os.environ)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS if HTTP_AUTH == "entra" else func.AuthLevel.FUNCTION)
 log = logging.getLogger("function_app")
+# Every log line carries the invocation id, rollout id, target and phase in force (rollout.logcontext).
+logcontext.install()
+
+
+# The non-HTTP triggers take the invocation's ``context`` for its ``invocation_id``. The worker passes it to a
+# parameter named ``context`` whose resolved annotation is a type named ``Context``
+# (Azure/azure-functions-python-worker azure_functions_worker/functions.py, ``Registry.add_function`` resolves
+# ``typing.get_type_hints`` and ``is_context_required`` checks it); the ``= None`` default (Python 3.11's
+# get_type_hints no longer turns it into Optional) only lets tests and tools call a trigger without one.
+def _invocation(context: func.Context | None) -> str | None:
+    return context.invocation_id if context is not None else None
+
 
 MAX_BODY_BYTES = 4096
 MAX_REASON_CHARS = 500
@@ -95,7 +116,12 @@ Handler = Callable[[RolloutService, Caller], tuple[int, JsonObject]]
     connection="ReleaseStorage",
     source=func.BlobSource.EVENT_GRID,
 )
-def release_uploaded(client: blob.BlobClient) -> None:
+def release_uploaded(client: blob.BlobClient, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
+        _release_uploaded(client)
+
+
+def _release_uploaded(client: blob.BlobClient) -> None:
     # The blob's folder names its group (<container>/<group>/<app>.v<N>.sh; none: the default group), which
     # receives it and starts its first wave, or the refusal is recorded (rollout.fleet.Fleet, rollout.groups).
     fleet = fleet_from_environment()
@@ -103,11 +129,22 @@ def release_uploaded(client: blob.BlobClient) -> None:
     # (azure-functions-python-worker, bindings/meta.py, deferred_bindings_cache).
     released = TriggeredBlob(client)
     outcome = fleet.receive_release_blob(released)
+    rollout_id = getattr(outcome, "rollout_id", None) or getattr(outcome, "release_id", None)
+    with log_context(rollout_id=rollout_id, phase=outcome.phase):
+        _log_release(released, outcome)
+
+
+def _log_release(released: TriggeredBlob, outcome: Any) -> None:
     log.info("release_uploaded %s/%s: %s %s", released.container, released.name, outcome.status, outcome.message)
 
 
 @app.timer_trigger(arg_name="timer", schedule="%ROLLOUT_TICK_SCHEDULE%", run_on_startup=False)
-def advance_rollouts(timer: func.TimerRequest) -> None:
+def advance_rollouts(timer: func.TimerRequest, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
+        _advance_rollouts(timer)
+
+
+def _advance_rollouts(timer: func.TimerRequest) -> None:
     """Advances no rollout itself: finds the targets with work and puts one message per target on the
     tick queue, spread over the ARM read budget (``rollout.fanout``; ``advance_target`` does the ticks),
     then moves every group's release across its waves (it reads the targets' rollouts and starts the
@@ -132,7 +169,12 @@ def advance_rollouts(timer: func.TimerRequest) -> None:
 # cannot help. A message delivered twice ticks twice: a tick is level-triggered and the ETag claim
 # keeps one writer per target.
 @app.queue_trigger(arg_name="message", queue_name="%TICK_QUEUE%", connection="TickQueue")
-def advance_target(message: func.QueueMessage) -> None:
+def advance_target(message: func.QueueMessage, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
+        _advance_target(message)
+
+
+def _advance_target(message: func.QueueMessage) -> None:
     try:
         tick = decode_tick(message.get_body())
     except TickMessageError as exc:
@@ -142,14 +184,49 @@ def advance_target(message: func.QueueMessage) -> None:
     if fleet.target(tick.target) is None:
         log.error("advance_target: dropping message %s: no target %r is configured", message.id, tick.target)
         return
-    try:
-        outcome = fleet.service(tick.target).tick()
-    except PortError as exc:
-        # The state store or ARM is unreachable: the next timer run enqueues this target again.
-        log.warning("advance_target %s: %s", tick.target, exc)
-        return
-    level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
-    log.log(level, "advance_target %s: %s %s", tick.target, outcome.status, outcome.message)
+    with log_context(target=tick.target):
+        try:
+            outcome = fleet.service(tick.target).tick()
+        except PortError as exc:
+            # The state store or ARM is unreachable: the next timer run enqueues this target again.
+            log.warning("advance_target %s: %s", tick.target, exc)
+            return
+        level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
+        with log_context(rollout_id=outcome.rollout_id, phase=outcome.phase):
+            log.log(level, "advance_target %s: %s %s", tick.target, outcome.status, outcome.message)
+
+
+# Notifications (rollout.notifications, rollout.adapters.notify): the services put each phase change on the
+# NOTIFY_QUEUE; this trigger delivers it to every configured channel. A channel that fails gets a new message
+# for it alone, delayed by the backoff, until NOTIFY_MAX_ATTEMPTS; then the message goes to
+# ``<NOTIFY_QUEUE>-poison``. Raising (only when that re-enqueue fails, or the settings are bad) leaves the
+# retry to the host: maxDequeueCount (host.json) attempts, then the host's own move to ``<queue>-poison``
+# (functions-bindings-storage-queue-trigger.md, "Poison messages", cited at advance_target above).
+@app.queue_trigger(arg_name="message", queue_name="%NOTIFY_QUEUE%", connection="TickQueue")
+def deliver_notification(message: func.QueueMessage, context: func.Context = None) -> None:  # type: ignore[assignment]
+    with log_context(invocation_id=_invocation(context)):
+        try:
+            envelope = Envelope.decode(message.get_body())
+        except NotificationError as exc:
+            log.error("deliver_notification: dropping message %s: %s", message.id, exc)
+            return
+        n = envelope.notification
+        with log_context(rollout_id=n.rollout_id, target=n.target, phase=n.phase_after):
+            notify = notify_settings_from_environment()
+            queue = build_notification_queue(notify)
+            if queue is None:
+                raise SettingsError("NOTIFY_QUEUE has no connection (TickQueue)")
+            try:
+                report = deliver(
+                    envelope,
+                    build_channels(notify),
+                    queue,
+                    max_attempts=notify.max_attempts,
+                    base_seconds=notify.retry_base_seconds,
+                )
+            finally:
+                queue.close()
+            log.info("deliver_notification %s (%s): %s", n.id, n.kind.value, report.outcome)
 
 
 @app.route(route="rollouts", methods=["GET"])

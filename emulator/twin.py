@@ -276,6 +276,9 @@ def app_settings(
         "TICK_QUEUE": TICK_QUEUE,
         "TICK_READ_BURST": "100",
         "TICK_READ_RATE": "20",
+        # deliver_notification's queue (%NOTIFY_QUEUE%); no channel is set, so nothing is enqueued
+        # (NOTIFY_*_URL turn notifications on: docs/operations.md).
+        "NOTIFY_QUEUE": "rollout-notifications",
     }
 
 

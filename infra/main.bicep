@@ -203,6 +203,35 @@ param tickReadBurst int = 100
 @description('TICK_READ_RATE: ARM reads per second after the burst, a decimal string (ARM refills 25 a second).')
 param tickReadRate string = '20'
 
+// ---- notifications (docs/design.md "Notifications"): where phase changes go ----
+@description('NOTIFY_QUEUE: the Storage queue phase changes wait on for delivery (3-56 characters: `<name>-poison` holds the dead letters).')
+@minLength(3)
+@maxLength(56)
+param notifyQueueName string = 'rollout-notifications'
+
+@description('NOTIFY_WEBHOOK_URL: a generic JSON webhook. The URL is a secret: pass a Key Vault reference, @Microsoft.KeyVault(SecretUri=...), and grant the app Key Vault Secrets User on that vault; empty = off.')
+param notifyWebhookUrl string = ''
+
+@description('NOTIFY_TEAMS_WEBHOOK_URL: a Teams incoming webhook, as a Key Vault reference (see notifyWebhookUrl); empty = off.')
+param notifyTeamsWebhookUrl string = ''
+
+@description('NOTIFY_SLACK_WEBHOOK_URL: a Slack incoming webhook, as a Key Vault reference (see notifyWebhookUrl); empty = off.')
+param notifySlackWebhookUrl string = ''
+
+@description('Create an Event Grid custom topic (CloudEvents 1.0, Entra auth only) for the notifications and let the app publish to it (EventGrid Data Sender); sets NOTIFY_EVENTGRID_ENDPOINT.')
+param deployNotifyTopic bool = false
+
+@description('NOTIFY_MAX_ATTEMPTS: delivery attempts per channel before a notification is dead-lettered.')
+@minValue(1)
+@maxValue(20)
+param notifyMaxAttempts int = 6
+
+@description('NOTIFY_RETRY_BASE_SECONDS: the first retry delay, doubling each time (a decimal string).')
+param notifyRetryBaseSeconds string = '30'
+
+@description('NOTIFY_TIMEOUT_SECONDS: each delivery request\'s timeout (a decimal string).')
+param notifyTimeoutSeconds string = '10'
+
 @minValue(1)
 param canaryCount int = 1
 
@@ -274,6 +303,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     stateTablePrefix: stateTablePrefix
     tickQueueName: tickQueueName
+    notifyQueueName: notifyQueueName
   }
 }
 
@@ -296,6 +326,15 @@ module demo 'modules/demo-scale-set.bicep' = if (deployDemoScaleSet) {
     vmSku: demoVmSku
     sshPublicKey: sshPublicKey
     httpPort: probePort
+  }
+}
+
+module notifyTopic 'modules/notify-topic.bicep' = if (deployNotifyTopic) {
+  name: 'notify-topic'
+  params: {
+    name: '${namePrefix}-notify'
+    location: location
+    tags: allTags
   }
 }
 
@@ -355,7 +394,24 @@ module functionApp 'modules/functionapp.bicep' = {
       SIGNALS_LOGS_WORKSPACE_ID: signalsLogsWorkspaceId
       SIGNALS_LOGS_QUERY: signalsLogsQuery
       SIGNALS_LOGS_ENDPOINT: signalsLogsEndpoint
+      NOTIFY_QUEUE: storage.outputs.notifyQueueName
+      NOTIFY_WEBHOOK_URL: notifyWebhookUrl
+      NOTIFY_TEAMS_WEBHOOK_URL: notifyTeamsWebhookUrl
+      NOTIFY_SLACK_WEBHOOK_URL: notifySlackWebhookUrl
+      NOTIFY_EVENTGRID_ENDPOINT: deployNotifyTopic ? notifyTopic!.outputs.endpoint : ''
+      NOTIFY_MAX_ATTEMPTS: string(notifyMaxAttempts)
+      NOTIFY_RETRY_BASE_SECONDS: notifyRetryBaseSeconds
+      NOTIFY_TIMEOUT_SECONDS: notifyTimeoutSeconds
     }
+  }
+}
+
+// The notification topic: the app's identity may publish to it (EventGrid Data Sender on the topic alone).
+module notifyTopicAccess 'modules/notify-topic-access.bicep' = if (deployNotifyTopic) {
+  name: 'notify-topic-access'
+  params: {
+    topicName: notifyTopic!.outputs.name
+    principalId: functionApp.outputs.principalId
   }
 }
 

@@ -8,6 +8,7 @@ Azurite). In Azure every credential is the function app's managed identity.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from rollout.adapters.blobs import ReleaseBlobs
 from rollout.adapters.compute import AzureCompute, credential_for
 from rollout.adapters.discovery import ArmDiscovery
 from rollout.adapters.identity import storage_credential
-from rollout.adapters.notify import LogNotifier
+from rollout.adapters.notify import Channel, EventGridChannel, LogNotifier, NotificationQueue, WebhookChannel
 from rollout.adapters.probe import HttpProber
 from rollout.adapters.queue import TickQueue
 from rollout.adapters.scriptcheck import BashSyntaxChecker
@@ -31,14 +32,18 @@ from rollout.service import RolloutService
 from rollout.settings import (
     SETTINGS_READ,
     FanoutSettings,
+    NotifySettings,
     Settings,
+    SettingsError,
     StorageConnection,
     load_fanout_settings,
+    load_notify_settings,
     load_settings,
 )
 from rollout.targets import Target, TargetRef
 
 T = TypeVar("T")
+log = logging.getLogger("rollout.bootstrap")
 
 
 class SystemClock:
@@ -166,6 +171,7 @@ def build_target_service(
         ),
         release_container_url=blobs.container_url if blobs is not None else None,
         script_checker=BashSyntaxChecker(),
+        notifications=notifications_from_environment()[1],
     )
 
 
@@ -237,7 +243,13 @@ def fleet_from_environment(env: Mapping[str, str] | None = None) -> Fleet:
     Raises ``SettingsError`` for bad settings, as ``service_from_environment`` does."""
     wiring = _fleet_wiring(os.environ if env is None else env)
     load = wiring.loader.load()
-    groups = GroupService(config=load.config, store=wiring.store, services=wiring.service_for, clock=SystemClock())
+    groups = GroupService(
+        config=load.config,
+        store=wiring.store,
+        services=wiring.service_for,
+        clock=SystemClock(),
+        notifications=notifications_from_environment(env)[1],
+    )
     return Fleet(load, wiring.service_for, wiring.unrouted, groups, script_checker=BashSyntaxChecker())
 
 
@@ -287,3 +299,62 @@ def fanout_from_environment(env: Mapping[str, str] | None = None) -> Fanout:
         now=SystemClock().now,
         budget=ReadBudget(burst=fanout_settings.read_burst, rate=fanout_settings.read_rate),
     )
+
+
+# --- notifications (rollout.notifications): the queue the services put phase changes on, the channels ---------
+
+_notify_lock = threading.Lock()
+_notify_cache: dict[tuple[str | None, ...], tuple[NotifySettings | None, NotificationQueue | None]] = {}
+
+
+def build_notification_queue(notify: NotifySettings) -> NotificationQueue | None:
+    if notify.queue is None:
+        return None
+    name = notify.queue_name
+    return _connect(
+        notify.queue,
+        lambda uri: NotificationQueue.from_service_uri(uri, storage_credential(), name),
+        lambda conn: NotificationQueue.from_connection_string(conn, name),
+    )
+
+
+def notifications_from_environment(
+    env: Mapping[str, str] | None = None,
+) -> tuple[NotifySettings | None, NotificationQueue | None]:
+    """The notification settings and the queue the services publish to: the queue is None when no channel
+    is configured. Bad notification settings never stop rollouts: they are logged here (and raised by the
+    delivery trigger, ``notify_settings_from_environment``), and nothing is enqueued."""
+    env = os.environ if env is None else env
+    key = tuple(env.get(name) for name in SETTINGS_READ)
+    with _notify_lock:
+        cached = _notify_cache.get(key)
+        if cached is None:
+            try:
+                notify: NotifySettings | None = load_notify_settings(env)
+            except SettingsError as exc:
+                log.error("notifications are off: %s", exc)
+                notify = None
+            queue = build_notification_queue(notify) if notify is not None and notify.enabled else None
+            cached = (notify, queue)
+            _notify_cache.clear()
+            _notify_cache[key] = cached
+        return cached
+
+
+def notify_settings_from_environment(env: Mapping[str, str] | None = None) -> NotifySettings:
+    """For the delivery trigger: raises ``SettingsError`` naming every bad setting."""
+    return load_notify_settings(os.environ if env is None else env)
+
+
+def build_channels(notify: NotifySettings) -> dict[str, Channel]:
+    """One channel per configured URL. Event Grid uses the topic key if one is set, else the managed identity."""
+    channels: dict[str, Channel] = {}
+    for name, url in notify.channels.items():
+        if name == "eventgrid":
+            credential = None if notify.eventgrid_key else storage_credential()
+            channels[name] = EventGridChannel(
+                url, credential=credential, key=notify.eventgrid_key, timeout=notify.timeout_seconds
+            )
+        else:
+            channels[name] = WebhookChannel(name, url, timeout=notify.timeout_seconds)
+    return channels

@@ -27,9 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rollout.logcontext import log_context
 from rollout.machine import CommandError, Verb
 from rollout.model import EventKind, Release, Rollout, RolloutEvent
-from rollout.ports import AlreadyExistsError, Clock, ConcurrencyError, PortError
+from rollout.notifications import notification_for
+from rollout.ports import AlreadyExistsError, Clock, ConcurrencyError, NotificationSink, PortError
 from rollout.releases import rollout_id_for
 from rollout.service import OutcomeStatus, RolloutNotFoundError, RolloutService
 from rollout.targets import Target, TargetsConfig
@@ -134,11 +136,14 @@ class GroupService:
         store: GroupStore,
         services: TargetServices,
         clock: Clock,
+        notifications: NotificationSink | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.services = services
         self.clock = clock
+        # A group release's phase changes and finished waves for the channels (rollout.notifications).
+        self.notifications = notifications
 
     # --- receive ---------------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class GroupService:
                     OutcomeStatus.LOST, "another tick changed the group release first", before.group, before.id
                 )
         for event in decision.events:
-            self._append(event)
+            self._append(event, record)
         failed = self._execute(record, decision.actions)
         status = OutcomeStatus.ERROR if failed else OutcomeStatus.ADVANCED
         if not decision.actions and record == before:
@@ -419,7 +424,7 @@ class GroupService:
             except ConcurrencyError:
                 continue  # a tick won the race: judge the verb again on what it wrote
             for event in decision.events:
-                self._append(event)
+                self._append(event, saved)
             self._execute(saved, decision.actions)
             return GroupOutcome(OutcomeStatus.DONE, f"{verb}: {saved.reason}", saved.group, saved.id, saved.phase)
         raise CommandError("the group release kept changing under the command; try again")
@@ -506,10 +511,11 @@ class GroupService:
                 kind=kind,
                 message=message,
                 data={"group": record.group, **data},
-            )
+            ),
+            record,
         )
 
-    def _append(self, event: RolloutEvent) -> None:
+    def _append(self, event: RolloutEvent, record: GroupRelease | None = None) -> None:
         event = RolloutEvent(
             rollout_id=event.rollout_id,
             target=event.target,
@@ -524,7 +530,27 @@ class GroupService:
             self.store.append_event(event)
         except PortError as exc:  # the audit trail must not stop a halt
             log.error("could not record event %s for %s: %s", event.kind, event.rollout_id, exc)
-        log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
+        with log_context(rollout_id=event.rollout_id, target=event.target, phase=record.phase if record else None):
+            log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
+            if record is not None and self.notifications is not None:
+                self._announce(event, record, self.notifications)
+
+    def _announce(self, event: RolloutEvent, record: GroupRelease, sink: NotificationSink) -> None:
+        """As ``RolloutService._announce``: a failed enqueue is logged, never raised. A group release of one
+        target (the default group of the ``VMSS_*`` scale set) says nothing its rollout does not: no notification."""
+        if len(record.targets) <= 1:
+            return
+        note = notification_for(
+            event, release=record.release.label, group=record.group, group_release=record.id, scope="groupRelease"
+        )
+        if note is None:
+            return
+        try:
+            sink.publish(note)
+        except Exception as exc:  # noqa: BLE001 - a notification must never stop a group release
+            log.warning(
+                "group release %s: notification %s not enqueued: %s: %s", record.id, note.kind, type(exc).__name__, exc
+            )
 
 
 def _not_newer_reason(release: Release, releases: Sequence[GroupRelease]) -> str | None:

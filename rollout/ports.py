@@ -22,6 +22,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+from rollout.notifications import Notification
 from rollout.signals import InstanceSignals
 
 # STATE_TABLE_PREFIX: empty, or letters and digits starting with a letter. Table names are 3-63
@@ -240,6 +241,13 @@ class Notifier(Protocol):
     def notify(self, rollout: Rollout, message: str) -> None: ...
 
 
+class NotificationSink(Protocol):
+    """Where the service puts a phase change for the channels (``rollout.notifications``): a queue.
+    Quick and bounded; may raise anything: the service logs and records it and carries on."""
+
+    def publish(self, notification: Notification) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
@@ -257,6 +265,7 @@ __all__ = [
     "InvalidRecordError",
     "MAX_COMMIT_RECORDS",
     "NotFoundError",
+    "NotificationSink",
     "Notifier",
     "PortError",
     "ProbeTarget",

@@ -38,6 +38,7 @@ from typing import Any
 from rollout import admission, machine
 from rollout.admission import MAX_TEXT_CHARS, clip
 from rollout.intake import Received, Vanished, parse_release_content, read_release_blob
+from rollout.logcontext import log_context
 from rollout.machine import (
     Action,
     CommandError,
@@ -57,6 +58,7 @@ from rollout.model import (
     RolloutEvent,
     TargetRecord,
 )
+from rollout.notifications import notification_for
 from rollout.orchestration import decide_with_records, unsent_after
 from rollout.policy import RolloutPolicy
 from rollout.ports import (
@@ -67,6 +69,7 @@ from rollout.ports import (
     Compute,
     ConcurrencyError,
     NotFoundError,
+    NotificationSink,
     Notifier,
     PortError,
     Prober,
@@ -141,6 +144,7 @@ class RolloutService:
         extension: ExtensionDefaults,
         release_container_url: str | None = None,
         script_checker: ScriptChecker | None = None,
+        notifications: NotificationSink | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -152,6 +156,8 @@ class RolloutService:
         self.extension = extension
         self.release_container_url = release_container_url
         self.script_checker = script_checker
+        # Phase changes for the channels (rollout.notifications), put on a queue; None: none configured.
+        self.notifications = notifications
 
     # --- start -------------------------------------------------------------------------------
 
@@ -359,8 +365,9 @@ class RolloutService:
             # go first, one row a commit, and the start waits for the next pass.
             self._reject_one_by_one(decided)
             return Outcome(OutcomeStatus.IDLE, "older releases superseded first; the newest starts next"), None
+        by_id = {r.id: r for r in written}
         for event in decided.events:
-            self._append(event)
+            self._append(event, by_id.get(event.rollout_id))
         if decided.started is not None and fleet is not None:
             return self._advance(written[0], fleet, steps=2)
         if candidate is not None and any(r.id == candidate.id for r in decided.rejected):
@@ -375,7 +382,7 @@ class RolloutService:
                 continue  # changed since: the next admission judges it again
             for event in decided.events:
                 if event.rollout_id == row.id and event.kind is EventKind.REJECTED:
-                    self._append(event)
+                    self._append(event, row)
 
     def _read_images(self, image_ids: Sequence[str]) -> dict[str, str | None]:
         """Read each image in turn (``admission.images_to_check``), up to the first that fails."""
@@ -483,7 +490,12 @@ class RolloutService:
         target, rollouts = self._load()
         held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
         if held is None or not held.phase.is_active:
-            return self._admit()[0]
+            with log_context(target=self.target_key):
+                return self._admit()[0]
+        with log_context(target=self.target_key, rollout_id=held.id, phase=held.phase):
+            return self._tick_held(held, rollouts)
+
+    def _tick_held(self, held: Rollout, rollouts: Sequence[Rollout]) -> Outcome:
         self._stop_orphans(rollouts, held)
         if held.phase in (Phase.PAUSED, Phase.FAILED):
             return Outcome(OutcomeStatus.IDLE, f"{held.phase.value}: {held.reason}", held.id, held.phase)
@@ -574,7 +586,7 @@ class RolloutService:
                 # Save, then act: a decision that cannot be saved is not acted on. Stop for a human.
                 return self._stop_unsavable(before, exc)
         for event in decision.events:
-            self._append(event)
+            self._append(event, rollout)
         failed, failed_action, error = self._execute(rollout, decision.actions)
         if isinstance(error, AccessDeniedError) and isinstance(failed_action, UpdateModel):
             # 403: the identity lacks a permission the write needs (e.g. read on the image). No
@@ -819,10 +831,11 @@ class RolloutService:
                 message=message,
                 phase=rollout.phase,
                 data=data,
-            )
+            ),
+            rollout,
         )
 
-    def _append(self, event: RolloutEvent) -> None:
+    def _append(self, event: RolloutEvent, rollout: Rollout | None = None) -> None:
         event = replace(event, message=_clip(event.message))
         try:
             try:
@@ -833,7 +846,35 @@ class RolloutService:
                 self.store.append_event(replace(event, data={"evidenceDropped": dropped}))
         except PortError as exc:  # the audit trail must not stop a rollback
             log.error("could not record event %s for %s: %s", event.kind, event.rollout_id, exc)
-        log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
+        with log_context(rollout_id=event.rollout_id, target=event.target, phase=event.phase):
+            log.info("[%s] %s: %s", event.rollout_id, event.kind, event.message)
+            if rollout is not None:
+                self._announce(event, rollout)
+
+    def _announce(self, event: RolloutEvent, rollout: Rollout) -> None:
+        """Put the notification ``event`` stands for (a phase change) on the queue. Never raises and
+        never waits long: a failed enqueue is logged and recorded (ActionFailed), and the rollout
+        carries on; the notification is lost (docs/design.md, "Notifications")."""
+        if self.notifications is None:
+            return
+        release = rollout.release
+        note = notification_for(
+            event,
+            release=release.label,
+            group=release.group,
+            group_release=rollout.id if release.group and not rollout.revert else None,
+        )
+        if note is None:
+            return
+        try:
+            self.notifications.publish(note)
+        except Exception as exc:  # noqa: BLE001 - a notification must never fail a rollout
+            message = _clip(f"notification {note.kind.value} not enqueued: {type(exc).__name__}: {exc}")
+            log.warning("rollout %s: %s", rollout.id, message)
+            with contextlib.suppress(Exception):
+                self.store.append_event(
+                    replace(event, kind=EventKind.ACTION_FAILED, message=message, at=self.clock.now(), data={})
+                )
 
 
 def _clipped(rollout: Rollout) -> Rollout:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rollout.knobs import KnobField, bound_problem, knob, knob_fields
 from rollout.policy import RolloutPolicy
@@ -182,6 +183,7 @@ def settings_table() -> tuple[SettingRow, ...]:
         _HTTP_AUTH_ROW,
         *_FANOUT_ROWS,
         *_SIGNALS_ROWS,
+        *_NOTIFY_ROWS,
     )
 
 
@@ -330,6 +332,63 @@ _SIGNALS_ROWS: tuple[SettingRow, ...] = (
         ("SIGNALS_LOGS_ENDPOINT",),
         "the Log Analytics query endpoint (sovereign clouds, the local emulator); must be https",
         _code(DEFAULT_SIGNALS_LOGS_ENDPOINT),
+    ),
+)
+
+# Notifications (rollout.notifications, docs/design.md "Notifications"): the queue the service puts phase
+# changes on (the tick queue's connection, TickQueue), and the channels the queue trigger delivers them to.
+DEFAULT_NOTIFY_QUEUE = "rollout-notifications"
+DEFAULT_NOTIFY_MAX_ATTEMPTS = 6
+DEFAULT_NOTIFY_RETRY_BASE_SECONDS = 30.0
+DEFAULT_NOTIFY_TIMEOUT_SECONDS = 10.0
+_NOTIFY_ROWS: tuple[SettingRow, ...] = (
+    SettingRow(
+        ("NOTIFY_QUEUE",),
+        "the Storage queue (on the `TickQueue` connection) that phase changes wait on for delivery; the queue "
+        "trigger `deliver_notification` reads it, dead letters go to `<name>-poison`",
+        _code(DEFAULT_NOTIFY_QUEUE),
+    ),
+    SettingRow(
+        ("NOTIFY_WEBHOOK_URL",),
+        "a generic JSON webhook (https) that receives each notification as JSON; a secret (a Key Vault reference "
+        "in Azure), never logged",
+        "unset",
+    ),
+    SettingRow(
+        ("NOTIFY_TEAMS_WEBHOOK_URL",),
+        "a Microsoft Teams incoming webhook (an Adaptive Card per notification); a secret, never logged",
+        "unset",
+    ),
+    SettingRow(
+        ("NOTIFY_SLACK_WEBHOOK_URL",),
+        "a Slack incoming webhook (`text` and `blocks`); a secret, never logged",
+        "unset",
+    ),
+    SettingRow(
+        ("NOTIFY_EVENTGRID_ENDPOINT",),
+        "an Event Grid custom topic's endpoint (`.../api/events`, input schema CloudEvents 1.0); the app's "
+        "identity needs `EventGrid Data Sender` on the topic",
+        "unset",
+    ),
+    SettingRow(
+        ("NOTIFY_EVENTGRID_KEY",),
+        "the topic's access key instead of the managed identity (not recommended); a secret, never logged",
+        "unset (managed identity)",
+    ),
+    SettingRow(
+        ("NOTIFY_MAX_ATTEMPTS",),
+        "delivery attempts per channel before a notification is dead-lettered (1 to 20)",
+        _code(DEFAULT_NOTIFY_MAX_ATTEMPTS),
+    ),
+    SettingRow(
+        ("NOTIFY_RETRY_BASE_SECONDS",),
+        "the first retry's delay in seconds, doubling on each later one, at most an hour (0 to 3600)",
+        _code(DEFAULT_NOTIFY_RETRY_BASE_SECONDS),
+    ),
+    SettingRow(
+        ("NOTIFY_TIMEOUT_SECONDS",),
+        "each delivery request's timeout in seconds (1 to 60)",
+        _code(DEFAULT_NOTIFY_TIMEOUT_SECONDS),
     ),
 )
 
@@ -512,6 +571,106 @@ def load_fanout_settings(env: Mapping[str, str]) -> FanoutSettings:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     assert queue is not None
     return FanoutSettings(queue=queue, queue_name=name, read_burst=burst, read_rate=rate)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Where notifications go. ``channels`` maps a channel (``rollout.notifications.CHANNELS``) to its
+    URL; the URLs and the key are secrets: ``repr`` never shows them."""
+
+    queue: StorageConnection | None
+    queue_name: str = DEFAULT_NOTIFY_QUEUE
+    channels: Mapping[str, str] = field(default_factory=dict, repr=False)
+    eventgrid_key: str | None = field(default=None, repr=False)
+    max_attempts: int = DEFAULT_NOTIFY_MAX_ATTEMPTS
+    retry_base_seconds: float = DEFAULT_NOTIFY_RETRY_BASE_SECONDS
+    timeout_seconds: float = DEFAULT_NOTIFY_TIMEOUT_SECONDS
+
+    @property
+    def enabled(self) -> bool:
+        """Any channel configured (and a queue to reach it): only then does the service enqueue."""
+        return bool(self.channels) and self.queue is not None
+
+
+_NOTIFY_URLS = {
+    "webhook": "NOTIFY_WEBHOOK_URL",
+    "teams": "NOTIFY_TEAMS_WEBHOOK_URL",
+    "slack": "NOTIFY_SLACK_WEBHOOK_URL",
+    "eventgrid": "NOTIFY_EVENTGRID_ENDPOINT",
+}
+
+
+def _url_problem(name: str, url: str) -> str | None:
+    """https, or http to a loopback address (the local twin's receiver). The URL itself is never echoed."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"{name} is not a URL"
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and (host.startswith("127.") or host in ("localhost", "::1")):
+        return None
+    return f"{name} must be an https:// URL (http only to a loopback address)"
+
+
+def load_notify_settings(env: Mapping[str, str]) -> NotifySettings:
+    """The notification settings (read by the services and the delivery trigger); raise ``SettingsError``
+    naming every bad one, never showing a URL or key."""
+    problems: list[str] = []
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    channels: dict[str, str] = {}
+    for channel, name in _NOTIFY_URLS.items():
+        url = get(name)
+        if url is None:
+            continue
+        problem = _url_problem(name, url)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            channels[channel] = url
+    queue = _connection(env, "TickQueue", "queueServiceUri", get)
+    if channels and queue is None:
+        problems.append("notification channels are set but there is no queue connection (TickQueue)")
+    name = get("NOTIFY_QUEUE") or DEFAULT_NOTIFY_QUEUE
+    if not _QUEUE_RE.match(name) or len(name) > 63 - len("-poison"):
+        problems.append(
+            f"NOTIFY_QUEUE={name[:80]!r} is not a valid queue name (3-56 lower-case letters, digits and single "
+            "hyphens, so that `<name>-poison` is one too)"
+        )
+
+    def number(setting: str, default: float, low: float, high: float, whole: bool = False) -> float:
+        raw = get(setting)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high or (whole and value != int(value)):
+            kind = "a whole number" if whole else "a number"
+            problems.append(f"{setting}={raw[:40]!r} must be {kind} from {low:g} to {high:g}")
+            return default
+        return value
+
+    attempts = int(number("NOTIFY_MAX_ATTEMPTS", DEFAULT_NOTIFY_MAX_ATTEMPTS, 1, 20, whole=True))
+    base = number("NOTIFY_RETRY_BASE_SECONDS", DEFAULT_NOTIFY_RETRY_BASE_SECONDS, 0, 3600)
+    timeout = number("NOTIFY_TIMEOUT_SECONDS", DEFAULT_NOTIFY_TIMEOUT_SECONDS, 1, 60)
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return NotifySettings(
+        queue=queue,
+        queue_name=name,
+        channels=channels,
+        eventgrid_key=get("NOTIFY_EVENTGRID_KEY"),
+        max_attempts=attempts,
+        retry_base_seconds=base,
+        timeout_seconds=timeout,
+    )
 
 
 def _knob_values(

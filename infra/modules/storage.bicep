@@ -26,6 +26,11 @@ param deploymentContainerName string
 @maxLength(56)
 param tickQueueName string = 'rollout-ticks'
 
+@description('The notification queue (NOTIFY_QUEUE): the services put phase changes on it; deliver_notification sends them.')
+@minLength(3)
+@maxLength(56)
+param notifyQueueName string = 'rollout-notifications'
+
 @description('Prefix of the state table names (STATE_TABLE_PREFIX).')
 param stateTablePrefix string = ''
 
@@ -153,6 +158,15 @@ resource tickQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023
   }
 ]
 
+// The notification queue and its dead letters (`<queue>-poison`: the delivery trigger's own after
+// NOTIFY_MAX_ATTEMPTS, and the host's after maxDequeueCount).
+resource notifyQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [
+  for queue in [notifyQueueName, '${notifyQueueName}-poison']: {
+    parent: queueService
+    name: queue
+  }
+]
+
 output accountName string = account.name
 output accountId string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
@@ -160,4 +174,5 @@ output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output releaseContainerName string = releaseContainer.name
 output tickQueueName string = tickQueueName
+output notifyQueueName string = notifyQueueName
 output deploymentContainerName string = deploymentContainer.name

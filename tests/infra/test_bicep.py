@@ -44,6 +44,7 @@ MONITORING_METRICS_PUBLISHER = role_id("Monitoring Metrics Publisher")
 READER = role_id("Reader")
 MONITORING_READER = role_id("Monitoring Reader")
 LOG_ANALYTICS_READER = role_id("Log Analytics Reader")
+EVENTGRID_DATA_SENDER = role_id("EventGrid Data Sender")
 
 FUNCTION_IDENTITY = "modules/functionapp.bicep:site.identity.principalId"
 SCALE_SET_IDENTITY = "modules/demo-scale-set.bicep:scaleSet.identity.principalId"
@@ -56,6 +57,7 @@ INSIGHTS = "Microsoft.Insights/components"
 GALLERY = "Microsoft.Compute/galleries"
 LOAD_BALANCER = "Microsoft.Network/loadBalancers"
 WORKSPACE = "Microsoft.OperationalInsights/workspaces"
+TOPIC = "Microsoft.EventGrid/topics"
 # An assignment without `scope` applies to the resource group its module is deployed to.
 RESOURCE_GROUP = "resourceGroup"
 SUBSCRIPTION = "subscription"
@@ -89,6 +91,8 @@ EXPECTED_ROLE_ASSIGNMENTS = {
     (MONITORING_READER, SCALE_SET, FUNCTION_IDENTITY),
     (MONITORING_READER, LOAD_BALANCER, FUNCTION_IDENTITY),
     (LOG_ANALYTICS_READER, WORKSPACE, FUNCTION_IDENTITY),
+    # optional (deployNotifyTopic): publish notifications to the notification topic only
+    (EVENTGRID_DATA_SENDER, TOPIC, FUNCTION_IDENTITY),
 }
 
 # The only role assignments on a whole subscription (a module with targetScope = 'subscription'), and why.
@@ -111,6 +115,7 @@ NOT_SET_IN_AZURE = {
     "AzureWebJobsStorage": "connection-string form (a key); AzureWebJobsStorage__accountName is set",
     "AzureWebJobsStorage__tableServiceUri": "only a fallback for unset StateStorage; StateStorage__... is set",
     "TickQueue": "connection-string form (a key); TickQueue__queueServiceUri (identity) is set",
+    "NOTIFY_EVENTGRID_KEY": "the topic's access key; in Azure the managed identity (EventGrid Data Sender) publishes",
 }
 
 # Settings read by the app outside rollout/settings.py, and by what.
@@ -793,7 +798,8 @@ def test_function_app_queue_trigger_matches_bicep() -> None:
         if binding["type"] == "queueTrigger"
     ]
     assert [(t["function"], t["connection"], t["queueName"]) for t in triggers] == [
-        ("advance_target", "TickQueue", "%TICK_QUEUE%")
+        ("advance_target", "TickQueue", "%TICK_QUEUE%"),
+        ("deliver_notification", "TickQueue", "%NOTIFY_QUEUE%"),
     ]
     settings = app_settings()
     assert settings["TickQueue__queueServiceUri"] == Expr("account.properties.primaryEndpoints.queue")
@@ -802,4 +808,12 @@ def test_function_app_queue_trigger_matches_bicep() -> None:
     queues = scope.file.resources["tickQueues"]["config"]
     assert evaluate(queues["loop_type"]["detail"]["array_name"], scope) == ["rollout-ticks", "rollout-ticks-poison"]
     assert settings[queue_setting] == "rollout-ticks"
+    # The notification queue: on the same connection, created with its dead-letter queue.
+    (notify_setting,) = _setting_references(triggers[1]["queueName"])
+    notify_queues = scope.file.resources["notifyQueues"]["config"]
+    assert evaluate(notify_queues["loop_type"]["detail"]["array_name"], scope) == [
+        "rollout-notifications",
+        "rollout-notifications-poison",
+    ]
+    assert settings[notify_setting] == "rollout-notifications"
     assert (STORAGE_QUEUE_DATA_CONTRIBUTOR, ACCOUNT, FUNCTION_IDENTITY) in _role_assignments()

@@ -50,6 +50,7 @@ NON_GLOBAL_NAME_TYPES = {
     # Not on the page; a system topic belongs to its source resource and lives in a resource group like
     # the other Event Grid topics (topics: region, eventSubscriptions: resource group).
     "Microsoft.EventGrid/systemTopics": "resource group",
+    "Microsoft.EventGrid/topics": "region (the resource-name-rules page: topics are unique per region)",
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": "system topic",
     "Microsoft.Storage/storageAccounts/blobServices": "storage account (must be default)",
     "Microsoft.Storage/storageAccounts/blobServices/containers": "storage account",

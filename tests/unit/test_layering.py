@@ -22,6 +22,8 @@ PURE = {
     "access.py",
     "waves.py",
     "targets_doc.py",
+    "notifications.py",
+    "logcontext.py",
 }
 
 
