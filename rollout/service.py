@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -73,11 +74,14 @@ from rollout.ports import (
     ProbeTarget,
     RecordTooLargeError,
     ReleaseBlob,
+    ReleaseSource,
     ScriptChecker,
     StateStore,
     TransientError,
 )
+from rollout.preflight import BLOB_MISSING
 from rollout.releases import (
+    MAX_SCRIPT_BYTES,
     ExtensionDefaults,
     desired_model,
     parse_release_name,
@@ -141,6 +145,7 @@ class RolloutService:
         extension: ExtensionDefaults,
         release_container_url: str | None = None,
         script_checker: ScriptChecker | None = None,
+        releases: ReleaseSource | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -152,6 +157,9 @@ class RolloutService:
         self.extension = extension
         self.release_container_url = release_container_url
         self.script_checker = script_checker
+        # The release container, for pre-flight's checks of the scripts a rollback or a revert needs
+        # (None: not checked) and for the what-if of a release named by its blob.
+        self.releases = releases
 
     # --- start -------------------------------------------------------------------------------
 
@@ -318,7 +326,11 @@ class RolloutService:
         if orphans:
             return self._adopt(orphans, target), None
 
-        def admit(fleet: FleetView | None, images: dict[str, str | None] | None = None) -> admission.Admission:
+        def admit(
+            fleet: FleetView | None,
+            images: dict[str, str | None] | None = None,
+            blobs: dict[str, admission.BlobRead] | None = None,
+        ) -> admission.Admission:
             return admission.admit(
                 target,
                 rollouts,
@@ -328,6 +340,7 @@ class RolloutService:
                 extension=self.extension,
                 release_container_url=self.release_container_url,
                 images=images,
+                blobs=blobs,
                 state_problem=self._state_too_large,
             )
 
@@ -344,7 +357,8 @@ class RolloutService:
             except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
                 message = f"cannot read the release's image: {exc}"
                 return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
-            decided = admit(fleet, images)
+            blobs = self._read_blobs(newest.release, fleet, newest.revert)
+            decided = admit(fleet, images, blobs)
         if decided.claim is None and not decided.rejected:
             return Outcome(OutcomeStatus.IDLE, decided.reason), None
         candidate = decided.candidate
@@ -390,6 +404,22 @@ class RolloutService:
                 results[image_id] = admission.IMAGE_MISSING
             if results[image_id] is not None:
                 break
+        return results
+
+    def _read_blobs(self, release: Release, fleet: FleetView, revert: bool) -> dict[str, admission.BlobRead] | None:
+        """Read each blob of ``preflight.blobs_to_check`` (None without a release container). A blob
+        that cannot be read just now is a finding like one that is gone: a rollback could not use it."""
+        if self.releases is None:
+            return None
+        results: dict[str, admission.BlobRead] = {}
+        for name in admission.blobs_to_check(release, fleet, self.release_container_url, revert):
+            try:
+                _, content = self.releases.read(name, MAX_SCRIPT_BYTES)
+                results[name] = admission.BlobRead(sha256=hashlib.sha256(content).hexdigest())
+            except NotFoundError:
+                results[name] = admission.BlobRead(problem=BLOB_MISSING)
+            except (PortError, ValueError) as exc:
+                results[name] = admission.BlobRead(problem=clip(str(exc), 300))
         return results
 
     def _state_too_large(self, started: Rollout, claim: TargetRecord) -> str | None:

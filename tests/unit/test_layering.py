@@ -14,6 +14,7 @@ IO_MODULES = {"azure", "requests", "socket", "urllib", "http", "subprocess", "os
 PURE = {
     "machine.py",
     "admission.py",
+    "preflight.py",
     "analysis.py",
     "model.py",
     "policy.py",
