@@ -15,6 +15,7 @@ PURE = {
     "machine.py",
     "admission.py",
     "preflight.py",
+    "whatif.py",
     "analysis.py",
     "model.py",
     "policy.py",
