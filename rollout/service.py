@@ -913,11 +913,22 @@ class RolloutService:
         """The release a what-if asks about: ``v7`` / ``7`` (a release recorded on this scale set, the
         newest of that version) or a blob name (``install_nginx.v7.sh``, ``<group>/...``), read from the
         release container when it is there, else taken from its name alone (not uploaded yet: a note
-        says so). Returns the release, whether starting it would be a revert (a version not newer than
+        says so); nothing: the next version of the stable release. Returns the release, whether
+        starting it would be a revert (a version not newer than
         the stable one, recorded here: what ``undo`` starts) and notes. ``PlanInputError`` for text that
         names no release."""
         text = text.strip()
         notes: list[Finding] = []
+        if not text:
+            target = self.store.get_target(self.target_key)
+            stable = target.stable_release if target is not None else None
+            if stable is None:
+                raise PlanInputError(
+                    "name the release to plan (release=<app>.v<N>.sh or a version): no release is stable on "
+                    f"{self.target_key} to plan the next version of"
+                )
+            text = f"{stable.app}.v{stable.version + 1}.{'sh' if stable.kind is ReleaseKind.SCRIPT else 'image.json'}"
+            notes.append(Finding("release", Severity.WARN, f"no release named: planned as the next one, {text}"))
         version = text[1:] if text[:1] in ("v", "V") else text
         if version.isdigit():
             if len(version) > 9:
@@ -933,8 +944,8 @@ class RolloutService:
                     "(release=<app>.v<N>.sh)"
                 )
             chosen = (succeeded or matching)[0]
-            stable = target.stable_version if target is not None else None
-            return chosen.release, stable is not None and chosen.release.version <= stable, notes
+            stable_version = target.stable_version if target is not None else None
+            return chosen.release, stable_version is not None and chosen.release.version <= stable_version, notes
         parsed = parse_release_name(text)
         if isinstance(parsed, str):
             raise PlanInputError(f"release {parsed}")
