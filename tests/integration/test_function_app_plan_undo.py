@@ -5,15 +5,19 @@ emulated instances, the real SDK clients."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import azure.functions as func
 import pytest
 from azure.data.tables import TableServiceClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.fixtures.appenv import app_under_test
 from tests.integration.test_function_app_rollout import App, pages, user_function
+from tests.integration.test_http_hostile import ALLOWED, any_text, bodies, huge_text, json_values, nasty_text, queries
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +174,52 @@ def test_undo_to_a_release_whose_blob_is_gone_is_recorded_rejected(app: App, arm
     status, plan = call("plan_release", "GET", {"release": "v1"})
     [target] = plan["waves"][0]["targets"]
     assert plan["verdict"] == "refused" and any(f["check"] == "blob" for f in target["findings"])
+
+
+PLAN_UNDO_EXAMPLES = 300
+
+
+def test_no_generated_plan_or_undo_request_gets_a_500(app: App, caplog: pytest.LogCaptureFixture) -> None:
+    """Hostile query strings and bodies on both routes (the strategies of tests/integration/test_http_hostile.py):
+    JSON answers with a short error, never a 500, and nothing logged as an error."""
+    ship(app, 1)
+    ship(app, 2)
+    seen: list[int] = []
+    values = st.one_of(
+        any_text,
+        nasty_text,
+        huge_text,
+        st.sampled_from(["v1", "1", "v2", "v0", "V1", "install_nginx.v3.sh", "default"]),
+    )
+    params = st.dictionaries(st.sampled_from(["release", "group", "target", "x"]), values, max_size=3) | queries
+    undo_bodies = bodies | st.fixed_dictionaries({}, optional={"to": json_values | values, "reason": values}).map(
+        lambda d: json.dumps(d).encode()
+    )
+
+    @settings(max_examples=PLAN_UNDO_EXAMPLES, derandomize=True, database=None, deadline=None)
+    @given(undo=st.booleans(), query=params, body=undo_bodies)
+    def one(undo: bool, query: dict[str, str], body: bytes) -> None:
+        function, method = ("undo_release", "POST") if undo else ("plan_release", "GET")
+        req = func.HttpRequest(method, f"http://localhost/api/{function}", params=query, body=body)
+        response = user_function(function)(req)
+        seen.append(response.status_code)
+        assert response.mimetype == "application/json"
+        payload = json.loads(response.get_body())
+        assert response.status_code in ALLOWED, (function, query, body[:100], payload)
+        if response.status_code >= 400:
+            assert isinstance(payload.get("error"), str) and len(payload["error"]) < 2000
+        if undo and response.status_code == 200 and payload["phase"] not in ("Rejected", None):
+            # An undo started: let it finish (abort it) so the next example finds the scale set free.
+            user_function("steer_rollout")(
+                func.HttpRequest(
+                    "POST",
+                    "http://localhost/api/rollouts",
+                    route_params={"id": payload["rolloutId"], "verb": "abort"},
+                    body=b"",
+                )
+            )
+
+    with caplog.at_level(logging.ERROR, logger="function_app"):
+        one()
+    assert [r.getMessage() for r in caplog.records if r.name == "function_app"] == []
+    assert {200, 400} <= set(seen)
