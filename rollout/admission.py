@@ -286,11 +286,16 @@ def admit(
             return refuse(problem)
     message = "Queued -> Canary: pre-flight passed; baseline recorded"
     events.append(RolloutEvent(started.id, started.target, now, EventKind.PHASE_CHANGED, message, phase=Phase.CANARY))
-    warnings = [f"pre-flight ({f.check}): {f.reason}" for f in found if f.severity is Severity.WARN]
-    for text in (warning, mixed_fleet_warning(fleet.instances), *warnings):
+    for text in (warning, mixed_fleet_warning(fleet.instances)):
         if text:
             events.append(
                 RolloutEvent(started.id, started.target, now, EventKind.BASELINE_WARNING, text, phase=Phase.CANARY)
+            )
+    for finding in found:
+        if finding.severity is Severity.WARN:
+            text = f"pre-flight ({finding.check}): {finding.reason}"
+            events.append(
+                RolloutEvent(started.id, started.target, now, EventKind.PREFLIGHT_WARNING, text, phase=Phase.CANARY)
             )
     return Admission(started=started, claim=claim, rejected=tuple(rejected), events=tuple(events), candidate=newest)
 

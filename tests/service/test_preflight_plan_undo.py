@@ -151,7 +151,7 @@ def test_a_warning_is_recorded_on_a_rollout_that_starts_anyway() -> None:
     world = make(size=3)  # 20% of 3: 1 instance, 33%
     outcome = world.service.start_release(release(world, 1))
     assert outcome.status == "Advanced"
-    messages = [e.message for e in world.store.list_events(TARGET, outcome.rollout_id) if e.kind == "BaselineWarning"]
+    messages = [e.message for e in world.store.list_events(TARGET, outcome.rollout_id) if e.kind == "PreflightWarning"]
     assert "pre-flight (policy): MAX_UNAVAILABLE 20% of 3 instance(s) rounds up to 1 instance(s)" in messages[0]
 
 
