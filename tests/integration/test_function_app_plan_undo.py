@@ -223,3 +223,51 @@ def test_no_generated_plan_or_undo_request_gets_a_500(app: App, caplog: pytest.L
         one()
     assert [r.getMessage() for r in caplog.records if r.name == "function_app"] == []
     assert {200, 400} <= set(seen)
+
+
+def test_the_plan_of_a_group_release_is_per_wave_and_target_and_warns_where_it_cannot_work(
+    app: App, arm_emulator: Any, make_scale_set: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = app.handle  # type: ignore[attr-defined]
+    v0 = app.blobs.url_for("install_nginx.sh")
+    small = make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
+    gone = make_scale_set(
+        3, extension_settings={"fileUris": [app.blobs.url_for("old.sh")], "commandToExecute": "bash old.sh"}
+    )
+    waves = [[handle], [small, gone]]
+    document = {
+        "defaultGroup": "web",
+        "groups": [
+            {
+                "name": "web",
+                "waveBakeSeconds": 30,
+                "waves": [
+                    {"targets": [{"resourceGroup": h.resource_group, "name": h.name} for h in wave]} for wave in waves
+                ],
+            }
+        ],
+    }
+    app.blobs.upload("targets.json", json.dumps(document).encode())
+    monkeypatch.setenv("TARGETS_CONFIG", "targets.json")
+    monkeypatch.delenv("MAX_UNAVAILABLE", raising=False)
+    before = table_rows(app)
+    arm_emulator.clear_requests()
+
+    status, plan = call("plan_release", "GET", {"release": "web/install_nginx.v1.sh"})
+
+    assert status == 200, plan
+    assert arm_writes(arm_emulator) == [] and table_rows(app) == before
+    assert (plan["group"], plan["verdict"], plan["waveBakeSeconds"]) == ("web", "refused", 30)
+    assert [[t["target"] for t in w["targets"]] for w in plan["waves"]] == [
+        [f"{h.resource_group}:{h.name}".lower() for h in wave] for wave in waves
+    ]
+    first, (two, three) = plan["waves"][0]["targets"][0], plan["waves"][1]["targets"]
+    assert first["verdict"] == "warnings" and [s["instances"] for s in first["steps"]] == [["0"], ["1"], ["2"]]
+    assert two["verdict"] == "refused"
+    [policy] = [f for f in two["findings"] if f["check"] == "policy"]
+    assert policy["severity"] == "refuse"
+    assert "MAX_UNAVAILABLE 20% of 2 instance(s) rounds up to 1 instance(s) (50% of the fleet)" in policy["reason"]
+    assert three["verdict"] == "refused"
+    assert any(f["check"] == "blob" and "blob old.sh" in f["reason"] for f in three["findings"])
+    slowest = max(float(t["estimate"]["promotionSeconds"]) for t in (two, three))
+    assert plan["promotionSeconds"] == round(float(first["estimate"]["promotionSeconds"]) + 30 + slowest)
