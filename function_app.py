@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
@@ -506,20 +506,25 @@ def plan_release(req: func.HttpRequest) -> func.HttpResponse:
             raise _Refused(400, group)
         waves: list[JsonObject] = []
         verdicts: list[str] = []
+        unknown: list[str] = []  # why the release names nothing on a target (a version it never had)
         total = 0.0
         for number, wave in enumerate(group.waves, start=1):
-            plans = []
+            plans: list[dict[str, Any]] = []
             for target in wave.targets:
                 target_service = fleet.service(target.key)
                 try:
                     release, revert, notes = target_service.plan_release(text)
                 except PlanInputError as exc:
-                    raise _Refused(400, str(exc)) from None
+                    unknown.append(str(exc))
+                    plans.append({"target": target.key, "verdict": "refused", "error": str(exc)})
+                    continue
                 plans.append(target_service.plan(release, revert=revert, notes=notes).as_dict())
             verdicts.extend(str(p["verdict"]) for p in plans)
-            slowest = max((float(p["estimate"]["promotionSeconds"]) for p in plans), default=0.0)
+            slowest = max((float(p["estimate"]["promotionSeconds"]) for p in plans if "estimate" in p), default=0.0)
             total += slowest + (group.wave_bake_seconds if number < len(group.waves) else 0)
             waves.append({"wave": number, "targets": plans})
+        if unknown and len(unknown) == len(verdicts):
+            raise _Refused(400, unknown[0])  # it names nothing anywhere: the request is wrong
         verdict = "refused" if "refused" in verdicts else ("warnings" if "warnings" in verdicts else "ok")
         return 200, {
             "release": text or None,

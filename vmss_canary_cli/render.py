@@ -369,7 +369,10 @@ def _duration(seconds: object) -> str:
 
 
 def target_plan_view(plan: Json) -> RenderableType:
-    """One target's plan: the steps, capacity, times, ARM writes and the findings."""
+    """One target's plan: the steps, capacity, times, ARM writes and the findings (or why there is none)."""
+    if plan.get("error"):
+        target, error = plan.get("target"), plan.get("error")
+        return Text.assemble((f"{target}", "bold"), ": ", ("refused", "bold red"), f" - {error}")
     verdict_style = {"refused": "bold red", "warnings": "yellow", "ok": "green"}.get(str(plan.get("verdict")), "")
     fleet = plan.get("fleet") or {}
     header = Text.assemble(

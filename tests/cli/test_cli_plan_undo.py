@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from rollout.policy import RolloutPolicy
 from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, serve
 from tests.cli.test_cli import Api, ended
+from vmss_canary_cli import render
 from vmss_canary_cli.exits import ExitCode
 
 WRITES = ("update_model", "upgrade_instances", "reimage_instances")
@@ -144,3 +146,25 @@ def test_undo_that_rolls_back_exits_with_the_rolled_back_code(served: Callable[.
     api.world.auto_tick = True
     result = api.cli("undo", "--wait", "--interval", "0.2")
     assert result.exit_code == ExitCode.ROLLED_BACK, result.output
+
+
+def test_a_group_plan_shows_each_wave_and_a_target_the_release_names_nothing_on() -> None:
+    payload = {
+        "release": "v3",
+        "group": "web",
+        "verdict": "refused",
+        "promotionSeconds": 3725,
+        "waveBakeSeconds": 30,
+        "waves": [
+            {"wave": 1, "targets": [{"target": "rg:a", "verdict": "refused", "error": "no release v3 is recorded"}]},
+            {"wave": 2, "targets": [{"target": "rg:b", "verdict": "ok", "release": "app v3", "steps": []}]},
+        ],
+    }
+    console = Console(width=120, record=True)
+    console.print(render.plan_view(payload))
+    text = console.export_text()
+    assert "what-if v3 to group 'web': refused - nothing was written" in text
+    assert "wave 1" in text and "wave 2" in text
+    assert "rg:a: refused - no release v3 is recorded" in text
+    assert "rg:b: app v3 on" in text
+    assert "whole group: ~1h02m05s (with 30 s of bake between waves)" in text

@@ -269,5 +269,7 @@ def test_the_plan_of_a_group_release_is_per_wave_and_target_and_warns_where_it_c
     assert "MAX_UNAVAILABLE 20% of 2 instance(s) rounds up to 1 instance(s) (50% of the fleet)" in policy["reason"]
     assert three["verdict"] == "refused"
     assert any(f["check"] == "blob" and "blob old.sh" in f["reason"] for f in three["findings"])
+    status, answer = call("plan_release", "GET", {"release": "v1"})
+    assert status == 400 and answer["error"].startswith("no release v1 is recorded on this scale set")
     slowest = max(float(t["estimate"]["promotionSeconds"]) for t in (two, three))
     assert plan["promotionSeconds"] == round(float(first["estimate"]["promotionSeconds"]) + 30 + slowest)
