@@ -12,9 +12,12 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+import vmss_canary_cli.app as cli
+from emulator.easyauth import LocalTokenIssuer
+from rollout.access import OPERATE_ROLE, READ_ROLE
 from rollout.policy import RolloutPolicy
-from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, serve
-from tests.cli.test_cli import Api, ended
+from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, load_function_app, serve
+from tests.cli.test_cli import Api, ended, runner
 from vmss_canary_cli import render
 from vmss_canary_cli.exits import ExitCode
 
@@ -168,3 +171,31 @@ def test_a_group_plan_shows_each_wave_and_a_target_the_release_names_nothing_on(
     assert "rg:a: refused - no release v3 is recorded" in text
     assert "rg:b: app v3 on" in text
     assert "whole group: ~1h02m05s (with 30 s of bake between waves)" in text
+
+
+def test_with_entra_the_plan_needs_the_read_role_and_undo_the_operate_role(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    world = FakeWorld(http_auth="entra")
+    issuer = LocalTokenIssuer()
+    module = load_function_app("entra", monkeypatch)
+    with serve(world, monkeypatch, tmp_path, app_module=module, easy_auth=issuer.settings()) as host:
+        for version in (1, 2):
+            rid = world.release(f"install_nginx.v{version}.sh")
+            assert ended(world, rid) == "Succeeded"
+        env = {"VMSS_CANARY_URL": host.url, "VMSS_CANARY_KEY": ""}
+
+        def run(*args: str, token: str) -> Any:
+            return runner.invoke(cli.app, list(args), env={**env, "VMSS_CANARY_TOKEN": token})
+
+        reader = issuer.token(roles=[READ_ROLE], preferred_username="rita@contoso.com")
+        assert run("plan", "v1", token=reader).exit_code == 0
+        denied = run("undo", token=reader)
+        assert denied.exit_code == ExitCode.AUTH and "403 Forbidden" in denied.stderr and OPERATE_ROLE in denied.stderr
+        assert world.store.get_target("rg:vmss").active_rollout_id is None  # type: ignore[union-attr]
+        operator = issuer.token(roles=[OPERATE_ROLE], preferred_username="ada@contoso.com")
+        started = run("undo", "--reason", "v2 is slow", "-o", "json", token=operator)
+        assert started.exit_code == 0, started.output
+        rid = json.loads(started.stdout)["rolloutId"]
+        [received] = [e for e in world.store.list_events("rg:vmss", rid) if e.kind == "Received"]
+        assert received.actor.startswith("ada@contoso.com") and "by ada@contoso.com" in received.message
