@@ -440,7 +440,11 @@ class RolloutService:
             except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
                 message = f"cannot read the release's image: {exc}"
                 return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
-            blobs = self._read_blobs(newest.release, fleet, newest.revert)
+            try:
+                blobs = self._read_blobs(newest.release, fleet, newest.revert)
+            except TransientError as exc:  # Storage busy or unreachable: it stays queued for the next tick
+                message = f"cannot read the release container: {exc}"
+                return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
             decided = admit(fleet, images, blobs)
         if decided.claim is None and not decided.rejected:
             return Outcome(OutcomeStatus.IDLE, decided.reason), None
@@ -491,7 +495,8 @@ class RolloutService:
 
     def _read_blobs(self, release: Release, fleet: FleetView, revert: bool) -> dict[str, admission.BlobRead] | None:
         """Read each blob of ``preflight.blobs_to_check`` (None without a release container). A blob
-        that cannot be read just now is a finding like one that is gone: a rollback could not use it."""
+        that is gone or that the app may not read (403) is a finding: a rollback could not use it.
+        ``TransientError`` (throttled, 5xx, unreachable) propagates: the next tick reads again."""
         if self.releases is None:
             return None
         results: dict[str, admission.BlobRead] = {}
@@ -501,6 +506,8 @@ class RolloutService:
                 results[name] = admission.BlobRead(sha256=hashlib.sha256(content).hexdigest())
             except NotFoundError:
                 results[name] = admission.BlobRead(problem=BLOB_MISSING)
+            except TransientError:
+                raise
             except (PortError, ValueError) as exc:
                 results[name] = admission.BlobRead(problem=clip(str(exc), 300))
         return results
@@ -914,9 +921,8 @@ class RolloutService:
         newest of that version) or a blob name (``install_nginx.v7.sh``, ``<group>/...``), read from the
         release container when it is there, else taken from its name alone (not uploaded yet: a note
         says so); nothing: the next version of the stable release. Returns the release, whether
-        starting it would be a revert (a version not newer than
-        the stable one, recorded here: what ``undo`` starts) and notes. ``PlanInputError`` for text that
-        names no release."""
+        starting it would be a revert (a version not newer than the stable one, recorded here: what
+        ``undo`` starts) and notes. ``PlanInputError`` for text that names no release."""
         text = text.strip()
         notes: list[Finding] = []
         if not text:
@@ -930,7 +936,7 @@ class RolloutService:
             text = f"{stable.app}.v{stable.version + 1}.{'sh' if stable.kind is ReleaseKind.SCRIPT else 'image.json'}"
             notes.append(Finding("release", Severity.WARN, f"no release named: planned as the next one, {text}"))
         version = text[1:] if text[:1] in ("v", "V") else text
-        if version.isdigit():
+        if version.isascii() and version.isdigit():
             if len(version) > 9:
                 raise PlanInputError(f"version {shorten(text)} is out of range")
             target, rollouts = self.store.load(self.target_key)

@@ -127,6 +127,23 @@ def test_a_baseline_script_that_cannot_be_read_is_refused() -> None:
     assert "blob install_nginx.sh" in reason and "cannot be read" in reason and "403" in reason
 
 
+def test_a_release_container_busy_just_now_leaves_the_release_queued_for_the_next_tick() -> None:
+    world = make()
+    world.blobs.busy = 1
+    outcome = world.service.start_release(release(world, 1))
+    assert outcome.status == "Queued" and "cannot read the release container" in outcome.message
+    assert writes(world.scale_set) == []
+    world.clock.advance(30)
+    assert world.service.tick().status == "Advanced"
+    assert world.phase(outcome.rollout_id) is Phase.CANARY
+
+
+def test_the_plan_of_a_version_in_other_digits_is_no_version() -> None:
+    world = make()
+    with pytest.raises(PlanInputError, match="does not match"):
+        world.service.plan_release("v\u00b2")
+
+
 def test_an_image_that_no_longer_exists_is_refused() -> None:
     world = make()
     name = parse_release_name("install_nginx.v1.image.json")
