@@ -9,7 +9,8 @@
   (``rollout.notifications``), retrying failed channels with backoff, then dead-lettering them.
 * ``list_targets`` (HTTP): the targets in force (groups, waves, targets, their state, load errors).
 * ``list_rollouts`` / ``get_rollout`` / ``steer_rollout`` / ``fleet_status`` (HTTP): status, the
-  operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet. Who may call
+  operator verbs abort, pause, resume, promote, promote-full, retry, and the live fleet.
+* ``plan_release`` / ``undo_release`` (HTTP): the what-if of a release, and undo of the stable release. Who may call
   them is ``HTTP_AUTH`` (``rollout.access``): function keys, or App Service authentication with
   Microsoft Entra ID app roles. Every answer is JSON; 500 only for a misconfigured app.
 * ``dashboard`` (HTTP): one self-contained HTML page over the same data (``rollout.dashboard``).
@@ -60,9 +61,10 @@ from rollout.logcontext import log_context
 from rollout.machine import CommandError, Verb
 from rollout.notifications import Envelope, NotificationError
 from rollout.ports import InvalidKeyError, InvalidRecordError, PortError
-from rollout.releases import rollout_id_problem
-from rollout.service import OutcomeStatus, RolloutNotFoundError, RolloutService
+from rollout.releases import MAX_VERSION, rollout_id_problem
+from rollout.service import OutcomeStatus, PlanInputError, RolloutNotFoundError, RolloutService, UndoRefusedError
 from rollout.settings import SettingsError, http_auth_at_startup, platform_auth_enabled
+from rollout.targets_doc import route
 from rollout.views import (
     fleet_json,
     group_release_detail,
@@ -584,3 +586,125 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(
         page, status_code=status, mimetype="text/html", charset="utf-8", headers=page_headers(nonce)
     )
+
+
+# --- What-if and undo (rollout.whatif, RolloutService.undo) ----------------------------------------
+# ``GET /api/plan?release=<blob name or version>[&group=G]``: what a release would do to each target of
+# its group, wave by wave, before anything is written (read role). ``POST /api/undo[?target=<rg>:<name>]``
+# with ``{"to": "v3", "reason": "..."}`` (both optional): replace the stable release with an earlier one
+# that succeeded there, as a new rollout (operator role). README, "What-if and undo".
+
+MAX_RELEASE_PARAM_CHARS = 300
+
+
+@app.route(route="plan", methods=["GET"])
+def plan_release(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        text = req.params.get("release") or ""
+        if len(text) > MAX_RELEASE_PARAM_CHARS or _CONTROL_CHARS.search(text):
+            raise _Refused(400, f"release={_shorten(text)} is not a release name or version")
+        group_name = req.params.get("group")
+        if group_name is not None and (not group_name or len(group_name) > 63 or _CONTROL_CHARS.search(group_name)):
+            raise _Refused(400, f"group={_shorten(group_name)} is not a group name")
+        fleet = fleet_from_environment()
+        if fleet.problems:
+            raise _Refused(409, f"the targets configuration cannot be used: {'; '.join(fleet.problems[:5])}")
+        if group_name is None and "/" in text:
+            group_name = text.split("/", 1)[0]
+        group = route(fleet.config, group_name)
+        if isinstance(group, str):
+            raise _Refused(400, group)
+        waves: list[JsonObject] = []
+        verdicts: list[str] = []
+        unknown: list[str] = []  # why the release names nothing on a target (a version it never had)
+        total = 0.0
+        for number, wave in enumerate(group.waves, start=1):
+            plans: list[dict[str, Any]] = []
+            for target in wave.targets:
+                target_service = fleet.service(target.key)
+                try:
+                    release, revert, notes = target_service.plan_release(text)
+                except PlanInputError as exc:
+                    unknown.append(str(exc))
+                    plans.append({"target": target.key, "verdict": "refused", "error": str(exc)})
+                    continue
+                plans.append(target_service.plan(release, revert=revert, notes=notes).as_dict())
+            verdicts.extend(str(p["verdict"]) for p in plans)
+            slowest = max((float(p["estimate"]["promotionSeconds"]) for p in plans if "estimate" in p), default=0.0)
+            total += slowest + (group.wave_bake_seconds if number < len(group.waves) else 0)
+            waves.append({"wave": number, "targets": plans})
+        if unknown and len(unknown) == len(verdicts):
+            raise _Refused(400, unknown[0])  # it names nothing anywhere: the request is wrong
+        verdict = "refused" if "refused" in verdicts else ("warnings" if "warnings" in verdicts else "ok")
+        return 200, {
+            "release": text or None,
+            "group": group.name,
+            "verdict": verdict,
+            "promotionSeconds": round(total),
+            "waveBakeSeconds": group.wave_bake_seconds,
+            "waves": waves,
+            "written": False,
+        }
+
+    return _http(req, READ_ROLE, "plan a release", run)
+
+
+@app.route(route="undo", methods=["POST"])
+def undo_release(req: func.HttpRequest) -> func.HttpResponse:
+    def run(service: RolloutService, caller: Caller) -> tuple[int, JsonObject]:
+        try:
+            to, reason = _undo_body(req.get_body())
+        except ValueError as exc:
+            raise _Refused(400, str(exc)) from None
+        target = req.params.get("target")
+        if target is not None:
+            if not target or len(target) > MAX_TARGET_KEY_CHARS or _CONTROL_CHARS.search(target):
+                raise _Refused(404, f"no such target: {_shorten(target)}")
+            try:
+                service = fleet_from_environment().service(target)
+            except KeyError:
+                raise _Refused(404, f"no target {_shorten(target)} is configured") from None
+        try:
+            outcome = service.undo(to, actor=caller.actor, reason=reason)
+        except UndoRefusedError as exc:
+            raise _Refused(409, str(exc)) from None
+        return 200, {**outcome.as_dict(), "target": service.target_key}
+
+    return _http(req, OPERATE_ROLE, "undo a release", run)
+
+
+def _undo_body(raw: bytes) -> tuple[int | None, str]:
+    """``{"to": "v3" | 3, "reason": str}``, both optional (raises ``ValueError`` saying why: 400)."""
+    if not raw or not raw.strip():
+        return None, ""
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValueError(f"body is {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"body is not valid JSON: {_shorten(str(exc))}") from None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    unknown = sorted(set(body) - {"to", "reason"})
+    if unknown:
+        names = ", ".join(unknown)
+        raise ValueError(f"unknown field(s) {_shorten(names)}; undo takes reason, to")
+    to = body.get("to")
+    version: int | None = None
+    if isinstance(to, bool) or not isinstance(to, (int, str, type(None))):
+        raise ValueError('"to" must be a version: 3 or "v3"')
+    if isinstance(to, int):
+        version = to
+    elif isinstance(to, str):
+        digits = to[1:] if to[:1] in ("v", "V") else to
+        if not digits.isdigit() or not digits.isascii() or len(digits) > 9:
+            raise ValueError(f'"to" must be a version like "v3", not {_shorten(to)}')
+        version = int(digits)
+    if version is not None and not 0 <= version <= MAX_VERSION:
+        raise ValueError(f'"to" must be a version between 0 and {MAX_VERSION}')
+    reason = body.get("reason", "")
+    if not _is_reason(reason):
+        raise ValueError(
+            f'"reason" must be a string of at most {MAX_REASON_CHARS} characters without control characters'
+        )
+    return version, reason

@@ -352,6 +352,10 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
 
         emulator.monitor.add_workspace(WORKSPACE_ID)
         settings = app_settings(azurite, emulator, options.bake_seconds, options.failure_threshold)
+        if instances <= 2:
+            # Pre-flight refuses the default MAX_UNAVAILABLE of 20% on 2 instances or fewer (it rounds up
+            # to half the fleet or more: rollout.preflight.policy_findings); a count says it is accepted.
+            settings["MAX_UNAVAILABLE"] = "1"
         if len(names) > 1:
             document = targets_document(names, options.wave_bake_seconds)
             blobs.upload(TARGETS_BLOB, json.dumps(document, indent=2).encode(), overwrite=True)

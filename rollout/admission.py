@@ -15,8 +15,10 @@ The rules, in order (the first that applies decides):
    the claim and the start, a first transaction rejects a chunk of them and nothing starts yet.
 3. Not newer: a candidate not newer than the stable release is rejected.
 4. Observe: without the observed scale set, stop here (``needs_fleet``); nothing is written yet.
-5. Pre-flight, each a small function: orchestration mode, upgrade mode, capacity (healthy
-   instances), what the release replaces (an extension to roll back to, or an image), image access.
+5. Pre-flight (``rollout.preflight``, each a small function): orchestration mode, upgrade mode, a
+   policy the fleet size makes impossible, capacity (healthy instances), what the release replaces
+   (an extension to roll back to, or an image), image access, the release container's scripts a
+   rollback or a revert needs. Its ``refuse`` findings reject; its ``warn`` findings become events.
 6. Baseline: the exact current model (with the protected settings Azure will not give back, where
    they are known), the release's model from the extension as observed, and the state fits the store.
 """
@@ -27,12 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from rollout.analysis import assess_instance, mixed_fleet_warning
+from rollout.analysis import mixed_fleet_warning
 from rollout.model import (
     EventKind,
     ExtensionSpec,
     FleetView,
-    Health,
     ModelSpec,
     Phase,
     Release,
@@ -44,14 +45,20 @@ from rollout.model import (
 from rollout.orchestration import orchestration_problem
 from rollout.policy import RolloutPolicy
 from rollout.ports import MAX_COMMIT_RECORDS
-from rollout.releases import (
-    CUSTOM_SCRIPT_PUBLISHER,
-    CUSTOM_SCRIPT_TYPE,
-    ExtensionDefaults,
-    desired_model,
-    image_missing_reason,
-    image_unreadable_reason,
+from rollout.preflight import (
+    IMAGE_MISSING,
+    BlobRead,
+    Severity,
+    blobs_to_check,
+    capacity_problem,
+    extension_problem,
+    findings,
+    image_problem,
+    images_to_check,
+    refusal,
+    replaced_problem,
 )
+from rollout.releases import ExtensionDefaults, desired_model
 
 # The start transaction writes the claim row and the started rollout beside the superseded ones.
 MAX_SUPERSEDED = MAX_COMMIT_RECORDS - 2
@@ -60,10 +67,6 @@ MAX_SUPERSEDED = MAX_COMMIT_RECORDS - 2
 # built from every instance's extension message could otherwise outgrow a Tables property (32 K
 # characters) and make the rollout unsavable.
 MAX_TEXT_CHARS = 8000
-
-# The result of reading an image (``images`` of ``admit``): None = readable, IMAGE_MISSING = 404,
-# any other text = why ARM refused the read (e.g. "403 AuthorizationFailed").
-IMAGE_MISSING = "missing"
 
 # A started rollout and the claim it leaves on success -> why they could not be stored, or None.
 StateCheck = Callable[[Rollout, TargetRecord], str | None]
@@ -92,94 +95,7 @@ class Admission:
         return ([self.started] if self.started is not None else []) + list(self.rejected)
 
 
-# --- pre-flight checks ---------------------------------------------------------------------------------
-
-
-def capacity_problem(fleet: FleetView, policy: RolloutPolicy) -> str | None:
-    healthy = [v for v in fleet.instances if assess_instance(v) is Health.HEALTHY]
-    if len(healthy) < policy.min_healthy_instances:
-        return (
-            f"{len(healthy)} of {len(fleet.instances)} instances are healthy; "
-            f"at least {policy.min_healthy_instances} needed to start a canary"
-        )
-    return None
-
-
-def replaced_problem(release: Release, fleet: FleetView, extension: ExtensionDefaults) -> str | None:
-    """Does the scale set have what the release replaces, in a form a rollback can restore?"""
-    if release.kind is ReleaseKind.SCRIPT and fleet.model.extension is None:
-        return (
-            f"the scale set has no extension named {extension.extension_name!r}: "
-            "a script release needs one to roll back to"
-        )
-    if release.kind is ReleaseKind.IMAGE and not fleet.model.image_id:
-        return "the scale set does not use a managed image id: an image release would have no image to roll back to"
-    if release.kind is ReleaseKind.SCRIPT:
-        return extension_problem(fleet.model.extension)
-    return None
-
-
-def extension_problem(current: ExtensionSpec | None) -> str | None:
-    """Can a script release take over this extension and give it back intact on rollback?"""
-    if current is None:
-        return None
-    # Releases are written for the Custom Script Extension v2 for Linux (publisher
-    # Microsoft.Azure.Extensions, type CustomScript: "Use the Azure Custom Script Extension
-    # Version 2 with Linux virtual machines", learn.microsoft.com/azure/virtual-machines/
-    # extensions/custom-script-linux). Another extension of that name would get settings it
-    # does not understand.
-    if (current.publisher.lower(), current.type.lower()) != (
-        CUSTOM_SCRIPT_PUBLISHER.lower(),
-        CUSTOM_SCRIPT_TYPE.lower(),
-    ):
-        return (
-            f"the scale set's extension {current.name!r} is {current.publisher or '?'}/{current.type or '?'}, "
-            f"not the Custom Script Extension v2 for Linux ({CUSTOM_SCRIPT_PUBLISHER}/{CUSTOM_SCRIPT_TYPE}) "
-            "that script releases are written for; nothing was changed. Point EXTENSION_NAME at the scale "
-            "set's CustomScript extension, or add one (install the current script with it) before releasing"
-        )
-    if current.protected_settings_from_key_vault is not None:
-        return (
-            f"the scale set's extension {current.name!r} reads its protected settings from Key Vault "
-            "(protectedSettingsFromKeyVault); nothing was changed. A release writes its own "
-            "protectedSettings (how the VMs download the script), and an extension holds "
-            "either protectedSettings or protectedSettingsFromKeyVault, so the release would drop the "
-            "Key Vault reference; ARM never returns protected settings, so what the secret holds could "
-            "not be checked or restored by a rollback. Move what the secret holds into the release script "
-            "(the VMs' managed identity can read Key Vault at run time) and remove "
-            "protectedSettingsFromKeyVault from the extension, or ship the change as an image release"
-        )
-    return None
-
-
-_CURRENT_IMAGE = " (the scale set's current image, which a rollback writes back)"
-
-
-def images_to_check(release: Release, fleet: FleetView) -> list[str]:
-    """The images to read before an image release starts, in order: the release's, then the scale
-    set's current one (a rollback writes it back, and ARM checks read access on that write too).
-    ARM refuses a model write naming an image the identity cannot read (403 LinkedAuthorizationFailed)."""
-    if release.kind is not ReleaseKind.IMAGE or not release.image_id:
-        return []
-    images = [release.image_id]
-    if fleet.model.image_id and fleet.model.image_id.lower() != release.image_id.lower():
-        images.append(fleet.model.image_id)
-    return images
-
-
-def image_problem(release: Release, fleet: FleetView, images: Mapping[str, str | None]) -> str | None:
-    """The first image of ``images_to_check`` that cannot be read, from the reads' results. A reader
-    may stop at the first failure: images after it need no result."""
-    for n, image_id in enumerate(images_to_check(release, fleet)):
-        if image_id not in images:
-            raise ValueError(f"no read result for image {image_id}")
-        result = images[image_id]
-        role = _CURRENT_IMAGE if n else ""
-        if result == IMAGE_MISSING:
-            return image_missing_reason(image_id + role)
-        if result is not None:
-            return image_unreadable_reason(image_id + role, result)
-    return None
+# --- pre-flight checks: rollout.preflight (also what the what-if plan reports) -------------------------
 
 
 def preflight(
@@ -188,14 +104,15 @@ def preflight(
     policy: RolloutPolicy,
     extension: ExtensionDefaults,
     images: Mapping[str, str | None],
+    blobs: Mapping[str, BlobRead] | None = None,
+    release_container_url: str | None = None,
 ) -> str | None:
-    """Why the release cannot start on this scale set, or None."""
-    return (
-        orchestration_problem(fleet)  # the mode and the upgrade policy (rollout.orchestration)
-        or capacity_problem(fleet, policy)
-        or replaced_problem(release, fleet, extension)
-        or image_problem(release, fleet, images)
+    """Why the release cannot start on this scale set (every ``refuse`` finding of
+    ``rollout.preflight.findings``, joined), or None."""
+    found = findings(
+        release, fleet, policy, extension, images, blobs=blobs, release_container_url=release_container_url
     )
+    return refusal(found)
 
 
 def not_newer_reason(release: Release, target: TargetRecord | None, active: Rollout | None) -> str | None:
@@ -302,12 +219,14 @@ def admit(
     extension: ExtensionDefaults,
     release_container_url: str | None = None,
     images: Mapping[str, str | None] | None = None,
+    blobs: Mapping[str, BlobRead] | None = None,
     state_problem: StateCheck | None = None,
 ) -> Admission:
     """Admission for a scale set no rollout holds (the caller checks that). ``rollouts`` are the
     target's rollouts as read with ``target``; ``fleet`` the observed scale set, or None until
     ``needs_fleet`` asks for it; ``images`` the results of reading ``images_to_check`` (see
-    ``IMAGE_MISSING``); ``state_problem`` whether the started rollout's state can be stored."""
+    ``IMAGE_MISSING``); ``blobs`` the results of reading ``blobs_to_check`` (None: not read);
+    ``state_problem`` whether the started rollout's state can be stored."""
     queued = sorted((r for r in rollouts if r.phase is Phase.QUEUED), key=lambda r: (r.release.version, r.created_at))
     if not queued:
         return Admission(reason="no queued release")
@@ -335,7 +254,17 @@ def admit(
         return refuse(reason)
     if fleet is None:
         return Admission(needs_fleet=newest, candidate=newest)
-    problem = preflight(newest.release, fleet, policy, extension, images or {})
+    found = findings(
+        newest.release,
+        fleet,
+        policy,
+        extension,
+        images or {},
+        blobs=blobs,
+        release_container_url=release_container_url,
+        revert=newest.revert,
+    )
+    problem = refusal(found)
     if problem is not None:
         return refuse(problem)
     base, warning = baseline(newest, fleet, target, extension, release_container_url)
@@ -362,11 +291,19 @@ def admit(
             events.append(
                 RolloutEvent(started.id, started.target, now, EventKind.BASELINE_WARNING, text, phase=Phase.CANARY)
             )
+    for finding in found:
+        if finding.severity is Severity.WARN:
+            text = f"pre-flight ({finding.check}): {finding.reason}"
+            events.append(
+                RolloutEvent(started.id, started.target, now, EventKind.PREFLIGHT_WARNING, text, phase=Phase.CANARY)
+            )
     return Admission(started=started, claim=claim, rejected=tuple(rejected), events=tuple(events), candidate=newest)
 
 
 __all__ = [
     "IMAGE_MISSING",
+    "BlobRead",
+    "blobs_to_check",
     "MAX_SUPERSEDED",
     "MAX_TEXT_CHARS",
     "Admission",
@@ -379,6 +316,7 @@ __all__ = [
     "images_to_check",
     "merge_model",
     "not_newer_reason",
+    "orchestration_problem",
     "orphan_stopped",
     "preflight",
     "released_claim",

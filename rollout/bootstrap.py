@@ -172,6 +172,7 @@ def build_target_service(
         release_container_url=blobs.container_url if blobs is not None else None,
         script_checker=BashSyntaxChecker(),
         notifications=notifications_from_environment()[1],
+        releases=blobs,
     )
 
 

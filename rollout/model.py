@@ -258,6 +258,7 @@ class EventKind(enum.StrEnum):
     REJECTED = "Rejected"  # a release was rejected (not newer, pre-flight, unreadable, superseded)
     PHASE_CHANGED = "PhaseChanged"  # "<before> -> <after>: <reason>"
     BASELINE_WARNING = "BaselineWarning"  # the baseline's protected settings are not known
+    PREFLIGHT_WARNING = "PreflightWarning"  # a pre-flight finding that warns (rollout.preflight); it started anyway
     ADOPTED = "Adopted"  # an orphan took the free scale set again
     ORPHANED = "Orphaned"  # a started rollout not holding the scale set was stopped
     MODEL_UPDATE_ISSUED = "ModelUpdateIssued"  # the release's (or the baseline's) model is written

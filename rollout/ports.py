@@ -220,6 +220,20 @@ class ReleaseBlob(Protocol):
         ...
 
 
+class ReleaseSource(Protocol):
+    """The release container, read by name (``rollout.adapters.blobs.ReleaseBlobs``): what pre-flight
+    reads to learn that the scripts a rollback or a revert needs still exist, and the what-if reads to
+    plan a release by its blob name."""
+
+    @property
+    def container_url(self) -> str: ...
+
+    def read(self, name: str, max_bytes: int = ...) -> tuple[str, bytes]:
+        """``(url, content)``; ``NotFoundError`` when the blob does not exist, ``ValueError`` for a name
+        the container refuses or a blob larger than ``max_bytes``."""
+        ...
+
+
 class ScriptChecker(Protocol):
     def problems(self, name: str, content: bytes) -> str | None:
         """Why a release script cannot run (a syntax error), or None."""
@@ -271,6 +285,7 @@ __all__ = [
     "ProbeTarget",
     "RecordTooLargeError",
     "ReleaseBlob",
+    "ReleaseSource",
     "ScriptChecker",
     "SignalSource",
     "Prober",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from rollout import admission, machine
+from rollout import admission, machine, preflight, whatif
 from rollout.admission import MAX_TEXT_CHARS, clip
 from rollout.intake import Received, Vanished, parse_release_content, read_release_blob
 from rollout.logcontext import log_context
@@ -54,6 +55,7 @@ from rollout.model import (
     FleetView,
     Phase,
     Release,
+    ReleaseKind,
     Rollout,
     RolloutEvent,
     TargetRecord,
@@ -76,16 +78,22 @@ from rollout.ports import (
     ProbeTarget,
     RecordTooLargeError,
     ReleaseBlob,
+    ReleaseSource,
     ScriptChecker,
     StateStore,
     TransientError,
 )
+from rollout.preflight import BLOB_MISSING, Finding, Severity
 from rollout.releases import (
+    MAX_SCRIPT_BYTES,
     ExtensionDefaults,
     desired_model,
+    max_release_bytes,
     parse_release_name,
     rollout_id_for,
+    unread_release,
 )
+from rollout.whatif import TargetPlan
 
 log = logging.getLogger("rollout")
 
@@ -130,6 +138,60 @@ class RolloutNotFoundError(LookupError):
     pass
 
 
+class PlanInputError(ValueError):
+    """A what-if asked about something that names no release (the HTTP API answers 400)."""
+
+
+class UndoRefusedError(Exception):
+    """An undo that cannot be done (nothing to undo, a version that never succeeded here, a rollout
+    active): nothing was written. The HTTP API answers 409 with the message."""
+
+
+def undo_choice(target: TargetRecord | None, rollouts: Sequence[Rollout], to_version: int | None) -> Release:
+    """The release an undo goes back to, from the stored release records (``Rollout.release``): the
+    newest version below the stable one that succeeded on this scale set, or ``to_version`` if it did
+    (a newer one too: after an undo, ``--to`` the release undone brings it back).
+    Raises ``UndoRefusedError`` saying why there is none."""
+    held = _held(target, rollouts)
+    if held is not None:
+        raise UndoRefusedError(
+            f"{held.id} ({held.release.label}) is {held.phase.value} on this scale set: an undo starts only when "
+            "no rollout is active (wait for it to end, or abort it)"
+        )
+    if target is None or target.stable_release is None or target.stable_version is None:
+        raise UndoRefusedError("nothing to undo: no release has succeeded on this scale set yet")
+    stable = target.stable_version
+    succeeded = sorted(
+        (r for r in rollouts if r.phase is Phase.SUCCEEDED),
+        key=lambda r: (r.release.version, r.updated_at),
+        reverse=True,
+    )
+    if to_version is None:
+        earlier = [r for r in succeeded if r.release.version < stable]
+        if not earlier:
+            raise UndoRefusedError(
+                f"nothing to undo: no release older than the stable v{stable} has succeeded on this scale set"
+            )
+        return earlier[0].release
+    if to_version == stable:
+        raise UndoRefusedError(f"nothing to undo: v{to_version} is the stable release")
+    matching = [r for r in succeeded if r.release.version == to_version]
+    if matching:
+        return matching[0].release
+    seen = sorted({r.phase.value for r in rollouts if r.release.version == to_version})
+    if seen:
+        raise UndoRefusedError(
+            f"v{to_version} never succeeded on this scale set (its rollouts ended {', '.join(seen)}): only a release "
+            "that succeeded here can be restored"
+        )
+    known = sorted({r.release.version for r in succeeded if r.release.version != stable})
+    listed = ", ".join(f"v{v}" for v in known[-10:]) or "none"
+    raise UndoRefusedError(
+        f"unknown version v{to_version}: no release of it is recorded on this scale set (other releases that "
+        f"succeeded here: {listed})"
+    )
+
+
 class RolloutService:
     def __init__(
         self,
@@ -145,6 +207,7 @@ class RolloutService:
         release_container_url: str | None = None,
         script_checker: ScriptChecker | None = None,
         notifications: NotificationSink | None = None,
+        releases: ReleaseSource | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -158,6 +221,9 @@ class RolloutService:
         self.script_checker = script_checker
         # Phase changes for the channels (rollout.notifications), put on a queue; None: none configured.
         self.notifications = notifications
+        # The release container, for pre-flight's checks of the scripts a rollback or a revert needs
+        # (None: not checked) and for the what-if of a release named by its blob.
+        self.releases = releases
 
     # --- start -------------------------------------------------------------------------------
 
@@ -185,7 +251,7 @@ class RolloutService:
         )
         return self._start_received(rollout_id)
 
-    def start_revert(self, release: Release, rollout_id: str, reason: str) -> Outcome:
+    def start_revert(self, release: Release, rollout_id: str, reason: str, *, actor: str = "controller") -> Outcome:
         """Return the scale set to ``release``, an older release it had: a group release halted and
         this target goes back (``rollout.waves``). A rollout like any other (queued behind an active
         one, pre-flight, canary, bake, batches) under its own ``rollout_id`` (the same id twice is a
@@ -198,13 +264,38 @@ class RolloutService:
             rollout = self.store.insert_rollout(rollout)
         except AlreadyExistsError:
             return Outcome(OutcomeStatus.DUPLICATE, f"the revert {rollout_id} was already received", rollout_id)
-        self._record(
-            rollout,
-            EventKind.RECEIVED,
-            clip(f"revert to {release.label} ({release.blob_name}, sha256 {release.sha256[:12]}): {reason}"),
-            revert=True,
+        self._append(
+            RolloutEvent(
+                rollout.id,
+                rollout.target,
+                self.clock.now(),
+                EventKind.RECEIVED,
+                clip(f"revert to {release.label} ({release.blob_name}, sha256 {release.sha256[:12]}): {reason}"),
+                actor=actor,
+                phase=rollout.phase,
+                data={"revert": True},
+            )
         )
         return self._start_received(rollout_id)
+
+    def undo(self, to_version: int | None = None, *, actor: str = "operator", reason: str = "") -> Outcome:
+        """Replace the stable release with an earlier one that succeeded here: the newest that succeeded
+        with a lower version than the stable one, or ``to_version``. A new rollout of that release
+        (canary, bake, batches, its own audit trail) through ``start_revert``, the path a halted group
+        release takes back, so the not-newer check lets it through and pre-flight checks that its script
+        still exists unchanged. Raises ``UndoRefusedError`` (nothing to undo, a version that never
+        succeeded here, a rollout active) before anything is written."""
+        target, rollouts = self.store.load(self.target_key)
+        previous = undo_choice(target, rollouts, to_version)
+        assert target is not None and target.stable_release is not None  # undo_choice refused otherwise
+        now = self.clock.now()
+        digest = hashlib.sha256(
+            f"undo|{self.target_key}|{target.stable_release.sha256}|{previous.sha256}|{now.isoformat()}".encode()
+        ).hexdigest()[:10]
+        rollout_id = f"undo-{previous.app.lower()[:57]}-v{previous.version}-{digest}"
+        said = f" ({reason})" if reason else ""
+        why = f"undo of {target.stable_release.label} by {actor}{said}"
+        return self.start_revert(previous, rollout_id, why, actor=actor)
 
     def _start_received(self, rollout_id: str) -> Outcome:
         """A rollout was just recorded Queued: start it now if the scale set is free."""
@@ -324,7 +415,11 @@ class RolloutService:
         if orphans:
             return self._adopt(orphans, target), None
 
-        def admit(fleet: FleetView | None, images: dict[str, str | None] | None = None) -> admission.Admission:
+        def admit(
+            fleet: FleetView | None,
+            images: dict[str, str | None] | None = None,
+            blobs: dict[str, admission.BlobRead] | None = None,
+        ) -> admission.Admission:
             return admission.admit(
                 target,
                 rollouts,
@@ -334,6 +429,7 @@ class RolloutService:
                 extension=self.extension,
                 release_container_url=self.release_container_url,
                 images=images,
+                blobs=blobs,
                 state_problem=self._state_too_large,
             )
 
@@ -350,7 +446,12 @@ class RolloutService:
             except PortError as exc:  # throttled, unreachable: it stays queued for the next tick
                 message = f"cannot read the release's image: {exc}"
                 return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
-            decided = admit(fleet, images)
+            try:
+                blobs = self._read_blobs(newest.release, fleet, newest.revert)
+            except TransientError as exc:  # Storage busy or unreachable: it stays queued for the next tick
+                message = f"cannot read the release container: {exc}"
+                return Outcome(OutcomeStatus.ERROR, message, newest.id, newest.phase), None
+            decided = admit(fleet, images, blobs)
         if decided.claim is None and not decided.rejected:
             return Outcome(OutcomeStatus.IDLE, decided.reason), None
         candidate = decided.candidate
@@ -397,6 +498,25 @@ class RolloutService:
                 results[image_id] = admission.IMAGE_MISSING
             if results[image_id] is not None:
                 break
+        return results
+
+    def _read_blobs(self, release: Release, fleet: FleetView, revert: bool) -> dict[str, admission.BlobRead] | None:
+        """Read each blob of ``preflight.blobs_to_check`` (None without a release container). A blob
+        that is gone or that the app may not read (403) is a finding: a rollback could not use it.
+        ``TransientError`` (throttled, 5xx, unreachable) propagates: the next tick reads again."""
+        if self.releases is None:
+            return None
+        results: dict[str, admission.BlobRead] = {}
+        for name in admission.blobs_to_check(release, fleet, self.release_container_url, revert):
+            try:
+                _, content = self.releases.read(name, MAX_SCRIPT_BYTES)
+                results[name] = admission.BlobRead(sha256=hashlib.sha256(content).hexdigest())
+            except NotFoundError:
+                results[name] = admission.BlobRead(problem=BLOB_MISSING)
+            except TransientError:
+                raise
+            except (PortError, ValueError) as exc:
+                results[name] = admission.BlobRead(problem=clip(str(exc), 300))
         return results
 
     def _state_too_large(self, started: Rollout, claim: TargetRecord) -> str | None:
@@ -806,6 +926,112 @@ class RolloutService:
                 return Outcome(OutcomeStatus.DONE, f"{verb}: {saved.reason}", rollout_id, saved.phase)
         raise CommandError("the rollout kept changing under the command; try again")
 
+    # --- what-if ---------------------------------------------------------------------------------
+
+    def plan_release(self, text: str) -> tuple[Release, bool, list[Finding]]:
+        """The release a what-if asks about: ``v7`` / ``7`` (a release recorded on this scale set, the
+        newest of that version) or a blob name (``install_nginx.v7.sh``, ``<group>/...``), read from the
+        release container when it is there, else taken from its name alone (not uploaded yet: a note
+        says so); nothing: the next version of the stable release. Returns the release, whether
+        starting it would be a revert (a version not newer than the stable one, recorded here: what
+        ``undo`` starts) and notes. ``PlanInputError`` for text that names no release."""
+        text = text.strip()
+        notes: list[Finding] = []
+        if not text:
+            target = self.store.get_target(self.target_key)
+            stable = target.stable_release if target is not None else None
+            if stable is None:
+                raise PlanInputError(
+                    "name the release to plan (release=<app>.v<N>.sh or a version): no release is stable on "
+                    f"{self.target_key} to plan the next version of"
+                )
+            text = f"{stable.app}.v{stable.version + 1}.{'sh' if stable.kind is ReleaseKind.SCRIPT else 'image.json'}"
+            notes.append(Finding("release", Severity.WARN, f"no release named: planned as the next one, {text}"))
+        version = text[1:] if text[:1] in ("v", "V") else text
+        if version.isascii() and version.isdigit():
+            if len(version) > 9:
+                raise PlanInputError(f"version {shorten(text)} is out of range")
+            target, rollouts = self.store.load(self.target_key)
+            matching = sorted(
+                (r for r in rollouts if r.release.version == int(version)), key=lambda r: r.created_at, reverse=True
+            )
+            succeeded = [r for r in matching if r.phase is Phase.SUCCEEDED]
+            if not matching:
+                raise PlanInputError(
+                    f"no release v{int(version)} is recorded on this scale set; name a release file instead "
+                    "(release=<app>.v<N>.sh)"
+                )
+            chosen = (succeeded or matching)[0]
+            stable_version = target.stable_version if target is not None else None
+            return chosen.release, stable_version is not None and chosen.release.version <= stable_version, notes
+        parsed = parse_release_name(text)
+        if isinstance(parsed, str):
+            raise PlanInputError(f"release {parsed}")
+        url = f"{(self.release_container_url or '').rstrip('/')}/{parsed.path}"
+        content: bytes | None = None
+        if self.releases is not None:
+            try:
+                url, content = self.releases.read(parsed.path, max_release_bytes(parsed.kind))
+            except NotFoundError:
+                content = None
+            except ValueError as exc:  # too large, or a name the container refuses
+                notes.append(Finding("release", Severity.REFUSE, clip(str(exc), 300)))
+        if content is None:
+            notes.append(
+                Finding(
+                    "release",
+                    Severity.WARN,
+                    f"{parsed.path} is not in the release container yet: planned from its name alone"
+                    + (" (its image was not checked)" if parsed.kind is ReleaseKind.IMAGE else ""),
+                )
+            )
+            return unread_release(parsed, url), False, notes
+        received = parse_release_content(parsed, url, content, self.script_checker)
+        if received.problem is not None:
+            notes.append(Finding("release", Severity.REFUSE, f"{parsed.path}: {received.problem}"))
+        return received.release, False, notes
+
+    def plan(self, release: Release, *, revert: bool = False, notes: Sequence[Finding] = ()) -> TargetPlan:
+        """What ``release`` would do on this scale set now (``rollout.whatif``). Reads only: the state
+        rows, the scale set and its probes, the images and the release container's blobs pre-flight
+        checks, the trails of the last rollouts for the upgrade times. Writes nothing."""
+        target, rollouts = self.store.load(self.target_key)
+        fleet = self._observe()
+        images = self._read_images(admission.images_to_check(release, fleet))
+        blobs = self._read_blobs(release, fleet, revert)
+        found: list[Finding] = list(notes)
+        held = _held(target, rollouts)
+        if held is not None:
+            found.append(
+                Finding(
+                    "queue",
+                    Severity.WARN,
+                    f"{held.id} ({held.release.label}) is {held.phase.value}: this release would wait for it to "
+                    "end, and the fleet may differ by then",
+                )
+            )
+        not_newer = None if revert else admission.not_newer_reason(release, target, held)
+        if not_newer is not None:
+            found.append(Finding("version", Severity.REFUSE, not_newer))
+        found.extend(
+            preflight.findings(
+                release,
+                fleet,
+                self.policy,
+                self.extension,
+                images,
+                blobs=blobs,
+                release_container_url=self.release_container_url,
+                revert=revert,
+            )
+        )
+        if release.kind is ReleaseKind.IMAGE and release.image_id is None:
+            found.append(Finding("image", Severity.WARN, "the image is not known yet (no manifest read): not checked"))
+        past = [r for r in rollouts if r.batch_number > 0 or r.phase is Phase.SUCCEEDED]
+        past.sort(key=lambda r: r.created_at, reverse=True)
+        history = [self.store.list_events(self.target_key, r.id) for r in past[: whatif.HISTORY_ROLLOUTS]]
+        return whatif.plan(self.target_key, release, fleet, self.policy, found, history)
+
     def fleet(self) -> FleetView:
         """The scale set now, probes included: what the next tick would decide on."""
         return self._observe()
@@ -917,6 +1143,11 @@ class _Step:
     refused: tuple[UpdateModel, str] | None = None
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """``repr`` of at most ``limit`` characters: an answer never echoes a long input whole."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _held(target: TargetRecord | None, rollouts: Sequence[Rollout]) -> Rollout | None:
     """The rollout the claim names, if it is started."""
     if target is None or not target.active_rollout_id:
@@ -925,4 +1156,13 @@ def _held(target: TargetRecord | None, rollouts: Sequence[Rollout]) -> Rollout |
     return held if held is not None and held.phase.is_active else None
 
 
-__all__ = ["MAX_TEXT_CHARS", "CommandError", "Outcome", "RolloutNotFoundError", "RolloutService"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "CommandError",
+    "Outcome",
+    "PlanInputError",
+    "RolloutNotFoundError",
+    "RolloutService",
+    "UndoRefusedError",
+    "undo_choice",
+]

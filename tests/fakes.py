@@ -39,6 +39,7 @@ from rollout.ports import (
     BlobVersion,
     ConcurrencyError,
     NotFoundError,
+    PortError,
     ProbeTarget,
     TransientError,
 )
@@ -623,3 +624,31 @@ class FakeReleaseBlob:
         data = self.content[: version.size]
         self.bytes_read += len(data)
         return data
+
+
+class FakeReleaseContainer:
+    """``ReleaseSource`` like ``rollout.adapters.blobs.ReleaseBlobs``: blobs by name under ``BASE_URL``,
+    ``NotFoundError`` for a name not there, ``ValueError`` beyond ``max_bytes`` (nothing returned),
+    ``unreadable`` names failing as Storage does on a 403 (``map_storage_errors``: a ``PortError``, not
+    transient) and ``busy`` reads as on a 503 (``TransientError``). It records every read; no writes."""
+
+    def __init__(self, blobs: dict[str, bytes] | None = None) -> None:
+        self.container_url = BASE_URL
+        self.blobs: dict[str, bytes] = dict(blobs or {})
+        self.unreadable: set[str] = set()
+        self.reads: list[str] = []
+        self.busy = 0  # the next N reads fail as a throttled or unavailable Storage does (TransientError)
+
+    def read(self, name: str, max_bytes: int = 64 * 1024 * 1024) -> tuple[str, bytes]:
+        self.reads.append(name)
+        if self.busy > 0:
+            self.busy -= 1
+            raise TransientError(f"read {name}: HTTP 503: Server Busy (fake)")
+        if name in self.unreadable:
+            raise PortError(f"read {name}: HTTP 403: AuthorizationPermissionMismatch (fake)")
+        if name not in self.blobs:
+            raise NotFoundError(f"read {name}: HTTP 404 BlobNotFound (fake)")
+        content = self.blobs[name]
+        if len(content) > max_bytes:
+            raise ValueError(f"blob {name!r} is {len(content)} bytes; more than the {max_bytes} allowed for a release")
+        return f"{BASE_URL}/{name}", content

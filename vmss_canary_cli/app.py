@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -427,6 +428,83 @@ def release(
             {"followed": followed.kind, "phase": followed.phase, "exitCode": followed.code, "detail": followed.detail}
         )
         ctx.emit(summary, lambda: "")
+    return followed.code
+
+
+# --- what-if and undo ---------------------------------------------------------------------------------
+
+
+@_command("plan")
+def plan(
+    ctx: Ctx,
+    release_spec: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[FILE]",
+            help="A release file (<app>.v<N>.sh or .image.json), a blob name, or a version (v7); "
+            "none: the next version of the stable release.",
+        ),
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Plan for this group of scale sets.")] = None,
+) -> int:
+    """What a release would do, before anything is written (GET /api/plan): the canary and each batch, the
+    capacity lost at worst, the time to full promotion and to rollback, the ARM writes, and why it would
+    be refused. Exit 0 when it could start, 5 (as a Rejected release) when pre-flight would refuse it."""
+    text = release_spec or ""
+    if text and Path(text).is_file():
+        text = read_release_file(Path(text), None).blob_name  # checked like `release` checks it
+    query = urlencode({k: v for k, v in (("release", text), ("group", group)) if v})
+    payload = ctx.api.get(f"plan?{query}" if query else "plan")
+    ctx.emit(payload, lambda: render.plan_view(payload))
+    return int(ExitCode.REJECTED) if payload.get("verdict") == "refused" else 0
+
+
+@_command("undo")
+def undo(
+    ctx: Ctx,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="VERSION", help="Go back to this version (v3) instead of the last.")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="The scale set (<resource group>:<name>); default: VMSS_*'s.")
+    ] = None,
+    reason: ReasonOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the verdict; the exit code says it.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Give up waiting after this many seconds.")] = 3600,
+    interval: IntervalOpt = 2.0,
+    events: EventsOpt = 5,
+) -> int:
+    """Replace the stable release with the previous one that succeeded (or --to VERSION) through the same canary
+    and batches, as a new rollout (POST /api/undo). Exit codes as `release --wait`."""
+    body: dict[str, Any] = {}
+    if to is not None:
+        body["to"] = to
+    if reason is not None:
+        body["reason"] = reason
+    path = f"undo?{urlencode({'target': target})}" if target else "undo"
+    outcome = ctx.api.post(path, body or None)
+    rollout_id = str(outcome.get("rolloutId") or "")
+    ended = outcome.get("status") == "Rejected"
+    if not wait or ended or not rollout_id:
+        ctx.emit(
+            outcome,
+            lambda: Text.assemble(
+                ("undo: ", "bold"),
+                (str(outcome.get("status")), "bold"),
+                f" - {outcome.get('message')} ({rollout_id}, phase ",
+                render.phase_text(outcome.get("phase")),
+                ")",
+            ),
+        )
+        return int(ExitCode.REJECTED) if ended else 0
+    ctx.note(f"undo: {outcome.get('status')} - {outcome.get('message')}; rollout id {rollout_id}")
+    followed = _follow(
+        ctx, rollout_id, kind="rollout", timeout=timeout, interval=interval, events=events, quiet_json=True
+    )
+    if ctx.json:
+        ctx.emit({**outcome, "followed": followed.kind, "phase": followed.phase, "exitCode": followed.code}, lambda: "")
     return followed.code
 
 

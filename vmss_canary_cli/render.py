@@ -354,3 +354,93 @@ def targets_view(payload: Json) -> RenderableType:
                     str(stable),
                 )
     return Group(head, Text(""), table)
+
+
+# --- what-if (GET /api/plan) --------------------------------------------------------------------------
+
+SEVERITY_STYLE = {"refuse": "bold red", "warn": "yellow"}
+
+
+def _duration(seconds: object) -> str:
+    value = float(seconds) if isinstance(seconds, (int, float)) else 0.0
+    minutes, secs = divmod(int(round(value)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def target_plan_view(plan: Json) -> RenderableType:
+    """One target's plan: the steps, capacity, times, ARM writes and the findings (or why there is none)."""
+    if plan.get("error"):
+        target, error = plan.get("target"), plan.get("error")
+        return Text.assemble((f"{target}", "bold"), ": ", ("refused", "bold red"), f" - {error}")
+    verdict_style = {"refused": "bold red", "warnings": "yellow", "ok": "green"}.get(str(plan.get("verdict")), "")
+    fleet = plan.get("fleet") or {}
+    header = Text.assemble(
+        (f"{plan.get('target')}", "bold"),
+        f": {plan.get('release')} on {fleet.get('instances')} instance(s) ({fleet.get('healthy')} healthy) - ",
+        (str(plan.get("verdict")), verdict_style),
+    )
+    steps = Table(box=None, pad_edge=False, show_header=True)
+    steps.add_column("step")
+    steps.add_column("instances")
+    for step in plan.get("steps") or []:
+        name = "canary" if step.get("kind") == "canary" else f"batch {step.get('number')}"
+        steps.add_row(name, _ids(step.get("instances")))
+    capacity = plan.get("capacity") or {}
+    estimate = plan.get("estimate") or {}
+    writes = plan.get("armWrites") or {}
+
+    def total(path: str) -> str:
+        w = writes.get(path) or {}
+        return f"{w.get('total')} ({w.get('model')} model, {w.get('upgrades')} upgrade, {w.get('reimages')} reimage)"
+
+    facts = Table(box=None, pad_edge=False, show_header=False)
+    facts.add_column(style="dim")
+    facts.add_column()
+    facts.add_row(
+        "capacity",
+        f"at most {capacity.get('maxUnavailable')} instance(s) down at once "
+        f"({capacity.get('maxUnavailablePercent')}%), {capacity.get('minServing')} always serving",
+    )
+    facts.add_row("full promotion", f"~{_duration(estimate.get('promotionSeconds'))}")
+    facts.add_row("rollback", f"~{_duration(estimate.get('rollbackSeconds'))} (from the last batch)")
+    facts.add_row("times from", str(estimate.get("source")))
+    facts.add_row("ARM writes", f"{total('promotion')} to promote")
+    facts.add_row("", f"{total('rollbackOfCanary')} if the canary rolls back")
+    facts.add_row("", f"{total('rollbackFromLastBatch')} if the last batch rolls back")
+    parts: list[RenderableType] = [header, steps, facts]
+    for finding in plan.get("findings") or []:
+        style = SEVERITY_STYLE.get(str(finding.get("severity")), "")
+        parts.append(
+            Text.assemble(
+                (f"{finding.get('severity')} ", style), (f"[{finding.get('check')}] ", "dim"), finding.get("reason", "")
+            )
+        )
+    return Group(*parts)
+
+
+def plan_view(payload: Json) -> RenderableType:
+    """``GET /api/plan``: every wave's targets, then the group's total."""
+    parts: list[RenderableType] = [
+        Text.assemble(
+            ("what-if ", "bold"),
+            f"{payload.get('release') or '(the next release)'} to group {payload.get('group')!r}: ",
+            (str(payload.get("verdict")), "bold"),
+            " - nothing was written",
+        )
+    ]
+    waves = payload.get("waves") or []
+    for wave in waves:
+        if len(waves) > 1:
+            parts.append(Text(f"wave {wave.get('wave')}", style="bold underline"))
+        for plan in wave.get("targets") or []:
+            parts.append(target_plan_view(plan))
+            parts.append(Text(""))
+    if len(waves) > 1:
+        parts.append(
+            Text(
+                f"whole group: ~{_duration(payload.get('promotionSeconds'))} "
+                f"(with {payload.get('waveBakeSeconds')} s of bake between waves)"
+            )
+        )
+    return Group(*parts)

@@ -43,6 +43,8 @@ HTTP_FUNCTIONS = [
     "get_group_release",
     "steer_group_release",
     "steer_group_target",
+    "plan_release",
+    "undo_release",
 ]
 ROOT = Path(__file__).resolve().parents[2]
 REF = TargetRef("00000000-0000-0000-0000-000000000001", "rg", "vmss")

@@ -52,10 +52,13 @@ def document(*wave_sets: list[Any], default: str = "web") -> bytes:
 def app(
     azurite: Any, azurite_names: Any, make_scale_set: Any, arm_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Targets]:
-    setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, BAKE_SECONDS="3600")
+    # 3 instances: the default MAX_UNAVAILABLE (20%, shown below) is refused by pre-flight on 2.
+    setup = app_under_test(
+        azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, size=3, BAKE_SECONDS="3600"
+    )
     v0 = setup.blobs.url_for("install_nginx.sh")
     extra = [
-        make_scale_set(2, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
+        make_scale_set(3, extension_settings={"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"})
         for _ in range(2)
     ]
     yield Targets(setup, extra)
@@ -147,8 +150,8 @@ def test_tagged_scale_sets_form_a_group_releases_can_go_to(
 ) -> None:
     v0 = app.blobs.url_for("install_nginx.sh")
     extension = {"fileUris": [v0], "commandToExecute": "bash install_nginx.sh"}
-    canary = make_scale_set(2, extension_settings=extension, tags={"canary-group": "shop", "canary-wave": "1"})
-    rest = make_scale_set(2, extension_settings=extension, tags={"canary-group": "shop", "canary-wave": "2"})
+    canary = make_scale_set(3, extension_settings=extension, tags={"canary-group": "shop", "canary-wave": "1"})
+    rest = make_scale_set(3, extension_settings=extension, tags={"canary-group": "shop", "canary-wave": "2"})
     monkeypatch.setenv("TARGETS_DISCOVERY_SUBSCRIPTIONS", SUBSCRIPTION_ID)
     payload = app.targets()
     assert payload["ok"] is True, payload["errors"]

@@ -14,6 +14,8 @@ IO_MODULES = {"azure", "requests", "socket", "urllib", "http", "subprocess", "os
 PURE = {
     "machine.py",
     "admission.py",
+    "preflight.py",
+    "whatif.py",
     "analysis.py",
     "model.py",
     "policy.py",
