@@ -10,6 +10,7 @@ both against ``SETTINGS_READ``).
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -82,9 +83,14 @@ class ProbeSettings:
 
     path: str = knob("/", "PROBE_PATH", "the probe's path (starts with `/`)")
     port: int = knob(80, "PROBE_PORT", "the probe's TCP port", minimum=1, maximum=65535)
-    expect_status: int = knob(200, "PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100)
+    # A status code is three digits, 100 to 599 (RFC 9110, section 15); infra/main.bicep bounds it the same.
+    expect_status: int = knob(
+        200, "PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100, maximum=599
+    )
     body_pattern: str = knob("", "PROBE_BODY_PATTERN", "optional regular expression the body must match")
-    timeout_seconds: float = knob(3.0, "PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1)
+    # At most host.json's functionTimeout (5 min): a tick waits for its probes. Larger values could not
+    # finish within an invocation, and past the socket's range (1e300) they crashed the probe.
+    timeout_seconds: float = knob(3.0, "PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1, maximum=300)
 
 
 @dataclass(frozen=True)
@@ -456,10 +462,12 @@ def load_fanout_settings(env: Mapping[str, str]) -> FanoutSettings:
     burst, rate = DEFAULT_TICK_READ_BURST, DEFAULT_TICK_READ_RATE
     raw_burst, raw_rate = get("TICK_READ_BURST"), get("TICK_READ_RATE")
     if raw_burst is not None:
-        if raw_burst.isdigit():
+        if re.fullmatch(r"[0-9]{1,9}", raw_burst):  # not str.isdigit: "²" and 5,000 digits are digits too
             burst = int(raw_burst)
         else:
-            problems.append(f"TICK_READ_BURST={raw_burst!r} must be a whole number, at least 0")
+            problems.append(
+                f"TICK_READ_BURST={_shown(raw_burst)} must be a whole number, at least 0 (at most 9 digits)"
+            )
     if raw_rate is not None:
         try:
             rate = float(raw_rate)
@@ -520,14 +528,23 @@ def _parse(kf: KnobField, raw: str, problems: list[str]) -> Any:
         return None
     if kf.type in ("int", "float"):
         try:
-            return int(raw) if kf.type == "int" else float(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a number")
+            value = int(raw) if kf.type == "int" else float(raw)
+        except ValueError:  # not a number, or more digits than Python converts (sys.get_int_max_str_digits)
+            problems.append(f"{name}={_shown(raw)} is not a number")
             return None
+        if not math.isfinite(value):  # "nan", "inf", "1e999": every bound compares false with NaN
+            problems.append(f"{name}={raw!r} is not a finite number")
+            return None
+        return value
     for choice in kf.knob.choices:  # compared without case
         if raw.lower() == choice.lower():
             return choice
     return raw
+
+
+def _shown(raw: str, limit: int = 80) -> str:
+    """``repr`` of a setting's value, cut to ``limit`` characters: an error names a huge value without echoing it."""
+    return repr(raw) if len(raw) <= limit else f"{raw[:limit]!r}... ({len(raw)} characters)"
 
 
 def _count_or_percent(raw: str, name: str, problems: list[str]) -> tuple[str | None, bool]:

@@ -1,0 +1,515 @@
+"""Bad input at every entry point, generated: each gets a clear error or a recorded ``Rejected``, nothing
+crashes, and the state store's records still load after every example.
+
+The entry points and what "a clear error" is there:
+
+* the blob trigger (``Fleet.receive_release_blob``, what ``release_uploaded`` calls): any blob name and
+  content is ``Ignored`` (not a release by name), ``Rejected`` with its reason recorded, or a release
+  that starts or is queued;
+* HTTP: every route of ``function_app.py``, called as the Functions host calls it (the decorated
+  function's user code with a ``func.HttpRequest``) over the in-memory fakes (``tests/cli/apiserver.py``):
+  any method, id, verb, body, query string and headers is answered JSON, a 4xx with an ``error`` text,
+  never a 500 and never the app's last-resort handler;
+* settings (``load_settings``, ``load_fanout_settings``, ``http_auth_at_startup``): any string for any
+  setting gives settings or a ``SettingsError`` naming that setting;
+* the targets document (``TargetsLoader`` over a document blob) and tag discovery: any bytes, JSON or
+  YAML give a configuration or its problems, never an exception;
+* the policy's thresholds (``RolloutPolicy``'s knobs, in app settings and in a target's ``policy``): any
+  value gives a policy whose every field is within its bounds, or an error naming the setting.
+
+"The records still load": every row the fake store holds is encoded and decoded again with the Tables
+adapter's own encoders (what Azure Tables would hand back), and every rollout renders as the API's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import string
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import azure.functions as func
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import function_app
+from emulator import appindex
+from rollout.adapters.tables import (
+    event_from_entity,
+    event_to_entity,
+    group_release_from_entity,
+    group_release_to_entity,
+    rollout_from_entity,
+    rollout_to_entity,
+    target_from_entity,
+    target_to_entity,
+)
+from rollout.fleet import TargetsLoader
+from rollout.knobs import bound_problem, knob_fields
+from rollout.machine import Verb
+from rollout.model import Phase
+from rollout.policy import RolloutPolicy
+from rollout.service import OutcomeStatus
+from rollout.settings import (
+    SETTINGS_READ,
+    ProbeSettings,
+    SettingsError,
+    http_auth_at_startup,
+    load_fanout_settings,
+    load_settings,
+)
+from rollout.targets import TargetRef
+from rollout.targets_doc import (
+    TaggedScaleSet,
+    TargetDefaults,
+    TargetsDocumentError,
+    config_from_data,
+    groups_from_tags,
+)
+from rollout.views import group_release_detail, rollout_detail
+from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld
+from tests.fakes import FakeReleaseBlob, FakeStore
+
+SUB = "00000000-0000-0000-0000-000000000001"
+REQUIRED = {"AZURE_SUBSCRIPTION_ID": SUB, "VMSS_RESOURCE_GROUP": "rg", "VMSS_NAME": "vmss", "StateStorage": "x"}
+FAST = settings(
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+
+# Text of every kind (unpaired surrogates and controls included), and text that means something somewhere.
+any_text = st.text(st.characters(exclude_categories=()), max_size=60)
+nasty = st.text(
+    st.sampled_from(list("/\\#?%~'\"&=+ .\t\n\r\x00\x1f\x7f\x85\u2028\ud800\udfff-_vV09af.shimagejson²١")),
+    max_size=40,
+)
+numbers_as_text = st.one_of(
+    st.integers(-(10**30), 10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(
+        ["nan", "NaN", "inf", "-inf", "Infinity", "1e309", "-0", "0x10", "1_000", "²", "١٢", "٣.٥", "1e-400"]
+    ),
+    st.sampled_from(["", " ", "25%", "0%", "100%", "101%", "%", "9" * 5000, "true", "True", "yes", "0", "1"]),
+)
+setting_values = st.one_of(any_text, nasty, numbers_as_text)
+
+
+# --- the state store after each example ---------------------------------------------------------
+
+
+def assert_records_load(store: FakeStore) -> None:
+    """Every row round-trips through the Tables adapter's encoders, and every rollout renders."""
+    for (target, rollout_id), rollout in store.rollouts.items():
+        back = rollout_from_entity(rollout_to_entity(rollout), rollout.etag)
+        assert back == rollout, (target, rollout_id)
+        json.dumps(rollout_detail(rollout, store.list_events(target, rollout_id)))
+    for record in store.targets.values():
+        assert target_from_entity(target_to_entity(record), record.etag) == record
+    for record in store.group_releases.values():
+        assert group_release_from_entity(group_release_to_entity(record), record.etag) == record
+        json.dumps(group_release_detail(record, [], {}, {}))
+    for event in store.events:
+        assert event_from_entity(event_to_entity(event)) == event
+
+
+# --- the blob trigger ---------------------------------------------------------------------------
+
+release_names = st.builds(
+    lambda folder, app, version, ext: f"{folder}{app}.v{version}.{ext}",
+    st.sampled_from(["", "default/", "web/", "nogroup/", "../", "a/b/", "Web/", "-x/", "x" * 70 + "/"]),
+    st.one_of(st.sampled_from(["install_nginx", "app", "A-1"]), st.text(string.ascii_letters + "_-.", max_size=70)),
+    st.one_of(st.integers(0, 10**13), st.just(1)),
+    st.sampled_from(["sh", "image.json", "SH", "json", "sh.txt"]),
+)
+blob_names = st.one_of(release_names, any_text, nasty)
+image_ids = st.sampled_from(
+    [
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/ok",
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/galleries/g/images/i/versions/1.0.0",
+        "",
+        "not an id",
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/images/a/../b",
+    ]
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=10,
+)
+blob_contents = st.one_of(
+    st.binary(max_size=300),
+    any_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.just(b"#!/bin/bash\necho ok\n"),
+    st.just(b"#!/bin/bash\nif then fi (\n"),
+    st.just(b"\xef\xbb\xbf#!/bin/bash\r\necho crlf\r\n"),
+    st.just(b"#!/bin/bash\n\x00\n"),
+    st.builds(lambda i: json.dumps({"imageId": i}).encode(), image_ids),
+    st.builds(lambda v: json.dumps(v).encode(), json_values),
+    st.builds(lambda n: b"#" * n, st.integers(256 * 1024 - 2, 256 * 1024 + 2)),
+)
+
+
+def test_any_blob_name_and_content_is_ignored_rejected_with_its_reason_or_released() -> None:
+    world = FakeWorld(size=3)
+    seen: list[OutcomeStatus] = []
+
+    @FAST
+    @given(name=blob_names, content=blob_contents, gone=st.booleans())
+    def one_blob(name: str, content: bytes, gone: bool) -> None:
+        blob = FakeReleaseBlob(name, content)
+        blob.url = f"https://acct.blob.core.windows.net/init/{quote(name.encode('utf-8', 'surrogatepass'))}"
+        blob.exists = not gone
+        before = dict(world.store.rollouts)
+        outcome = world.fleet.receive_release_blob(blob)
+        seen.append(outcome.status)
+        assert outcome.status in (
+            OutcomeStatus.IGNORED,
+            OutcomeStatus.REJECTED,
+            OutcomeStatus.ADVANCED,
+            OutcomeStatus.QUEUED,
+            OutcomeStatus.DUPLICATE,
+        ), outcome
+        assert isinstance(outcome.message, str) and outcome.message
+        if outcome.status is OutcomeStatus.REJECTED:
+            # Recorded: a row in Rejected with the reason, in the group's target or the unrouted partition.
+            new = [r for key, r in world.store.rollouts.items() if key not in before]
+            recorded = getattr(outcome, "rollout_id", None) or getattr(outcome, "release_id", None)
+            assert any(r.phase is Phase.REJECTED and r.reason for r in new) or recorded, outcome
+        if outcome.status is OutcomeStatus.IGNORED:
+            assert world.store.rollouts == before  # nothing recorded for what is not a release
+        assert_records_load(world.store)
+        world.tick()  # whatever was received moves on; that must not break either
+        assert_records_load(world.store)
+
+    one_blob()
+    assert {OutcomeStatus.IGNORED, OutcomeStatus.REJECTED} <= set(seen), set(seen)
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+ROUTES: dict[str, tuple[str, ...]] = {
+    "list_targets": (),
+    "list_rollouts": (),
+    "get_rollout": ("id",),
+    "fleet_status": (),
+    "steer_rollout": ("id", "verb"),
+    "list_group_releases": (),
+    "get_group_release": ("id",),
+    "steer_group_release": ("id", "verb"),
+    "steer_group_target": ("id", "target", "verb"),
+}
+ALLOWED = {200, 400, 401, 403, 404, 409, 503}
+command_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "reason": st.one_of(any_text, json_values, st.text(min_size=495, max_size=505)),
+        "rollback": st.one_of(st.booleans(), json_values),
+        "extra": json_values,
+    },
+)
+bodies = st.one_of(
+    st.just(b""),
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    command_fields.map(lambda d: json.dumps(d).encode()),
+    command_fields.map(lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    st.integers(1, 5000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(4000, 20_000).map(lambda n: b'{"reason": "' + b"a" * n + b'"}'),
+)
+header_values = st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80),
+    st.sampled_from(["e30=", "bm90IGpzb24=", "W10=", "eyJ1c2VyX2lkIjogMX0=", "", "Bearer x"]),
+)
+headers = st.dictionaries(
+    st.sampled_from(
+        [
+            "x-ms-client-principal",
+            "x-ms-client-principal-name",
+            "x-ms-client-principal-id",
+            "x-ms-client-principal-idp",
+            "authorization",
+            "content-type",
+            "x-functions-key",
+        ]
+    ),
+    header_values,
+    max_size=4,
+)
+queries = st.one_of(
+    st.dictionaries(st.sampled_from(["group", "limit", "x"]), st.one_of(any_text, nasty), max_size=2),
+    st.dictionaries(any_text, any_text, max_size=2),
+)
+methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "get", "BREW"])
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWorld]:
+    """The function app's HTTP functions over a world of fakes holding a rollout in Baking (its canary
+    up), a rejected release and a queued one, in ``function-key`` mode."""
+    for key in ("HTTP_AUTH", "WEBSITE_AUTH_ENABLED"):
+        monkeypatch.delenv(key, raising=False)
+    w = FakeWorld(size=4)
+    w.release("install_nginx.v1.sh")
+    w.tick(3)
+    w.release("install_nginx.v2.sh", b"#!/bin/bash\necho v2\n")
+    rejected = w.fleet.receive_release_blob(FakeReleaseBlob("install_nginx.v3.image.json", b'{"imageId": "nope"}'))
+    assert rejected.status is OutcomeStatus.REJECTED
+    monkeypatch.setattr(function_app, "service_from_environment", lambda env=None: (w.settings, w.service))
+    monkeypatch.setattr(function_app, "group_service_from_environment", lambda env=None: (w.settings, w.groups))
+    monkeypatch.setattr(function_app, "fleet_from_environment", lambda env=None: w.fleet)
+    yield w
+
+
+def test_every_route_is_covered() -> None:
+    assert sorted(ROUTES) == sorted(HTTP_FUNCTIONS)
+    functions = appindex.functions_of(function_app.app)
+    http = {f.get_function_name() for f in functions if f.get_trigger().get_binding_name() == "httpTrigger"}
+    assert http == set(ROUTES)
+
+
+def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
+    world: FakeWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    existing = sorted(rid for (_, rid) in world.store.rollouts)
+    group_ids = sorted(rid for (_, rid) in world.store.group_releases)
+    ids = st.one_of(
+        any_text,
+        nasty,
+        st.sampled_from(existing + group_ids),
+        st.sampled_from([i.upper() for i in existing] + [i + "\n" for i in existing] + ["x" * 5000]),
+    )
+    verbs = st.one_of(st.sampled_from([v.value for v in Verb]), any_text, nasty)
+    targets = st.one_of(st.just(world.service.target_key), any_text, nasty, st.just("x" * 300))
+    seen: list[int] = []
+
+    @FAST
+    @given(
+        function=st.sampled_from(sorted(ROUTES)),
+        method=methods,
+        rid=ids,
+        verb=verbs,
+        target=targets,
+        body=bodies,
+        hdrs=headers,
+        query=queries,
+        tick=st.booleans(),
+    )
+    def one_request(
+        function: str,
+        method: str,
+        rid: str,
+        verb: str,
+        target: str,
+        body: bytes,
+        hdrs: dict[str, str],
+        query: dict[str, str],
+        tick: bool,
+    ) -> None:
+        params = {"id": rid, "verb": verb, "target": target}
+        route_params = {name: params[name] for name in ROUTES[function]}
+        path = "/".join(quote(v.encode("utf-8", "surrogatepass"), safe="") for v in route_params.values())
+        request = func.HttpRequest(
+            method,
+            f"http://localhost/api/{function}/{path}",
+            headers=hdrs,
+            params=query,
+            route_params=route_params,
+            body=body,
+        )
+        response = appindex.user_function(function_app.app, function)(request)
+        seen.append(response.status_code)
+        assert response.mimetype == "application/json"
+        payload = json.loads(response.get_body())
+        assert response.status_code in ALLOWED, (function, method, rid[:60], verb[:60], payload)
+        if response.status_code >= 400:
+            assert isinstance(payload.get("error"), str) and 0 < len(payload["error"]) < 2000
+        assert_records_load(world.store)
+        if tick:
+            world.tick()
+            assert_records_load(world.store)
+
+    with caplog.at_level(logging.ERROR, logger="function_app"):
+        one_request()
+    assert [r.getMessage() for r in caplog.records if r.name == "function_app"] == []
+    assert {200, 404} <= set(seen), sorted(set(seen))
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+APP_SETTINGS = sorted(set(SETTINGS_READ) - {"AzureWebJobsStorage__tableServiceUri"})
+
+
+@FAST
+@given(env=st.dictionaries(st.sampled_from(APP_SETTINGS), setting_values, min_size=1, max_size=4))
+def test_any_setting_value_gives_settings_or_an_error_naming_the_setting(env: dict[str, str]) -> None:
+    merged = {**REQUIRED, **env}
+    try:
+        loaded = load_settings(merged)
+    except SettingsError as exc:
+        message = str(exc)
+        assert message.startswith("invalid settings: ")
+        assert any(name in message for name in merged), message
+        for problem in message.removeprefix("invalid settings: ").split("; "):
+            assert any(name in problem for name in merged) or "(0 =" in problem, problem
+    else:
+        assert_policy_in_bounds(loaded.policy)
+        assert_policy_in_bounds(loaded.probe)
+    assert http_auth_at_startup(merged) in ("function-key", "entra")
+
+
+@FAST
+@given(
+    env=st.dictionaries(
+        st.sampled_from(["TickQueue", "TICK_QUEUE", "TICK_READ_BURST", "TICK_READ_RATE"]), setting_values
+    )
+)
+def test_any_fanout_setting_value_gives_settings_or_an_error_naming_it(env: dict[str, str]) -> None:
+    try:
+        loaded = load_fanout_settings({"TickQueue": "UseDevelopmentStorage=true", **env})
+    except SettingsError as exc:
+        assert any(name in str(exc) for name in ("TickQueue", *env)), str(exc)
+    else:
+        assert loaded.read_burst >= 0 and math.isfinite(loaded.read_rate) and loaded.read_rate >= 0.1
+
+
+def assert_policy_in_bounds(value: Any) -> None:
+    """Every knob of a loaded policy or probe is a finite value within its declared bounds."""
+    for kf in knob_fields(type(value)):
+        field_value = getattr(value, kf.name)
+        if isinstance(field_value, float):
+            assert math.isfinite(field_value), (kf.knob.setting, field_value)
+        assert bound_problem(kf.name, field_value, kf.knob) is None, (kf.knob.setting, field_value)
+
+
+# --- the policy's thresholds ---------------------------------------------------------------------
+
+POLICY_SETTINGS = sorted({kf.knob.setting for kf in knob_fields(RolloutPolicy)})
+PROBE_SETTINGS = sorted({kf.knob.setting for kf in knob_fields(ProbeSettings)})
+
+
+@FAST
+@given(setting=st.sampled_from(POLICY_SETTINGS + PROBE_SETTINGS), value=setting_values)
+def test_a_threshold_with_any_value_is_in_bounds_or_refused_by_its_name(setting: str, value: str) -> None:
+    try:
+        loaded = load_settings({**REQUIRED, setting: value})
+    except SettingsError as exc:
+        assert f"{setting}=" in str(exc) or f"{setting} " in str(exc), str(exc)
+        return
+    assert_policy_in_bounds(loaded.policy)
+    assert_policy_in_bounds(loaded.probe)
+
+
+@FAST
+@given(
+    setting=st.sampled_from(POLICY_SETTINGS + PROBE_SETTINGS),
+    value=st.one_of(
+        setting_values,
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+        st.none(),
+        json_values,
+    ),
+)
+def test_a_targets_document_threshold_with_any_value_is_in_bounds_or_refused_by_its_name(
+    setting: str, value: Any
+) -> None:
+    section = "policy" if setting in POLICY_SETTINGS else "probe"
+    target = {"resourceGroup": "rg", "name": "a", section: {setting: value}}
+    data = {"groups": [{"name": "web", "waves": [{"targets": [target]}]}]}
+    try:
+        config = config_from_data(data, TargetDefaults(subscription_id=SUB), "test")
+    except TargetsDocumentError as exc:
+        assert any(setting in p for p in exc.problems), exc.problems
+        return
+    [loaded] = [t for g in config.groups for w in g.waves for t in w.targets]
+    assert_policy_in_bounds(loaded.policy)
+    assert_policy_in_bounds(loaded.probe)
+
+
+# --- the targets document and tag discovery ---------------------------------------------------------
+
+
+class DocumentBlob:
+    """``rollout.fleet.DocumentSource`` over one document that changes with every read."""
+
+    container_name = "init"
+
+    def __init__(self) -> None:
+        self.content = b""
+        self.etag = 0
+
+    def read_if_changed(self, name: str, etag: str | None, max_bytes: int) -> tuple[str, bytes] | None:
+        self.etag += 1
+        return f'"{self.etag}"', self.content[:max_bytes]
+
+
+def yaml_dump(value: Any) -> bytes:
+    return yaml.safe_dump(value, allow_unicode=True).encode("utf-8", "surrogatepass")
+
+
+documents = st.one_of(
+    st.binary(max_size=300),
+    any_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    json_values.map(yaml_dump),
+    st.sampled_from(
+        [
+            b"a: &x [*x]",
+            b"!!python/object/apply:os.system ['true']",
+            b"a: !!binary AAAA",
+            b"groups: [{name: web, waves: [{targets: [{resourceGroup: rg, name: a, policy: {BATCH_MODE: [1]}}]}]}]",
+            b"{'groups': 1e999}",
+            b"groups:\n  - name: web\n    waves: *x\n",
+            b"- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - -",
+            b"a: 2001-01-01\nb: .nan\nc: 0o17\nd: 1_000",
+            b'{"groups": [], "groups": []}',
+            b"[" * 3000 + b"]" * 3000,
+        ]
+    ),
+)
+
+
+@FAST
+@given(content=documents, name=st.sampled_from(["targets.json", "targets.yaml", "targets.yml"]))
+def test_any_targets_document_gives_a_configuration_or_its_problems(content: bytes, name: str) -> None:
+    source = DocumentBlob()
+    source.content = content
+    config_settings = load_settings({**REQUIRED, "TARGETS_CONFIG": name, "ReleaseStorage": "x"})
+    load = TargetsLoader(config_settings, source).load()
+    if load.problems:
+        assert load.config.groups == ()
+        assert all(isinstance(p, str) and p for p in load.problems)
+    else:
+        assert load.config.groups
+        for group in load.config.groups:
+            for wave in group.waves:
+                for target in wave.targets:
+                    assert_policy_in_bounds(target.policy)
+                    assert_policy_in_bounds(target.probe)
+
+
+@FAST
+@given(
+    tags=st.lists(
+        st.dictionaries(
+            st.one_of(st.sampled_from(["canary-group", "Canary-Group", "canary-wave", "CANARY-WAVE"]), any_text),
+            st.one_of(any_text, nasty, numbers_as_text),
+            max_size=3,
+        ),
+        max_size=5,
+    )
+)
+def test_any_tags_give_groups_or_problems(tags: list[dict[str, str]]) -> None:
+    tagged = [TaggedScaleSet(TargetRef(SUB, "rg", f"s{i}"), t) for i, t in enumerate(tags)]
+    groups, problems = groups_from_tags(tagged, TargetDefaults(subscription_id=SUB))
+    assert all(isinstance(p, str) and p for p in problems)
+    assert sum(len(w.targets) for g in groups for w in g.waves) <= len(tagged)
