@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rollout.knobs import KnobField, bound_problem, knob, knob_fields
 from rollout.policy import RolloutPolicy
@@ -70,6 +71,7 @@ class StorageConnection:
 
     connection_string: str | None = None
     service_uri: str | None = None
+    setting: str = ""  # the app setting it was read from (errors name it, never its value)
 
     def describe(self) -> str:
         if self.service_uri:
@@ -348,7 +350,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     arm_endpoint = (get("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT).rstrip("/")
     if not arm_endpoint.startswith("https://"):
-        problems.append(f"ARM_ENDPOINT={arm_endpoint!r} must be an https:// URL (tokens travel on it)")
+        problems.append(f"ARM_ENDPOINT={_shown(arm_endpoint)} must be an https:// URL (tokens travel on it)")
+    elif _url_host(arm_endpoint, ("https",)) is None:
+        problems.append(f"ARM_ENDPOINT={_shown(arm_endpoint)} is not a valid URL (https://<host>[:<port>])")
 
     release_storage = _connection(env, "ReleaseStorage", "blobServiceUri", get)
     state_storage = _connection(env, "StateStorage", "tableServiceUri", get) or _connection(
@@ -356,6 +360,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     )
     if state_storage is None:
         problems.append("StateStorage (or StateStorage__tableServiceUri, or AzureWebJobsStorage) is required")
+    problems.extend(p for c in (release_storage, state_storage) if (p := _endpoint_problem(c)) is not None)
 
     container = get("RELEASE_CONTAINER") or DEFAULT_RELEASE_CONTAINER
     if not _CONTAINER_RE.match(container):
@@ -453,6 +458,8 @@ def load_fanout_settings(env: Mapping[str, str]) -> FanoutSettings:
     queue = _connection(env, "TickQueue", "queueServiceUri", get)
     if queue is None:
         problems.append("TickQueue (or TickQueue__queueServiceUri) is required by the timer and the queue trigger")
+    elif (problem := _endpoint_problem(queue)) is not None:
+        problems.append(problem)
     name = get("TICK_QUEUE") or DEFAULT_TICK_QUEUE
     if not _QUEUE_RE.match(name) or len(name) > 63 - len("-poison"):
         problems.append(
@@ -585,11 +592,37 @@ def _connection(
     holds an endpoint used with the managed identity (the secure default in Azure)."""
     uri = get(f"{name}__{uri_suffix}", None)
     if uri:
-        return StorageConnection(service_uri=uri.rstrip("/"))
+        return StorageConnection(service_uri=uri.rstrip("/"), setting=f"{name}__{uri_suffix}")
     conn = get(name, None)
     if conn:
-        return StorageConnection(connection_string=conn)
+        return StorageConnection(connection_string=conn, setting=name)
     return None
+
+
+def _endpoint_problem(conn: StorageConnection | None) -> str | None:
+    """Why a connection's service endpoint is not a URL a storage client can use (None: it is, or it is a
+    connection string, which the storage client parses when it is built: ``rollout.bootstrap``)."""
+    if conn is None or not conn.service_uri:
+        return None
+    if _url_host(conn.service_uri, ("https", "http")) is None:
+        # Not echoed: an endpoint may carry a SAS token.
+        return f"{conn.setting} must be the service's URL, like https://<account>.<service>.core.windows.net"
+    return None
+
+
+def _url_host(url: str, schemes: tuple[str, ...]) -> str | None:
+    """The host of ``url`` when it is an absolute URL with one of ``schemes`` and nothing a client would
+    refuse (blanks, control characters, a malformed IPv6 literal or port); else None."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:  # "https://[::1": Invalid IPv6 URL
+        return None
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return None
+    return parts.hostname
 
 
 def main(argv: list[str]) -> int:

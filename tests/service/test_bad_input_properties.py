@@ -23,22 +23,29 @@ adapter's own encoders (what Azure Tables would hand back), and every rollout re
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
 import string
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import ModuleType, SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import azure.functions as func
 import pytest
 import yaml
+from azure.core.exceptions import ResourceNotFoundError
+from azure.functions.queue import QueueMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import function_app
 from emulator import appindex
+from emulator.easyauth import PLATFORM_ENV
+from rollout.access import OPERATE_ROLE, READ_ROLE
 from rollout.adapters.tables import (
     event_from_entity,
     event_to_entity,
@@ -49,6 +56,13 @@ from rollout.adapters.tables import (
     target_from_entity,
     target_to_entity,
 )
+from rollout.bootstrap import (
+    fanout_from_environment,
+    fleet_from_environment,
+    group_service_from_environment,
+    service_from_environment,
+)
+from rollout.fanout import TickMessage
 from rollout.fleet import TargetsLoader
 from rollout.knobs import bound_problem, knob_fields
 from rollout.machine import Verb
@@ -72,7 +86,7 @@ from rollout.targets_doc import (
     groups_from_tags,
 )
 from rollout.views import group_release_detail, rollout_detail
-from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld
+from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, load_function_app
 from tests.fakes import FakeReleaseBlob, FakeStore
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -207,6 +221,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "steer_group_target": ("id", "target", "verb"),
 }
 ALLOWED = {200, 400, 401, 403, 404, 409, 503}
+ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 command_fields = st.fixed_dictionaries(
     {},
     optional={
@@ -250,22 +265,57 @@ queries = st.one_of(
 methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "get", "BREW"])
 
 
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWorld]:
+@pytest.fixture(params=["function-key", "entra"])
+def world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeWorld, ModuleType]]:
     """The function app's HTTP functions over a world of fakes holding a rollout in Baking (its canary
-    up), a rejected release and a queued one, in ``function-key`` mode."""
+    up), a rejected release and a queued one: with function keys, or behind App Service authentication
+    (``entra``: the module loaded afresh with ``HTTP_AUTH=entra``, the platform's signal on)."""
+    mode = request.param
     for key in ("HTTP_AUTH", "WEBSITE_AUTH_ENABLED"):
         monkeypatch.delenv(key, raising=False)
-    w = FakeWorld(size=4)
+    app_module = function_app
+    if mode == "entra":
+        app_module = load_function_app("entra", monkeypatch)
+        for key, value in PLATFORM_ENV.items():
+            monkeypatch.setenv(key, value)
+    w = FakeWorld(size=4, http_auth=mode)
     w.release("install_nginx.v1.sh")
     w.tick(3)
     w.release("install_nginx.v2.sh", b"#!/bin/bash\necho v2\n")
     rejected = w.fleet.receive_release_blob(FakeReleaseBlob("install_nginx.v3.image.json", b'{"imageId": "nope"}'))
     assert rejected.status is OutcomeStatus.REJECTED
-    monkeypatch.setattr(function_app, "service_from_environment", lambda env=None: (w.settings, w.service))
-    monkeypatch.setattr(function_app, "group_service_from_environment", lambda env=None: (w.settings, w.groups))
-    monkeypatch.setattr(function_app, "fleet_from_environment", lambda env=None: w.fleet)
-    yield w
+    monkeypatch.setattr(app_module, "service_from_environment", lambda env=None: (w.settings, w.service))
+    monkeypatch.setattr(app_module, "group_service_from_environment", lambda env=None: (w.settings, w.groups))
+    monkeypatch.setattr(app_module, "fleet_from_environment", lambda env=None: w.fleet)
+    yield w, app_module
+
+
+def principal_header(claims: list[tuple[str, Any]], extra: dict[str, Any]) -> str:
+    """An ``X-MS-CLIENT-PRINCIPAL`` as App Service authentication sends it: Base64 of a JSON object."""
+    body = {**extra, "claims": [{"typ": t, "val": v} for t, v in claims]}
+    return base64.b64encode(json.dumps(body).encode()).decode()
+
+
+claim_types = st.sampled_from(["roles", "role", ROLE_URI, "name", "preferred_username", "oid", "appid", "azp", "x"])
+claim_values = st.one_of(st.sampled_from([READ_ROLE, OPERATE_ROLE, "Rollouts.operate", ""]), any_text, json_values)
+signed_in = st.builds(
+    lambda role, name, more: principal_header([("roles", role), ("name", name), *more], {}),
+    st.sampled_from([OPERATE_ROLE, READ_ROLE]),
+    st.one_of(any_text, st.just("ops@example.com")),
+    st.lists(st.tuples(claim_types, claim_values), max_size=2),
+)
+principals = st.one_of(
+    signed_in,
+    signed_in,
+    st.builds(
+        principal_header,
+        st.lists(st.tuples(claim_types, claim_values), max_size=5),
+        st.fixed_dictionaries({}, optional={"name_typ": st.one_of(claim_types, json_values), "role_typ": json_values}),
+    ),
+    st.builds(lambda v: base64.b64encode(json.dumps(v).encode()).decode(), json_values),
+    st.sampled_from(["", "e30=", "not base64!", "W10=", "eyJjbGFpbXMiOiB7fX0=", "x" * 70_000]),
+    any_text,
+)
 
 
 def test_every_route_is_covered() -> None:
@@ -276,8 +326,9 @@ def test_every_route_is_covered() -> None:
 
 
 def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
-    world: FakeWorld, caplog: pytest.LogCaptureFixture
+    world: tuple[FakeWorld, ModuleType], caplog: pytest.LogCaptureFixture
 ) -> None:
+    world, app_module = world  # type: ignore[assignment]
     existing = sorted(rid for (_, rid) in world.store.rollouts)
     group_ids = sorted(rid for (_, rid) in world.store.group_releases)
     ids = st.one_of(
@@ -299,6 +350,7 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
         target=targets,
         body=bodies,
         hdrs=headers,
+        principal=st.none() | principals,
         query=queries,
         tick=st.booleans(),
     )
@@ -310,9 +362,12 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
         target: str,
         body: bytes,
         hdrs: dict[str, str],
+        principal: str | None,
         query: dict[str, str],
         tick: bool,
     ) -> None:
+        if principal is not None:
+            hdrs = {**hdrs, "x-ms-client-principal": principal}
         params = {"id": rid, "verb": verb, "target": target}
         route_params = {name: params[name] for name in ROUTES[function]}
         path = "/".join(quote(v.encode("utf-8", "surrogatepass"), safe="") for v in route_params.values())
@@ -324,7 +379,7 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
             route_params=route_params,
             body=body,
         )
-        response = appindex.user_function(function_app.app, function)(request)
+        response = appindex.user_function(app_module.app, function)(request)
         seen.append(response.status_code)
         assert response.mimetype == "application/json"
         payload = json.loads(response.get_body())
@@ -336,10 +391,12 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
             world.tick()
             assert_records_load(world.store)
 
-    with caplog.at_level(logging.ERROR, logger="function_app"):
+    with caplog.at_level(logging.ERROR):
         one_request()
-    assert [r.getMessage() for r in caplog.records if r.name == "function_app"] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert {200, 404} <= set(seen), sorted(set(seen))
+    if world.settings.http_auth == "entra":
+        assert {401, 403} <= set(seen), sorted(set(seen))
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -513,3 +570,155 @@ def test_any_tags_give_groups_or_problems(tags: list[dict[str, str]]) -> None:
     groups, problems = groups_from_tags(tagged, TargetDefaults(subscription_id=SUB))
     assert all(isinstance(p, str) and p for p in problems)
     assert sum(len(w.targets) for g in groups for w in g.waves) <= len(tagged)
+
+
+# --- the triggers themselves: release_uploaded with a BlobClient, advance_target with a queue message ---
+
+
+class SdkBlobClient:
+    """What ``release_uploaded`` gets from the blob extension (an ``azure.storage.blob.BlobClient``), as far
+    as ``rollout.adapters.blobs.TriggeredBlob`` uses it: names, URL, properties, a conditional ranged read."""
+
+    def __init__(self, name: str, content: bytes, gone: bool) -> None:
+        self.container_name = "init"
+        self.blob_name = name
+        self.url = f"https://acct.blob.core.windows.net/init/{quote(name.encode('utf-8', 'surrogatepass'))}"
+        self.content = content
+        self.gone = gone
+
+    def get_blob_properties(self) -> Any:
+        if self.gone:
+            raise ResourceNotFoundError("The specified blob does not exist.")
+        return SimpleNamespace(size=len(self.content), etag='"0x8D1"')
+
+    def download_blob(self, *, offset: int, length: int, etag: str, **kwargs: Any) -> Any:
+        assert etag == '"0x8D1"' and offset == 0 and length <= len(self.content)
+        return SimpleNamespace(readall=lambda: self.content[offset : offset + length])
+
+
+@pytest.fixture
+def triggered(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    w = FakeWorld(size=3)
+    monkeypatch.setattr(function_app, "fleet_from_environment", lambda env=None: w.fleet)
+    return w
+
+
+def test_the_blob_trigger_function_takes_any_blob_without_raising(
+    triggered: FakeWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    release_uploaded = appindex.user_function(function_app.app, "release_uploaded")
+
+    @FAST
+    @given(name=blob_names, content=blob_contents, gone=st.booleans())
+    def one_blob(name: str, content: bytes, gone: bool) -> None:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="function_app"):
+            release_uploaded(client=SdkBlobClient(name, content, gone))
+        # The trigger logged what became of it (Ignored, Rejected, Advanced, Queued, Duplicate).
+        assert any(r.getMessage().startswith("release_uploaded init/") for r in caplog.records)
+        assert_records_load(triggered.store)
+
+    one_blob()
+
+
+def tick_body(target: str) -> bytes:
+    return TickMessage(target, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)).encode().encode()
+
+
+def test_the_queue_trigger_takes_any_message_without_raising(triggered: FakeWorld) -> None:
+    advance_target = appindex.user_function(function_app.app, "advance_target")
+    triggered.release("install_nginx.v1.sh")
+    tick_like = st.fixed_dictionaries(
+        {},
+        optional={
+            "v": st.one_of(st.just(1), json_values),
+            "target": st.one_of(st.just(triggered.service.target_key), any_text, json_values),
+            "enqueuedAt": st.one_of(st.just("2026-01-01T00:00:00+00:00"), any_text, json_values),
+            "notBefore": st.one_of(st.just("2026-01-01T00:00:00"), st.just("9999-12-31T23:59:59"), any_text),
+            "x": json_values,
+        },
+    )
+    messages = st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        tick_like.map(lambda d: json.dumps(d).encode()),
+        st.just(tick_body(triggered.service.target_key)),
+        st.just(tick_body("RG:VMSS")),
+        st.just(b" " * 3000),
+    )
+
+    @FAST
+    @given(body=messages)
+    def one_message(body: bytes) -> None:
+        advance_target(message=QueueMessage(id="m1", body=body, dequeue_count=1, pop_receipt="p"))  # type: ignore[no-untyped-call]
+        assert_records_load(triggered.store)
+
+    one_message()
+
+
+# --- the wiring: settings the storage and ARM clients are built from ----------------------------------
+
+WIRED_SETTINGS = [
+    "StateStorage",
+    "StateStorage__tableServiceUri",
+    "AzureWebJobsStorage",
+    "ReleaseStorage",
+    "ReleaseStorage__blobServiceUri",
+    "ARM_ENDPOINT",
+    "ARM_CA_BUNDLE",
+    "ARM_TOKEN",
+    "TickQueue",
+    "TickQueue__queueServiceUri",
+]
+connection_like = st.one_of(
+    setting_values,
+    st.sampled_from(
+        [
+            "UseDevelopmentStorage=true",
+            "AccountName=x",
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0c2VjcmV0;EndpointSuffix=core.windows.net",
+            "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0c2VjcmV0;BlobEndpoint=garbage",
+            "https://acct.table.core.windows.net",
+            "https://[::1",
+            "https://host:99999",
+            "http://",
+            "ftp://host",
+            "https://a b",
+        ]
+    ),
+)
+
+
+@FAST
+@given(env=st.dictionaries(st.sampled_from(WIRED_SETTINGS), connection_like, min_size=1, max_size=3))
+def test_the_clients_are_built_or_a_settings_error_names_the_setting(env: dict[str, str]) -> None:
+    merged = {**REQUIRED, "StateStorage": "UseDevelopmentStorage=true", "TickQueue": "UseDevelopmentStorage=true"}
+    merged.update(env)
+    for wire in (
+        service_from_environment,
+        fleet_from_environment,
+        group_service_from_environment,
+        fanout_from_environment,
+    ):
+        try:
+            wire(merged)
+        except SettingsError as exc:
+            assert any(name in str(exc) for name in merged), str(exc)
+            assert "c2VjcmV0c2VjcmV0" not in str(exc)  # never the account key
+
+
+def test_a_malformed_connection_string_is_a_500_naming_the_setting_not_an_incident(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the property above: the storage client's ValueError reached the last-resort handler
+    # ("internal error (incident ...)"), and the triggers failed without naming the setting.
+    for key, value in {**REQUIRED, "StateStorage": "AccountKey=c2VjcmV0c2VjcmV0"}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("HTTP_AUTH", "WEBSITE_AUTH_ENABLED", "StateStorage__tableServiceUri", "ARM_CA_BUNDLE"):
+        monkeypatch.delenv(key, raising=False)
+    request = func.HttpRequest("GET", "http://localhost/api/rollouts", headers={}, params={}, route_params={}, body=b"")
+    response = appindex.user_function(function_app.app, "list_rollouts")(request)
+    payload = json.loads(response.get_body())
+    assert response.status_code == 500
+    assert payload["error"].startswith("invalid settings: StateStorage is not a valid storage connection string")
+    assert "incident" not in payload["error"] and "c2VjcmV0c2VjcmV0" not in payload["error"]

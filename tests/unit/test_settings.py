@@ -94,7 +94,17 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"PROBE_TIMEOUT_SECONDS": "300"}, None),
         ({"PROBE_EXPECT_STATUS": "1000"}, "PROBE_EXPECT_STATUS='1000' must be between 100 and 599"),
         ({"PROBE_EXPECT_STATUS": "599"}, None),
-        ({"BAKE_SECONDS": "9" * 5000}, "BAKE_SECONDS='9999"),  # more digits than int() converts: named, cut short
+        ({"BAKE_SECONDS": "9" * 5000}, "BAKE_SECONDS='9999"),
+        # Endpoints a client cannot use were accepted, and failed later with a ValueError naming nothing.
+        ({"ARM_ENDPOINT": "https://[::1"}, "ARM_ENDPOINT='https://[::1' is not a valid URL"),
+        ({"ARM_ENDPOINT": "https://host:99999"}, "ARM_ENDPOINT='https://host:99999' is not a valid URL"),
+        ({"ARM_ENDPOINT": "https://127.0.0.1:8443/"}, None),
+        ({"StateStorage__tableServiceUri": "garbage"}, "StateStorage__tableServiceUri must be the service's URL"),
+        ({"ReleaseStorage__blobServiceUri": "https://a b"}, "ReleaseStorage__blobServiceUri must be the service's URL"),
+        (
+            {"ReleaseStorage__blobServiceUri": "http://127.0.0.1:10000/devstoreaccount1"},
+            None,
+        ),  # more digits than int() converts: named, cut short
         ({"VMSS_NAME": "bad/name"}, "not a valid scale set name"),
         ({"HTTP_AUTH": "entra"}, None),
         ({"HTTP_AUTH": "function-key"}, None),
