@@ -68,6 +68,7 @@ from rollout.knobs import bound_problem, knob_fields
 from rollout.machine import Verb
 from rollout.model import Phase
 from rollout.policy import RolloutPolicy
+from rollout.releases import ROLLOUT_ID_RE
 from rollout.service import OutcomeStatus
 from rollout.settings import (
     SETTINGS_READ,
@@ -336,6 +337,7 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
         nasty,
         st.sampled_from(existing + group_ids),
         st.sampled_from([i.upper() for i in existing] + [i + "\n" for i in existing] + ["x" * 5000]),
+        st.from_regex(ROLLOUT_ID_RE, fullmatch=True),  # the shape of an id, no such rollout: reaches the store
     )
     verbs = st.one_of(st.sampled_from([v.value for v in Verb]), any_text, nasty)
     targets = st.one_of(st.just(world.service.target_key), any_text, nasty, st.just("x" * 300))
