@@ -89,6 +89,7 @@ from rollout.targets_doc import (
 from rollout.views import group_release_detail, rollout_detail
 from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, load_function_app
 from tests.fakes import FakeReleaseBlob, FakeStore
+from tests.service.test_fleet import document_world
 
 SUB = "00000000-0000-0000-0000-000000000001"
 REQUIRED = {"AZURE_SUBSCRIPTION_ID": SUB, "VMSS_RESOURCE_GROUP": "rg", "VMSS_NAME": "vmss", "StateStorage": "x"}
@@ -139,7 +140,7 @@ def assert_records_load(store: FakeStore) -> None:
 
 release_names = st.builds(
     lambda folder, app, version, ext: f"{folder}{app}.v{version}.{ext}",
-    st.sampled_from(["", "default/", "web/", "nogroup/", "../", "a/b/", "Web/", "-x/", "x" * 70 + "/"]),
+    st.sampled_from(["", "default/", "web/", "api/", "nogroup/", "../", "a/b/", "Web/", "-x/", "x" * 70 + "/"]),
     st.one_of(st.sampled_from(["install_nginx", "app", "A-1"]), st.text(string.ascii_letters + "_-.", max_size=70)),
     st.one_of(st.integers(0, 10**13), st.just(1)),
     st.sampled_from(["sh", "image.json", "SH", "json", "sh.txt"]),
@@ -172,8 +173,24 @@ blob_contents = st.one_of(
 )
 
 
-def test_any_blob_name_and_content_is_ignored_rejected_with_its_reason_or_released() -> None:
-    world = FakeWorld(size=3)
+class Grouped:
+    """The fleet of a targets document (groups ``web``, the default, and ``api``; three targets in two
+    waves) with the real script checker (``bash -n``): releases routed by their folder."""
+
+    def __init__(self) -> None:
+        self.inner = document_world()
+        self.store, self.fleet = self.inner.store, self.inner.fleet
+
+    def tick(self) -> None:
+        self.inner.clock.advance(30)
+        for _, service in self.fleet.services():
+            service.tick()
+        self.fleet.groups.advance()
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["one target", "groups"])
+def test_any_blob_name_and_content_is_ignored_rejected_with_its_reason_or_released(grouped: bool) -> None:
+    world: FakeWorld | Grouped = Grouped() if grouped else FakeWorld(size=3)
     seen: list[OutcomeStatus] = []
 
     @FAST
