@@ -372,6 +372,7 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
         principal=st.none() | principals,
         query=queries,
         tick=st.booleans(),
+        upload=st.none() | st.tuples(blob_names, blob_contents),
     )
     def one_request(
         function: str,
@@ -384,7 +385,10 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
         principal: str | None,
         query: dict[str, str],
         tick: bool,
+        upload: tuple[str, bytes] | None,
     ) -> None:
+        if upload is not None:  # whatever a blob left in the store, the routes show it
+            world.fleet.receive_release_blob(FakeReleaseBlob(*upload))
         if principal is not None:
             hdrs = {**hdrs, "x-ms-client-principal": principal}
         params = {"id": rid, "verb": verb, "target": target}
