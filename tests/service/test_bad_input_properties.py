@@ -129,6 +129,11 @@ def assert_records_load(store: FakeStore) -> None:
         json.dumps(rollout_detail(rollout, store.list_events(target, rollout_id)))
     for record in store.targets.values():
         assert target_from_entity(target_to_entity(record), record.etag) == record
+    # At most one active rollout per target, and it is the one the target's row names.
+    for target in {t for t, _ in store.rollouts}:
+        active = [r.id for (t, _), r in store.rollouts.items() if t == target and r.phase.is_active]
+        named = store.targets[target].active_rollout_id if target in store.targets else None
+        assert active == ([named] if named else []), (target, active, named)
     for record in store.group_releases.values():
         assert group_release_from_entity(group_release_to_entity(record), record.etag) == record
         json.dumps(group_release_detail(record, [], {}, {}))
