@@ -90,6 +90,7 @@ from rollout.views import group_release_detail, rollout_detail
 from tests.cli.apiserver import HTTP_FUNCTIONS, FakeWorld, load_function_app
 from tests.fakes import FakeReleaseBlob, FakeStore
 from tests.service.test_fleet import document_world
+from tests.service.test_fleet import settings as grouped_settings
 
 SUB = "00000000-0000-0000-0000-000000000001"
 REQUIRED = {"AZURE_SUBSCRIPTION_ID": SUB, "VMSS_RESOURCE_GROUP": "rg", "VMSS_NAME": "vmss", "StateStorage": "x"}
@@ -283,16 +284,38 @@ headers = st.dictionaries(
 )
 queries = st.one_of(
     st.dictionaries(st.sampled_from(["group", "limit", "x"]), st.one_of(any_text, nasty), max_size=2),
+    st.dictionaries(st.just("group"), st.sampled_from(["web", "api", "default", "WEB", ""]), max_size=1),
     st.dictionaries(any_text, any_text, max_size=2),
 )
 methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "get", "BREW"])
 
 
-@pytest.fixture(params=["function-key", "entra"])
-def world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeWorld, ModuleType]]:
-    """The function app's HTTP functions over a world of fakes holding a rollout in Baking (its canary
-    up), a rejected release and a queued one: with function keys, or behind App Service authentication
-    (``entra``: the module loaded afresh with ``HTTP_AUTH=entra``, the platform's signal on)."""
+class GroupedApp:
+    """The HTTP routes over a targets document's fleet (``Grouped``): groups ``web`` and ``api``, the same
+    script released to both (so a bare id is ambiguous, 409), one group release rejected."""
+
+    def __init__(self) -> None:
+        self.grouped = Grouped()
+        self.store, self.fleet = self.grouped.store, self.grouped.fleet
+        self.groups = self.fleet.groups
+        self.settings = grouped_settings(TARGETS_CONFIG="targets.yaml")
+        [(_, self.service), *_] = self.fleet.services()
+        for name in ("web/install_nginx.v1.sh", "api/install_nginx.v1.sh", "api/install_nginx.v2.sh"):
+            self.fleet.receive_release_blob(FakeReleaseBlob(name, b"#!/bin/bash\necho same\n"))
+        self.fleet.receive_release_blob(FakeReleaseBlob("web/install_nginx.v3.sh", b"#!/bin/bash\nif then\n"))
+        for _ in range(3):
+            self.tick()
+
+    def tick(self) -> None:
+        self.grouped.tick()
+
+
+@pytest.fixture(params=["function-key", "entra", "groups"])
+def world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, ModuleType]]:
+    """The function app's HTTP functions over a world of fakes: one target holding a rollout in Baking (its
+    canary up), a rejected release and a queued one, with function keys or behind App Service authentication
+    (``entra``: the module loaded afresh with ``HTTP_AUTH=entra``, the platform's signal on); or the fleet
+    of a targets document (``groups``)."""
     mode = request.param
     for key in ("HTTP_AUTH", "WEBSITE_AUTH_ENABLED"):
         monkeypatch.delenv(key, raising=False)
@@ -301,12 +324,16 @@ def world(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
         app_module = load_function_app("entra", monkeypatch)
         for key, value in PLATFORM_ENV.items():
             monkeypatch.setenv(key, value)
-    w = FakeWorld(size=4, http_auth=mode)
-    w.release("install_nginx.v1.sh")
-    w.tick(3)
-    w.release("install_nginx.v2.sh", b"#!/bin/bash\necho v2\n")
-    rejected = w.fleet.receive_release_blob(FakeReleaseBlob("install_nginx.v3.image.json", b'{"imageId": "nope"}'))
-    assert rejected.status is OutcomeStatus.REJECTED
+    w: Any
+    if mode == "groups":
+        w = GroupedApp()
+    else:
+        w = FakeWorld(size=4, http_auth=mode)
+        w.release("install_nginx.v1.sh")
+        w.tick(3)
+        w.release("install_nginx.v2.sh", b"#!/bin/bash\necho v2\n")
+        rejected = w.fleet.receive_release_blob(FakeReleaseBlob("install_nginx.v3.image.json", b'{"imageId": "nope"}'))
+        assert rejected.status is OutcomeStatus.REJECTED
     monkeypatch.setattr(app_module, "service_from_environment", lambda env=None: (w.settings, w.service))
     monkeypatch.setattr(app_module, "group_service_from_environment", lambda env=None: (w.settings, w.groups))
     monkeypatch.setattr(app_module, "fleet_from_environment", lambda env=None: w.fleet)
@@ -349,7 +376,7 @@ def test_every_route_is_covered() -> None:
 
 
 def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
-    world: tuple[FakeWorld, ModuleType], caplog: pytest.LogCaptureFixture
+    world: tuple[Any, ModuleType], caplog: pytest.LogCaptureFixture
 ) -> None:
     world, app_module = world  # type: ignore[assignment]
     existing = sorted(rid for (_, rid) in world.store.rollouts)
@@ -425,6 +452,8 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
     assert {200, 404} <= set(seen), sorted(set(seen))
     if world.settings.http_auth == "entra":
         assert {401, 403} <= set(seen), sorted(set(seen))
+    if isinstance(world, GroupedApp):
+        assert 409 in seen, sorted(set(seen))  # a release of two groups named without ?group=
 
 
 # --- settings -----------------------------------------------------------------------------------
