@@ -693,7 +693,9 @@ def tick_body(target: str) -> bytes:
     return TickMessage(target, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)).encode().encode()
 
 
-def test_the_queue_trigger_takes_any_message_without_raising(triggered: FakeWorld) -> None:
+def test_the_queue_trigger_takes_any_message_without_raising(
+    triggered: FakeWorld, caplog: pytest.LogCaptureFixture
+) -> None:
     advance_target = appindex.user_function(function_app.app, "advance_target")
     triggered.release("install_nginx.v1.sh")
     tick_like = st.fixed_dictionaries(
@@ -718,7 +720,11 @@ def test_the_queue_trigger_takes_any_message_without_raising(triggered: FakeWorl
     @FAST
     @given(body=messages)
     def one_message(body: bytes) -> None:
-        advance_target(message=QueueMessage(id="m1", body=body, dequeue_count=1, pop_receipt="p"))  # type: ignore[no-untyped-call]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="function_app"):
+            advance_target(message=QueueMessage(id="m1", body=body, dequeue_count=1, pop_receipt="p"))  # type: ignore[no-untyped-call]
+        # Ticked ("advance_target rg:vmss: ...") or dropped saying why ("advance_target: dropping message ...").
+        assert any(r.getMessage().startswith("advance_target") for r in caplog.records)
         assert_records_load(triggered.store)
 
     one_message()
