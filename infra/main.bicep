@@ -246,6 +246,13 @@ param batchPercent int = 20
 @minValue(0)
 param batchSize int = 0
 
+@description('How promotion batches are sized: batchSize/batchPercent every batch ("fixed"), or 1, 2, 4, ... instances capped by maxUnavailable ("progressive").')
+@allowed([
+  'fixed'
+  'progressive'
+])
+param batchMode string = 'fixed'
+
 @description('A count ("2") or a share of the fleet ("25%").')
 param maxUnavailable string = '20%'
 
@@ -373,6 +380,7 @@ module functionApp 'modules/functionapp.bicep' = {
       BAKE_SECONDS: string(bakeSeconds)
       BATCH_PERCENT: string(batchPercent)
       BATCH_SIZE: string(batchSize)
+      BATCH_MODE: batchMode
       MAX_UNAVAILABLE: maxUnavailable
       FAILURE_THRESHOLD: string(failureThreshold)
       PROGRESS_DEADLINE_SECONDS: string(progressDeadlineSeconds)

@@ -57,11 +57,23 @@ def _connect(
     from_connection_string: Callable[[str], T],
 ) -> T:
     """A client from a Functions-style connection: its endpoint (used with the managed identity,
-    ``storage_credential``), or a connection string."""
-    if conn.service_uri:
-        return from_service_uri(conn.service_uri)
-    assert conn.connection_string is not None
-    return from_connection_string(conn.connection_string)
+    ``storage_credential``), or a connection string. One the storage client refuses ("Connection string is
+    either blank or malformed.") is a ``SettingsError`` naming the setting, never echoing its value (a
+    connection string holds the account key)."""
+    try:
+        if conn.service_uri:
+            return from_service_uri(conn.service_uri)
+        assert conn.connection_string is not None
+        return from_connection_string(conn.connection_string)
+    except ValueError as exc:
+        what = "endpoint" if conn.service_uri else "storage connection string"
+        value = conn.service_uri or conn.connection_string or ""
+        detail = str(exc)
+        if any(len(part) >= 8 and part in detail for part in value.split(";")):
+            detail = "the storage client refused it (its message quotes the value, so it is not shown)"
+        raise SettingsError(
+            f"invalid settings: {conn.setting or 'a storage connection'} is not a valid {what}: {detail}"
+        ) from None
 
 
 def build_store(settings: Settings) -> TableStateStore:
@@ -88,6 +100,9 @@ def build_compute(settings: Settings, ref: TargetRef | None = None, **tuning: An
     """The ARM adapter for the scale set ``ref`` (default: the ``VMSS_*`` one); ``tuning``: AzureCompute's
     timing keywords (benchmarks)."""
     ref = ref or TargetRef(settings.subscription_id, settings.resource_group, settings.vmss_name)
+    if settings.arm_ca_bundle and not os.path.isfile(settings.arm_ca_bundle):
+        # Else every ARM call fails with requests' OSError ("Could not find a suitable TLS CA certificate bundle").
+        raise SettingsError(f"invalid settings: ARM_CA_BUNDLE={settings.arm_ca_bundle[:200]!r} is not a file")
     return AzureCompute(
         subscription_id=ref.subscription_id,
         resource_group=ref.resource_group,

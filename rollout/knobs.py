@@ -9,6 +9,7 @@ README.md's configuration table is generated from the same metadata (``python -m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -65,6 +66,8 @@ def bound_problem(name: str, value: Any, k: Knob) -> str | None:
     """Why ``value`` is out of the knob's bounds (``name`` is what the message calls it), or None."""
     if k.choices:
         return None if value in k.choices else f"{name} must be one of {', '.join(k.choices)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number"  # NaN passes every comparison below
     if k.zero_means is not None and value == 0:
         return None
     low = k.minimum

@@ -588,7 +588,10 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         plan.event(EventKind.PROMOTE_FULL, f"promote-full: upgrading all {len(chosen)} remaining instances at once")
     else:
         budget = policy.calculate_max_unavailable(len(fleet.instances)) - len(unavailable)
-        size = policy.calculate_batch_size(len(fleet.instances))
+        # BATCH_MODE=progressive sizes the batch by what is already on the release besides the canary.
+        present, canaries = fleet.by_id(), set(plan.rollout.canary_ids)
+        promoted = [i for i in plan.rollout.upgraded_ids if i not in canaries and i in present]
+        size = policy.promotion_batch_size(len(fleet.instances), len(promoted))
         # Instances that are already unavailable cost nothing to upgrade: take them first.
         candidates = sorted(outdated, key=lambda v: (v.instance_id not in unavailable, _num(v.instance_id)))
         for view in candidates:

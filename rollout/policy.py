@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from rollout.knobs import check_knobs, knob
 
 ROLLBACK_MODES = ("budgeted", "all-at-once")
+# How promotion batches are sized: "fixed" (BATCH_SIZE or BATCH_PERCENT, every batch) or "progressive"
+# (1, 2, 4, ... instances, each capped by MAX_UNAVAILABLE).
+BATCH_MODES = ("fixed", "progressive")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,13 @@ class RolloutPolicy:
         "a fixed promotion batch size instead of `BATCH_PERCENT`",
         minimum=0,
         zero_means="use batch_percent",
+    )
+    batch_mode: str = knob(
+        BATCH_MODES[0],
+        "BATCH_MODE",
+        "how promotion batches are sized: `fixed` (`BATCH_SIZE` or `BATCH_PERCENT`, every batch) or `progressive` "
+        "(1, 2, 4, ... instances, each capped by `MAX_UNAVAILABLE`)",
+        choices=BATCH_MODES,
     )
     # Instances updating or unhealthy at once: MAX_UNAVAILABLE sets one of these ("2" or "25%").
     max_unavailable: int = knob(
@@ -101,6 +111,30 @@ class RolloutPolicy:
         if self.batch_size:
             return self.batch_size
         return max(1, math.ceil(fleet_size * self.batch_percent / 100))
+
+    def promotion_batch_size(self, fleet_size: int, promoted: int) -> int:
+        """The most instances the next promotion batch may hold, before the unavailability budget and what
+        remains limit it further. ``promoted``: the instances already on the release besides the canary.
+
+        ``fixed``: ``calculate_batch_size``, every batch. ``progressive``: one more than ``promoted``, so
+        batches of 1, 2, 4, ... on a healthy fleet (each doubles what is on the release), never more than
+        ``MAX_UNAVAILABLE``. Counted from the instances, not from a batch number, a batch trimmed or lost
+        never makes the next one larger than what the release has shown on."""
+        if self.batch_mode != "progressive":
+            return self.calculate_batch_size(fleet_size)
+        return max(1, min(max(promoted, 0) + 1, self.calculate_max_unavailable(fleet_size)))
+
+    def batch_plan(self, fleet_size: int) -> tuple[int, ...]:
+        """The promotion batch sizes a healthy fleet of ``fleet_size`` goes through after the canary: each
+        batch as ``promotion_batch_size`` and the unavailability budget allow, the last one what remains."""
+        remaining = max(0, fleet_size - min(self.canary_count, fleet_size))
+        budget = self.calculate_max_unavailable(fleet_size)
+        sizes: list[int] = []
+        while remaining > 0:
+            size = min(self.promotion_batch_size(fleet_size, sum(sizes)), budget, remaining)
+            sizes.append(size)
+            remaining -= size
+        return tuple(sizes)
 
     def calculate_max_unavailable(self, fleet_size: int) -> int:
         """How many instances may be updating or unhealthy at once. Never 0: that would deadlock."""

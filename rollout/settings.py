@@ -10,6 +10,7 @@ both against ``SETTINGS_READ``).
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -70,6 +71,7 @@ class StorageConnection:
 
     connection_string: str | None = None
     service_uri: str | None = None
+    setting: str = ""  # the app setting it was read from (errors name it, never its value)
 
     def describe(self) -> str:
         if self.service_uri:
@@ -83,9 +85,14 @@ class ProbeSettings:
 
     path: str = knob("/", "PROBE_PATH", "the probe's path (starts with `/`)")
     port: int = knob(80, "PROBE_PORT", "the probe's TCP port", minimum=1, maximum=65535)
-    expect_status: int = knob(200, "PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100)
+    # A status code is three digits, 100 to 599 (RFC 9110, section 15); infra/main.bicep bounds it the same.
+    expect_status: int = knob(
+        200, "PROBE_EXPECT_STATUS", "the HTTP status a healthy instance answers", minimum=100, maximum=599
+    )
     body_pattern: str = knob("", "PROBE_BODY_PATTERN", "optional regular expression the body must match")
-    timeout_seconds: float = knob(3.0, "PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1)
+    # At most host.json's functionTimeout (5 min): a tick waits for its probes. Larger values could not
+    # finish within an invocation, and past the socket's range (1e300) they crashed the probe.
+    timeout_seconds: float = knob(3.0, "PROBE_TIMEOUT_SECONDS", "per probe, in seconds", minimum=0.1, maximum=300)
 
 
 @dataclass(frozen=True)
@@ -442,7 +449,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
 
     arm_endpoint = (get("ARM_ENDPOINT") or DEFAULT_ARM_ENDPOINT).rstrip("/")
     if not arm_endpoint.startswith("https://"):
-        problems.append(f"ARM_ENDPOINT={arm_endpoint!r} must be an https:// URL (tokens travel on it)")
+        problems.append(f"ARM_ENDPOINT={_shown(arm_endpoint)} must be an https:// URL (tokens travel on it)")
+    elif _url_host(arm_endpoint, ("https",)) is None:
+        problems.append(f"ARM_ENDPOINT={_shown(arm_endpoint)} is not a valid URL (https://<host>[:<port>])")
 
     release_storage = _connection(env, "ReleaseStorage", "blobServiceUri", get)
     state_storage = _connection(env, "StateStorage", "tableServiceUri", get) or _connection(
@@ -450,6 +459,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     )
     if state_storage is None:
         problems.append("StateStorage (or StateStorage__tableServiceUri, or AzureWebJobsStorage) is required")
+    problems.extend(p for c in (release_storage, state_storage) if (p := _endpoint_problem(c)) is not None)
 
     container = get("RELEASE_CONTAINER") or DEFAULT_RELEASE_CONTAINER
     if not _CONTAINER_RE.match(container):
@@ -547,6 +557,8 @@ def load_fanout_settings(env: Mapping[str, str]) -> FanoutSettings:
     queue = _connection(env, "TickQueue", "queueServiceUri", get)
     if queue is None:
         problems.append("TickQueue (or TickQueue__queueServiceUri) is required by the timer and the queue trigger")
+    elif (problem := _endpoint_problem(queue)) is not None:
+        problems.append(problem)
     name = get("TICK_QUEUE") or DEFAULT_TICK_QUEUE
     if not _QUEUE_RE.match(name) or len(name) > 63 - len("-poison"):
         problems.append(
@@ -556,10 +568,12 @@ def load_fanout_settings(env: Mapping[str, str]) -> FanoutSettings:
     burst, rate = DEFAULT_TICK_READ_BURST, DEFAULT_TICK_READ_RATE
     raw_burst, raw_rate = get("TICK_READ_BURST"), get("TICK_READ_RATE")
     if raw_burst is not None:
-        if raw_burst.isdigit():
+        if re.fullmatch(r"[0-9]{1,9}", raw_burst):  # not str.isdigit: "²" and 5,000 digits are digits too
             burst = int(raw_burst)
         else:
-            problems.append(f"TICK_READ_BURST={raw_burst!r} must be a whole number, at least 0")
+            problems.append(
+                f"TICK_READ_BURST={_shown(raw_burst)} must be a whole number, at least 0 (at most 9 digits)"
+            )
     if raw_rate is not None:
         try:
             rate = float(raw_rate)
@@ -720,14 +734,23 @@ def _parse(kf: KnobField, raw: str, problems: list[str]) -> Any:
         return None
     if kf.type in ("int", "float"):
         try:
-            return int(raw) if kf.type == "int" else float(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a number")
+            value = int(raw) if kf.type == "int" else float(raw)
+        except ValueError:  # not a number, or more digits than Python converts (sys.get_int_max_str_digits)
+            problems.append(f"{name}={_shown(raw)} is not a number")
             return None
+        if not math.isfinite(value):  # "nan", "inf", "1e999": every bound compares false with NaN
+            problems.append(f"{name}={raw!r} is not a finite number")
+            return None
+        return value
     for choice in kf.knob.choices:  # compared without case
         if raw.lower() == choice.lower():
             return choice
     return raw
+
+
+def _shown(raw: str, limit: int = 80) -> str:
+    """``repr`` of a setting's value, cut to ``limit`` characters: an error names a huge value without echoing it."""
+    return repr(raw) if len(raw) <= limit else f"{raw[:limit]!r}... ({len(raw)} characters)"
 
 
 def _count_or_percent(raw: str, name: str, problems: list[str]) -> tuple[str | None, bool]:
@@ -768,11 +791,37 @@ def _connection(
     holds an endpoint used with the managed identity (the secure default in Azure)."""
     uri = get(f"{name}__{uri_suffix}", None)
     if uri:
-        return StorageConnection(service_uri=uri.rstrip("/"))
+        return StorageConnection(service_uri=uri.rstrip("/"), setting=f"{name}__{uri_suffix}")
     conn = get(name, None)
     if conn:
-        return StorageConnection(connection_string=conn)
+        return StorageConnection(connection_string=conn, setting=name)
     return None
+
+
+def _endpoint_problem(conn: StorageConnection | None) -> str | None:
+    """Why a connection's service endpoint is not a URL a storage client can use (None: it is, or it is a
+    connection string, which the storage client parses when it is built: ``rollout.bootstrap``)."""
+    if conn is None or not conn.service_uri:
+        return None
+    if _url_host(conn.service_uri, ("https", "http")) is None:
+        # Not echoed: an endpoint may carry a SAS token.
+        return f"{conn.setting} must be the service's URL, like https://<account>.<service>.core.windows.net"
+    return None
+
+
+def _url_host(url: str, schemes: tuple[str, ...]) -> str | None:
+    """The host of ``url`` when it is an absolute URL with one of ``schemes`` and nothing a client would
+    refuse (blanks, control characters, a malformed IPv6 literal or port); else None."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:  # "https://[::1": Invalid IPv6 URL
+        return None
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return None
+    return parts.hostname
 
 
 def main(argv: list[str]) -> int:

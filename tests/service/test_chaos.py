@@ -109,6 +109,7 @@ class ChaosMachine(RuleBasedStateMachine):
         model_applied=st.sampled_from(("content", "version")),
         apply_model_at=st.sampled_from(("finish", "call")),
         rollback_reimage=st.booleans(),
+        batch_mode=st.sampled_from(("fixed", "progressive")),
     )
     def setup(
         self,
@@ -119,11 +120,13 @@ class ChaosMachine(RuleBasedStateMachine):
         model_applied: str,
         apply_model_at: str,
         rollback_reimage: bool,
+        batch_mode: str = "fixed",
     ) -> None:
         broken, failing = bad_names()
         policy = RolloutPolicy(
             bake_seconds=60,
             batch_size=batch_size,
+            batch_mode=batch_mode,
             max_unavailable=max_unavailable,
             failure_threshold=2,
             progress_deadline_seconds=300,

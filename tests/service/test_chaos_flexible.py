@@ -34,9 +34,16 @@ class FlexibleChaosMachine(uniform.ChaosMachine):
         batch_size=uniform.st.integers(1, 3),
         upgrade_observations=uniform.st.integers(1, 3),
         rollback_reimage=uniform.st.booleans(),
+        batch_mode=uniform.st.sampled_from(("fixed", "progressive")),
     )
     def setup(  # type: ignore[override]
-        self, size: int, max_unavailable: int, batch_size: int, upgrade_observations: int, rollback_reimage: bool
+        self,
+        size: int,
+        max_unavailable: int,
+        batch_size: int,
+        upgrade_observations: int,
+        rollback_reimage: bool,
+        batch_mode: str = "fixed",
     ) -> None:
         # The Uniform machine's setup, building a Flexible world ("call": a reimage re-runs a VM's own
         # model, as in the ARM emulator, so it never hides an upgrade that was not sent).
@@ -52,6 +59,7 @@ class FlexibleChaosMachine(uniform.ChaosMachine):
                 model_applied="content",
                 apply_model_at="call",
                 rollback_reimage=rollback_reimage,
+                batch_mode=batch_mode,
             )
         finally:
             uniform.ChaosWorld = real  # type: ignore[misc]

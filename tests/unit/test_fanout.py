@@ -241,6 +241,17 @@ def test_fanout_settings_name_every_problem_at_once() -> None:
         load_fanout_settings({"TickQueue": "UseDevelopmentStorage=true", "TICK_QUEUE": "q" * 60})
 
 
+@pytest.mark.parametrize("burst", ["²", "9" * 5000])
+def test_a_read_burst_of_digits_int_cannot_take_is_a_settings_error(burst: str) -> None:
+    # Found by tests/service/test_bad_input_properties.py: str.isdigit() is true for "²" and for 5,000
+    # digits, where int() raises ValueError: the timer crashed instead of naming the setting.
+    from rollout.settings import SettingsError, load_fanout_settings
+
+    with pytest.raises(SettingsError, match="TICK_READ_BURST=") as caught:
+        load_fanout_settings({"TickQueue": "UseDevelopmentStorage=true", "TICK_READ_BURST": burst})
+    assert len(str(caught.value)) < 400
+
+
 def test_fanout_settings_take_either_connection_form() -> None:
     from rollout.settings import load_fanout_settings
 

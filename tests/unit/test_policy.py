@@ -27,6 +27,11 @@ REFUSED = [
     ({"latency_ratio": -1.0}, "latency_ratio must be 0 (off) or at least 1"),
     ({"latency_min_delta_ms": -0.5}, "latency_min_delta_ms must not be negative"),
     ({"rollback_mode": "fast"}, "rollback_mode must be one of budgeted, all-at-once"),
+    ({"batch_mode": "doubling"}, "batch_mode must be one of fixed, progressive"),
+    # NaN compares false with every bound, so it used to pass them all (found by the bad-input properties).
+    ({"latency_ratio": float("nan")}, "latency_ratio must be a finite number"),
+    ({"latency_min_delta_ms": float("nan")}, "latency_min_delta_ms must be a finite number"),
+    ({"latency_min_delta_ms": float("inf")}, "latency_min_delta_ms must be a finite number"),
 ]
 
 

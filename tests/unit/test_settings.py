@@ -68,8 +68,8 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"BATCH_PERCENT": "150"}, "BATCH_PERCENT='150' must be between 1 and 100"),
         ({"BATCH_SIZE": "-2"}, "BATCH_SIZE='-2' must not be negative (0 = use batch_percent)"),
         ({"MAX_UNAVAILABLE": "150%"}, "MAX_UNAVAILABLE='150%' must be between 1 and 100"),
-        ({"PROBE_TIMEOUT_SECONDS": "0.01"}, "PROBE_TIMEOUT_SECONDS='0.01' must be at least 0.1"),
-        ({"PROBE_EXPECT_STATUS": "99"}, "PROBE_EXPECT_STATUS='99' must be at least 100"),
+        ({"PROBE_TIMEOUT_SECONDS": "0.01"}, "PROBE_TIMEOUT_SECONDS='0.01' must be between 0.1 and 300"),
+        ({"PROBE_EXPECT_STATUS": "99"}, "PROBE_EXPECT_STATUS='99' must be between 100 and 599"),
         ({"STATE_TABLE_PREFIX": "1abc"}, "STATE_TABLE_PREFIX='1abc' must be letters and digits"),
         ({"ARM_ENDPOINT": "http://management.azure.com"}, "must be an https:// URL"),
         ({"RELEASE_CONTAINER": "Init_Releases"}, "not a valid blob container name"),
@@ -83,6 +83,28 @@ def test_the_identity_form_wins_over_a_connection_string() -> None:
         ({"ROLLBACK_MODE": "all-at-once"}, None),
         ({"ROLLBACK_MODE": "Budgeted"}, None),
         ({"ROLLBACK_MODE": "fast"}, "ROLLBACK_MODE='fast' must be one of budgeted, all-at-once"),
+        # Found by tests/service/test_bad_input_properties.py: NaN and infinity passed every bound (NaN
+        # compares false), so LATENCY_RATIO=nan or PROBE_TIMEOUT_SECONDS=nan were accepted; a timeout
+        # of 1e300 crashed the probe (the socket's OverflowError); a status of 1000 no instance can answer.
+        ({"LATENCY_RATIO": "nan"}, "LATENCY_RATIO='nan' is not a finite number"),
+        ({"LATENCY_MIN_DELTA_MS": "NaN"}, "LATENCY_MIN_DELTA_MS='NaN' is not a finite number"),
+        ({"PROBE_TIMEOUT_SECONDS": "inf"}, "PROBE_TIMEOUT_SECONDS='inf' is not a finite number"),
+        ({"PROBE_TIMEOUT_SECONDS": "1e999"}, "PROBE_TIMEOUT_SECONDS='1e999' is not a finite number"),
+        ({"PROBE_TIMEOUT_SECONDS": "1e300"}, "PROBE_TIMEOUT_SECONDS='1e300' must be between 0.1 and 300"),
+        ({"PROBE_TIMEOUT_SECONDS": "300"}, None),
+        ({"PROBE_EXPECT_STATUS": "1000"}, "PROBE_EXPECT_STATUS='1000' must be between 100 and 599"),
+        ({"PROBE_EXPECT_STATUS": "599"}, None),
+        ({"BAKE_SECONDS": "9" * 5000}, "BAKE_SECONDS='9999"),
+        # Endpoints a client cannot use were accepted, and failed later with a ValueError naming nothing.
+        ({"ARM_ENDPOINT": "https://[::1"}, "ARM_ENDPOINT='https://[::1' is not a valid URL"),
+        ({"ARM_ENDPOINT": "https://host:99999"}, "ARM_ENDPOINT='https://host:99999' is not a valid URL"),
+        ({"ARM_ENDPOINT": "https://127.0.0.1:8443/"}, None),
+        ({"StateStorage__tableServiceUri": "garbage"}, "StateStorage__tableServiceUri must be the service's URL"),
+        ({"ReleaseStorage__blobServiceUri": "https://a b"}, "ReleaseStorage__blobServiceUri must be the service's URL"),
+        (
+            {"ReleaseStorage__blobServiceUri": "http://127.0.0.1:10000/devstoreaccount1"},
+            None,
+        ),  # more digits than int() converts: named, cut short
         ({"VMSS_NAME": "bad/name"}, "not a valid scale set name"),
         ({"HTTP_AUTH": "entra"}, None),
         ({"HTTP_AUTH": "function-key"}, None),

@@ -17,6 +17,7 @@ def test_knob_settings_use_the_app_setting_names_and_one_value_per_setting() -> 
         "BAKE_SECONDS",
         "BATCH_PERCENT",
         "BATCH_SIZE",
+        "BATCH_MODE",
         "MAX_UNAVAILABLE",
         "FAILURE_THRESHOLD",
         "PROGRESS_DEADLINE_SECONDS",
