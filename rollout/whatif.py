@@ -121,9 +121,10 @@ def batch_plan(fleet: FleetView, policy: RolloutPolicy) -> tuple[list[Step], Fin
         return [], Finding("plan", Severity.WARN, f"no canary can be chosen now: {why}")
     steps = [Step("canary", 0, tuple(canary), len(canary) + len(down))]
     outdated = [i for i in sort_ids(v.instance_id for v in fleet.instances) if i not in canary]
-    size, budget_total = policy.calculate_batch_size(n), policy.calculate_max_unavailable(n)
-    number = 0
+    budget_total = policy.calculate_max_unavailable(n)
+    number = promoted = 0
     while outdated:
+        size = policy.promotion_batch_size(n, promoted)  # fixed, or 1, 2, 4, ... (BATCH_MODE)
         budget = budget_total - len(down)
         candidates = sorted(outdated, key=lambda i: i not in down)  # stable: the id order within each
         chosen: list[str] = []
@@ -147,6 +148,7 @@ def batch_plan(fleet: FleetView, policy: RolloutPolicy) -> tuple[list[Step], Fin
         steps.append(Step("batch", number, tuple(sort_ids(chosen)), unavailable))
         outdated = [i for i in outdated if i not in chosen]
         down -= set(chosen)
+        promoted += len(chosen)
     return steps, None
 
 

@@ -13,6 +13,8 @@ The entry points and what "a clear error" is there:
   never a 500 and never through the app's last-resort handler. The routes are read from the app, so a
   route added later is covered too;
 * the queue trigger (``advance_target``): any message is ticked or dropped with a log line;
+* the notification trigger (``deliver_notification``): any message that is not a notification is dropped
+  with a log line;
 * settings (``load_settings``, ``load_fanout_settings``, ``http_auth_at_startup``): any string for any
   setting gives settings or a ``SettingsError`` naming that setting;
 * the targets document (``TargetsLoader`` over a document blob) and tag discovery: any bytes, JSON or
@@ -71,6 +73,7 @@ from rollout.fleet import TargetsLoader
 from rollout.knobs import bound_problem, knob_fields
 from rollout.machine import Verb
 from rollout.model import Phase
+from rollout.notifications import SCHEMA, Envelope, NotificationError, NotificationKind
 from rollout.policy import RolloutPolicy
 from rollout.releases import ROLLOUT_ID_RE
 from rollout.service import OutcomeStatus
@@ -251,7 +254,7 @@ def http_routes() -> dict[str, tuple[str, ...]]:
 
 ROUTES = http_routes()
 # The triggers that are not HTTP, each with its property below (the timer's only input is past_due).
-OTHER_TRIGGERS = {"release_uploaded", "advance_target", "advance_rollouts"}
+OTHER_TRIGGERS = {"release_uploaded", "advance_target", "advance_rollouts", "deliver_notification"}
 ALLOWED = {200, 400, 401, 403, 404, 409, 503}
 ROLE_URI = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 command_fields = st.fixed_dictionaries(
@@ -445,6 +448,11 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
         response = appindex.user_function(app_module.app, function)(request)
         seen.append(response.status_code)
         assert response.status_code in ALLOWED, (function, method, rid[:60], verb[:60], response.get_body()[:300])
+        if function == "dashboard" and query.get("format") != "json" and response.mimetype == "text/html":
+            # The dashboard answers a browser with a page, its refusals too (the message escaped in it).
+            assert response.status_code != 500 and response.get_body(), (response.status_code, query)
+            assert_records_load(world.store)
+            return
         if response.status_code >= 400 or response.mimetype == "application/json":
             assert response.mimetype == "application/json"
             payload = json.loads(response.get_body())
@@ -464,7 +472,15 @@ def test_no_request_to_any_route_gets_a_500_or_anything_but_json(
     if world.settings.http_auth == "entra":
         assert {401, 403} <= set(seen), sorted(set(seen))
     if isinstance(world, GroupedApp):
-        assert 409 in seen, sorted(set(seen))  # a release of two groups named without ?group=
+        # A release of two groups named without ?group= is ambiguous: asked for directly, as the generated
+        # requests reach it only now and then (more routes, fewer draws of this one).
+        answers = []
+        for gid in sorted({gid.split("~")[-1] for gid in group_ids}):
+            request = func.HttpRequest(
+                method="GET", url=f"/api/releases/{quote(gid, safe='')}", route_params={"id": gid}, body=b""
+            )
+            answers.append(appindex.user_function(app_module.app, "get_group_release")(request).status_code)
+        assert 409 in answers, (answers, group_ids)
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -725,6 +741,51 @@ def test_the_queue_trigger_takes_any_message_without_raising(
             advance_target(message=QueueMessage(id="m1", body=body, dequeue_count=1, pop_receipt="p"))  # type: ignore[no-untyped-call]
         # Ticked ("advance_target rg:vmss: ...") or dropped saying why ("advance_target: dropping message ...").
         assert any(r.getMessage().startswith("advance_target") for r in caplog.records)
+        assert_records_load(triggered.store)
+
+    one_message()
+
+
+def test_the_notification_trigger_drops_any_message_that_is_not_a_notification(
+    triggered: FakeWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    deliver = appindex.user_function(function_app.app, "deliver_notification")
+    notification_like = st.fixed_dictionaries(
+        {"schema": st.one_of(st.just(SCHEMA), any_text)},
+        optional={
+            "kind": st.one_of(st.sampled_from([k.value for k in NotificationKind]), any_text, json_values),
+            "id": st.one_of(any_text, json_values),
+            "rolloutId": st.one_of(any_text, json_values),
+            "wave": json_values,
+            "phaseAfter": json_values,
+            "x": json_values,
+        },
+    )
+    envelope_like = st.fixed_dictionaries(
+        {"notification": st.one_of(notification_like, json_values)},
+        optional={"pending": json_values, "attempt": json_values, "failures": json_values},
+    )
+    messages = st.one_of(
+        st.binary(max_size=300),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        envelope_like.map(lambda d: json.dumps(d).encode()),
+        st.just(b" " * 3000),
+    )
+
+    @FAST
+    @given(body=messages)
+    def one_message(body: bytes) -> None:
+        try:
+            Envelope.decode(body)
+        except NotificationError:
+            pass
+        else:
+            return  # a well-formed notification: delivered (tests/integration/test_notify_delivery.py)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="function_app"):
+            deliver(message=QueueMessage(id="m1", body=body, dequeue_count=1, pop_receipt="p"))  # type: ignore[no-untyped-call]
+        # Dropped, saying why: a retry could not make it a notification.
+        assert any(r.getMessage().startswith("deliver_notification: dropping") for r in caplog.records)
         assert_records_load(triggered.store)
 
     one_message()

@@ -71,6 +71,15 @@ def test_the_canary_is_the_lowest_healthy_id_and_unavailable_instances_go_first_
     ]
 
 
+def test_the_plan_of_progressive_batches_is_the_policys_batch_plan() -> None:
+    policy = P(batch_mode="progressive", max_unavailable=4)
+    steps, stall = batch_plan(fleet(*(view(str(i)) for i in range(12))), policy)
+    assert stall is None
+    sizes = tuple(len(s.instance_ids) for s in steps if s.kind == "batch")
+    assert sizes == (1, 2, 4, 4) == policy.batch_plan(12)
+    assert [s.instance_ids for s in steps][:3] == [("0",), ("1",), ("2", "3")]
+
+
 def test_a_budget_used_up_by_unavailable_instances_leaves_no_canary() -> None:
     steps, stall = batch_plan(fleet(view("0"), view("1", ok=False), view("2"), view("3"), view("4")), P())
     assert steps == [] and stall is not None and stall.severity is Severity.WARN
