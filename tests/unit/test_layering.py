@@ -15,6 +15,7 @@ PURE = {
     "machine.py",
     "admission.py",
     "analysis.py",
+    "judge.py",
     "model.py",
     "policy.py",
     "releases.py",
