@@ -572,7 +572,9 @@ def _look(plan: _Plan, fleet: FleetView, policy: RolloutPolicy, assessment: Asse
         plan.act(Notify(f"{rollout.release.label}: canary judged Marginal; promote or abort: {line}"))
         return plan.decision()
     plan.update(unhealthy_streak=0, last_progress_at=plan.now)
-    plan.transition(Phase.PROMOTING, f"canary judged Pass {int(baked)} of {policy.bake_seconds} s into the bake: {line}")
+    plan.transition(
+        Phase.PROMOTING, f"canary judged Pass {int(baked)} of {policy.bake_seconds} s into the bake: {line}"
+    )
     return _decide_promoting(plan, fleet, policy)
 
 
@@ -618,15 +620,59 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         plan.update(last_progress_at=plan.now)
         why = "promoted by operator" if plan.rollout.skip_bake else f"canary healthy for {int(baked)} s"
         plan.transition(Phase.PROMOTING, why)
-        judged = plan.rollout.judge
-        if not plan.rollout.skip_bake and judged is not None and judged.verdict is judging.Verdict.PASS:
-            line = judging.summary(judged)
-            plan.event(EventKind.JUDGED, f"canary judged Pass: {line}", judgement=dict(judged.figures))
+        verdict = plan.rollout.judge
+        if not plan.rollout.skip_bake and verdict is not None and verdict.verdict is judging.Verdict.PASS:
+            line = judging.summary(verdict)
+            plan.event(EventKind.JUDGED, f"canary judged Pass: {line}", judgement=dict(verdict.figures))
         return _decide_promoting(plan, fleet, policy)
     return plan.wait(f"baking: {int(baked)} of {policy.bake_seconds} s, canary healthy")
 
 
+def _excused(plan: _Plan, fleet: FleetView) -> set[str]:
+    """Instances unhealthy before their batch and still unhealthy on the release (not failed, not updating):
+    not the release's doing, so not counted against it. One that was healthy and is not after its upgrade
+    is counted, as is any failure of the extension (an immediate Fail)."""
+    views = fleet.by_id()
+    return {
+        i
+        for i in plan.rollout.unhealthy_before
+        if i in views and views[i].latest_model_applied and assess_instance(views[i]) is Health.UNHEALTHY
+    }
+
+
+def _forget_recovered(plan: _Plan, fleet: FleetView) -> None:
+    """An instance unhealthy before its batch that has been seen healthy on the release (or left the scale
+    set) is an ordinary upgraded instance from then on."""
+    views = fleet.by_id()
+    kept = tuple(
+        i
+        for i in plan.rollout.unhealthy_before
+        if i in views and not (views[i].latest_model_applied and assess_instance(views[i]) is Health.HEALTHY)
+    )
+    if kept != plan.rollout.unhealthy_before:
+        plan.update(unhealthy_before=kept)
+
+
+def _judge_counted(views: Sequence[InstanceView], plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Assessment:
+    """``_judge`` of the instances that count against the release (``_excused`` left out)."""
+    excused = _excused(plan, fleet)
+    counted = [v for v in views if v.instance_id not in excused]
+    if views and not counted:
+        ids = ", ".join(v.instance_id for v in views)
+        return Assessment(Verdict.SUCCESSFUL, f"{ids} unhealthy before the batch and still: not counted")
+    return _judge(counted, plan, fleet, policy)
+
+
+def _record_unhealthy_before(plan: _Plan, fleet: FleetView, chosen: Sequence[str]) -> None:
+    """The batch's pre-batch health: which of its instances are unhealthy (not failed) before their upgrade."""
+    views = fleet.by_id()
+    down = [i for i in chosen if i in views and assess_instance(views[i]) is Health.UNHEALTHY]
+    if down:
+        plan.update(unhealthy_before=tuple(sort_ids(set(plan.rollout.unhealthy_before) | set(down))))
+
+
 def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
+    _forget_recovered(plan, fleet)
     rollout = plan.rollout
     gone = [i for i in rollout.batch_ids if i not in fleet.by_id()]
     if gone:
@@ -636,7 +682,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         rollout = plan.rollout
     if rollout.batch_ids:
         batch = _observed(rollout.batch_ids, fleet)
-        assessment = _judge(batch, plan, fleet, policy)
+        assessment = _judge_counted(batch, plan, fleet, policy)
         subject = f"batch {rollout.batch_number} {{}}"
         if (acted := _on_failed_or_unhealthy(plan, policy, assessment, subject)) is not None:
             return acted
@@ -660,7 +706,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         plan.update(batch_ids=(), batch_started_at=None, last_progress_at=plan.now, unhealthy_streak=0)
 
     # Every instance this rollout upgraded must stay healthy, not only the newest batch.
-    watched = _judge(_observed(plan.rollout.upgraded_ids, fleet), plan, fleet, policy)
+    watched = _judge_counted(_observed(plan.rollout.upgraded_ids, fleet), plan, fleet, policy)
     if watched.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"an upgraded instance failed: {watched.reason}")
     if watched.verdict is Verdict.UNHEALTHY:
@@ -670,10 +716,16 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
 
     outdated = [v for v in fleet.instances if not v.latest_model_applied]
     if not outdated:
-        if watched.verdict is Verdict.SUCCESSFUL and all(assess_instance(v) is Health.HEALTHY for v in fleet.instances):
-            plan.transition(
-                Phase.SUCCEEDED, f"all {len(fleet.instances)} instances on {rollout.release.label} and healthy"
-            )
+        excused = _excused(plan, fleet)
+        healthy = all(assess_instance(v) is Health.HEALTHY or v.instance_id in excused for v in fleet.instances)
+        if watched.verdict is Verdict.SUCCESSFUL and healthy:
+            why = f"all {len(fleet.instances)} instances on {rollout.release.label} and healthy"
+            if excused:
+                why = (
+                    f"all {len(fleet.instances)} instances on {rollout.release.label}; healthy but "
+                    f"{', '.join(sort_ids(excused))}, unhealthy before their batch as now"
+                )
+            plan.transition(Phase.SUCCEEDED, why)
             plan.act(Notify(f"{rollout.release.label} succeeded on {len(fleet.instances)} instances"))
             return plan.decision()
         if _past_deadline(plan, policy):
@@ -716,6 +768,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
             )
         chosen = sort_ids(chosen)
     number = rollout.batch_number + 1
+    _record_unhealthy_before(plan, fleet, chosen)
     plan.update(
         batch_ids=tuple(chosen),
         batch_number=number,
