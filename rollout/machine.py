@@ -531,7 +531,7 @@ def _look(plan: _Plan, fleet: FleetView, policy: RolloutPolicy, assessment: Asse
     rollout = plan.rollout
     state = rollout.judge if rollout.judge is not None and rollout.judge.started_at is not None else None
     if state is None:
-        state = judging.JudgeState(started_at=plan.now)
+        state = judging.JudgeState(started_at=rollout.phase_since)  # the bake's start: its first window
     canaries = _observed(rollout.canary_ids, fleet)
     views = fleet.by_id()
     upgraded = set(rollout.upgraded_ids)

@@ -74,6 +74,7 @@ from rollout.ports import (
     RecordTooLargeError,
     ReleaseBlob,
     ScriptChecker,
+    SignalSource,
     StateStore,
     TransientError,
 )
@@ -141,6 +142,7 @@ class RolloutService:
         extension: ExtensionDefaults,
         release_container_url: str | None = None,
         script_checker: ScriptChecker | None = None,
+        signals: SignalSource | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -152,6 +154,7 @@ class RolloutService:
         self.extension = extension
         self.release_container_url = release_container_url
         self.script_checker = script_checker
+        self.signals = signals  # per-instance signals for the canary judge; None: it counts the probes only
 
     # --- start -------------------------------------------------------------------------------
 
@@ -492,6 +495,8 @@ class RolloutService:
         except PortError as exc:
             log.warning("tick: cannot observe the scale set: %s", exc)
             return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", held.id, held.phase)
+        if held.phase is Phase.BAKING:
+            fleet = self._with_signals(held, fleet)
         outcome, rollout = self._advance(held, fleet, steps=1)
         if rollout is not None and rollout.phase.is_terminal:
             self._admit_after(rollout)
@@ -518,6 +523,22 @@ class RolloutService:
         results = self.prober.probe(targets) if targets else {}
         instances = tuple(replace(v, probe=results.get(v.instance_id)) for v in fleet.instances)
         return replace(fleet, instances=instances)
+
+    def _with_signals(self, rollout: Rollout, fleet: FleetView) -> FleetView:
+        """The observation with what the signal source says each instance did since the bake's previous
+        tick (the canary judge's window). A source that cannot answer leaves the judge with the probes."""
+        if self.signals is None:
+            return fleet
+        start = rollout.updated_at if rollout.judge is not None else rollout.phase_since
+        end = self.clock.now()
+        if start >= end:
+            return fleet
+        try:
+            read = self.signals.read([v.instance_id for v in fleet.instances], start, end)
+        except PortError as exc:
+            log.warning("tick: signals unavailable, judging on the probes only: %s", exc)
+            return fleet
+        return replace(fleet, signals=dict(read))
 
     def _advance(self, rollout: Rollout, fleet: FleetView, steps: int) -> tuple[Outcome, Rollout | None]:
         """Decide, commit, act, at most ``steps`` times: after a step that wrote the model, observe
