@@ -619,11 +619,9 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
     if plan.rollout.skip_bake or baked >= policy.bake_seconds:
         plan.update(last_progress_at=plan.now)
         why = "promoted by operator" if plan.rollout.skip_bake else f"canary healthy for {int(baked)} s"
+        # A Pass at the end of the bake is the ordinary way on: its figures stay on the rollout (the API's
+        # ``judgement``), without an event of their own (Fail, Marginal and an early Pass have one).
         plan.transition(Phase.PROMOTING, why)
-        verdict = plan.rollout.judge
-        if not plan.rollout.skip_bake and verdict is not None and verdict.verdict is judging.Verdict.PASS:
-            line = judging.summary(verdict)
-            plan.event(EventKind.JUDGED, f"canary judged Pass: {line}", judgement=dict(verdict.figures))
         return _decide_promoting(plan, fleet, policy)
     return plan.wait(f"baking: {int(baked)} of {policy.bake_seconds} s, canary healthy")
 

@@ -194,8 +194,8 @@ def test_the_probes_alone_still_bake_the_full_time_and_record_the_verdict() -> N
     rollout = world.store.get_rollout(TARGET, rid)
     assert rollout is not None and rollout.judge is not None
     assert rollout.judge.canary.requests == rollout.judge.baseline.requests > 0
-    [message] = _judged(world, rid)
-    assert message.startswith("canary judged Pass: Pass: no evidence")
+    assert rollout.judge.verdict.value == "Pass" and rollout.judge.figures["why"].startswith("no evidence")
+    assert _judged(world, rid) == []  # the ordinary way on: figures on the rollout, no event of their own
 
 
 def test_signals_that_cannot_be_read_leave_the_judge_with_the_probes() -> None:
