@@ -78,9 +78,13 @@ class Tally:
                 bins[b] = bins.get(b, 0) + 1
         return Tally(self.requests + requests, self.errors + errors, tuple(sorted(bins.items())))
 
-    def values(self, scale: float = 1.0) -> list[float]:
-        """The latencies as the histogram keeps them (each bin's value, as many times as it counted)."""
-        return [bin_value(b) * scale for b, c in self.latency for _ in range(c)]
+    def values(self, scale: float = 1.0, limit: int = 200_000) -> list[float]:
+        """The latencies as the histogram keeps them (each bin's value, as many times as it counted). Over
+        ``limit`` values the counts are thinned in proportion (the same shape, fewer samples: p-values
+        only grow, so no verdict becomes easier), which bounds a look's time and memory."""
+        total = self.latency_count
+        shrink = 1.0 if total <= limit else limit / total
+        return [bin_value(b) * scale for b, c in self.latency for _ in range(round(c * shrink))]
 
     def median_ms(self) -> float | None:
         total = self.latency_count

@@ -529,6 +529,8 @@ def _look(plan: _Plan, fleet: FleetView, policy: RolloutPolicy, assessment: Asse
     conclusive Pass promotes before the bake ends; at the end of the bake, Marginal pauses for a human
     (``promote`` or ``abort``) and Pass promotes. None: the bake goes on as before."""
     rollout = plan.rollout
+    if assessment.verdict is Verdict.PENDING:
+        return None  # the canary is still updating: this observation says nothing about the release
     state = rollout.judge if rollout.judge is not None and rollout.judge.started_at is not None else None
     if state is None:
         state = judging.JudgeState(started_at=rollout.phase_since)  # the bake's start: its first window

@@ -7,6 +7,7 @@ import json
 import math
 import random
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -108,9 +109,18 @@ def test_the_latency_histogram_keeps_values_within_a_bin_and_the_median() -> Non
         Tally().add(1, 2)
 
 
+def test_a_huge_histogram_is_thinned_in_proportion_for_the_test() -> None:
+    tally = Tally(latency=((10, 3_000_000), (20, 1_000_000)))
+    values = tally.values(limit=4000)
+    assert len(values) == 4000 and values.count(bin_value(10)) == 3000
+    assert len(Tally(latency=((10, 5),)).values(2.0)) == 5 and Tally(latency=((10, 5),)).values(2.0)[
+        0
+    ] == 2 * bin_value(10)
+
+
 def test_the_state_round_trips_through_json_and_stays_small_however_long_the_bake() -> None:
     rng = random.Random(7)
-    state = JudgeState(baseline_ids=("3",))
+    state = JudgeState(baseline_ids=("3",), started_at=datetime(2026, 11, 30, 1, 0, tzinfo=UTC))
     for _ in range(2000):  # 2,000 ticks of 500 requests each side
         lat = [rng.lognormvariate(3, 0.5) for _ in range(50)]
         state = replace(state, canary=state.canary.add(500, 3, lat), baseline=state.baseline.add(500, 2, lat))
