@@ -22,14 +22,15 @@ CASES = {
 
 def main(runs: int) -> None:
     print(f"{runs} bakes per case, 10 looks, 100 requests per tick and group unless said, seed 20261130")
-    print("| case | Pass | Marginal | Fail | mean looks to the verdict |")
+    print("| case | Pass | Marginal | Fail | mean looks to the verdict |")  # looks: bake ticks, 1 = the first
     print("|---|---|---|---|---|")
     for name, kwargs in CASES.items():
         rng = random.Random(20261130)
         outcomes = [simulate_bake(rng, **kwargs) for _ in range(runs)]  # type: ignore[arg-type]
         counts = Counter(o.verdict for o in outcomes)
         mean = sum(o.looks for o in outcomes) / runs
-        cells = " | ".join(f"{counts[v] / runs:.1%}" for v in (Verdict.PASS, Verdict.MARGINAL, Verdict.FAIL))
+        verdicts = (Verdict.PASS, Verdict.MARGINAL, Verdict.FAIL)
+        cells = " | ".join(f"{counts[v]} ({counts[v] / runs:.2%})" for v in verdicts)
         print(f"| {name} | {cells} | {mean:.2f} |", flush=True)
 
 
