@@ -94,6 +94,7 @@ def run_story(twin: Twin, narrator: Narrator, bake_seconds: int) -> list[dict[st
     detail = narrator.follow(twin, v1["id"], lambda d: d["phase"] in ended, timeout=120 + bake_seconds)
     if detail["phase"] != "Succeeded":
         raise TwinError(f"v1 ended {detail['phase']}: {detail['reason']}")
+    say(judgement_line(detail))
     titles = twin.instance_titles()
     say("instances now serve: " + ", ".join(f"{i}: {t!r}" for i, t in titles.items()))
 
@@ -104,6 +105,7 @@ def run_story(twin: Twin, narrator: Narrator, bake_seconds: int) -> list[dict[st
     if detail["phase"] != "RolledBack":
         raise TwinError(f"v2 ended {detail['phase']}: {detail['reason']}")
     say(f"why: {detail['rollbackReason']}")
+    say(judgement_line(detail))
     titles = twin.instance_titles()
     say("instances now serve: " + ", ".join(f"{i}: {t!r}" for i, t in titles.items()))
 
@@ -121,6 +123,30 @@ def run_story(twin: Twin, narrator: Narrator, bake_seconds: int) -> list[dict[st
     say("instances now serve: " + ", ".join(f"{i}: {t!r}" for i, t in titles.items()))
     status, listing = twin.api("GET", "rollouts")
     return listing["rollouts"]  # type: ignore[no-any-return]
+
+
+def judgement_line(detail: dict[str, Any]) -> str:
+    """The canary judge's verdict with its figures, as ``GET /api/rollouts/{id}`` shows them."""
+    judgement = detail.get("judgement")
+    if not judgement:
+        return "canary judge: no bake was judged"
+    figures = judgement["figures"]
+    canary, baseline = judgement["canary"], judgement["baseline"]
+    parts = [
+        f"canary judge: {judgement['verdict']} ({figures.get('why', '')}) after {judgement['looks']} look(s)",
+        f"canary {', '.join(judgement['canaryInstances'])} vs baseline {', '.join(judgement['baselineInstances'])}",
+        f"errors {canary['errors']}/{canary['requests']} vs {baseline['errors']}/{baseline['requests']}",
+    ]
+    errors = figures.get("errorRate")
+    if errors:
+        parts.append(f"error-rate z={errors['z']} p={errors['pFail']}")
+    latency = figures.get("latency")
+    if latency:
+        parts.append(
+            f"median latency {latency['canaryMedianMs']} vs {latency['baselineMedianMs']} ms "
+            f"(Mann-Whitney U={latency['u']}, p={latency['pFail']})"
+        )
+    return "; ".join(parts)
 
 
 def summary(twin: Twin, rollouts: list[dict[str, Any]], narrator: Narrator) -> None:

@@ -268,6 +268,9 @@ def app_settings(
         "ROLLOUT_TICK_SCHEDULE": "*/30 * * * * *",
         "BAKE_SECONDS": str(bake_seconds),
         "FAILURE_THRESHOLD": str(failure_threshold),
+        # The twin's bakes are seconds long (a probe a second): the canary judge tests a metric from 5 samples
+        # a side instead of 10, so `make demo` shows its figures (p-values), not only its counts.
+        "JUDGE_MIN_SAMPLES": "5",
         "PROGRESS_DEADLINE_SECONDS": "120",
         "UPGRADE_RETRY_SECONDS": "20",
         "PROBE_TIMEOUT_SECONDS": "1",

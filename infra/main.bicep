@@ -284,6 +284,24 @@ param latencyRatio string = '0'
 @description('Milliseconds the canary must also be slower by, for LATENCY_RATIO to count.')
 param latencyMinDeltaMs string = '50'
 
+@description('Canary judge: false-Fail rate over a whole bake (docs/safety.md, "The canary judge").')
+param judgeAlpha string = '0.05'
+
+@description('Canary judge: chance of an early Pass of a canary worse than the allowed effect.')
+param judgePassAlpha string = '0.05'
+
+@description('Canary judge: allowed increase of the error rate over the baseline, in percentage points.')
+param judgeErrorMarginPercent string = '1'
+
+@description('Canary judge: allowed slowdown against the baseline (a ratio, plus LATENCY_MIN_DELTA_MS).')
+param judgeLatencyRatio string = '1.2'
+
+@description('Canary judge: requests (or latencies) per side before a metric is tested.')
+param judgeMinSamples string = '10'
+
+@description('Canary judge: at the end of the bake, a metric beyond its allowed effect with a p-value below this is Marginal.')
+param judgeMarginalP string = '0.1'
+
 param probePath string = '/'
 
 @minValue(1)
@@ -390,6 +408,12 @@ module functionApp 'modules/functionapp.bicep' = {
       ROLLBACK_MODE: rollbackMode
       LATENCY_RATIO: latencyRatio
       LATENCY_MIN_DELTA_MS: latencyMinDeltaMs
+      JUDGE_ALPHA: judgeAlpha
+      JUDGE_PASS_ALPHA: judgePassAlpha
+      JUDGE_ERROR_MARGIN_PERCENT: judgeErrorMarginPercent
+      JUDGE_LATENCY_RATIO: judgeLatencyRatio
+      JUDGE_MIN_SAMPLES: judgeMinSamples
+      JUDGE_MARGINAL_P: judgeMarginalP
       PROBE_PATH: probePath
       PROBE_PORT: string(probePort)
       PROBE_EXPECT_STATUS: string(probeExpectStatus)

@@ -23,10 +23,12 @@ from rollout.adapters.notify import Channel, EventGridChannel, LogNotifier, Noti
 from rollout.adapters.probe import HttpProber
 from rollout.adapters.queue import TickQueue
 from rollout.adapters.scriptcheck import BashSyntaxChecker
+from rollout.adapters.signals import signal_source_from_settings
 from rollout.adapters.tables import TableStateStore
 from rollout.fanout import Fanout, ReadBudget
 from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoader, implicit_config
 from rollout.groups import GroupService
+from rollout.ports import Compute, SignalSource
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
 from rollout.settings import (
@@ -39,6 +41,7 @@ from rollout.settings import (
     load_fanout_settings,
     load_notify_settings,
     load_settings,
+    load_signal_settings,
 )
 from rollout.targets import Target, TargetRef
 
@@ -171,9 +174,10 @@ def build_target_service(
     """The service of one target: its scale set, policy and probe; the store and blobs are shared.
     ``target_key`` replaces the target's own key (the unrouted partition only); ``compute`` and
     ``prober`` replace the adapters built for the target."""
+    compute = compute or build_compute(settings, target.ref)
     return RolloutService(
         target_key=target_key or target.key,
-        compute=compute or build_compute(settings, target.ref),
+        compute=compute,
         prober=prober or HttpProber(target.probe),
         store=store,
         notifier=LogNotifier(),
@@ -188,7 +192,28 @@ def build_target_service(
         script_checker=BashSyntaxChecker(),
         notifications=notifications_from_environment()[1],
         releases=blobs,
+        signals=build_signals(settings, target.ref, compute),
     )
+
+
+def build_signals(settings: Settings, ref: TargetRef, compute: Compute) -> SignalSource | None:
+    """The canary judge's signal sources for the scale set ``ref`` (``SIGNALS_*``; None when none is on).
+    ``SIGNALS_LOAD_BALANCER_ID`` names the balancer of the ``VMSS_*`` scale set: other targets do not read it.
+    The balancer source maps backend addresses to instances with one observation of the scale set, made
+    only when it reads (a bake tick)."""
+    signals = load_signal_settings(os.environ)
+    if not signals.any:
+        return None
+    own = dataclasses.replace(
+        settings, subscription_id=ref.subscription_id, resource_group=ref.resource_group, vmss_name=ref.name
+    )
+    if ref.key != settings.target_key:
+        signals = dataclasses.replace(signals, load_balancer_id=None)
+
+    def addresses() -> dict[str, str]:
+        return {v.instance_id: v.private_ip for v in compute.observe().instances if v.private_ip}
+
+    return signal_source_from_settings(own, signals, addresses=addresses)
 
 
 class _FleetWiring:

@@ -17,10 +17,11 @@ import enum
 import hashlib
 import json
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from rollout import judge as judging
 from rollout.analysis import Assessment, Verdict, assess_canary, assess_instance, describe_instance
 from rollout.model import (
     EventKind,
@@ -397,6 +398,7 @@ def _decide_canary(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
         if rollout.skip_bake or policy.bake_seconds == 0:
             plan.transition(Phase.PROMOTING, "canary healthy; bake skipped")
             return _decide_promoting(plan, fleet, policy)
+        plan.update(judge=None)  # a bake judges afresh, from its first tick
         plan.transition(Phase.BAKING, f"canary healthy; baking for {policy.bake_seconds} s")
         return plan.decision()
     if assessment.verdict is Verdict.UNHEALTHY:
@@ -482,6 +484,102 @@ def _on_failed_or_unhealthy(
     return None
 
 
+def _thresholds(policy: RolloutPolicy) -> judging.Thresholds:
+    return judging.Thresholds(
+        alpha=policy.judge_alpha,
+        pass_alpha=policy.judge_pass_alpha,
+        error_margin=policy.judge_error_margin_percent / 100,
+        latency_ratio=policy.judge_latency_ratio,
+        min_samples=policy.judge_min_samples,
+        marginal_p=policy.judge_marginal_p,
+        latency_min_delta_ms=policy.latency_min_delta_ms,
+    )
+
+
+def _what_it_did(view: InstanceView, fleet: FleetView) -> tuple[int, int, list[float]]:
+    """One instance in one observation, as the judge counts it: our probe is one request (failed unless the
+    instance is healthy, with its latency if it answered), plus what the signal source counted since the
+    previous observation. An instance updating says nothing."""
+    health = assess_instance(view)
+    if health is Health.UPDATING:
+        return 0, 0, []
+    ok = health is Health.HEALTHY
+    latencies = [view.probe.latency_ms] if ok and view.probe is not None and view.probe.latency_ms is not None else []
+    requests, errors = 1, 0 if ok else 1
+    signals = fleet.signals.get(view.instance_id)
+    if signals is not None and signals.requests is not None and signals.requests >= 0:
+        # A source's figures are taken as far as they are consistent (no more errors than requests).
+        requests += signals.requests
+        errors += min(max(0, signals.errors or 0), signals.requests)
+        latencies += [ms for ms in signals.latencies_ms if ms >= 0]
+    return requests, errors, latencies
+
+
+def _tally(tally: judging.Tally, views: Sequence[InstanceView], fleet: FleetView) -> judging.Tally:
+    for view in views:
+        requests, errors, latencies = _what_it_did(view, fleet)
+        if requests:
+            tally = tally.add(requests, errors, latencies)
+    return tally
+
+
+def _look(plan: _Plan, fleet: FleetView, policy: RolloutPolicy, assessment: Assessment) -> Decision | None:
+    """The canary judge's look at this tick of the bake (``rollout.judge``): the canary against as many
+    baseline instances (the same ones while they last) over the same window. Fail rolls back now; a
+    conclusive Pass promotes before the bake ends; at the end of the bake, Marginal pauses for a human
+    (``promote`` or ``abort``) and Pass promotes. None: the bake goes on as before."""
+    rollout = plan.rollout
+    if assessment.verdict is Verdict.PENDING:
+        return None  # the canary is still updating: this observation says nothing about the release
+    state = rollout.judge if rollout.judge is not None and rollout.judge.started_at is not None else None
+    if state is None:
+        state = judging.JudgeState(started_at=rollout.phase_since)  # the bake's start: its first window
+    canaries = _observed(rollout.canary_ids, fleet)
+    views = fleet.by_id()
+    upgraded = set(rollout.upgraded_ids)
+    still = [i for i in state.baseline_ids if i in views and i not in upgraded and not views[i].latest_model_applied]
+    kept = still[: len(canaries)]
+    if len(kept) < len(canaries):
+        spare = [
+            v.instance_id
+            for v in _baseline_views(plan, fleet)
+            if v.instance_id not in kept and assess_instance(v) is Health.HEALTHY
+        ]
+        kept += sort_ids(spare)[: len(canaries) - len(kept)]
+    baseline = [views[i] for i in sort_ids(kept)]
+    state = replace(
+        state,
+        baseline_ids=tuple(sort_ids(kept)),
+        canary=_tally(state.canary, canaries, fleet),
+        baseline=_tally(state.baseline, baseline, fleet),
+    )
+    started = state.started_at or plan.now
+    fraction = (plan.now - started).total_seconds() / policy.bake_seconds if policy.bake_seconds else 1.0
+    baked = (plan.now - rollout.phase_since).total_seconds()
+    ending = assessment.verdict is Verdict.SUCCESSFUL and baked >= policy.bake_seconds
+    state = judging.look(state, _thresholds(policy), fraction, final=ending)
+    plan.update(judge=state)
+    verdict, line = state.verdict, judging.summary(state)
+    if verdict is judging.Verdict.PENDING:
+        return None
+    if verdict is judging.Verdict.PASS and (assessment.verdict is not Verdict.SUCCESSFUL or ending):
+        # Not healthy right now: the bake goes on. At the end of the bake: promoted as before (and recorded).
+        return None
+    plan.event(EventKind.JUDGED, f"canary judged {verdict.value}: {line}", judgement=dict(state.figures))
+    if verdict is judging.Verdict.FAIL:
+        return _start_rollback(plan, f"canary judged worse than the baseline: {line}")
+    if verdict is judging.Verdict.MARGINAL:
+        plan.update(resume_to=Phase.BAKING, failed_from=None)
+        plan.transition(Phase.PAUSED, f"canary judged Marginal, a human decides (promote or abort): {line}")
+        plan.act(Notify(f"{rollout.release.label}: canary judged Marginal; promote or abort: {line}"))
+        return plan.decision()
+    plan.update(unhealthy_streak=0, last_progress_at=plan.now)
+    plan.transition(
+        Phase.PROMOTING, f"canary judged Pass {int(baked)} of {policy.bake_seconds} s into the bake: {line}"
+    )
+    return _decide_promoting(plan, fleet, policy)
+
+
 def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
     present = fleet.by_id()
     canaries = [i for i in plan.rollout.canary_ids if i in present]
@@ -499,6 +597,14 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
     if assessment.verdict not in (Verdict.SUCCESSFUL, Verdict.FAILED):
         # The bake clock only counts healthy time (BAKE_SECONDS), so any other observation restarts it.
         plan.update(phase_since=plan.now)
+    # A CustomScript failure stays an immediate Fail (below); anything else is evidence for the judge.
+    judged = (
+        None
+        if assessment.verdict is Verdict.FAILED or plan.rollout.skip_bake
+        else _look(plan, fleet, policy, assessment)
+    )
+    if judged is not None:
+        return judged
     if (acted := _on_failed_or_unhealthy(plan, policy, assessment, "canary {} while baking")) is not None:
         return acted
     if assessment.verdict is not Verdict.SUCCESSFUL:
@@ -515,12 +621,58 @@ def _decide_baking(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Deci
     if plan.rollout.skip_bake or baked >= policy.bake_seconds:
         plan.update(last_progress_at=plan.now)
         why = "promoted by operator" if plan.rollout.skip_bake else f"canary healthy for {int(baked)} s"
+        # A Pass at the end of the bake is the ordinary way on: its figures stay on the rollout (the API's
+        # ``judgement``), without an event of their own (Fail, Marginal and an early Pass have one).
         plan.transition(Phase.PROMOTING, why)
         return _decide_promoting(plan, fleet, policy)
     return plan.wait(f"baking: {int(baked)} of {policy.bake_seconds} s, canary healthy")
 
 
+def _excused(plan: _Plan, fleet: FleetView) -> set[str]:
+    """Instances unhealthy before their batch and still unhealthy on the release (not failed, not updating):
+    not the release's doing, so not counted against it. One that was healthy and is not after its upgrade
+    is counted, as is any failure of the extension (an immediate Fail)."""
+    views = fleet.by_id()
+    return {
+        i
+        for i in plan.rollout.unhealthy_before
+        if i in views and views[i].latest_model_applied and assess_instance(views[i]) is Health.UNHEALTHY
+    }
+
+
+def _forget_recovered(plan: _Plan, fleet: FleetView) -> None:
+    """An instance unhealthy before its batch that has been seen healthy on the release (or left the scale
+    set) is an ordinary upgraded instance from then on."""
+    views = fleet.by_id()
+    kept = tuple(
+        i
+        for i in plan.rollout.unhealthy_before
+        if i in views and not (views[i].latest_model_applied and assess_instance(views[i]) is Health.HEALTHY)
+    )
+    if kept != plan.rollout.unhealthy_before:
+        plan.update(unhealthy_before=kept)
+
+
+def _judge_counted(views: Sequence[InstanceView], plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Assessment:
+    """``_judge`` of the instances that count against the release (``_excused`` left out)."""
+    excused = _excused(plan, fleet)
+    counted = [v for v in views if v.instance_id not in excused]
+    if views and not counted:
+        ids = ", ".join(v.instance_id for v in views)
+        return Assessment(Verdict.SUCCESSFUL, f"{ids} unhealthy before the batch and still: not counted")
+    return _judge(counted, plan, fleet, policy)
+
+
+def _record_unhealthy_before(plan: _Plan, fleet: FleetView, chosen: Sequence[str]) -> None:
+    """The batch's pre-batch health: which of its instances are unhealthy (not failed) before their upgrade."""
+    views = fleet.by_id()
+    down = [i for i in chosen if i in views and assess_instance(views[i]) is Health.UNHEALTHY]
+    if down:
+        plan.update(unhealthy_before=tuple(sort_ids(set(plan.rollout.unhealthy_before) | set(down))))
+
+
 def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> Decision:
+    _forget_recovered(plan, fleet)
     rollout = plan.rollout
     gone = [i for i in rollout.batch_ids if i not in fleet.by_id()]
     if gone:
@@ -530,7 +682,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         rollout = plan.rollout
     if rollout.batch_ids:
         batch = _observed(rollout.batch_ids, fleet)
-        assessment = _judge(batch, plan, fleet, policy)
+        assessment = _judge_counted(batch, plan, fleet, policy)
         subject = f"batch {rollout.batch_number} {{}}"
         if (acted := _on_failed_or_unhealthy(plan, policy, assessment, subject)) is not None:
             return acted
@@ -554,7 +706,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
         plan.update(batch_ids=(), batch_started_at=None, last_progress_at=plan.now, unhealthy_streak=0)
 
     # Every instance this rollout upgraded must stay healthy, not only the newest batch.
-    watched = _judge(_observed(plan.rollout.upgraded_ids, fleet), plan, fleet, policy)
+    watched = _judge_counted(_observed(plan.rollout.upgraded_ids, fleet), plan, fleet, policy)
     if watched.verdict is Verdict.FAILED:
         return _start_rollback(plan, f"an upgraded instance failed: {watched.reason}")
     if watched.verdict is Verdict.UNHEALTHY:
@@ -564,10 +716,16 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
 
     outdated = [v for v in fleet.instances if not v.latest_model_applied]
     if not outdated:
-        if watched.verdict is Verdict.SUCCESSFUL and all(assess_instance(v) is Health.HEALTHY for v in fleet.instances):
-            plan.transition(
-                Phase.SUCCEEDED, f"all {len(fleet.instances)} instances on {rollout.release.label} and healthy"
-            )
+        excused = _excused(plan, fleet)
+        healthy = all(assess_instance(v) is Health.HEALTHY or v.instance_id in excused for v in fleet.instances)
+        if watched.verdict is Verdict.SUCCESSFUL and healthy:
+            why = f"all {len(fleet.instances)} instances on {rollout.release.label} and healthy"
+            if excused:
+                why = (
+                    f"all {len(fleet.instances)} instances on {rollout.release.label}; healthy but "
+                    f"{', '.join(sort_ids(excused))}, unhealthy before their batch as now"
+                )
+            plan.transition(Phase.SUCCEEDED, why)
             plan.act(Notify(f"{rollout.release.label} succeeded on {len(fleet.instances)} instances"))
             return plan.decision()
         if _past_deadline(plan, policy):
@@ -613,6 +771,7 @@ def _decide_promoting(plan: _Plan, fleet: FleetView, policy: RolloutPolicy) -> D
             )
         chosen = sort_ids(chosen)
     number = rollout.batch_number + 1
+    _record_unhealthy_before(plan, fleet, chosen)
     plan.update(
         batch_ids=tuple(chosen),
         batch_number=number,
@@ -884,6 +1043,9 @@ def _abort(plan: _Plan, command: Command) -> Decision:
         raise CommandError(f"rollout {rollout.id} is already {rollout.phase.value}")
     if command.rollback and rollout.phase is not Phase.QUEUED:
         return _start_rollback(plan, f"aborted by {actor}{said}", actor)
+    if _paused_on_marginal(rollout):
+        # The human's other answer to a Marginal verdict: the canary is not good enough; it goes back.
+        return _start_rollback(plan, f"aborted by {actor}{said} after a Marginal verdict", actor)
     plan.update(batch_ids=(), batch_started_at=None)
     plan.transition(Phase.ABORTED, f"aborted by {actor}{said}; no rollback", actor)
     plan.act(Notify(f"{rollout.release.label} aborted by {actor}{said}"))
@@ -903,15 +1065,35 @@ def _resume(plan: _Plan, command: Command) -> Decision:
     rollout = plan.rollout
     if rollout.phase is not Phase.PAUSED or rollout.resume_to is None:
         raise CommandError(f"only a paused rollout can be resumed; this one is {rollout.phase.value}")
-    # The bake clock and the progress deadline restart: time spent paused proves nothing.
+    # The bake clock and the progress deadline restart: time spent paused proves nothing. So does the canary
+    # judge: a bake resumed is judged afresh (the verdict that paused it is in the events).
     plan.update(resume_to=None, last_progress_at=plan.now)
+    if rollout.resume_to is Phase.BAKING:
+        plan.update(judge=None)
     plan.transition(rollout.resume_to, f"resumed by {command.actor}{command.said}", command.actor)
     return plan.decision()
+
+
+def _paused_on_marginal(rollout: Rollout) -> bool:
+    """Paused by the canary judge's Marginal verdict (not by an operator), waiting for promote or abort."""
+    return (
+        rollout.phase is Phase.PAUSED
+        and rollout.resume_to is Phase.BAKING
+        and rollout.judge is not None
+        and rollout.judge.verdict is judging.Verdict.MARGINAL
+    )
 
 
 def _promote(plan: _Plan, command: Command) -> Decision:
     rollout, verb, actor = plan.rollout, command.verb, command.actor
     full = verb is Verb.PROMOTE_FULL
+    if _paused_on_marginal(rollout):
+        # The human's answer to a Marginal verdict: the canary is good enough; promotion goes on.
+        plan.update(skip_bake=True, promote_full=rollout.promote_full or full, resume_to=None)
+        plan.update(last_progress_at=plan.now)
+        plan.event(EventKind.PROMOTED, f"{verb} by {actor}{command.said}: Marginal verdict accepted", actor)
+        plan.transition(Phase.BAKING, f"{verb} by {actor}{command.said} after a Marginal verdict", actor)
+        return plan.decision()
     allowed = (Phase.CANARY, Phase.BAKING, Phase.PROMOTING) if full else (Phase.CANARY, Phase.BAKING)
     if rollout.phase not in allowed:
         names = ", ".join(p.value for p in allowed)

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rollout.judge import JudgeState
+from rollout.signals import InstanceSignals
+
 
 class Phase(str, enum.Enum):
     """Where a rollout is. The transitions: docs/design.md, "Phases"."""
@@ -175,6 +178,9 @@ class FleetView:
     # latestModelApplied). False for Flexible VMs, whose REST shape has no such property: the service
     # then takes the reading from the rollout's records (``rollout.orchestration.with_recorded_models``).
     model_applied_reported: bool = True
+    # Per-instance signals since the previous observation (``rollout.ports.SignalSource``), by instance id;
+    # empty when no source is configured: the canary judge then counts the probes only.
+    signals: Mapping[str, InstanceSignals] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, InstanceView]:
         return {i.instance_id: i for i in self.instances}
@@ -232,6 +238,11 @@ class Rollout:
     # A revert: a group release halted and returns the scale set to this (older) release, which the
     # not-newer check then allows (``RolloutService.start_revert``).
     revert: bool = False
+    # The canary judge's tallies and last verdict during the bake (``rollout.judge``); None before the bake.
+    judge: JudgeState | None = None
+    # Instances that were unhealthy (not failed) when their batch was chosen and have not been healthy on the
+    # release since: not the release's doing, so they do not count against it (docs/safety.md).
+    unhealthy_before: tuple[str, ...] = ()
     etag: str | None = field(default=None, compare=False)
 
     def evolve(self, **changes: Any) -> Rollout:
@@ -285,6 +296,7 @@ class EventKind(enum.StrEnum):
     WAVE_STARTED = "WaveStarted"  # the wave bake passed; the next wave starts
     REVERT_STARTED = "RevertStarted"  # a target goes back to its previous release (a halt)
     TARGET_STEERED = "TargetSteered"  # an operator verb on one target of a group release
+    JUDGED = "Judged"  # the canary judge's conclusive verdict (Pass, Marginal, Fail), its figures in the data
 
 
 @dataclass(frozen=True)

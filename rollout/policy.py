@@ -92,6 +92,49 @@ class RolloutPolicy:
     latency_min_delta_ms: float = knob(
         50.0, "LATENCY_MIN_DELTA_MS", "the least slowdown in ms that `LATENCY_RATIO` counts as unhealthy", minimum=0
     )
+    # The canary judge (rollout.judge, docs/safety.md "The canary judge"): the canary against as many baseline
+    # instances over the same window, at every tick of the bake, with a sequential test.
+    judge_alpha: float = knob(
+        0.05,
+        "JUDGE_ALPHA",
+        "the canary judge's false-Fail rate over a whole bake: the chance that a canary no worse than the allowed "
+        "effect is rolled back on the statistics (spent over the bake's ticks)",
+        minimum=0.0001,
+        maximum=0.5,
+    )
+    judge_pass_alpha: float = knob(
+        0.05,
+        "JUDGE_PASS_ALPHA",
+        "the chance that the judge passes a canary worse than the allowed effect before the bake ends",
+        minimum=0.0001,
+        maximum=0.5,
+    )
+    judge_error_margin_percent: float = knob(
+        1.0,
+        "JUDGE_ERROR_MARGIN_PERCENT",
+        "the allowed increase of the canary's error rate over the baseline's, in percentage points",
+        minimum=0,
+        maximum=99,
+    )
+    judge_latency_ratio: float = knob(
+        1.2,
+        "JUDGE_LATENCY_RATIO",
+        "the allowed slowdown: the judge fails a canary whose latencies are significantly above this many times "
+        "the baseline's (plus `LATENCY_MIN_DELTA_MS`)",
+        minimum=1,
+        maximum=100,
+    )
+    judge_min_samples: int = knob(
+        10, "JUDGE_MIN_SAMPLES", "requests (or latencies) per side before the judge tests a metric", minimum=1
+    )
+    judge_marginal_p: float = knob(
+        0.1,
+        "JUDGE_MARGINAL_P",
+        "at the end of the bake, a metric beyond its allowed effect with a p-value below this (not conclusive) "
+        "makes the verdict Marginal: the rollout pauses for `promote` or `abort`",
+        minimum=0.0001,
+        maximum=0.5,
+    )
     # How a rollback uses capacity. "budgeted": instances that are unhealthy are moved back (and
     # reimaged) at once, healthy ones only within the unavailability budget, like promotion batches.
     # "all-at-once": every instance in one call, whatever that takes offline (fastest, least safe).

@@ -80,6 +80,7 @@ from rollout.ports import (
     ReleaseBlob,
     ReleaseSource,
     ScriptChecker,
+    SignalSource,
     StateStore,
     TransientError,
 )
@@ -208,6 +209,7 @@ class RolloutService:
         script_checker: ScriptChecker | None = None,
         notifications: NotificationSink | None = None,
         releases: ReleaseSource | None = None,
+        signals: SignalSource | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -224,6 +226,7 @@ class RolloutService:
         # The release container, for pre-flight's checks of the scripts a rollback or a revert needs
         # (None: not checked) and for the what-if of a release named by its blob.
         self.releases = releases
+        self.signals = signals  # per-instance signals for the canary judge; None: it counts the probes only
 
     # --- start -------------------------------------------------------------------------------
 
@@ -624,6 +627,8 @@ class RolloutService:
         except PortError as exc:
             log.warning("tick: cannot observe the scale set: %s", exc)
             return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", held.id, held.phase)
+        if held.phase is Phase.BAKING:
+            fleet = self._with_signals(held, fleet)
         outcome, rollout = self._advance(held, fleet, steps=1)
         if rollout is not None and rollout.phase.is_terminal:
             self._admit_after(rollout)
@@ -650,6 +655,22 @@ class RolloutService:
         results = self.prober.probe(targets) if targets else {}
         instances = tuple(replace(v, probe=results.get(v.instance_id)) for v in fleet.instances)
         return replace(fleet, instances=instances)
+
+    def _with_signals(self, rollout: Rollout, fleet: FleetView) -> FleetView:
+        """The observation with what the signal source says each instance did since the bake's previous
+        tick (the canary judge's window). A source that cannot answer leaves the judge with the probes."""
+        if self.signals is None:
+            return fleet
+        start = rollout.updated_at if rollout.judge is not None else rollout.phase_since
+        end = self.clock.now()
+        if start >= end:
+            return fleet
+        try:
+            read = self.signals.read([v.instance_id for v in fleet.instances], start, end)
+        except PortError as exc:
+            log.warning("tick: signals unavailable, judging on the probes only: %s", exc)
+            return fleet
+        return replace(fleet, signals=dict(read))
 
     def _advance(self, rollout: Rollout, fleet: FleetView, steps: int) -> tuple[Outcome, Rollout | None]:
         """Decide, commit, act, at most ``steps`` times: after a step that wrote the model, observe

@@ -7,7 +7,7 @@ from typing import Any
 
 from rollout.analysis import assess_instance, describe_instance
 from rollout.knobs import knob_fields
-from rollout.model import FleetView, Health, ModelSpec, Rollout, RolloutEvent, TargetRecord
+from rollout.model import EventKind, FleetView, Health, ModelSpec, Rollout, RolloutEvent, TargetRecord
 from rollout.targets import TargetsConfig
 from rollout.waves import GroupRelease
 
@@ -81,6 +81,8 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
         "pausedFrom": _stopped_at(r),
         "holdUntil": _time(r.hold_until),
         "rollbackReason": r.rollback_reason or None,
+        "judgement": judgement_json(r),
+        "unhealthyBefore": list(r.unhealthy_before),
         "desired": model_json(r.desired),
         "baseline": model_json(r.baseline),
         "events": [
@@ -90,9 +92,33 @@ def rollout_detail(r: Rollout, events: list[RolloutEvent]) -> dict[str, Any]:
                 "message": e.message,
                 "actor": e.actor,
                 "phase": e.phase.value if e.phase else None,
+                # A verdict of the canary judge carries its figures (p-values, effect sizes, counts).
+                **({"judgement": e.data["judgement"]} if e.kind is EventKind.JUDGED and "judgement" in e.data else {}),
             }
             for e in events
         ],
+    }
+
+
+def judgement_json(r: Rollout) -> dict[str, Any] | None:
+    """The canary judge's state: its verdict, the instances compared, the counts, the last look's figures."""
+    j = r.judge
+    if j is None:
+        return None
+    return {
+        "verdict": j.verdict.value,
+        "startedAt": _time(j.started_at),
+        "looks": j.looks,
+        "canaryInstances": list(r.canary_ids),
+        "baselineInstances": list(j.baseline_ids),
+        "canary": {"requests": j.canary.requests, "errors": j.canary.errors, "latencies": j.canary.latency_count},
+        "baseline": {
+            "requests": j.baseline.requests,
+            "errors": j.baseline.errors,
+            "latencies": j.baseline.latency_count,
+        },
+        "alphaSpent": {"fail": j.spent_fail, "pass": j.spent_pass},
+        "figures": dict(j.figures),
     }
 
 

@@ -91,6 +91,7 @@ from azure.data.tables import (
 )
 
 from rollout import model
+from rollout.judge import JudgeState
 from rollout.model import (
     EventKind,
     ExtensionSpec,
@@ -391,6 +392,9 @@ def rollout_to_entity(rollout: Rollout) -> dict[str, Any]:
             hold_until=_opt_encode_dt(rollout.hold_until, "hold_until"),
             reimage_requested_at=_opt_encode_dt(rollout.reimage_requested_at, "reimage_requested_at"),
             revert=True if rollout.revert else None,  # absent on every other row
+            # The judge's sufficient statistics (a few hundred bytes: rollout.judge), during and after a bake.
+            judge=None if rollout.judge is None else _dumps(rollout.judge.to_json()),
+            unhealthy_before=_dumps(list(rollout.unhealthy_before)) if rollout.unhealthy_before else None,
         )
     )
     check_entity_size(entity, f"rollout {rollout.target}/{rollout.id}")
@@ -433,6 +437,8 @@ def rollout_from_entity(entity: Mapping[str, Any], etag: str | None = None) -> R
         reason=entity.get("reason", ""),
         rollback_reason=entity.get("rollback_reason", ""),
         revert=bool(entity.get("revert", False)),
+        judge=None if not entity.get("judge") else JudgeState.from_json(json.loads(entity["judge"])),
+        unhealthy_before=tuple(json.loads(entity.get("unhealthy_before") or "[]")),
         etag=etag,
     )
 

@@ -17,6 +17,7 @@ PURE = {
     "preflight.py",
     "whatif.py",
     "analysis.py",
+    "judge.py",
     "model.py",
     "policy.py",
     "releases.py",

@@ -26,6 +26,12 @@ def test_knob_settings_use_the_app_setting_names_and_one_value_per_setting() -> 
         "ROLLBACK_REIMAGE",
         "LATENCY_RATIO",
         "LATENCY_MIN_DELTA_MS",
+        "JUDGE_ALPHA",
+        "JUDGE_PASS_ALPHA",
+        "JUDGE_ERROR_MARGIN_PERCENT",
+        "JUDGE_LATENCY_RATIO",
+        "JUDGE_MIN_SAMPLES",
+        "JUDGE_MARGINAL_P",
         "ROLLBACK_MODE",
     }
     assert knob_settings(ProbeSettings(path="/h"))["PROBE_PATH"] == "/h"
