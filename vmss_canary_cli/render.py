@@ -88,7 +88,34 @@ def _id_set(values: object) -> set[str]:
 
 
 def verdict(detail: Json) -> str:
-    """The canary's verdict as far as the rollout shows it."""
+    """The canary's verdict as far as the rollout shows it, with the canary judge's when it has one."""
+    said = _phase_verdict(detail)
+    judged = judge_line(detail.get("judgement"))
+    return f"{said}; {judged}" if judged else said
+
+
+def judge_line(judgement: object) -> str:
+    """``judge Pass: errors 0/812 vs 1/790, median 12 vs 11 ms (look 4)``: the judge's verdict and figures."""
+    if not isinstance(judgement, Mapping) or not judgement.get("verdict"):
+        return ""
+    canary, base = judgement.get("canary"), judgement.get("baseline")
+    parts = []
+    if isinstance(canary, Mapping) and isinstance(base, Mapping):
+        ours, theirs = (
+            f"{canary.get('errors', 0)}/{canary.get('requests', 0)}",
+            f"{base.get('errors', 0)}/{base.get('requests', 0)}",
+        )
+        parts.append(f"errors {ours} vs {theirs}")
+    figures = judgement.get("figures")
+    latency = figures.get("latency") if isinstance(figures, Mapping) else None
+    if isinstance(latency, Mapping) and latency.get("canaryMedianMs") is not None:
+        parts.append(f"median {latency.get('canaryMedianMs'):g} vs {latency.get('baselineMedianMs'):g} ms")
+    looks = judgement.get("looks")
+    detail = ", ".join(parts) + (f" (look {looks})" if looks else "")
+    return f"judge {judgement['verdict']}" + (f": {detail}" if detail else "")
+
+
+def _phase_verdict(detail: Json) -> str:
     phase = detail.get("phase")
     canary = _ids(detail.get("canary"))
     streak = detail.get("unhealthyStreak") or 0

@@ -475,3 +475,18 @@ def test_targets_shows_groups_waves_and_each_targets_state(monkeypatch: pytest.M
     monkeypatch.setattr(cli.Api, "get", lambda self, path: broken)
     shown = runner.invoke(cli.app, ["targets", "--url", "http://x"]).stdout
     assert "NOT usable" in shown and "groups[0].waves[1].targets[0].name: missing" in shown
+
+
+def test_the_verdict_line_carries_the_judges_figures() -> None:
+    from vmss_canary_cli.render import verdict
+
+    judgement = {
+        "verdict": "Marginal",
+        "looks": 4,
+        "canary": {"requests": 812, "errors": 9, "latencies": 812},
+        "baseline": {"requests": 790, "errors": 1, "latencies": 790},
+        "figures": {"latency": {"canaryMedianMs": 12.5, "baselineMedianMs": 11.0}},
+    }
+    line = verdict({"phase": "Paused", "pausedFrom": "Baking", "judgement": judgement})
+    assert line == "paused in Baking; judge Marginal: errors 9/812 vs 1/790, median 12.5 vs 11 ms (look 4)"
+    assert verdict({"phase": "Baking", "canary": ["0"], "judgement": None}) == "canary 0 healthy, baking"
