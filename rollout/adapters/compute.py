@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.exceptions import (
@@ -51,14 +51,19 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
-from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute import models as compute_models
 from azure.mgmt.core.polling.arm_polling import ARMPolling
-from azure.mgmt.network import NetworkManagementClient
 
 from rollout.model import ExtensionSpec, FleetView, InstanceView, ModelSpec
 from rollout.ports import AccessDeniedError, ConflictError, NotFoundError, PortError, TransientError
 from rollout.releases import image_unreadable_reason
+
+if TYPE_CHECKING:
+    # Types only. azure.mgmt.compute and azure.mgmt.network are imported where a client is first made
+    # (``AzureCompute._compute`` / ``_network``, ``_compute_for``) and where a body model is built: their
+    # generated models take about a third of a second to import and more than 40 MB, which every cold
+    # start would pay, the HTTP reads that never call ARM included (docs/performance.md, "Cold start").
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.network import NetworkManagementClient
 
 Json = Mapping[str, Any]
 
@@ -526,20 +531,44 @@ class AzureCompute:
                 kwargs["connection_verify"] = ca_bundle
             return kwargs
 
-        self._compute = ComputeManagementClient(credential, subscription_id, **client_kwargs())
-        self._network = NetworkManagementClient(credential, subscription_id, **client_kwargs())
+        # The clients (and the SDKs behind them) are made at first use: a process that only serves
+        # reads from the state store never imports azure.mgmt.compute or azure.mgmt.network.
+        self._compute_client: ComputeManagementClient | None = None
+        self._network_client: NetworkManagementClient | None = None
         # Images may live in another subscription: one compute client each, made when first needed.
         self._credential = credential
         self._client_kwargs = client_kwargs
         self._image_clients: dict[str, ComputeManagementClient] = {}
         self._orchestration_mode: str | None = None  # from the last scale set GET
 
+    @property
+    def _compute(self) -> ComputeManagementClient:
+        if self._compute_client is None:
+            from azure.mgmt.compute import ComputeManagementClient
+
+            self._compute_client = ComputeManagementClient(
+                self._credential, self.subscription_id, **self._client_kwargs()
+            )
+        return self._compute_client
+
+    @property
+    def _network(self) -> NetworkManagementClient:
+        if self._network_client is None:
+            from azure.mgmt.network import NetworkManagementClient
+
+            self._network_client = NetworkManagementClient(
+                self._credential, self.subscription_id, **self._client_kwargs()
+            )
+        return self._network_client
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the clients' HTTP sessions (pooled connections)."""
-        self._compute.close()
-        self._network.close()
+        """Close the clients' HTTP sessions (pooled connections), those that were made."""
+        if self._compute_client is not None:
+            self._compute_client.close()
+        if self._network_client is not None:
+            self._network_client.close()
         for client in self._image_clients.values():
             client.close()
 
@@ -619,6 +648,8 @@ class AzureCompute:
     def update_model(self, spec: ModelSpec) -> None:
         # One deadline for the whole call: with both parts set the two writes share the wait.
         deadline = time.monotonic() + self._model_write_wait_s
+        from azure.mgmt.compute import models as compute_models
+
         if spec.extension is not None:
             ext = spec.extension
             with _mapped_errors(f"write extension {ext.name} on {self.vmss_name}"):
@@ -667,6 +698,8 @@ class AzureCompute:
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
         # Both modes: one manualupgrade naming instance ids (Uniform) or VM names (Flexible), as
         # articles/virtual-machine-scale-sets/virtual-machine-scale-sets-perform-manual-upgrades.md says.
+        from azure.mgmt.compute import models as compute_models
+
         scale_sets = self._compute.virtual_machine_scale_sets
         body = compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs
         self._post_for_instances("manualupgrade", instance_ids, scale_sets.begin_update_instances, body)
@@ -675,6 +708,8 @@ class AzureCompute:
         if self._flexible():
             self._reimage_flexible_vms(instance_ids)
             return
+        from azure.mgmt.compute import models as compute_models
+
         scale_sets = self._compute.virtual_machine_scale_sets
         body = compute_models.VirtualMachineScaleSetReimageParameters
         self._post_for_instances("reimage", instance_ids, scale_sets.begin_reimage, body)
@@ -714,6 +749,8 @@ class AzureCompute:
             return self._compute
         client = self._image_clients.get(subscription_id.lower())
         if client is None:
+            from azure.mgmt.compute import ComputeManagementClient
+
             client = ComputeManagementClient(self._credential, subscription_id, **self._client_kwargs())
             self._image_clients[subscription_id.lower()] = client
         return client
