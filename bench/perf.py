@@ -397,7 +397,7 @@ class NaiveController:
             return None
         view = answer.json()
         codes = [str(s.get("code", "")) for s in view.get("statuses", [])]
-        ext = next((e for e in view.get("extensions", []) if e.get("name") == "CustomScript"), {})
+        ext: dict[str, Any] = next((e for e in view.get("extensions", []) if e.get("name") == "CustomScript"), {})
         ext_codes = [str(s.get("code", "")) for s in ext.get("statuses", [])]
         return "ProvisioningState/succeeded" in codes and any(c.endswith("/succeeded") for c in ext_codes)
 
