@@ -633,7 +633,7 @@ def report_lines(f: Figures, command: str) -> list[str]:
             f"The naive controller at {nb.instances:,} instances under the product's budgets, stopped after "
             f"{f.naive_budget_seconds:g} s: {'finished' if nb.finished else 'unfinished'}, {nb.upgraded:,} of "
             f"{nb.instances:,} upgrades accepted, {sum(nb.throttled.values()):,} of {sum(nb.by_operation.values()):,} "
-            f"requests answered 429 ({', '.join(f'{op} {n:,}' for op, n in sorted(nb.throttled.items())) or 'none'}). ",
+            f"requests answered 429 ({', '.join(f'{op} {n:,}' for op, n in sorted(nb.throttled.items())) or 'none'}).",
         ]
         if nb.instances + 1 > WRITE_LIMIT[0]:
             lines[-1] += (
@@ -678,6 +678,7 @@ def report_lines(f: Figures, command: str) -> list[str]:
 
 
 COLD_RUNS_DEFAULT = 7
+KEPT = "## Notes (written by hand"  # this section and what follows it are kept when the figures are written again
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -696,7 +697,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = report_lines(figures, "make bench")
     print("\n".join(lines))
     if not args.no_write:
-        DOCS.write_text("\n".join(lines))
+        kept = ""
+        if DOCS.exists():  # the hand-written notes at the end survive a new run
+            text = DOCS.read_text()
+            kept = text[text.index(KEPT) :] if KEPT in text else ""
+        DOCS.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
         print(f"written to {DOCS}")
     return 0
 
