@@ -10,9 +10,11 @@ Design decisions
   the scale set, and the resource group's NIC list; instance ids are VM names, which ``manualupgrade``
   takes as they are; a reimage is one ``VirtualMachines_Reimage`` per VM (docs/design.md,
   "Flexible orchestration").
-* **Raw REST shapes in, domain values out.** The SDK 39 models are ``MutableMapping``s over the REST
-  JSON; we read them through ``as_dict()`` so the mapping helpers below (``assess_*`` /
-  ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
+* **Raw REST shapes in, domain values out.** The VM and NIC lists are paged as the REST JSON itself
+  (``_list_json``: the client's pipeline, the SDK's api-versions, no SDK models: at 1,000 instances the models
+  cost about a second of CPU per look, docs/performance.md); the other answers are SDK 39 models,
+  ``MutableMapping``s over the REST JSON read through ``as_dict()``. Either way the mapping helpers
+  below (``assess_*`` / ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
   plain dicts and do not depend on the SDK's attribute naming, which changed between the msrest and
   TypeSpec generations of these packages.
 * **Never block on long-running operations.** ``upgrade_instances`` and ``reimage_instances`` send
@@ -40,12 +42,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -587,18 +593,21 @@ class AzureCompute:
             fleet = parse_fleet_model(vmss, self.extension_name)
         if _is_flexible(fleet):
             return self._observe_flexible(fleet, str(vmss.get("id") or self._scale_set_id()))
+        scale_set = self._scale_set_path()
         with _mapped_errors(f"list VMs of {self.vmss_name}"):
-            vms = [
-                _as_json(vm)
-                for vm in self._compute.virtual_machine_scale_set_vms.list(
-                    self.resource_group, self.vmss_name, expand="instanceView"
+            vms = list(
+                _list_json(
+                    self._compute,
+                    f"{scale_set}/virtualMachines",
+                    {"api-version": COMPUTE_LIST_API_VERSION, "$expand": "instanceView"},
                 )
-            ]
+            )
         with _mapped_errors(f"list NICs of {self.vmss_name}"):
             ips = parse_private_ips(
-                _as_json(nic)
-                for nic in self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
-                    self.resource_group, self.vmss_name
+                _list_json(
+                    self._network,
+                    f"{scale_set}/networkInterfaces",
+                    {"api-version": NETWORK_VMSS_NIC_LIST_API_VERSION},
                 )
             )
         instances = tuple(
@@ -619,16 +628,26 @@ class AzureCompute:
         resources: the scale set's VM and NIC listings are the Uniform APIs). Still three calls whatever
         the fleet size; the NIC listing covers the whole resource group, so a group shared with many
         other VMs makes it longer (docs/design.md, "Flexible orchestration")."""
+        group = self._group_path()
         with _mapped_errors(f"list VMs of {self.vmss_name}"):
-            vms = [
-                _as_json(vm)
-                for vm in self._compute.virtual_machines.list(
-                    self.resource_group, filter=flexible_vm_filter(scale_set_id), expand="instanceView"
+            vms = list(
+                _list_json(
+                    self._compute,
+                    f"{group}/providers/Microsoft.Compute/virtualMachines",
+                    {
+                        "api-version": COMPUTE_LIST_API_VERSION,
+                        "$filter": flexible_vm_filter(scale_set_id),
+                        "$expand": "instanceView",
+                    },
                 )
-            ]
+            )
         with _mapped_errors(f"list NICs of resource group {self.resource_group}"):
             ips = parse_private_ips_by_vm(
-                _as_json(nic) for nic in self._network.network_interfaces.list(self.resource_group)
+                _list_json(
+                    self._network,
+                    f"{group}/providers/Microsoft.Network/networkInterfaces",
+                    {"api-version": NETWORK_LIST_API_VERSION},
+                )
             )
         # The filter is the server's; a VM of another scale set in the answer would be upgraded by name.
         own = scale_set_id.lower()
@@ -770,6 +789,15 @@ class AzureCompute:
                 self._get_scale_set()
         return str(self._orchestration_mode).lower() == "flexible"
 
+    def _group_path(self) -> str:
+        """The resource group's path, its names URL-quoted as the SDK's request builders quote them."""
+        sub, group = quote(self.subscription_id, safe=""), quote(self.resource_group, safe="")
+        return f"/subscriptions/{sub}/resourceGroups/{group}"
+
+    def _scale_set_path(self) -> str:
+        name = quote(self.vmss_name, safe="")
+        return f"{self._group_path()}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
+
     def _scale_set_id(self) -> str:
         return (
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
@@ -795,6 +823,46 @@ def _as_json(model: Any) -> Json:
     if as_dict is not None:
         return as_dict()
     return dict(model)
+
+
+# The api-versions the SDK's own list operations send (azure-mgmt-compute 39: VirtualMachineScaleSetVMs_List and
+# VirtualMachines_List; azure-mgmt-network 33: NetworkInterfaces_ListVirtualMachineScaleSetNetworkInterfaces and
+# NetworkInterfaces_List). tests/unit/test_compute_list_versions.py keeps them equal to the SDK's request builders.
+COMPUTE_LIST_API_VERSION = "2026-04-01"
+NETWORK_VMSS_NIC_LIST_API_VERSION = "2018-10-01"
+NETWORK_LIST_API_VERSION = "2026-03-01"
+
+# What the SDK's generated list operations raise for these statuses (``error_map``); any other status is an
+# ``HttpResponseError`` parsed in ARM's error format, as they raise it.
+_LIST_ERROR_MAP: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError,
+    404: ResourceNotFoundError,
+    409: ResourceExistsError,
+    304: ResourceNotModifiedError,
+}
+
+
+def _list_json(client: Any, path: str, params: dict[str, str]) -> Iterator[Json]:
+    """Every element of a paged ARM list, as the REST JSON it came in, following ``nextLink``.
+
+    The request goes through the client's own pipeline (``send_request``: the token, the bounded retries, the
+    timeouts) and fails as the SDK's list operation would; what is skipped is the SDK turning each element
+    into a model, which the adapter would turn back into a dict (``as_dict``). At 1,000 instances that round
+    trip cost about a second of CPU per look at the fleet (docs/performance.md, "Tick cost")."""
+    from azure.core.exceptions import map_error
+    from azure.core.rest import HttpRequest
+    from azure.mgmt.core.exceptions import ARMErrorFormat
+
+    request: HttpRequest | None = HttpRequest("GET", path, params=params)
+    while request is not None:
+        response = client.send_request(request)
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=_LIST_ERROR_MAP)
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        body = response.json()
+        yield from body.get("value") or ()
+        next_link = body.get("nextLink")
+        request = HttpRequest("GET", str(next_link)) if next_link else None
 
 
 def _wait_until_done_or_deadline(poller: Any) -> None:
