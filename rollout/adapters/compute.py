@@ -37,6 +37,7 @@ Design decisions
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -539,6 +540,7 @@ class AzureCompute:
 
         # The clients (and the SDKs behind them) are made at first use: a process that only serves
         # reads from the state store never imports azure.mgmt.compute or azure.mgmt.network.
+        self._clients_lock = threading.Lock()
         self._compute_client: ComputeManagementClient | None = None
         self._network_client: NetworkManagementClient | None = None
         # Images may live in another subscription: one compute client each, made when first needed.
@@ -549,23 +551,25 @@ class AzureCompute:
 
     @property
     def _compute(self) -> ComputeManagementClient:
-        if self._compute_client is None:
-            from azure.mgmt.compute import ComputeManagementClient
+        with self._clients_lock:  # one client even when two threads make the first call at once
+            if self._compute_client is None:
+                from azure.mgmt.compute import ComputeManagementClient
 
-            self._compute_client = ComputeManagementClient(
-                self._credential, self.subscription_id, **self._client_kwargs()
-            )
-        return self._compute_client
+                self._compute_client = ComputeManagementClient(
+                    self._credential, self.subscription_id, **self._client_kwargs()
+                )
+            return self._compute_client
 
     @property
     def _network(self) -> NetworkManagementClient:
-        if self._network_client is None:
-            from azure.mgmt.network import NetworkManagementClient
+        with self._clients_lock:
+            if self._network_client is None:
+                from azure.mgmt.network import NetworkManagementClient
 
-            self._network_client = NetworkManagementClient(
-                self._credential, self.subscription_id, **self._client_kwargs()
-            )
-        return self._network_client
+                self._network_client = NetworkManagementClient(
+                    self._credential, self.subscription_id, **self._client_kwargs()
+                )
+            return self._network_client
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
