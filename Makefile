@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 AZURITE := .tools/node_modules/.bin/azurite
 AZURITE_VERSION := 3.37.0
 PYTEST_ARGS ?=
+PERF_ARGS ?=
 MUTATION_CHILDREN ?= 2
 ARGS ?=
 
@@ -15,7 +16,8 @@ help:
 	@echo "make demo   - the whole canary story on the local twin (ARGS='--instances 5 --bake 10'; '--scale-sets 3': waves)"
 	@echo "make twin   - start the local twin, print its endpoints and keys; Ctrl-C stops it"
 	@echo "make lint   - ruff on everything, mypy --strict on rollout/, function_app.py and emulator/"
-	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md"
+	@echo "make bench  - benchmarks; figures go to docs/benchmarks.md and docs/performance.md (cold start, ARM"
+	@echo "              requests per rollout, tick cost; PERF_ARGS='--sizes 10,100,1000 --cold-runs 7')"
 	@echo "make bench-waves - one release across 4 waves of 200 scale sets (20 synthetic instances each) through"
 	@echo "              the function app; figures go to docs/fleet-benchmark.md (ARGS='--scale-sets 20 --waves 2')"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
@@ -70,6 +72,7 @@ twin: setup
 
 bench: setup
 	$(BIN)/python -m bench.run $(ARGS)
+	$(BIN)/python -m bench.perf $(PERF_ARGS)
 
 bench-waves: setup
 	$(BIN)/python -m bench.waves $(ARGS)

@@ -4,6 +4,7 @@ instance. Shared by the slow scale test (small N in CI) and ``bench/run.py`` (la
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
@@ -86,8 +87,11 @@ def run_rollout(
     store = build_store(settings)
     service = build_service(settings, compute=compute, store=store, prober=HttpProber(settings.probe, max_workers=64))
     url = service.release_container_url or ""
+    # The script the scale set runs now must exist in the release container: pre-flight refuses a release
+    # whose rollback could not restore it (rollout/preflight.py).
     blobs = build_release_blobs(settings)
-    if blobs is not None:  # the baseline script a rollback restores: pre-flight refuses a release without it
+    assert blobs is not None
+    with contextlib.closing(blobs):
         blobs.ensure_container()
         blobs.upload("install_nginx.sh", b"#!/bin/bash\necho v0\n", overwrite=True)
     v0 = {"fileUris": [f"{url}/install_nginx.sh"], "commandToExecute": "bash install_nginx.sh"}

@@ -10,9 +10,11 @@ Design decisions
   the scale set, and the resource group's NIC list; instance ids are VM names, which ``manualupgrade``
   takes as they are; a reimage is one ``VirtualMachines_Reimage`` per VM (docs/design.md,
   "Flexible orchestration").
-* **Raw REST shapes in, domain values out.** The SDK 39 models are ``MutableMapping``s over the REST
-  JSON; we read them through ``as_dict()`` so the mapping helpers below (``assess_*`` /
-  ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
+* **Raw REST shapes in, domain values out.** The VM and NIC lists are paged as the REST JSON itself
+  (``_list_json``: the client's pipeline, the SDK's api-versions, no SDK models: at 1,000 instances the models
+  cost about a second of CPU per look, docs/performance.md); the other answers are SDK 39 models,
+  ``MutableMapping``s over the REST JSON read through ``as_dict()``. Either way the mapping helpers
+  below (``assess_*`` / ``calculate_*``) are pure functions of the documented REST shape. They are unit-testable with
   plain dicts and do not depend on the SDK's attribute naming, which changed between the msrest and
   TypeSpec generations of these packages.
 * **Never block on long-running operations.** ``upgrade_instances`` and ``reimage_instances`` send
@@ -35,30 +37,40 @@ Design decisions
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ResourceNotModifiedError,
     ServiceRequestError,
     ServiceResponseError,
 )
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
-from azure.mgmt.compute import ComputeManagementClient
-from azure.mgmt.compute import models as compute_models
 from azure.mgmt.core.polling.arm_polling import ARMPolling
-from azure.mgmt.network import NetworkManagementClient
 
 from rollout.model import ExtensionSpec, FleetView, InstanceView, ModelSpec
 from rollout.ports import AccessDeniedError, ConflictError, NotFoundError, PortError, TransientError
 from rollout.releases import image_unreadable_reason
+
+if TYPE_CHECKING:
+    # Types only. azure.mgmt.compute and azure.mgmt.network are imported where a client is first made
+    # (``AzureCompute._compute`` / ``_network``, ``_compute_for``) and where a body model is built: their
+    # generated models take about a third of a second to import and more than 40 MB, which every cold
+    # start would pay, the HTTP reads that never call ARM included (docs/performance.md, "Cold start").
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.network import NetworkManagementClient
 
 Json = Mapping[str, Any]
 
@@ -526,20 +538,47 @@ class AzureCompute:
                 kwargs["connection_verify"] = ca_bundle
             return kwargs
 
-        self._compute = ComputeManagementClient(credential, subscription_id, **client_kwargs())
-        self._network = NetworkManagementClient(credential, subscription_id, **client_kwargs())
+        # The clients (and the SDKs behind them) are made at first use: a process that only serves
+        # reads from the state store never imports azure.mgmt.compute or azure.mgmt.network.
+        self._clients_lock = threading.Lock()
+        self._compute_client: ComputeManagementClient | None = None
+        self._network_client: NetworkManagementClient | None = None
         # Images may live in another subscription: one compute client each, made when first needed.
         self._credential = credential
         self._client_kwargs = client_kwargs
         self._image_clients: dict[str, ComputeManagementClient] = {}
         self._orchestration_mode: str | None = None  # from the last scale set GET
 
+    @property
+    def _compute(self) -> ComputeManagementClient:
+        with self._clients_lock:  # one client even when two threads make the first call at once
+            if self._compute_client is None:
+                from azure.mgmt.compute import ComputeManagementClient
+
+                self._compute_client = ComputeManagementClient(
+                    self._credential, self.subscription_id, **self._client_kwargs()
+                )
+            return self._compute_client
+
+    @property
+    def _network(self) -> NetworkManagementClient:
+        with self._clients_lock:
+            if self._network_client is None:
+                from azure.mgmt.network import NetworkManagementClient
+
+                self._network_client = NetworkManagementClient(
+                    self._credential, self.subscription_id, **self._client_kwargs()
+                )
+            return self._network_client
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the clients' HTTP sessions (pooled connections)."""
-        self._compute.close()
-        self._network.close()
+        """Close the clients' HTTP sessions (pooled connections), those that were made."""
+        if self._compute_client is not None:
+            self._compute_client.close()
+        if self._network_client is not None:
+            self._network_client.close()
         for client in self._image_clients.values():
             client.close()
 
@@ -558,18 +597,21 @@ class AzureCompute:
             fleet = parse_fleet_model(vmss, self.extension_name)
         if _is_flexible(fleet):
             return self._observe_flexible(fleet, str(vmss.get("id") or self._scale_set_id()))
+        scale_set = self._scale_set_path()
         with _mapped_errors(f"list VMs of {self.vmss_name}"):
-            vms = [
-                _as_json(vm)
-                for vm in self._compute.virtual_machine_scale_set_vms.list(
-                    self.resource_group, self.vmss_name, expand="instanceView"
+            vms = list(
+                _list_json(
+                    self._compute,
+                    f"{scale_set}/virtualMachines",
+                    {"api-version": COMPUTE_LIST_API_VERSION, "$expand": "instanceView"},
                 )
-            ]
+            )
         with _mapped_errors(f"list NICs of {self.vmss_name}"):
             ips = parse_private_ips(
-                _as_json(nic)
-                for nic in self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
-                    self.resource_group, self.vmss_name
+                _list_json(
+                    self._network,
+                    f"{scale_set}/networkInterfaces",
+                    {"api-version": NETWORK_VMSS_NIC_LIST_API_VERSION},
                 )
             )
         instances = tuple(
@@ -590,16 +632,26 @@ class AzureCompute:
         resources: the scale set's VM and NIC listings are the Uniform APIs). Still three calls whatever
         the fleet size; the NIC listing covers the whole resource group, so a group shared with many
         other VMs makes it longer (docs/design.md, "Flexible orchestration")."""
+        group = self._group_path()
         with _mapped_errors(f"list VMs of {self.vmss_name}"):
-            vms = [
-                _as_json(vm)
-                for vm in self._compute.virtual_machines.list(
-                    self.resource_group, filter=flexible_vm_filter(scale_set_id), expand="instanceView"
+            vms = list(
+                _list_json(
+                    self._compute,
+                    f"{group}/providers/Microsoft.Compute/virtualMachines",
+                    {
+                        "api-version": COMPUTE_LIST_API_VERSION,
+                        "$filter": flexible_vm_filter(scale_set_id),
+                        "$expand": "instanceView",
+                    },
                 )
-            ]
+            )
         with _mapped_errors(f"list NICs of resource group {self.resource_group}"):
             ips = parse_private_ips_by_vm(
-                _as_json(nic) for nic in self._network.network_interfaces.list(self.resource_group)
+                _list_json(
+                    self._network,
+                    f"{group}/providers/Microsoft.Network/networkInterfaces",
+                    {"api-version": NETWORK_LIST_API_VERSION},
+                )
             )
         # The filter is the server's; a VM of another scale set in the answer would be upgraded by name.
         own = scale_set_id.lower()
@@ -619,6 +671,8 @@ class AzureCompute:
     def update_model(self, spec: ModelSpec) -> None:
         # One deadline for the whole call: with both parts set the two writes share the wait.
         deadline = time.monotonic() + self._model_write_wait_s
+        from azure.mgmt.compute import models as compute_models
+
         if spec.extension is not None:
             ext = spec.extension
             with _mapped_errors(f"write extension {ext.name} on {self.vmss_name}"):
@@ -667,6 +721,8 @@ class AzureCompute:
     def upgrade_instances(self, instance_ids: Sequence[str]) -> None:
         # Both modes: one manualupgrade naming instance ids (Uniform) or VM names (Flexible), as
         # articles/virtual-machine-scale-sets/virtual-machine-scale-sets-perform-manual-upgrades.md says.
+        from azure.mgmt.compute import models as compute_models
+
         scale_sets = self._compute.virtual_machine_scale_sets
         body = compute_models.VirtualMachineScaleSetVMInstanceRequiredIDs
         self._post_for_instances("manualupgrade", instance_ids, scale_sets.begin_update_instances, body)
@@ -675,6 +731,8 @@ class AzureCompute:
         if self._flexible():
             self._reimage_flexible_vms(instance_ids)
             return
+        from azure.mgmt.compute import models as compute_models
+
         scale_sets = self._compute.virtual_machine_scale_sets
         body = compute_models.VirtualMachineScaleSetReimageParameters
         self._post_for_instances("reimage", instance_ids, scale_sets.begin_reimage, body)
@@ -714,6 +772,8 @@ class AzureCompute:
             return self._compute
         client = self._image_clients.get(subscription_id.lower())
         if client is None:
+            from azure.mgmt.compute import ComputeManagementClient
+
             client = ComputeManagementClient(self._credential, subscription_id, **self._client_kwargs())
             self._image_clients[subscription_id.lower()] = client
         return client
@@ -732,6 +792,15 @@ class AzureCompute:
             with _mapped_errors(f"GET scale set {self.vmss_name}"):
                 self._get_scale_set()
         return str(self._orchestration_mode).lower() == "flexible"
+
+    def _group_path(self) -> str:
+        """The resource group's path, its names URL-quoted as the SDK's request builders quote them."""
+        sub, group = quote(self.subscription_id, safe=""), quote(self.resource_group, safe="")
+        return f"/subscriptions/{sub}/resourceGroups/{group}"
+
+    def _scale_set_path(self) -> str:
+        name = quote(self.vmss_name, safe="")
+        return f"{self._group_path()}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}"
 
     def _scale_set_id(self) -> str:
         return (
@@ -758,6 +827,46 @@ def _as_json(model: Any) -> Json:
     if as_dict is not None:
         return as_dict()
     return dict(model)
+
+
+# The api-versions the SDK's own list operations send (azure-mgmt-compute 39: VirtualMachineScaleSetVMs_List and
+# VirtualMachines_List; azure-mgmt-network 33: NetworkInterfaces_ListVirtualMachineScaleSetNetworkInterfaces and
+# NetworkInterfaces_List). tests/unit/test_compute_list_versions.py keeps them equal to the SDK's request builders.
+COMPUTE_LIST_API_VERSION = "2026-04-01"
+NETWORK_VMSS_NIC_LIST_API_VERSION = "2018-10-01"
+NETWORK_LIST_API_VERSION = "2026-03-01"
+
+# What the SDK's generated list operations raise for these statuses (``error_map``); any other status is an
+# ``HttpResponseError`` parsed in ARM's error format, as they raise it.
+_LIST_ERROR_MAP: dict[int, type[HttpResponseError]] = {
+    401: ClientAuthenticationError,
+    404: ResourceNotFoundError,
+    409: ResourceExistsError,
+    304: ResourceNotModifiedError,
+}
+
+
+def _list_json(client: Any, path: str, params: dict[str, str]) -> Iterator[Json]:
+    """Every element of a paged ARM list, as the REST JSON it came in, following ``nextLink``.
+
+    The request goes through the client's own pipeline (``send_request``: the token, the bounded retries, the
+    timeouts) and fails as the SDK's list operation would; what is skipped is the SDK turning each element
+    into a model, which the adapter would turn back into a dict (``as_dict``). At 1,000 instances that round
+    trip cost about a second of CPU per look at the fleet (docs/performance.md, "Tick cost")."""
+    from azure.core.exceptions import map_error
+    from azure.core.rest import HttpRequest
+    from azure.mgmt.core.exceptions import ARMErrorFormat
+
+    request: HttpRequest | None = HttpRequest("GET", path, params=params)
+    while request is not None:
+        response = client.send_request(request)
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=_LIST_ERROR_MAP)
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        body = response.json()
+        yield from body.get("value") or ()
+        next_link = body.get("nextLink")
+        request = HttpRequest("GET", str(next_link)) if next_link else None
 
 
 def _wait_until_done_or_deadline(poller: Any) -> None:

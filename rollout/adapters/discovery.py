@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError
 from azure.core.pipeline.policies import RetryPolicy
-from azure.mgmt.compute import ComputeManagementClient
 
 from rollout.adapters.compute import port_error_from
 from rollout.targets import TargetRef
 from rollout.targets_doc import GROUP_TAG, TaggedScaleSet
+
+if TYPE_CHECKING:
+    # Imported where the first client is made: a cold start that lists nothing does not load the SDK.
+    from azure.mgmt.compute import ComputeManagementClient
 
 _ID_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/"
@@ -78,6 +81,8 @@ class ArmDiscovery:
     def _client(self, subscription_id: str) -> ComputeManagementClient:
         client = self._clients.get(subscription_id)
         if client is None:
+            from azure.mgmt.compute import ComputeManagementClient
+
             retry = RetryPolicy(retry_total=self._max_retries, retry_backoff_factor=0.5, retry_backoff_max=4)
             client = ComputeManagementClient(self._credential, subscription_id, retry_policy=retry, **self._kwargs)
             self._clients[subscription_id] = client

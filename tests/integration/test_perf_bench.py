@@ -1,0 +1,51 @@
+"""The smallest size of each benchmark of ``make bench``'s docs/performance.md (bench/perf.py), so they never
+rot: the emulator and the controller each in their own process, the naive controller, the cold start, and
+the report rendered from their figures. Figures are printed (``-s``); counts are asserted, no timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.coldstart import app_env, median_of
+from bench.perf import Figures, emulator_process, report_lines, run_controller, run_naive
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SIZE = 10
+
+
+def test_the_performance_benchmarks_run_at_their_smallest_size(
+    azurite: Any, azurite_names: Any, tmp_path: Path
+) -> None:
+    storage = azurite.connection_string
+    cold = [
+        median_of("azure.functions", ("azure.functions",), 1),
+        median_of("azure.functions + azure.data.tables", ("azure.functions", "azure.data.tables"), 1),
+        median_of(
+            "with the blob extension",
+            ("azure.functions", "azure.data.tables", "azurefunctions.extensions.bindings.blob"),
+            1,
+        ),
+        median_of("function_app", ("function_app",), 1, serve=True, env=app_env(storage, azurite_names.table_prefix)),
+    ]
+    with emulator_process(tmp_path / "arm", address_base="127.0.71.1", instance_port=8080) as emu:
+        run = run_controller(emu, storage, SIZE, "perf-ci", table_prefix=azurite_names.table_prefix + "c")
+        naive = run_naive(emu, SIZE, "naive-ci", budgets=False)
+        budgeted = run_naive(emu, SIZE, "naive-ci-budgets", budgets=True, max_seconds=30)
+    figures = Figures(cold, [run], [naive], budgeted, 30, 1, 50, (0.0, 0.0, 0.0))
+    print("\n" + "\n".join(report_lines(figures, "pytest")))
+
+    assert run.phase == "Succeeded" and run.ticks > 0
+    # One look at the fleet = the scale set GET + one VM list page + one NIC list page (10 < a page of 50).
+    assert run.reads_per_observation == 3
+    assert run.writes == 2 + run.batches and run.batches == 5  # the canary, then 9 instances in batches of 2
+    assert sum(run.throttled.values()) == 0
+    assert run.peak_threads > 0 and run.peak_rss_mib > 0
+    # The naive controller: one upgrade and at least one instance-view read per instance.
+    assert naive.finished and naive.by_operation["POST manualupgrade"] == SIZE
+    assert naive.by_operation["GET instance view (one VM)"] >= SIZE
+    # 11 writes fit the write bucket of 12: under the budgets it finishes too, unrefused.
+    assert budgeted.finished and sum(budgeted.throttled.values()) == 0
