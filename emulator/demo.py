@@ -203,6 +203,7 @@ class WaveNarrator(Narrator):
     def follow_release(self, twin: Twin, release_id: str, timeout: float) -> dict[str, Any]:
         """Until the release has ended and every rollout it started has settled."""
         deadline = time.monotonic() + timeout
+        ended_by: float | None = None  # when the release was first seen ended
         while True:
             status, detail = twin.api("GET", f"releases/{release_id}")
             if status != 200:
@@ -221,8 +222,14 @@ class WaveNarrator(Narrator):
                     what = "revert" if rollout.get("revert") else f"v{rollout['version']}"
                     self.say(f"{'target':<22} wave {t['wave']} {t['target']}: {what} {phase}")
             self.show_mixes(twin)
+            # The trail is appended after the row that ends the release: wait (briefly) for its last line.
+            told = any(f"-> {detail['phase']}:" in str(e.get("message")) for e in events)
             if detail["phase"] in GROUP_ENDED and settled:
-                return detail  # type: ignore[no-any-return]
+                ended_by = ended_by or time.monotonic() + 5
+                if told or time.monotonic() > ended_by:
+                    return detail  # type: ignore[no-any-return]
+            else:
+                ended_by = None
             if time.monotonic() > deadline:
                 raise TwinError(f"{release_id} is still {detail['phase']} after {timeout:.0f} s: {detail['reason']}")
             time.sleep(0.5)

@@ -26,7 +26,10 @@ def test_a_release_crosses_two_waves_of_ten_scale_sets_every_target_ticked_in_ti
     # Every timer run with work: each of its targets ticked, within one interval of the timer firing.
     active = [p for p in report.periods if p.with_work]
     assert len(active) >= 4, text  # at least two ticks per wave: the fan-out really drove the rollouts
-    assert all(p.with_work == 5 for p in active), text  # one wave at a time, each target once
+    # One wave at a time (never more than its 5 targets), each target with work ticked once. A target may end
+    # a timer run before its wave-mates (a CI run saw 5, 5, 2 in one wave), so a run may have fewer.
+    assert all(1 <= p.with_work <= 5 and p.ticked == p.with_work for p in active), text
+    assert max(p.with_work for p in active) == 5, text
     assert report.late_periods == [], text
     assert report.timer_skipped == 0 and report.all_in_time, text
     assert all(max(p.latencies) <= config.tick_seconds for p in active), text
