@@ -2,8 +2,10 @@
 
 ``LoadGenerator(targets, ...)`` sends ``GET path`` to every address ``targets()`` returns (called again
 every ``refresh_s``, so a replaced or added instance gets traffic), ``workers`` threads per address, each
-one request at a time with a pause of ``pause_s`` between them (bounded: at most ``workers`` requests in
-flight per address, whatever the instances do). It counts the answers per status (``counts()``); the
+one request at a time and at most one every ``interval_s`` (it waits out the rest of the interval after an
+answer). Bounded: at most ``workers`` requests in flight per address and ``workers / interval_s`` a second,
+whatever the instances do, so an instance that fails fast gets no more traffic than a healthy one, as
+behind a balancer. It counts the answers per status (``counts()``); the
 figures the judge sees come from the instances' own records (nginx's access log, a synthetic
 instance's request log), not from here.
 
@@ -40,17 +42,19 @@ class LoadGenerator:
         port: int = 80,
         path: str = "/",
         workers: int = 2,
-        pause_s: float = 0.02,
+        interval_s: float = 0.1,
         timeout_s: float = 3.0,
         refresh_s: float = 0.5,
     ) -> None:
         if workers < 1 or workers > 16:
             raise ValueError(f"workers must be between 1 and 16, not {workers}")
+        if not 0.001 <= interval_s <= 60:
+            raise ValueError(f"interval_s must be between 0.001 and 60, not {interval_s}")
         self._targets = targets
         self.port = port
         self.path = path
         self.workers = workers
-        self.pause_s = pause_s
+        self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.refresh_s = refresh_s
         self._stop = threading.Event()
@@ -103,6 +107,7 @@ class LoadGenerator:
     def _work(self, address: str) -> None:
         conn: http.client.HTTPConnection | None = None
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection(address, self.port, timeout=self.timeout_s)
@@ -118,10 +123,9 @@ class LoadGenerator:
                 if conn is not None:
                     conn.close()
                 conn = None
-                self._stop.wait(0.2)  # a refused connection (an instance restarting) is not retried in a spin
             with self._lock:
                 self._counts[outcome] += 1
-            self._stop.wait(self.pause_s)
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - began)))
         if conn is not None:
             conn.close()
 

@@ -53,7 +53,7 @@ def app(
 
 def _load(app: App) -> LoadGenerator:
     handle = app.handle  # type: ignore[attr-defined]
-    return LoadGenerator(lambda: list(handle.addresses().values()), port=handle.port, path="/", workers=1, pause_s=0.05)
+    return LoadGenerator(lambda: list(handle.addresses().values()), port=handle.port, workers=1, interval_s=0.05)
 
 
 def _judged(detail: dict[str, Any]) -> list[dict[str, Any]]:
