@@ -24,7 +24,8 @@ come from the judge's figures (the probes' own latencies count too, the same on 
 The verdict is the rollout's ``judgement`` (``GET /api/rollouts/{id}``) when it left the bake; the time to
 verdict runs from the bake's start (the ``Canary -> Baking`` event) to the ``Judged`` event (Fail, Marginal,
 an early Pass) or to ``Baking -> Promoting`` (a Pass at the end of the bake). A release judged Marginal
-is aborted with rollback, so every release starts from the same fleet. ``--write`` puts the table into
+is aborted with rollback, and a degraded release that succeeded is followed by the good one again (not
+counted), so every labelled release is judged against the same baseline. ``--write`` puts the table into
 docs/safety.md between the markers of "The judge on the twin: labelled releases".
 """
 
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.traffic import LoadGenerator, slow_upstream
-from emulator.twin import RESOURCE_GROUP, VMSS, Twin, TwinOptions, local_twin
+from emulator.twin import RESOURCE_GROUP, VMSS, Twin, TwinOptions, local_twin, run_until_interrupted
 
 REPO = Path(__file__).resolve().parents[1]
 SAFETY = REPO / "docs" / "safety.md"
@@ -223,14 +224,22 @@ def run(options: BenchOptions, say: Callable[[str], None] = print) -> list[RunRe
             def addresses() -> list[str]:
                 return [i.address for i in twin.emulator.scale_set(RESOURCE_GROUP, VMSS).instances.values()]
 
+            version = 0
             with LoadGenerator(addresses, workers=options.workers, interval_s=options.interval_s):
-                for version, name in enumerate(plan(options), start=1):
+                for name in plan(options):
+                    version += 1
                     result = roll_out(twin, LABELS[name], version, scripts, upstream)
                     results.append(result)
                     took = "-" if result.seconds is None else f"{result.seconds:.1f} s"
-                    say(
-                        f"v{version:<3} {name:<10} {result.verdict:<8} {result.phase:<10} {took:>7}  {result.why[:150]}"
-                    )
+                    say(f"v{version:<3} {name:<10} {result.verdict:<8} {result.phase:<10} {took:>7} {result.why[:140]}")
+                    if result.phase == "Succeeded" and name != "good":
+                        # The fleet now runs a degraded release, the next one's baseline: put the good one back
+                        # (not counted) so every labelled release is judged against the same baseline.
+                        version += 1
+                        reset = roll_out(twin, LABELS["good"], version, scripts, upstream)
+                        say(f"v{version:<3} (reset to good: {reset.phase})")
+                        if reset.phase != "Succeeded":
+                            raise RuntimeError(f"the reset to the good release ended {reset.phase}: {reset.why}")
     return results
 
 
@@ -289,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
     )
     started = time.monotonic()
-    results = run(options, lambda line: print(line, flush=True))
+    results: list[RunResult] = []
+
+    def body() -> int:
+        results.extend(run(options, lambda line: print(line, flush=True)))
+        return 0
+
+    # Ctrl-C and SIGTERM stop the twin cleanly (nginx, Azurite, the host); the product's log lines are quiet.
+    if run_until_interrupted(body) != 0:
+        return 1
     text = table(results, options.labels)
     print("\n" + text)
     took = time.monotonic() - started
