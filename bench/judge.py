@@ -141,7 +141,16 @@ def verdict_of(detail: dict[str, Any]) -> tuple[str, float | None, str]:
         seconds = (_at(end["at"]) - _at(bake[-1]["at"])).total_seconds()
     if not judged and not promoted:
         verdict = "none"  # it left the bake some other way (a probe failure, the progress deadline)
-    why = judged[-1]["message"] if judged else str(detail.get("rollbackReason") or detail.get("reason") or "")
+    if judged:
+        why = judged[-1]["message"]
+    elif judgement and promoted:  # a Pass at the end of the bake: the last look's figures
+        c, b = judgement.get("canary") or {}, judgement.get("baseline") or {}
+        why = (
+            f"{(judgement.get('figures') or {}).get('why', '')}; errors {c.get('errors')}/{c.get('requests')} "
+            f"vs {b.get('errors')}/{b.get('requests')}"
+        )
+    else:
+        why = str(detail.get("rollbackReason") or detail.get("reason") or "")
     return verdict, seconds, why
 
 

@@ -34,8 +34,18 @@ def test_the_verdict_of_a_judged_fail_is_timed_from_the_bake_start_to_the_judged
 def test_a_pass_at_the_end_of_the_bake_is_timed_to_the_promotion_and_no_bake_means_no_verdict() -> None:
     bake = _event("PhaseChanged", "2026-01-01T00:00:00Z", "Canary -> Baking: canary healthy")
     promoted = _event("PhaseChanged", "2026-01-01T00:00:15Z", "Baking -> Promoting: canary healthy for 15 s")
-    detail = {"phase": "Succeeded", "judgement": {"verdict": "Pass"}, "events": [bake, promoted]}
-    assert verdict_of(detail)[:2] == ("Pass", 15.0)
+    judgement = {
+        "verdict": "Pass",
+        "canary": {"requests": 240, "errors": 5},
+        "baseline": {"requests": 238, "errors": 0},
+        "figures": {"why": "no evidence of a degradation beyond the allowed effect"},
+    }
+    detail = {"phase": "Succeeded", "judgement": judgement, "events": [bake, promoted]}
+    assert verdict_of(detail) == (
+        "Pass",
+        15.0,
+        "no evidence of a degradation beyond the allowed effect; errors 5/240 vs 0/238",
+    )
     # Rolled back by the probes before any bake: the judge gave no verdict.
     probe = {"phase": "RolledBack", "judgement": None, "rollbackReason": "canary unhealthy", "events": []}
     assert verdict_of(probe) == ("none", None, "canary unhealthy")
