@@ -331,7 +331,8 @@ def _section(text: str, results: Sequence[RunResult], options: BenchOptions, com
     misses = [r for r in results if not r.right]
     miss_lines = "\n".join(f"- v{r.version} {r.label}: {r.verdict} ({r.phase}): {r.why[:300]}" for r in misses)
     return (
-        f"Measured with `{command}` ({len(results)} rollouts, {took:.0f} s; {options.instances} nginx instances, "
+        f"Measured with `{command}` ({len(results)} labelled rollouts, {took:.0f} s with the resets; "
+        f"{options.instances} nginx instances, "
         f"`BAKE_SECONDS={options.bake_seconds}`, a tick a second, {options.workers} load threads per instance, "
         f"the application's median latency {BASE_MS} ms):\n\n{text}\n\n"
         + ("Misses:\n\n" + miss_lines if misses else "No misses.")
