@@ -9,7 +9,7 @@ PERF_ARGS ?=
 MUTATION_CHILDREN ?= 2
 ARGS ?=
 
-.PHONY: help setup system-deps browser-deps test test-fast lint typecheck demo twin bench bench-waves mutation chaos clean
+.PHONY: help setup system-deps browser-deps test test-fast lint typecheck demo twin bench bench-waves bench-judge mutation chaos clean
 
 help:
 	@echo "make test   - install what is needed and run every test level (unit, service, integration, e2e, infra)"
@@ -20,6 +20,8 @@ help:
 	@echo "              requests per rollout, tick cost; PERF_ARGS='--sizes 10,100,1000 --cold-runs 7')"
 	@echo "make bench-waves - one release across 4 waves of 200 scale sets (20 synthetic instances each) through"
 	@echo "              the function app; figures go to docs/fleet-benchmark.md (ARGS='--scale-sets 20 --waves 2')"
+	@echo "make bench-judge - labelled releases (good, broken, slow, 5% errors, marginal) through the local twin:"
+	@echo "              the canary judge's verdicts and time to verdict, written to docs/safety.md (ARGS='--runs 5 --seed 2')"
 	@echo "make mutation - mutation testing (mutmut) of the pure core; score per module, fails under 90%"
 	@echo "make chaos  - the randomized two-host test at length: CHAOS_EXAMPLES=20000 scenarios, a random seed"
 
@@ -76,6 +78,12 @@ bench: setup
 
 bench-waves: setup
 	$(BIN)/python -m bench.waves $(ARGS)
+
+# Port 80 on the twin's loopback addresses: in a network namespace of its own when unshare can make one.
+bench-judge: setup
+	@if unshare -n true 2>/dev/null; then \
+	  unshare -n bash -c 'ip link set lo up; $(BIN)/python -m bench.judge --write $(ARGS)'; \
+	else $(BIN)/python -m bench.judge --write $(ARGS); fi
 
 # Mutation testing of rollout/{policy,analysis,releases,machine}.py against tests/unit and tests/service
 # (configuration: [tool.mutmut] in pyproject.toml; figures and how to read them: docs/mutation.md). A fresh

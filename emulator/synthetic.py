@@ -14,7 +14,9 @@ owns it), so "release v8 is broken" is one rule, not one flag per instance:
 
 * ``mode="extension"``: applying a matching release fails like a script with ``exit 1`` (the
   instance view then shows the extension failed with the given stderr); the old page stays up.
-* ``mode="http500"``: the script "succeeds" but the page answers HTTP 500 afterwards.
+* ``mode="http500"``: the script "succeeds" but the page answers HTTP 500 afterwards. With ``spare_path``
+  (say ``/healthz``) that one path still answers 200: a release that breaks the application while its
+  health endpoint stays up, which only the traffic's signals (the 5xx in the logs) show.
 
 A rule matches a regex against the release label sources: every ``settings.fileUris`` entry and the
 image id. ``serve=False`` makes a runtime that never binds a socket (paging/scale tests of 500
@@ -43,6 +45,7 @@ class FailureRule:
     pattern: str  # regex searched in fileUris / image id
     mode: str = "extension"  # "extension" (script exits 1) or "http500" (serves 500 afterwards)
     stderr: str = "install failed: injected failure"
+    spare_path: str = ""  # http500 only: this request path (query left out) still answers 200
 
     def matches(self, model: InstanceModel) -> bool:
         return any(re.search(self.pattern, source) for source in release_sources(model))
@@ -59,6 +62,8 @@ class FailureRules:
         if rule.mode not in ("extension", "http500"):
             raise ValueError(f"unknown failure mode {rule.mode!r} (extension | http500)")
         re.compile(rule.pattern)  # fail at registration, not inside a worker thread
+        if rule.spare_path and (rule.mode != "http500" or not rule.spare_path.startswith("/")):
+            raise ValueError(f"spare_path must be a path starting with '/' and needs mode http500: {rule!r}")
         with self._lock:
             self._rules.append(rule)
 
@@ -73,7 +78,15 @@ class FailureRules:
 
     def as_list(self) -> list[dict[str, str]]:
         with self._lock:
-            return [{"pattern": r.pattern, "mode": r.mode, "stderr": r.stderr} for r in self._rules]
+            return [
+                {
+                    "pattern": r.pattern,
+                    "mode": r.mode,
+                    "stderr": r.stderr,
+                    **({"spare_path": r.spare_path} if r.spare_path else {}),
+                }
+                for r in self._rules
+            ]
 
 
 def release_sources(model: InstanceModel) -> list[str]:
@@ -129,7 +142,7 @@ class _PageHandler(BaseHTTPRequestHandler):
         counting = _CountingWriter(self.wfile)
         self.wfile = counting  # type: ignore[assignment]
         try:
-            status, body = self.server.runtime.page()
+            status, body = self.server.runtime.page(urlparse(self.path).path)
             self.send_response(status)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(body)))
@@ -239,6 +252,7 @@ class SyntheticRuntime:
         self._model = initial
         self._release: str | None = None  # None until a model is applied: the image's stock page
         self._broken = False  # set by an http500 rule
+        self._spare_path = ""  # the path an http500 rule leaves answering
         self._healthy = True  # set_healthy() test hook
         self.applied_count = 0  # how many times apply() ran: tests assert "no double apply"
         self._server: _PageServer | None = None
@@ -271,6 +285,7 @@ class SyntheticRuntime:
             self._model = model
             self._release = label
             self._broken = rule is not None and rule.mode == "http500"
+            self._spare_path = rule.spare_path if rule is not None and self._broken else ""
         return ExtensionResult(
             succeeded=True,
             exit_code=0,
@@ -313,8 +328,8 @@ class SyntheticRuntime:
         with self._lock:
             return self._release
 
-    def page(self) -> tuple[int, bytes]:
+    def page(self, path: str = "/") -> tuple[int, bytes]:
         with self._lock:
-            if not self._healthy or self._broken:
+            if not self._healthy or (self._broken and not (self._spare_path and path == self._spare_path)):
                 return 500, b"<html><body><h1>500 Internal Server Error</h1></body></html>\n"
             return 200, welcome_page(self.address, self._release)

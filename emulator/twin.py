@@ -97,6 +97,10 @@ class TwinOptions:
     orchestration: str = "Uniform"  # the scale set's orchestration mode: Uniform or Flexible
     scale_sets: int = 1  # scale sets, each behind its own balancer; more than one: a group of 2 waves
     wave_bake_seconds: int = 5  # the group's waveBakeSeconds (with more than one scale set)
+    # Not command-line options (bench/judge.py sets them):
+    v0_script: str = ""  # the instances' initial script (install_nginx.sh in the container); "": the walkthrough's
+    signals: bool = False  # the app reads the twin's Log Analytics workspace (SIGNALS_LOGS_*, the emulator's)
+    settings: tuple[tuple[str, str], ...] = ()  # app settings set over app_settings()'s
 
 
 @dataclass(frozen=True)
@@ -312,7 +316,8 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
         blobs = ReleaseBlobs.from_connection_string(azurite.connection_string, container=RELEASE_CONTAINER)
         stack.callback(blobs.close)
         blobs.ensure_container()
-        v0_url = blobs.upload("install_nginx.sh", (EXAMPLES / "install_nginx.sh").read_bytes(), overwrite=True)
+        v0 = Path(options.v0_script) if options.v0_script else EXAMPLES / "install_nginx.sh"
+        v0_url = blobs.upload("install_nginx.sh", v0.read_bytes(), overwrite=True)
 
         factory = nginx_runtime_factory(state / "vms", azure_blob_fetcher(azurite.connection_string), port=80)
         names = scale_set_names(options.scale_sets)
@@ -359,6 +364,12 @@ def local_twin(options: TwinOptions = TwinOptions(), say: Callable[[str], None] 
             # Pre-flight refuses the default MAX_UNAVAILABLE of 20% on 2 instances or fewer (it rounds up
             # to half the fleet or more: rollout.preflight.policy_findings); a count says it is accepted.
             settings["MAX_UNAVAILABLE"] = "1"
+        if options.signals:
+            # The canary judge reads what the instances served (nginx's access logs) through the Log Analytics
+            # query API of the emulator, with the real LogsQueryClient (rollout/adapters/signals.py).
+            settings["SIGNALS_LOGS_WORKSPACE_ID"] = WORKSPACE_ID
+            settings["SIGNALS_LOGS_ENDPOINT"] = emulator.url
+        settings.update(dict(options.settings))
         if len(names) > 1:
             document = targets_document(names, options.wave_bake_seconds)
             blobs.upload(TARGETS_BLOB, json.dumps(document, indent=2).encode(), overwrite=True)
@@ -407,6 +418,8 @@ def add_twin_arguments(parser: argparse.ArgumentParser) -> None:
     """``TwinOptions`` as command-line options (defaults from it), shared by ``make twin`` and ``make demo``."""
     defaults = TwinOptions()
     for option in fields(TwinOptions):
+        if option.name not in _FLAGS:
+            continue
         flag, text = _FLAGS[option.name]
         default = getattr(defaults, option.name)
         parser.add_argument(flag, dest=option.name, type=type(default), default=default, help=f"{text} (%(default)s)")
@@ -422,7 +435,7 @@ def options_from_arguments(parser: argparse.ArgumentParser, args: argparse.Names
         parser.error("--wave-bake must be between 0 and 3600 seconds")
     if args.orchestration not in ("Uniform", "Flexible"):
         parser.error("--orchestration must be Uniform or Flexible")
-    return TwinOptions(**{f.name: getattr(args, f.name) for f in fields(TwinOptions)})
+    return TwinOptions(**{f.name: getattr(args, f.name) for f in fields(TwinOptions) if f.name in _FLAGS})
 
 
 def run_until_interrupted(body: Callable[[], int]) -> int:

@@ -225,9 +225,11 @@ class ArmControls:
         *,
         mode: str = "extension",
         stderr: str = "install failed: injected failure",
+        spare_path: str = "",
     ) -> None:
-        """Releases whose fileUris / image id match ``pattern`` fail (synthetic runtimes only)."""
-        self.fleet.get(resource_group, name).rules.add(FailureRule(pattern, mode, stderr))
+        """Releases whose fileUris / image id match ``pattern`` fail (synthetic runtimes only); an ``http500``
+        failure with ``spare_path`` still answers 200 on that path (a health endpoint)."""
+        self.fleet.get(resource_group, name).rules.add(FailureRule(pattern, mode, stderr, spare_path))
 
     def clear_release_failures(self, resource_group: str, name: str) -> None:
         self.fleet.get(resource_group, name).rules.clear()
