@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from rollout.adapters.tables import TableStateStore
 from rollout.fanout import Fanout, ReadBudget
 from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoader, implicit_config
 from rollout.groups import GroupService
+from rollout.model import FleetView
 from rollout.ports import Compute, SignalSource
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
@@ -199,8 +201,8 @@ def build_target_service(
 def build_signals(settings: Settings, ref: TargetRef, compute: Compute) -> SignalSource | None:
     """The canary judge's signal sources for the scale set ``ref`` (``SIGNALS_*``; None when none is on).
     ``SIGNALS_LOAD_BALANCER_ID`` names the balancer of the ``VMSS_*`` scale set: other targets do not read it.
-    The balancer source maps backend addresses to instances with one observation of the scale set, made
-    only when it reads (a bake tick)."""
+    The balancer source maps backend addresses, the logs source computer names, to instances with one
+    observation of the scale set, made only when they read (a bake tick)."""
     signals = load_signal_settings(os.environ)
     if not signals.any:
         return None
@@ -210,10 +212,21 @@ def build_signals(settings: Settings, ref: TargetRef, compute: Compute) -> Signa
     if ref.key != settings.target_key:
         signals = dataclasses.replace(signals, load_balancer_id=None)
 
-    def addresses() -> dict[str, str]:
-        return {v.instance_id: v.private_ip for v in compute.observe().instances if v.private_ip}
+    seen: list[tuple[float, FleetView]] = []
 
-    return signal_source_from_settings(own, signals, addresses=addresses)
+    def observed() -> FleetView:  # one observation serves both sources of a read (a few seconds)
+        now = time.monotonic()
+        if not seen or now - seen[0][0] > 5:
+            seen[:] = [(now, compute.observe())]
+        return seen[0][1]
+
+    def addresses() -> dict[str, str]:
+        return {v.instance_id: v.private_ip for v in observed().instances if v.private_ip}
+
+    def computer_names() -> dict[str, str]:
+        return {v.computer_name: v.instance_id for v in observed().instances if v.computer_name}
+
+    return signal_source_from_settings(own, signals, addresses=addresses, computer_names=computer_names)
 
 
 class _FleetWiring:

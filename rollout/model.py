@@ -163,6 +163,7 @@ class InstanceView:
     vm_health: str | None = None  # HealthState/<x> from the application health extension
     private_ip: str | None = None
     probe: ProbeResult | None = None
+    computer_name: str | None = None  # the guest's host name (instanceView.computerName), as logs name it
 
 
 @dataclass(frozen=True)

@@ -321,7 +321,15 @@ def instance_view_from_vm(vm: Json, extension_name: str, private_ip: str | None)
         extension_message=extension_message,
         vm_health=azure_state_spelling(health[0]) if health else None,
         private_ip=private_ip,
+        # VirtualMachineScaleSetVMInstanceView.computerName, else the VM's osProfile.computerName (both in
+        # the Compute REST specification: ../shared/azure-rest-specs/ComputeRP.vmss-subset.json)
+        computer_name=_computer_name(view, props),
     )
+
+
+def _computer_name(view: Json, props: Json) -> str | None:
+    name = view.get("computerName") or _get(props, "osProfile", "computerName")
+    return str(name) if name else None
 
 
 def flexible_instance_view(vm: Json, extension_name: str, private_ip: str | None) -> InstanceView:

@@ -106,19 +106,30 @@ def base36(number: int, width: int = 6) -> str:
     return digits.rjust(width, "0")
 
 
-def instance_for_name(name: str, instance_ids: Iterable[str], scale_set_name: str) -> str | None:
+def instance_for_name(
+    name: str, instance_ids: Iterable[str], scale_set_name: str, computer_names: Mapping[str, str] | None = None
+) -> str | None:
     """The instance of ``instance_ids`` that ``name`` (a ``VMName`` value, a ``Computer``) names, or None.
 
     Accepted: the instance id itself (a Flexible VM name), ``{scale set}_{instance id}`` (a Uniform VM
-    name), ``{prefix}{six base-36 digits of the instance id}`` (a Uniform computer name) and a VM's
-    resource id (``.../virtualMachines/{instance id}``, Uniform or Flexible). Compared
-    without regard to case (Azure Monitor lower-cases dimension values it reports)."""
+    name), a computer name and a VM's resource id (``.../virtualMachineScaleSets/{scale set}/virtualMachines/
+    {instance id}`` for Uniform, ``.../virtualMachines/{VM name}`` for Flexible). Compared without regard to
+    case (Azure Monitor lower-cases dimension values it reports).
+
+    A computer name is matched exactly against ``computer_names`` (computer name -> instance id, from the
+    observation of the scale set) when given: a Log Analytics workspace may hold the logs of other scale
+    sets, whose computer names end in the same six base-36 digits. Without it (the scale set's own metrics,
+    where every value is one of its instances) ``{prefix}{six base-36 digits of the instance id}`` is read
+    as a Uniform computer name."""
     ids = {i.lower(): i for i in instance_ids}
     low = name.strip().lower()
     if "/" in low:  # a VM's resource id (a _ResourceId column): .../virtualMachines/<instance id or VM name>
         parts = low.strip("/").split("/")
         for i, part in enumerate(parts[:-1]):
             if part == "virtualmachines":
+                owner = parts[i - 2 : i] if i >= 2 else []
+                if owner and owner[0] == "virtualmachinescalesets" and owner[1] != scale_set_name.lower():
+                    return None  # an instance of another scale set
                 return ids.get(parts[i + 1])
         return None
     if low in ids:
@@ -126,6 +137,9 @@ def instance_for_name(name: str, instance_ids: Iterable[str], scale_set_name: st
     prefix = scale_set_name.lower() + "_"
     if low.startswith(prefix) and low[len(prefix) :] in ids:
         return ids[low[len(prefix) :]]
+    if computer_names is not None:
+        named = {k.lower(): v for k, v in computer_names.items()}.get(low)
+        return ids.get(named.lower()) if named is not None else None
     tail = low[-6:]
     if len(low) > 6 and all(c in _BASE36.lower() for c in tail):
         by_computer = {base36(int(i)).lower(): i for i in ids.values() if i.isdigit()}
@@ -318,6 +332,7 @@ def logs_signals(
     start: datetime,
     end: datetime,
     instance_column: str = LOGS_INSTANCE_COLUMN,
+    computer_names: Mapping[str, str] | None = None,
 ) -> dict[str, InstanceSignals]:
     """The query response's ``tables`` (each ``{"name", "columns": [{"name","type"}], "rows": [[...]]}``,
     OperationalInsights.json ``queryResults``) -> requests, errors and latencies per instance, read from
@@ -342,7 +357,7 @@ def logs_signals(
     for row in table.get("rows") or ():
         if not isinstance(row, Sequence) or isinstance(row, str) or len(row) <= max(who, requests_at):
             continue
-        instance = instance_for_name(str(row[who] or ""), instance_ids, scale_set_name)
+        instance = instance_for_name(str(row[who] or ""), instance_ids, scale_set_name, computer_names)
         if instance is None:
             continue
         signals = InstanceSignals(
@@ -650,9 +665,11 @@ class LogAnalyticsSource:
         endpoint: str = DEFAULT_LOGS_ENDPOINT,
         ca_bundle: str | None = None,
         timeout_s: float = 20.0,
+        computer_names: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         if not query.strip():
             raise ValueError("the signals query is empty")
+        self._computer_names = computer_names  # computer name -> instance id, looked up at each read
         self.workspace_id = workspace_id
         self.query = query
         self.scale_set_name = scale_set_name
@@ -693,7 +710,8 @@ class LogAnalyticsSource:
             {"name": t.name, "columns": [{"name": c} for c in t.columns], "rows": [list(r) for r in t.rows]}
             for t in tables
         ]
-        return logs_signals(raw, instance_ids, self.scale_set_name, start, end)
+        names = self._computer_names() if self._computer_names is not None else None
+        return logs_signals(raw, instance_ids, self.scale_set_name, start, end, computer_names=names)
 
     def close(self) -> None:
         if self._client is not None:
@@ -711,13 +729,15 @@ def signal_source_from_settings(
     *,
     credential: TokenCredential | None = None,
     addresses: Callable[[], Mapping[str, str]] | None = None,
+    computer_names: Callable[[], Mapping[str, str]] | None = None,
 ) -> CompositeSignalSource | None:
     """The sources ``signals`` (``rollout.settings.SignalSettings``, ``load_signal_settings``) turn on for
     the scale set of ``settings`` (``rollout.settings.Settings``), merged; None when none is.
 
     ``credential``: default ``credential_for(settings.arm_token)`` (the managed identity in Azure).
     ``addresses``: instance id -> private IP, needed by the load balancer source (it is left out
-    without it)."""
+    without it). ``computer_names``: computer name -> instance id, so the logs of a workspace shared with
+    other scale sets are matched to this one's instances only."""
     parts: list[tuple[str, SignalSource]] = []
     if not (signals.metrics or signals.load_balancer_id or signals.logs_workspace_id):
         return None
@@ -745,6 +765,7 @@ def signal_source_from_settings(
                     query=signals.logs_query,
                     endpoint=signals.logs_endpoint,
                     ca_bundle=settings.arm_ca_bundle,
+                    computer_names=computer_names,
                 ),
             )
         )

@@ -93,6 +93,7 @@ def test_instance_view_reads_states_from_instance_view_statuses() -> None:
 
 def test_instance_without_instance_view_falls_back_to_properties() -> None:
     view = instance_view_from_vm(_vm("0", latestModelApplied=True, provisioningState="Succeeded"), "CustomScript", None)
+    assert view.computer_name is None  # neither an instance view nor an osProfile: not guessed
 
     assert (view.provisioning_state, view.power_state, view.extension_status, view.vm_health) == (
         "Succeeded",
@@ -395,6 +396,9 @@ def test_observe_reads_the_fleet_in_one_get_one_vm_list_and_one_nic_list(
 
     assert [i.instance_id for i in fleet.instances] == ["0", "1", "2", "3", "4"]
     assert {i.instance_id: i.private_ip for i in fleet.instances} == handle.addresses()
+    # The computer names the logs carry (VirtualMachineScaleSetVMInstanceView.computerName), one per instance.
+    names = [i.computer_name for i in fleet.instances]
+    assert all(names) and len(set(names)) == len(names), names
     for inst in fleet.instances:
         assert (inst.latest_model_applied, inst.provisioning_state, inst.power_state) == (True, "Succeeded", "running")
         assert inst.extension_status == "Succeeded" and inst.extension_message.startswith("Enable succeeded")

@@ -411,3 +411,23 @@ def test_the_azure_monitor_packages_are_imported_only_when_a_source_reads() -> N
     repo = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, cwd=repo)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_shared_workspace_counts_only_this_scale_sets_computers() -> None:
+    from rollout.adapters.signals import instance_for_name
+
+    ids = ["0", "1"]
+    names = {"web000000": "0", "web000001": "1"}
+    # With the observation's computer names, another scale set's computer (same base-36 tail) is not ours.
+    assert instance_for_name("web000001", ids, "web", names) == "1"
+    assert instance_for_name("WEB000000", ids, "web", names) == "0"
+    assert instance_for_name("api000001", ids, "web", names) is None
+    assert instance_for_name("othervm000001", ids, "web", names) is None
+    # A resource id names its scale set: another one's instance 1 is not ours.
+    ours = (
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachineScaleSets/web/virtualMachines/1"
+    )
+    assert instance_for_name(ours, ids, "web", names) == "1"
+    assert instance_for_name(ours.replace("/web/", "/api/"), ids, "web", names) is None
+    # The scale set's own metrics (every VMName is one of its instances): the base-36 form still reads.
+    assert instance_for_name("web000001", ids, "web") == "1"

@@ -24,7 +24,10 @@ class Observed:
 
     def observe(self) -> FleetView:
         self.calls += 1
-        views = (InstanceView("0", True, "Succeeded", private_ip="10.0.0.4"), InstanceView("1", True, "Succeeded"))
+        views = (
+            InstanceView("0", True, "Succeeded", private_ip="10.0.0.4", computer_name="web000000"),
+            InstanceView("1", True, "Succeeded"),
+        )
         return FleetView(model=ModelSpec(), provisioning_state="Succeeded", instances=views)
 
 
@@ -58,8 +61,18 @@ def test_each_target_reads_its_own_metrics_and_only_the_vmss_target_its_balancer
     assert metrics.scale_set_name == settings.vmss_name  # type: ignore[attr-defined]
     assert compute.calls == 0  # the addresses are looked up when the balancer is read, not before
     assert lb._addresses() == {"0": "10.0.0.4"}  # type: ignore[attr-defined]
+    assert compute.calls == 1
     other = TargetRef(settings.subscription_id, "other-rg", "other-vmss")
     source = build_signals(settings, other, Observed())  # type: ignore[arg-type]
     assert names(source) == ["metrics"]
     [(_, metrics)] = source.sources  # type: ignore[union-attr]
     assert metrics.scale_set_name == "other-vmss"  # type: ignore[attr-defined]
+
+
+def test_the_logs_source_matches_computer_names_from_the_observation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGNALS_LOGS_WORKSPACE_ID", "00000000-0000-0000-0000-000000000001")
+    settings = load_settings(SAMPLE)
+    own = TargetRef(settings.subscription_id, settings.resource_group, settings.vmss_name)
+    source = build_signals(settings, own, Observed())  # type: ignore[arg-type]
+    [(name, logs)] = source.sources  # type: ignore[union-attr]
+    assert name == "logs" and logs._computer_names() == {"web000000": "0"}  # type: ignore[attr-defined]
