@@ -102,7 +102,8 @@ def test_make_twin_refuses_to_start_when_port_80_is_taken() -> None:
     assert "cannot listen on 127.0.9.4:80" in output
 
 
-def test_every_twin_option_is_a_command_line_option_with_its_default() -> None:
+def test_every_twin_option_but_the_programs_is_a_command_line_option_with_its_default() -> None:
+    # v0_script, signals and settings are for programs (bench/judge.py), not people: they keep their defaults.
     import argparse
 
     from emulator.twin import TwinOptions, add_twin_arguments, options_from_arguments
