@@ -24,6 +24,7 @@ queue hop of the fan-out (timer -> queue -> ``advance_target``) is not in the lo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.perf import ControllerRun, Emulator, run_controller
 
@@ -63,6 +64,7 @@ class Makespan:
     throttled_s: float = 0.0
     ticks: int = 0
     tick_wall_median_s: float = 0.0
+    timings: tuple[float, float, float] = (UPGRADE_S, BAKE_S, TICK_S)  # upgrade, bake, tick period (seconds)
 
     @property
     def ratio(self) -> float:
@@ -72,7 +74,9 @@ class Makespan:
         return sum(float(getattr(s, attr)) for s in self.steps)
 
 
-def analyse_makespan(run: ControllerRun, upgrade_s: float = UPGRADE_S, bake_s: float = BAKE_S) -> Makespan:
+def analyse_makespan(
+    run: ControllerRun, upgrade_s: float = UPGRADE_S, bake_s: float = BAKE_S, tick_s: float = TICK_S
+) -> Makespan:
     t0 = run.release_started_at
     accepted = sorted(t for t, status, _ in run.upgrades if status < 300)
     refused = sorted(t for t, status, _ in run.upgrades if status == 429)
@@ -118,21 +122,26 @@ def analyse_makespan(run: ControllerRun, upgrade_s: float = UPGRADE_S, bake_s: f
         throttled_s=throttled_s,
         ticks=run.ticks,
         tick_wall_median_s=walls[len(walls) // 2] if walls else 0.0,
+        timings=(upgrade_s, bake_s, tick_s),
     )
 
 
-def measure_makespan(emu: Emulator, storage: str, instances: int, table_prefix: str | None = None) -> Makespan:
+def measure_makespan(
+    emu: Emulator, storage: str, instances: int, table_prefix: str | None = None, *, scale: float = 1.0
+) -> Makespan:
+    """``scale``: the timings multiplied by it (CI runs them at half: the same ratios, half the wait)."""
+    upgrade_s, bake_s, tick_s = UPGRADE_S * scale, round(BAKE_S * scale), TICK_S * scale
     run = run_controller(
         emu,
         storage,
         instances,
         f"makespan-{instances}",
         table_prefix,
-        upgrade_seconds=UPGRADE_S,
-        bake_seconds=BAKE_S,
-        tick_period=TICK_S,
+        upgrade_seconds=upgrade_s,
+        bake_seconds=bake_s,
+        tick_period=tick_s,
     )
-    return analyse_makespan(run)
+    return analyse_makespan(run, upgrade_s, bake_s, tick_s)
 
 
 @dataclass
@@ -147,26 +156,34 @@ class Rollback:
     to_baseline_s: float | None
     to_recorded_s: float | None
     reimaged: bool
+    upgrade_s: float
     canary_release: str | None  # the release the emulator says the canary serves at the end
     canary_latest: bool | None  # the canary on the scale set's model (the baseline's, written back) at the end
 
 
 def measure_rollback(
-    emu: Emulator, storage: str, instances: int, table_prefix: str | None = None, mode: str = "extension"
+    emu: Emulator,
+    storage: str,
+    instances: int,
+    table_prefix: str | None = None,
+    mode: str = "extension",
+    *,
+    scale: float = 1.0,
 ) -> Rollback:
+    upgrade_s = UPGRADE_S * scale
     run = run_controller(
         emu,
         storage,
         instances,
         f"rollback-{mode}-{instances}",
         table_prefix,
-        upgrade_seconds=UPGRADE_S,
-        bake_seconds=BAKE_S,
-        tick_period=TICK_S,
+        upgrade_seconds=upgrade_s,
+        bake_seconds=round(BAKE_S * scale),
+        tick_period=TICK_S * scale,
         fail_pattern="install_nginx.v1",
         fail_mode=mode,
     )
-    return analyse_rollback(run, mode)
+    return analyse_rollback(run, mode, upgrade_s)
 
 
 def analyse_rollback(run: ControllerRun, mode: str, upgrade_s: float = UPGRADE_S) -> Rollback:
@@ -184,7 +201,8 @@ def analyse_rollback(run: ControllerRun, mode: str, upgrade_s: float = UPGRADE_S
     # The rollback's write: the first accepted manualupgrade after the failure naming the canary.
     back = next((t for t, ids in accepted if t > first and canary in ids), None)
     recorded = _phase_event(run, "RolledBack")
-    inst = next((i for i in run.final_view.get("instances", []) if i.get("instanceId") == canary), {})
+    instances: list[dict[str, Any]] = run.final_view.get("instances", [])
+    inst: dict[str, Any] = next((i for i in instances if i.get("instanceId") == canary), {})
     return Rollback(
         run.instances,
         mode,
@@ -196,6 +214,7 @@ def analyse_rollback(run: ControllerRun, mode: str, upgrade_s: float = UPGRADE_S
         None if back is None else back + upgrade_s - first,
         None if recorded is None else recorded - first,
         any(kind == "ReimageStarted" for kind, _, _ in run.events),
+        upgrade_s,
         inst.get("release"),
         inst.get("latestModelApplied"),
     )
@@ -206,14 +225,15 @@ def _s(value: float | None) -> str:
 
 
 def report_lines(spans: list[Makespan], rollbacks: list[Rollback]) -> list[str]:
+    upgrade_s, bake_s, tick_s = spans[0].timings if spans else (UPGRADE_S, BAKE_S, TICK_S)
     lines = [
         "## Makespan against its lower bound",
         "",
-        f"The issue's ratios scaled down by 30, on real time (the emulator and the engine do not share a scaled "
-        f"clock): upgrades take {UPGRADE_S:g} s (120 s), bake {BAKE_S} s (300 s), a tick every {TICK_S:g} s (the "
-        "shipped timer's 30 s), batches of 20% after a canary of 1. The emulator in its own process, synthetic "
-        "instances, the controller in its own process ticking on a fixed 1 s schedule (the timer -> queue hop of "
-        "the fan-out is not in the loop). Makespan: `start_release` to the rollout's `-> Succeeded` event. Lower "
+        f"The issue's ratios scaled down by {120 / upgrade_s:g}, on real time (the emulator and the engine do not "
+        f"share a scaled clock): upgrades take {upgrade_s:g} s (120 s), bake {bake_s:g} s (300 s), a tick every "
+        f"{tick_s:g} s (the shipped timer's 30 s), batches of 20% after a canary of 1. The emulator in its own process,"
+        " synthetic instances, the controller in its own process ticking on a fixed schedule (the timer -> queue hop "
+        "of the fan-out is not in the loop). Makespan: `start_release` to the rollout's `-> Succeeded` event. Lower "
         "bound: canary upgrade + bake + each batch's upgrade, back to back (bench/makespan.py).",
         "",
         "| instances | result | batches | lower bound | makespan | makespan / lower bound | target | "
@@ -255,7 +275,8 @@ def report_lines(spans: list[Makespan], rollbacks: list[Rollback]) -> list[str]:
             "`ROLLBACK_REIMAGE` it then reimages it, and records `-> RolledBack` when it sees the baseline healthy.",
             "",
             "| release fails by | result | failing observations | to the rollback's `manualupgrade` "
-            f"| to the baseline back on the canary (+ {UPGRADE_S:g} s upgrade) | to `-> RolledBack` recorded "
+            f"| to the baseline back on the canary (+ {rollbacks[0].upgrade_s:g} s upgrade) "
+            "| to `-> RolledBack` recorded "
             "| reimaged | the canary at the end: release served, on the model |",
             "|---|---|---:|---:|---:|---:|---|---|",
         ]

@@ -1,4 +1,6 @@
-"""Performance you can quote (issue 13), part of ``make bench``: cold start, ARM requests per rollout, tick cost.
+"""Performance you can quote (issue 13), part of ``make bench``: cold start, ARM requests per rollout, tick cost,
+makespan against its lower bound and rollback latency (``bench/makespan.py``), start latency
+(``bench/startlatency.py``).
 
 Written to docs/performance.md. Each part runs the product's own code in the shape it runs in Azure:
 
@@ -556,11 +558,22 @@ class Figures:
     page_size: int
     load: tuple[float, float, float]
     seconds: float = 0.0
+    makespans: list[Any] = field(default_factory=list)  # bench.makespan.Makespan, per size
+    rollbacks: list[Any] = field(default_factory=list)  # bench.makespan.Rollback, per failure mode
+    start: Any = None  # bench.startlatency.StartLatency
 
 
 def measure_all(
-    sizes: list[int], cold_runs: int, naive_budget_seconds: float = 60.0, say: Callable[[str], None] = print
+    sizes: list[int],
+    cold_runs: int,
+    naive_budget_seconds: float = 60.0,
+    say: Callable[[str], None] = print,
+    *,
+    makespan_sizes: list[int] | None = None,
+    start_runs: int = 20,
 ) -> Figures:
+    from bench.makespan import measure_makespan, measure_rollback
+    from bench.startlatency import measure_start
     from emulator.azurite import run_azurite
 
     load = os.getloadavg()
@@ -596,8 +609,33 @@ def measure_all(
             budgeted = run_naive(
                 emu, sizes[-1], f"naive-budgets-{sizes[-1]}", budgets=True, max_seconds=naive_budget_seconds
             )
+            makespans = []
+            for size in sizes if makespan_sizes is None else makespan_sizes:
+                say(f"{size} instances: makespan against its lower bound")
+                makespans.append(measure_makespan(emu, storage, size))
+                say(f"  {makespans[-1].makespan_s:.1f} s, {makespans[-1].ratio:.2f} × the lower bound")
+            small = min(sizes)
+            rollbacks = []
+            for mode in ("extension", "http500"):
+                say(f"{small} instances: rollback latency, the release fails by {mode}")
+                rollbacks.append(measure_rollback(emu, storage, small, mode=mode))
+                say(f"  {rollbacks[-1].phase}, {rollbacks[-1].to_baseline_s} s to the baseline")
+            say(f"{small} instances: start latency, {start_runs} uploads")
+            start = measure_start(emu, storage, small, start_runs)
+            say(f"  median {start.median_s:.2f} s")
     return Figures(
-        cold, runs, naive, budgeted, naive_budget_seconds, cold_runs, page_size, load, time.monotonic() - started
+        cold,
+        runs,
+        naive,
+        budgeted,
+        naive_budget_seconds,
+        cold_runs,
+        page_size,
+        load,
+        time.monotonic() - started,
+        makespans,
+        rollbacks,
+        start,
     )
 
 
@@ -734,6 +772,12 @@ def report_lines(f: Figures, command: str) -> list[str]:
         f"| peak thread count of the controller process | {big.peak_threads} | | not one per instance |",
         "",
     ]
+    from bench import makespan, startlatency
+
+    if f.makespans or f.rollbacks:
+        lines += makespan.report_lines(f.makespans, f.rollbacks)
+    if f.start is not None:
+        lines += startlatency.report_lines(f.start)
     return lines
 
 
@@ -750,10 +794,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,1000", help="fleet sizes (the last one: the tick cost)")
     parser.add_argument("--cold-runs", type=int, default=COLD_RUNS_DEFAULT)
     parser.add_argument("--naive-budget-seconds", type=float, default=60.0)
+    parser.add_argument("--makespan-sizes", default=None, help="fleet sizes of the makespan runs (default: --sizes)")
+    parser.add_argument("--start-runs", type=int, default=20, help="uploads timed for the start latency (median)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args(given)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    figures = measure_all(sizes, args.cold_runs, args.naive_budget_seconds)
+    makespan_sizes = None if args.makespan_sizes is None else [int(s) for s in args.makespan_sizes.split(",") if s]
+    figures = measure_all(
+        sizes, args.cold_runs, args.naive_budget_seconds, makespan_sizes=makespan_sizes, start_runs=args.start_runs
+    )
     lines = report_lines(figures, "make bench")
     print("\n".join(lines))
     if not args.no_write:
