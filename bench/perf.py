@@ -1,4 +1,6 @@
-"""Performance you can quote (issue 13), part of ``make bench``: cold start, ARM requests per rollout, tick cost.
+"""Performance you can quote (issue 13), part of ``make bench``: cold start, ARM requests per rollout, tick cost,
+makespan against its lower bound and rollback latency (``bench/makespan.py``), start latency
+(``bench/startlatency.py``).
 
 Written to docs/performance.md. Each part runs the product's own code in the shape it runs in Azure:
 
@@ -133,9 +135,9 @@ class Emulator:
             },
         )
 
-    def create(self, name: str, instances: int, script_url: str) -> None:
+    def create(self, name: str, instances: int, script_url: str, **more: Any) -> None:
         extension = {"settings": {"fileUris": [script_url], "commandToExecute": "bash install_nginx.sh"}}
-        body = {"resource_group": RG, "name": name, "instances": instances, "extension": extension}
+        body = {"resource_group": RG, "name": name, "instances": instances, "extension": extension, **more}
         self.admin("POST", "scalesets", body)
 
     def delete(self, name: str) -> None:
@@ -190,6 +192,12 @@ class ControllerRun:
     batches: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
+    release_started_at: float = 0.0  # epoch seconds: ``start_release`` called
+    tick_log: list[tuple[float, float]] = field(default_factory=list)  # each tick's (start, end), epoch seconds
+    events: list[tuple[str, float, str]] = field(default_factory=list)  # the rollout's events: (kind, at, message)
+    # Every manualupgrade the emulator answered: (epoch seconds, status, instance ids).
+    upgrades: list[tuple[float, int, list[str]]] = field(default_factory=list)
+    final_view: dict[str, Any] = field(default_factory=dict)  # the emulator's admin view of the scale set at the end
 
     @property
     def ticks(self) -> int:
@@ -242,7 +250,11 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
                 "PROBE_TIMEOUT_SECONDS": "2",
             }
         ),
-        policy=RolloutPolicy(bake_seconds=0, batch_percent=BATCH_PERCENT, max_unavailable_percent=BATCH_PERCENT),
+        policy=RolloutPolicy(
+            bake_seconds=int(config.get("bake_seconds", 0)),
+            batch_percent=BATCH_PERCENT,
+            max_unavailable_percent=BATCH_PERCENT,
+        ),
     )
     from rollout.adapters.compute import AzureCompute
     from rollout.adapters.probe import HttpProber
@@ -294,6 +306,13 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
     observe_s: list[float] = []
     probe_s: list[float] = []
     phase = "none"
+    # ``tick_period``: ticks start on a fixed schedule (multiples of the period, as the timer's schedule fires;
+    # a tick that overruns skips the starts it covered, as the timer's singleton lock does). Otherwise the
+    # next tick starts ``TICK_GAP_S`` after the end of one.
+    period = float(config.get("tick_period", 0))
+    tick_log: list[tuple[float, float]] = []  # (start, end), epoch seconds
+    rollout_id = ""
+    release_started_at = time.time()
     try:
         outcome = service.start_release(release)
         if outcome.status is not OutcomeStatus.ADVANCED:
@@ -305,14 +324,22 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
             phase = current.phase.value
             if current.phase.is_terminal:
                 break
-            w0, c0 = time.monotonic(), time.process_time()
+            if period > 0:
+                now = time.time()
+                time.sleep(period - now % period)
+            w0, c0, e0 = time.monotonic(), time.process_time(), time.time()
             phases.update(observe=0.0, probe=0.0)
             service.tick()
             walls.append(time.monotonic() - w0)
             cpus.append(time.process_time() - c0)
+            tick_log.append((e0, time.time()))
             observe_s.append(phases["observe"])
             probe_s.append(phases["probe"])
-            time.sleep(TICK_GAP_S)
+            if period <= 0:
+                time.sleep(TICK_GAP_S)
+        events = [
+            (e.kind.value, e.at.timestamp(), e.message) for e in store.list_events(service.target_key, rollout_id)
+        ]
     finally:
         sampling.set()
         sampler.join()
@@ -328,14 +355,34 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
         "tick_probe_s": probe_s,
         "peak_rss_mib": peak_rss_mib(),
         "peak_threads": peak_threads,
+        "release_started_at": release_started_at,
+        "tick_log": tick_log,
+        "events": events,
     }
 
 
 def run_controller(
-    emu: Emulator, storage: str, instances: int, name: str, table_prefix: str | None = None
+    emu: Emulator,
+    storage: str,
+    instances: int,
+    name: str,
+    table_prefix: str | None = None,
+    *,
+    upgrade_seconds: float | None = None,
+    bake_seconds: int = 0,
+    tick_period: float = 0.0,
+    fail_pattern: str | None = None,
+    fail_mode: str = "extension",
 ) -> ControllerRun:
-    """The product's rollout of ``instances`` synthetic instances; the controller in its own process."""
-    emu.create(name, instances, "https://releases.invalid/install_nginx.sh")
+    """The product's rollout of ``instances`` synthetic instances; the controller in its own process.
+    ``upgrade_seconds``: this scale set's upgrade time (else the emulator's); ``tick_period``: ticks on a fixed
+    schedule (else ``TICK_GAP_S`` after each tick); ``fail_pattern``: releases matching it fail to install."""
+    body: dict[str, Any] = {}
+    if upgrade_seconds is not None:
+        body["upgrade_seconds"] = upgrade_seconds
+    emu.create(name, instances, "https://releases.invalid/install_nginx.sh", **body)
+    if fail_pattern is not None:
+        emu.admin("POST", f"scalesets/{RG}/{name}/release-failures", {"pattern": fail_pattern, "mode": fail_mode})
     emu.admin("DELETE", "requests")
     config = {
         "subscription_id": emu.subscription_id,
@@ -346,6 +393,8 @@ def run_controller(
         "instance_port": emu.instance_port,
         "name": name,
         "instances": instances,
+        "bake_seconds": bake_seconds,
+        "tick_period": tick_period,
     }
     try:
         out = subprocess.run(
@@ -361,9 +410,22 @@ def run_controller(
         result = json.loads(out.stdout.strip().splitlines()[-1])
         emu.admin("POST", "idle", {"timeout": 60})
         by_op, throttled = emu.requests_by_operation()
+        upgrades = [
+            (
+                datetime.fromisoformat(r["time"]).timestamp(),
+                int(r["status"]),
+                list((r["body"] or {}).get("instanceIds", [])),
+            )
+            for r in emu.admin("GET", "requests?method=POST&path_contains=manualupgrade")["requests"]
+        ]
+        final_view = emu.admin("GET", f"scalesets/{RG}/{name}")
     finally:
         emu.delete(name)
-    run = ControllerRun(**result, by_operation=dict(by_op), throttled=dict(throttled))
+    run = ControllerRun(
+        **result, by_operation=dict(by_op), throttled=dict(throttled), upgrades=upgrades, final_view=final_view
+    )
+    run.tick_log = [(a, b) for a, b in run.tick_log]
+    run.events = [(k, at, m) for k, at, m in run.events]
     # The batches after the canary: every accepted manualupgrade but the canary's.
     run.batches = by_op.get("POST manualupgrade", 0) - throttled.get("POST manualupgrade", 0) - 1
     return run
@@ -496,11 +558,22 @@ class Figures:
     page_size: int
     load: tuple[float, float, float]
     seconds: float = 0.0
+    makespans: list[Any] = field(default_factory=list)  # bench.makespan.Makespan, per size
+    rollbacks: list[Any] = field(default_factory=list)  # bench.makespan.Rollback, per failure mode
+    start: Any = None  # bench.startlatency.StartLatency
 
 
 def measure_all(
-    sizes: list[int], cold_runs: int, naive_budget_seconds: float = 60.0, say: Callable[[str], None] = print
+    sizes: list[int],
+    cold_runs: int,
+    naive_budget_seconds: float = 60.0,
+    say: Callable[[str], None] = print,
+    *,
+    makespan_sizes: list[int] | None = None,
+    start_runs: int = 20,
 ) -> Figures:
+    from bench.makespan import measure_makespan, measure_rollback
+    from bench.startlatency import measure_start
     from emulator.azurite import run_azurite
 
     load = os.getloadavg()
@@ -536,8 +609,33 @@ def measure_all(
             budgeted = run_naive(
                 emu, sizes[-1], f"naive-budgets-{sizes[-1]}", budgets=True, max_seconds=naive_budget_seconds
             )
+            makespans = []
+            for size in sizes if makespan_sizes is None else makespan_sizes:
+                say(f"{size} instances: makespan against its lower bound")
+                makespans.append(measure_makespan(emu, storage, size))
+                say(f"  {makespans[-1].makespan_s:.1f} s, {makespans[-1].ratio:.2f} × the lower bound")
+            small = min(sizes)
+            rollbacks = []
+            for mode in ("extension", "http500"):
+                say(f"{small} instances: rollback latency, the release fails by {mode}")
+                rollbacks.append(measure_rollback(emu, storage, small, mode=mode))
+                say(f"  {rollbacks[-1].phase}, {rollbacks[-1].to_baseline_s} s to the baseline")
+            say(f"{small} instances: start latency, {start_runs} uploads")
+            start = measure_start(emu, storage, small, start_runs)
+            say(f"  median {start.median_s:.2f} s")
     return Figures(
-        cold, runs, naive, budgeted, naive_budget_seconds, cold_runs, page_size, load, time.monotonic() - started
+        cold,
+        runs,
+        naive,
+        budgeted,
+        naive_budget_seconds,
+        cold_runs,
+        page_size,
+        load,
+        time.monotonic() - started,
+        makespans,
+        rollbacks,
+        start,
     )
 
 
@@ -674,6 +772,12 @@ def report_lines(f: Figures, command: str) -> list[str]:
         f"| peak thread count of the controller process | {big.peak_threads} | | not one per instance |",
         "",
     ]
+    from bench import makespan, startlatency
+
+    if f.makespans or f.rollbacks:
+        lines += makespan.report_lines(f.makespans, f.rollbacks)
+    if f.start is not None:
+        lines += startlatency.report_lines(f.start)
     return lines
 
 
@@ -690,10 +794,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,1000", help="fleet sizes (the last one: the tick cost)")
     parser.add_argument("--cold-runs", type=int, default=COLD_RUNS_DEFAULT)
     parser.add_argument("--naive-budget-seconds", type=float, default=60.0)
+    parser.add_argument("--makespan-sizes", default=None, help="fleet sizes of the makespan runs (default: --sizes)")
+    parser.add_argument("--start-runs", type=int, default=20, help="uploads timed for the start latency (median)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args(given)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    figures = measure_all(sizes, args.cold_runs, args.naive_budget_seconds)
+    makespan_sizes = None if args.makespan_sizes is None else [int(s) for s in args.makespan_sizes.split(",") if s]
+    figures = measure_all(
+        sizes, args.cold_runs, args.naive_budget_seconds, makespan_sizes=makespan_sizes, start_runs=args.start_runs
+    )
     lines = report_lines(figures, "make bench")
     print("\n".join(lines))
     if not args.no_write:

@@ -1,6 +1,8 @@
 """The smallest size of each benchmark of ``make bench``'s docs/performance.md (bench/perf.py), so they never
 rot: the emulator and the controller each in their own process, the naive controller, the cold start, and
-the report rendered from their figures. Figures are printed (``-s``); counts are asserted, no timing."""
+the report rendered from their figures; the makespan against its lower bound, the rollback latency of a broken
+release and the start latency through the local Functions host (bench/makespan.py, bench/startlatency.py).
+Figures are printed (``-s``); counts and orderings are asserted, no timing."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import Any
 import pytest
 
 from bench.coldstart import app_env, median_of
+from bench.makespan import measure_makespan, measure_rollback
 from bench.perf import Figures, emulator_process, report_lines, run_controller, run_naive
+from bench.startlatency import measure_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,7 +39,14 @@ def test_the_performance_benchmarks_run_at_their_smallest_size(
         run = run_controller(emu, storage, SIZE, "perf-ci", table_prefix=azurite_names.table_prefix + "c")
         naive = run_naive(emu, SIZE, "naive-ci", budgets=False)
         budgeted = run_naive(emu, SIZE, "naive-ci-budgets", budgets=True, max_seconds=30)
-    figures = Figures(cold, [run], [naive], budgeted, 30, 1, 50, (0.0, 0.0, 0.0))
+        prefix = azurite_names.table_prefix
+        # The issue's ratios at half the bench's timings (upgrade 2 s, bake 5 s, a tick every 0.5 s): half the wait.
+        span = measure_makespan(emu, storage, SIZE, table_prefix=prefix + "m", scale=0.5)
+        rollback = measure_rollback(emu, storage, SIZE, table_prefix=prefix + "r", mode="extension", scale=0.5)
+        start = measure_start(emu, storage, SIZE, runs=2, prefix=prefix.lower()[:6])
+    figures = Figures(
+        cold, [run], [naive], budgeted, 30, 1, 50, (0.0, 0.0, 0.0), makespans=[span], rollbacks=[rollback], start=start
+    )
     print("\n" + "\n".join(report_lines(figures, "pytest")))
 
     assert run.phase == "Succeeded" and run.ticks > 0
@@ -49,3 +60,18 @@ def test_the_performance_benchmarks_run_at_their_smallest_size(
     assert naive.by_operation["GET instance view (one VM)"] >= SIZE
     # 11 writes fit the write bucket of 12: under the budgets it finishes too, unrefused.
     assert budgeted.finished and sum(budgeted.throttled.values()) == 0
+
+    # Makespan: the canary, then 9 instances in batches of 2 (5 batches), every step after the one before it;
+    # nothing can beat the lower bound (canary upgrade + bake + the batches' upgrades, back to back).
+    assert span.phase == "Succeeded" and span.batches == 5 and len(span.steps) == 6
+    assert span.makespan_s >= span.lower_bound_s
+    assert all(s.acted >= s.ready for s in span.steps)
+    assert [s.ready for s in span.steps] == sorted(s.ready for s in span.steps)
+    # Rollback: the failing canary was moved back and ends on the baseline's model and release.
+    assert rollback.phase == "RolledBack" and rollback.canary == "0"
+    assert rollback.to_rollback_write_s is not None and rollback.to_recorded_s is not None
+    assert 0 <= rollback.to_rollback_write_s <= rollback.to_recorded_s
+    assert rollback.canary_latest is True and rollback.canary_release == "install_nginx.sh"
+    # Start: each upload started exactly one canary upgrade, after the trigger fired, after the upload.
+    assert len(start.runs) == 2
+    assert all(r.canary_upgrades == 1 and 0 <= r.to_trigger_s <= r.to_upgrade_s for r in start.runs)
