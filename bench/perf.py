@@ -33,23 +33,21 @@ import json
 import math
 import os
 import platform
-import re
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
+from bench.armprocess import ArmProcess, arm_process
 from bench.coldstart import ColdStart, app_env, median_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,25 +61,7 @@ BATCH_PERCENT = 20
 UPGRADE_SECONDS = 0.5
 TICK_GAP_S = 0.5  # between the end of one tick and the start of the next (Azure: the 30-60 s timer)
 
-_OPERATIONS = (
-    (re.compile(r"/operations/", re.I), "poll an operation"),
-    (re.compile(r"/extensions/[^/]+$", re.I), "write extension"),
-    (re.compile(r"/manualupgrade$", re.I), "manualupgrade"),
-    (re.compile(r"/reimage$", re.I), "reimage"),
-    (re.compile(r"/virtualMachines/[^/]+/instanceView$", re.I), "instance view (one VM)"),
-    (re.compile(r"/virtualMachines$", re.I), "list VMs (instance view)"),
-    (re.compile(r"/networkInterfaces$", re.I), "list NICs"),
-    (re.compile(r"/virtualMachineScaleSets/[^/]+$", re.I), "scale set"),
-)
-WRITES = ("PUT write extension", "PATCH scale set", "PUT scale set", "POST manualupgrade", "POST reimage")
-
-
-def operation(method: str, path: str) -> str:
-    path = path.split("?", 1)[0]
-    for pattern, name in _OPERATIONS:
-        if pattern.search(path):
-            return f"{method} {name}"
-    return f"{method} {path}"
+WRITES = ("PUT extension", "PATCH scale set", "PUT scale set", "POST manualupgrade", "POST reimage")
 
 
 def peak_rss_mib() -> float:
@@ -95,35 +75,10 @@ def peak_rss_mib() -> float:
 
 
 @dataclass
-class Emulator:
-    process: subprocess.Popen[str]
-    url: str
-    ca_bundle: str
-    subscription_id: str
+class Emulator(ArmProcess):
+    ADMIN_TIMEOUT: ClassVar[float] = 300.0  # creating or listing 1,000 instances takes a while
+
     instance_port: int
-
-    def admin(self, method: str, path: str, body: Any = None, timeout: float = 300) -> Any:
-        response = requests.request(
-            method,
-            f"{self.url}/_admin/{path}",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            json=body,
-            verify=self.ca_bundle,
-            timeout=timeout,
-        )
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def requests_by_operation(self) -> tuple[Counter[str], Counter[str]]:
-        records = self.admin("GET", "requests?include_polls=true")["requests"]
-        by_op: Counter[str] = Counter()
-        throttled: Counter[str] = Counter()
-        for r in records:
-            op = operation(r["method"], r["path"])
-            by_op[op] += 1
-            if r["status"] == 429:
-                throttled[op] += 1
-        return by_op, throttled
 
     def budgets(self, on: bool) -> None:
         self.admin(
@@ -146,32 +101,13 @@ class Emulator:
 
 @contextlib.contextmanager
 def emulator_process(state_dir: Path, *, address_base: str, instance_port: int) -> Iterator[Emulator]:
-    info_file = state_dir / "info.json"
-    cmd = [
-        *(sys.executable, "-m", "emulator", "serve", "--token", TOKEN, "--state-dir", str(state_dir)),
+    args = [
         *("--address-base", address_base, "--instance-port", str(instance_port)),
         *("--upgrade-seconds", str(UPGRADE_SECONDS), "--retry-after", "0.2"),
-        *("--read-limit", f"{READ_LIMIT[0]}/{READ_LIMIT[1]}", "--info-file", str(info_file)),
+        *("--read-limit", f"{READ_LIMIT[0]}/{READ_LIMIT[1]}"),
     ]
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "emulator.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            while not info_file.exists() or not info_file.read_text().endswith("\n"):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the ARM emulator did not start: {log_path.read_text()[-2000:]}")
-                time.sleep(0.1)
-            info = json.loads(info_file.read_text())
-            yield Emulator(process, info["url"], info["ca_bundle"], info["subscription_id"], instance_port)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with arm_process(("emulator", "serve"), args, state_dir, TOKEN) as (process, info):
+        yield Emulator(process, info["url"], info["ca_bundle"], info["subscription_id"], TOKEN, instance_port)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -34,11 +34,8 @@ import logging
 import math
 import os
 import platform
-import re
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import requests
+from bench.armprocess import ArmProcess, arm_process
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "fleet-benchmark.md"
@@ -271,26 +268,6 @@ def _observing(observer: _Observer) -> Iterator[None]:
 # The parts: the emulator process, scale sets, the targets document, the app's settings
 
 
-@dataclass
-class _Emulator:
-    process: subprocess.Popen[str]
-    url: str
-    ca_bundle: str
-    subscription_id: str
-
-    def admin(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
-        response = requests.request(
-            method,
-            f"{self.url}/_admin/{path}",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            json=body,
-            verify=self.ca_bundle,
-            timeout=timeout,
-        )
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -298,42 +275,17 @@ def _free_port(host: str) -> int:
 
 
 @contextlib.contextmanager
-def _emulator_process(config: WavesConfig, state_dir: Path, instance_port: int) -> Iterator[_Emulator]:
+def _emulator_process(config: WavesConfig, state_dir: Path, instance_port: int) -> Iterator[ArmProcess]:
     size, rate = config.arm_read_limit
-    cmd = [
-        # ``python -m emulator serve`` itself, started under the benchmark's name (``serve-arm`` below).
-        *(sys.executable, "-m", "bench.waves", "serve-arm", "--token", TOKEN, "--state-dir", str(state_dir)),
+    args = [
         *("--address-base", config.address_base, "--instance-port", str(instance_port)),
         *("--upgrade-seconds", str(config.upgrade_seconds), "--retry-after", "0.5"),
         *("--read-limit", f"{size:g}/{rate:g}"),
         *(() if config.write_throttle else ("--no-throttle",)),
-        *("--info-file", str(state_dir / "info.json")),
     ]
-    state_dir.mkdir(parents=True, exist_ok=True)
-    info_file = state_dir / "info.json"
-    log = (state_dir / "emulator.log").open("w")
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not info_file.exists() or not info_file.read_text().endswith("\n"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the ARM emulator did not start (exit code {process.poll()})")
-            time.sleep(0.1)
-        info = json.loads(info_file.read_text())
-        yield _Emulator(process, info["url"], info["ca_bundle"], info["subscription_id"])
-    except BaseException:
-        if process.poll() is not None:  # the emulator itself failed: say how
-            log.flush()
-            print((state_dir / "emulator.log").read_text()[-4000:], file=sys.stderr)
-        raise
-    finally:
-        log.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # ``python -m emulator serve`` itself, started under the benchmark's name (``serve-arm`` below).
+    with arm_process(("bench.waves", "serve-arm"), args, state_dir, TOKEN) as (process, info):
+        yield ArmProcess(process, info["url"], info["ca_bundle"], info["subscription_id"], TOKEN)
 
 
 def _targets_document(names: list[tuple[str, str]], waves: int, wave_bake_seconds: int) -> dict[str, Any]:
@@ -353,7 +305,7 @@ def _targets_document(names: list[tuple[str, str]], waves: int, wave_bake_second
     }
 
 
-def _app_env(config: WavesConfig, emu: _Emulator, storage: str, first: tuple[str, str], port: int) -> dict[str, str]:
+def _app_env(config: WavesConfig, emu: ArmProcess, storage: str, first: tuple[str, str], port: int) -> dict[str, str]:
     return {
         "AZURE_SUBSCRIPTION_ID": emu.subscription_id,
         "VMSS_RESOURCE_GROUP": first[0],
@@ -410,7 +362,7 @@ def run_waves(config: WavesConfig, progress: Callable[[str], None] = lambda text
 
 
 def _run(
-    config: WavesConfig, emu: _Emulator, azurite: Any, port: int, tmp: Path, wall: float, say: Callable[[str], None]
+    config: WavesConfig, emu: ArmProcess, azurite: Any, port: int, tmp: Path, wall: float, say: Callable[[str], None]
 ) -> WavesReport:
     import function_app
     from emulator.funchost import LocalFunctionsHost, QueueOptions
@@ -491,7 +443,7 @@ def _run(
         wave_seconds.append(
             ((begun - started_at).total_seconds(), math.nan if end is None else (end - started_at).total_seconds())
         )
-    by_op, throttled = _arm_requests(emu)
+    by_op, throttled = emu.requests_by_operation()
     settings = emu.admin("GET", "settings")
     timers = sorted(
         (i for i in invocations if i.function == "advance_rollouts" and i.outcome != "skipped"),
@@ -521,37 +473,6 @@ def _run(
 def _keys(wave: dict[str, Any], fleet: Any) -> list[Any]:
     wanted = {(t["resourceGroup"], t["name"]) for t in wave["targets"]}
     return [t for t in fleet.config.targets() if (t.ref.resource_group, t.ref.name) in wanted]
-
-
-_OPERATIONS = (
-    (re.compile(r"/operations/", re.I), "poll an operation"),
-    (re.compile(r"/extensions/[^/]+$", re.I), "extension"),
-    (re.compile(r"/manualupgrade$", re.I), "manualupgrade"),
-    (re.compile(r"/reimage$", re.I), "reimage"),
-    (re.compile(r"/virtualMachines$", re.I), "list VMs (instance view)"),
-    (re.compile(r"/networkInterfaces$", re.I), "list NICs"),
-    (re.compile(r"/virtualMachineScaleSets/[^/]+$", re.I), "scale set"),
-)
-
-
-def _operation(method: str, path: str) -> str:
-    path = path.split("?", 1)[0]
-    for pattern, name in _OPERATIONS:
-        if pattern.search(path):
-            return f"{method} {name}"
-    return f"{method} {path}"
-
-
-def _arm_requests(emu: _Emulator) -> tuple[Counter[str], Counter[str]]:
-    records = emu.admin("GET", "requests?include_polls=true", timeout=300)["requests"]
-    by_op: Counter[str] = Counter()
-    throttled: Counter[str] = Counter()
-    for r in records:
-        op = _operation(r["method"], r["path"])
-        by_op[op] += 1
-        if r["status"] == 429:
-            throttled[op] += 1
-    return by_op, throttled
 
 
 def _periods(config: WavesConfig, timers: list[Any], observer: _Observer) -> tuple[list[PeriodFigures], int]:
