@@ -188,14 +188,18 @@ def _advance_target(message: func.QueueMessage) -> None:
         return
     with log_context(target=tick.target):
         try:
-            outcome = fleet.service(tick.target).tick()
+            # A look (tick.look) is the engine's own earlier look; the tick asks for the next one itself
+            # (rollout.cadence: a delayed message on this queue, picked up within host.json's
+            # queues.maxPollingInterval).
+            outcome = fleet.service(tick.target).tick(look=tick.look, share=tick.share)
         except PortError as exc:
             # The state store or ARM is unreachable: the next timer run enqueues this target again.
             log.warning("advance_target %s: %s", tick.target, exc)
             return
         level = logging.WARNING if outcome.status in (OutcomeStatus.ERROR, OutcomeStatus.LOST) else logging.INFO
         with log_context(rollout_id=outcome.rollout_id, phase=outcome.phase):
-            log.log(level, "advance_target %s: %s %s", tick.target, outcome.status, outcome.message)
+            looked = f" (next look at {outcome.next_look:%H:%M:%S})" if outcome.next_look else ""
+            log.log(level, "advance_target %s: %s %s%s", tick.target, outcome.status, outcome.message, looked)
 
 
 # Notifications (rollout.notifications, rollout.adapters.notify): the services put each phase change on the

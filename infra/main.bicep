@@ -265,6 +265,11 @@ param progressDeadlineSeconds int = 900
 @minValue(1)
 param upgradeRetrySeconds int = 300
 
+@description('While an upgrade runs, the engine looks again this often (times the targets with work) instead of waiting for the timer, and at the bake end; 0: the timer only (rollout.cadence).')
+@minValue(0)
+@maxValue(3600)
+param lookIntervalSeconds int = 5
+
 @minValue(1)
 param minHealthyInstances int = 1
 
@@ -403,6 +408,7 @@ module functionApp 'modules/functionapp.bicep' = {
       FAILURE_THRESHOLD: string(failureThreshold)
       PROGRESS_DEADLINE_SECONDS: string(progressDeadlineSeconds)
       UPGRADE_RETRY_SECONDS: string(upgradeRetrySeconds)
+      LOOK_INTERVAL_SECONDS: string(lookIntervalSeconds)
       MIN_HEALTHY_INSTANCES: string(minHealthyInstances)
       ROLLBACK_REIMAGE: rollbackReimage ? 'true' : 'false'
       ROLLBACK_MODE: rollbackMode

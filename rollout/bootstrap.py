@@ -26,7 +26,7 @@ from rollout.adapters.queue import TickQueue
 from rollout.adapters.scriptcheck import BashSyntaxChecker
 from rollout.adapters.signals import signal_source_from_settings
 from rollout.adapters.tables import TableStateStore
-from rollout.fanout import Fanout, ReadBudget
+from rollout.fanout import Fanout, QueuedLooks, ReadBudget
 from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoader, implicit_config
 from rollout.groups import GroupService
 from rollout.model import FleetView
@@ -195,6 +195,7 @@ def build_target_service(
         notifications=notifications_from_environment()[1],
         releases=blobs,
         signals=build_signals(settings, target.ref, compute),
+        looks=QueuedLooks(tick_queue_from_environment, SystemClock().now),
     )
 
 
@@ -331,12 +332,8 @@ _queue_lock = threading.Lock()
 _queue_cache: dict[tuple[str | None, ...], tuple[FanoutSettings, TickQueue]] = {}
 
 
-def fanout_from_environment(env: Mapping[str, str] | None = None) -> Fanout:
-    """The timer's fan-out over the targets in force (``fleet_from_environment().config``, read again on
-    each call: the targets document may have changed), their shared state store, and the tick queue
-    (one client per process and configuration). Raises ``SettingsError`` naming every bad setting."""
-    env = os.environ if env is None else env
-    wiring = _fleet_wiring(env)
+def _tick_queue(env: Mapping[str, str]) -> tuple[FanoutSettings, TickQueue]:
+    """The fan-out's settings and the tick queue (one client per process and configuration)."""
     key = tuple(env.get(name) for name in SETTINGS_READ)
     with _queue_lock:
         cached = _queue_cache.get(key)
@@ -345,7 +342,21 @@ def fanout_from_environment(env: Mapping[str, str] | None = None) -> Fanout:
             cached = (fanout_settings, build_tick_queue(fanout_settings))
             _queue_cache.clear()
             _queue_cache[key] = cached
-    fanout_settings, queue = cached
+    return cached
+
+
+def tick_queue_from_environment(env: Mapping[str, str] | None = None) -> TickQueue:
+    """The tick queue, which also carries the engine's own earlier looks (``rollout.cadence``)."""
+    return _tick_queue(os.environ if env is None else env)[1]
+
+
+def fanout_from_environment(env: Mapping[str, str] | None = None) -> Fanout:
+    """The timer's fan-out over the targets in force (``fleet_from_environment().config``, read again on
+    each call: the targets document may have changed), their shared state store, and the tick queue
+    (one client per process and configuration). Raises ``SettingsError`` naming every bad setting."""
+    env = os.environ if env is None else env
+    wiring = _fleet_wiring(env)
+    fanout_settings, queue = _tick_queue(env)
     return Fanout(
         config=wiring.loader.load().config,
         store=wiring.store,

@@ -35,6 +35,8 @@ MESSAGE_VERSION = 1
 # than this is not one of ours and is refused before it is parsed.
 MAX_MESSAGE_BYTES = 2048
 MAX_KEY_CHARS = 256
+MAX_LOOK_CHARS = 512  # a rollout id and its row's ETag (rollout.cadence.stamp)
+MAX_SHARE = 100_000
 # ARM reads one tick of one target makes when it observes the scale set: GET the scale set, list its
 # VMs with their instance view, list its NICs (rollout/adapters/compute.py, AzureCompute.observe; one
 # page each up to the list's page size). A start's model read and further pages come out of the room
@@ -49,22 +51,29 @@ class TickMessageError(ValueError):
 @dataclass(frozen=True)
 class TickMessage:
     """Advance ``target`` (its state-table key). ``not_before``: the earliest time the tick is wanted
-    (the message's visibility delay; a tick seen earlier still runs: ticks are level-triggered)."""
+    (the message's visibility delay; a tick seen earlier still runs: ticks are level-triggered).
+
+    ``look``: the engine's own earlier look (``rollout.cadence``), for the rollout with this stamp; None: a
+    timer tick. ``share``: how many targets the timer found with work (the look interval grows with it)."""
 
     target: str
     enqueued_at: datetime
     not_before: datetime
+    look: str | None = None
+    share: int = 1
 
     def encode(self) -> str:
-        return json.dumps(
-            {
-                "v": MESSAGE_VERSION,
-                "target": self.target,
-                "enqueuedAt": self.enqueued_at.isoformat(),
-                "notBefore": self.not_before.isoformat(),
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "v": MESSAGE_VERSION,
+            "target": self.target,
+            "enqueuedAt": self.enqueued_at.isoformat(),
+            "notBefore": self.not_before.isoformat(),
+        }
+        if self.look is not None:
+            data["look"] = self.look
+        if self.share != 1:
+            data["share"] = self.share
+        return json.dumps(data, separators=(",", ":"))
 
 
 def decode_tick(body: bytes | str) -> TickMessage:
@@ -80,7 +89,7 @@ def decode_tick(body: bytes | str) -> TickMessage:
         raise TickMessageError("message must be a JSON object")
     if data.get("v") != MESSAGE_VERSION:
         raise TickMessageError(f"message version {_shorten(repr(data.get('v')))} is not {MESSAGE_VERSION}")
-    unknown = sorted(set(data) - {"v", "target", "enqueuedAt", "notBefore"})
+    unknown = sorted(set(data) - {"v", "target", "enqueuedAt", "notBefore", "look", "share"})
     if unknown:
         raise TickMessageError(f"unknown field(s) {_shorten(', '.join(map(str, unknown)))}")
     target = data.get("target")
@@ -88,7 +97,13 @@ def decode_tick(body: bytes | str) -> TickMessage:
         raise TickMessageError(f'"target" must be a target key of 1 to {MAX_KEY_CHARS} characters')
     enqueued_at = _timestamp(data, "enqueuedAt")
     not_before = _timestamp(data, "notBefore")
-    return TickMessage(target=target, enqueued_at=enqueued_at, not_before=not_before)
+    look = data.get("look")
+    if look is not None and (not isinstance(look, str) or not look or len(look) > MAX_LOOK_CHARS):
+        raise TickMessageError(f'"look" must be a rollout stamp of 1 to {MAX_LOOK_CHARS} characters')
+    share = data.get("share", 1)
+    if isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= MAX_SHARE:
+        raise TickMessageError(f'"share" must be a whole number from 1 to {MAX_SHARE}')
+    return TickMessage(target=target, enqueued_at=enqueued_at, not_before=not_before, look=look, share=share)
 
 
 def _timestamp(data: dict[str, Any], name: str) -> datetime:
@@ -223,7 +238,8 @@ class Fanout:
         enqueued: list[tuple[str, int]] = []
         failed: list[tuple[str, str]] = []
         for target, delay in zip(selection.with_work, spread(len(selection.with_work), self.budget), strict=True):
-            message = TickMessage(target.key, now, now + timedelta(seconds=delay))
+            share = max(1, len(selection.with_work))
+            message = TickMessage(target.key, now, now + timedelta(seconds=delay), share=share)
             try:
                 self.sender.send(message, delay)
             except PortError as exc:
@@ -234,3 +250,23 @@ class Fanout:
         return FanoutResult(
             tuple(enqueued), tuple((t.key, why) for t, why in selection.unreadable), tuple(failed), idle
         )
+
+
+@dataclass
+class QueuedLooks:
+    """``rollout.ports.LookScheduler`` on the tick queue: the engine's own earlier look is a tick message
+    for the target, invisible until it is due (``rollout.cadence``). ``sender`` is called on the first
+    look, so a process that never asks for one never connects to the queue."""
+
+    sender: Callable[[], TickSender]
+    now: Callable[[], datetime]
+
+    def ask(self, target: str, stamp: str, share: int, delay_seconds: int) -> None:
+        try:
+            sender = self.sender()
+        except ValueError as exc:  # the tick queue's settings (rollout.settings.SettingsError)
+            raise PortError(f"the tick queue is not usable: {exc}") from exc
+        now = self.now()
+        delay = max(0, delay_seconds)
+        message = TickMessage(target, now, now + timedelta(seconds=delay), look=stamp, share=max(1, share))
+        sender.send(message, delay)

@@ -66,6 +66,16 @@ class RolloutPolicy:
         "an upgrade that never started, or a reimage never confirmed sent, is issued again after this long",
         minimum=1,
     )
+    # The engine's own next look (rollout.cadence): while an upgrade is in flight, look again this often
+    # instead of waiting for the timer, and look at the bake's end; 0 = the timer only.
+    look_interval_seconds: int = knob(
+        5,
+        "LOOK_INTERVAL_SECONDS",
+        "while an upgrade runs, look again this often instead of waiting for the timer (times the number of "
+        "targets with work), and look when the bake ends; `0`: only the timer looks",
+        minimum=0,
+        maximum=3600,
+    )
     min_healthy_instances: int = knob(
         1, "MIN_HEALTHY_INSTANCES", "pre-flight: healthy instances needed to start", minimum=1
     )

@@ -262,6 +262,13 @@ class NotificationSink(Protocol):
     def publish(self, notification: Notification) -> None: ...
 
 
+class LookScheduler(Protocol):
+    """Delivers the engine's own earlier look at a target (``rollout.cadence``): a tick of ``target``
+    ``delay_seconds`` from now, for the rollout with ``stamp``. Raises ``PortError`` if it cannot."""
+
+    def ask(self, target: str, stamp: str, share: int, delay_seconds: int) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -31,12 +31,13 @@ import enum
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from rollout import admission, machine, preflight, whatif
+from rollout import admission, cadence, machine, preflight, whatif
 from rollout.admission import MAX_TEXT_CHARS, clip
 from rollout.intake import Received, Vanished, parse_release_content, read_release_blob
 from rollout.logcontext import log_context
@@ -70,6 +71,7 @@ from rollout.ports import (
     Clock,
     Compute,
     ConcurrencyError,
+    LookScheduler,
     NotFoundError,
     NotificationSink,
     Notifier,
@@ -125,6 +127,10 @@ class Outcome:
     message: str
     rollout_id: str | None = None
     phase: Phase | None = None
+    # A tick's outcome only: when the engine wants its next look, earlier than the timer (rollout.cadence),
+    # and the stamp of the rollout that look is for (None: the timer is enough).
+    next_look: datetime | None = None
+    look_stamp: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +216,7 @@ class RolloutService:
         notifications: NotificationSink | None = None,
         releases: ReleaseSource | None = None,
         signals: SignalSource | None = None,
+        looks: LookScheduler | None = None,
     ) -> None:
         self.target_key = target_key
         self.compute = compute
@@ -227,6 +234,8 @@ class RolloutService:
         # (None: not checked) and for the what-if of a release named by its blob.
         self.releases = releases
         self.signals = signals  # per-instance signals for the canary judge; None: it counts the probes only
+        # Delivers the engine's own earlier looks (rollout.cadence); None: only the outcome says when (benchmarks).
+        self.looks = looks
 
     # --- start -------------------------------------------------------------------------------
 
@@ -301,8 +310,10 @@ class RolloutService:
         return self.start_revert(previous, rollout_id, why, actor=actor)
 
     def _start_received(self, rollout_id: str) -> Outcome:
-        """A rollout was just recorded Queued: start it now if the scale set is free."""
-        outcome, _ = self._admit()
+        """A rollout was just recorded Queued: start it now if the scale set is free (and ask for the
+        engine's next look at it: its canary is in flight)."""
+        outcome, started = self._admit()
+        outcome = self._with_look(outcome, started, changed=started is not None, share=1)
         current = self.store.get_rollout(self.target_key, rollout_id)
         if current is not None and current.phase is Phase.QUEUED:
             # Busy: another rollout holds the scale set. Error/Lost: it could not start just now;
@@ -603,47 +614,84 @@ class RolloutService:
 
     # --- tick ----------------------------------------------------------------------------------
 
-    def tick(self) -> Outcome:
+    def tick(self, look: str | None = None, share: int = 1) -> Outcome:
         """Advance the rollout the claim names one step (the timer trigger), or admit the next release
         when none holds the scale set. Never waits on ARM operations.
+
+        ``look``: this tick is the engine's own earlier look, asked for by the tick that left the rollout
+        with this stamp (``rollout.cadence``); if the rollout has changed since, it is superseded and does
+        nothing (no ARM read). ``share``: the targets the timer found with work (the look interval grows
+        with it). The outcome says when the next earlier look is wanted (``next_look``).
 
         Bound: one decision for the held rollout; if that ends it (handing the scale set over in the
         same transaction), one admission pass, which may start the next release and take its first
         two steps. No more: a later release waits for the next tick."""
         target, rollouts = self._load()
         held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
+        if look is not None and (held is None or not held.phase.is_active or cadence.stamp(held) != look):
+            return Outcome(
+                OutcomeStatus.IDLE,
+                "an earlier look was superseded: the rollout has changed since it was asked for",
+                held.id if held else None,
+                held.phase if held else None,
+            )
         if held is None or not held.phase.is_active:
             with log_context(target=self.target_key):
-                return self._admit()[0]
+                outcome, started = self._admit()
+            return self._with_look(outcome, started, changed=started is not None, share=share)
+        before = cadence.stamp(held)
         with log_context(target=self.target_key, rollout_id=held.id, phase=held.phase):
-            return self._tick_held(held, rollouts)
+            outcome, after = self._tick_held(held, rollouts)
+        changed = after is not None and cadence.stamp(after) != before
+        return self._with_look(outcome, after, changed=changed or look is not None, share=share)
 
-    def _tick_held(self, held: Rollout, rollouts: Sequence[Rollout]) -> Outcome:
+    def _with_look(self, outcome: Outcome, rollout: Rollout | None, *, changed: bool, share: int) -> Outcome:
+        """``outcome`` with the engine's next earlier look at ``rollout``, when this tick may ask for one:
+        it changed the rollout, or it was the current look (one chain of looks: ``rollout.cadence``)."""
+        if not changed or rollout is None or outcome.status not in (OutcomeStatus.ADVANCED, OutcomeStatus.IDLE):
+            return outcome
+        now = self.clock.now()
+        due = cadence.next_look(rollout, self.policy, now, share)
+        if due is None:
+            return outcome
+        look = cadence.stamp(rollout)
+        if self.looks is not None:
+            try:
+                self.looks.ask(self.target_key, look, share, math.ceil((due - now).total_seconds()))
+            except PortError as exc:  # the timer still looks; only the earlier look is lost
+                log.warning("the next look at %s could not be asked for: %s", rollout.id, exc)
+        return replace(outcome, next_look=due, look_stamp=look)
+
+    def _tick_held(self, held: Rollout, rollouts: Sequence[Rollout]) -> tuple[Outcome, Rollout | None]:
+        """The tick of a held rollout: its outcome, and the rollout as the tick left it (the next one when
+        this one ended and the next release started; None when nothing was decided)."""
         self._stop_orphans(rollouts, held)
         if held.phase in (Phase.PAUSED, Phase.FAILED):
-            return Outcome(OutcomeStatus.IDLE, f"{held.phase.value}: {held.reason}", held.id, held.phase)
+            return Outcome(OutcomeStatus.IDLE, f"{held.phase.value}: {held.reason}", held.id, held.phase), None
         try:
             fleet = self._observe()
         except PortError as exc:
             log.warning("tick: cannot observe the scale set: %s", exc)
-            return Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", held.id, held.phase)
+            outcome = Outcome(OutcomeStatus.ERROR, f"cannot observe the scale set: {exc}", held.id, held.phase)
+            return outcome, None
         if held.phase is Phase.BAKING:
             fleet = self._with_signals(held, fleet)
         outcome, rollout = self._advance(held, fleet, steps=1)
         if rollout is not None and rollout.phase.is_terminal:
-            self._admit_after(rollout)
-        return outcome
+            return outcome, self._admit_after(rollout) or rollout
+        return outcome, rollout
 
-    def _admit_after(self, rollout: Rollout) -> None:
+    def _admit_after(self, rollout: Rollout) -> Rollout | None:
         """One admission pass after ``rollout`` ended, so the next release starts in the same
-        invocation; its outcome is logged (the caller reports on ``rollout``)."""
+        invocation; its outcome is logged (the caller reports on ``rollout``). The started rollout, if any."""
         try:
-            outcome, _ = self._admit()
+            outcome, started = self._admit()
         except PortError as exc:
             log.warning("after %s: admission failed for now: %s", rollout.id, exc)
-            return
+            return None
         if outcome.status not in (OutcomeStatus.IDLE, OutcomeStatus.BUSY):
             log.info("after %s: %s %s", rollout.id, outcome.status, outcome.message)
+        return started
 
     def _observe(self) -> FleetView:
         fleet = self.compute.observe()

@@ -78,6 +78,7 @@ class FakeInstance:
     extension_status: str = "Succeeded"
     extension_message: str = ""
     remaining_observations: int = 0  # while > 0 the instance is Updating
+    busy_until: datetime | None = None  # with ``upgrade_seconds``: Updating until the clock reaches this
     forced_unhealthy: bool = False
     upgrades: int = 0
     reimages: int = 0
@@ -98,6 +99,8 @@ class FakeScaleSet:
     orchestration_mode: str = "Uniform"
     upgrade_mode: str = "Manual"
     upgrade_observations: int = 1  # observations an upgrade stays Updating
+    # With a clock: an upgrade stays Updating this many seconds instead (the ARM emulator's upgrade_seconds).
+    upgrade_seconds: float | None = None
     failing_releases: set[str] = field(default_factory=set)  # extension exits non-zero
     broken_releases: set[str] = field(default_factory=set)  # extension succeeds, page broken
     throttle_next: int = 0  # the next N write calls raise TransientError
@@ -148,6 +151,13 @@ class FakeScaleSet:
             self.calls.append(("observe:failed", None))
             raise TransientError("503 ServiceUnavailable (fake)")
         self.calls.append(("observe", None))
+        if self.upgrade_seconds is not None:
+            now = self.clock.now()  # type: ignore[attr-defined]
+            for inst in self.instances.values():
+                if inst.busy_until is not None and now >= inst.busy_until:
+                    inst.busy_until = None
+                    self._finish_upgrade(inst)
+            return self._view()
         for inst in self.instances.values():
             if inst.remaining_observations > 0:
                 inst.remaining_observations -= 1
@@ -204,7 +214,10 @@ class FakeScaleSet:
             inst.provisioning_state = "Updating"
             inst.remaining_observations = self.upgrade_observations
             inst.pending = self.model if self.apply_model_at == "call" else None
-            if self.upgrade_observations == 0:
+            if self.upgrade_seconds is not None:
+                inst.remaining_observations = 0
+                inst.busy_until = self.clock.now() + timedelta(seconds=self.upgrade_seconds)  # type: ignore[attr-defined]
+            elif self.upgrade_observations == 0:
                 self._finish_upgrade(inst)
 
     def reimage_instances(self, instance_ids: Sequence[str]) -> None:

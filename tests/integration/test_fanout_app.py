@@ -68,6 +68,8 @@ def fleet(
     request: pytest.FixtureRequest,
 ) -> Iterator[Fleet]:
     count, overrides = getattr(request, "param", (3, {"BAKE_SECONDS": "1"}))
+    # The engine's own earlier looks are off unless a test turns them on: these tests count the ticks.
+    overrides = {"LOOK_INTERVAL_SECONDS": "0", **overrides}
     setup = app_under_test(azurite, azurite_names, make_scale_set, arm_emulator, monkeypatch, size=2, **overrides)
     env = {**setup.env, "ROLLOUT_TICK_SCHEDULE": NEVER}
     # The other scale sets run v0 as the first one does (app_under_test uploaded it).
@@ -175,6 +177,37 @@ def test_a_message_delivered_twice_is_harmless(fleet: Fleet, arm_emulator: Any, 
     rollout, events = service.get(rollout_id)
     assert [e.kind for e in events].count(EventKind.BATCH_STARTED) == 1
     assert rollout.phase in (Phase.PROMOTING, Phase.SUCCEEDED)
+
+
+# ---- the engine's own earlier looks (rollout.cadence) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("fleet", [(1, {"BAKE_SECONDS": "2", "LOOK_INTERVAL_SECONDS": "1"})], indirect=True)
+def test_with_the_timer_never_firing_the_engines_own_looks_carry_a_rollout_to_the_end(
+    fleet: Fleet, arm_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start asks for a look while its canary upgrades: a tick message for the target, invisible for
+    LOOK_INTERVAL_SECONDS, on the real queue. From there each look asks for the next (the bake's end, the
+    batch), so the queue trigger alone, with the timer never firing, takes the rollout to Succeeded."""
+    for name, value in fleet.env.items():
+        monkeypatch.setenv(name, value)
+    rollout_id = fleet.start(0)
+    assert fleet.queued() == []  # invisible for now
+    time.sleep(1.5)
+    (look,) = fleet.queued()
+    assert look.target == fleet.targets[0].key and look.look is not None and look.look.startswith(f"{rollout_id}|")
+    assert (look.not_before - look.enqueued_at).total_seconds() == 1
+    with _host(fleet, tmp_path) as host:
+        deadline = time.monotonic() + 90
+        while fleet.service(0).get(rollout_id)[0].phase is not Phase.SUCCEEDED and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert fleet.service(0).get(rollout_id)[0].phase is Phase.SUCCEEDED
+        ticks = [i for i in host.invocations if i.function == "advance_target"]
+        assert not [i for i in host.invocations if i.function == "advance_rollouts"]
+        assert {i.outcome for i in ticks} == {"succeeded"}
+        assert len(ticks) >= 3  # at least: the canary done, the bake's end, the batch done
+    upgrades = arm_emulator.requests("POST", "/manualupgrade")
+    assert sorted(i for r in upgrades for i in r.body["instanceIds"]) == ["0", "1"]  # each instance once
 
 
 # ---- ARM's subscription read bucket -------------------------------------------------------------------

@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rollout.fanout import (
+    MAX_LOOK_CHARS,
     MAX_MESSAGE_BYTES,
     Fanout,
+    QueuedLooks,
     ReadBudget,
     TickMessage,
     TickMessageError,
@@ -23,7 +25,7 @@ from rollout.fanout import (
 )
 from rollout.model import Phase
 from rollout.policy import RolloutPolicy
-from rollout.ports import TransientError
+from rollout.ports import PortError, TransientError
 from rollout.settings import ProbeSettings
 from rollout.targets import Group, Target, TargetRef, TargetsConfig, Wave, single_target_config
 from tests.fakes import FakeStore
@@ -85,6 +87,51 @@ def test_anything_else_is_refused_with_the_reason(body: bytes | str, says: str) 
 def test_the_size_bound_holds_for_the_longest_key() -> None:
     key = "r" * 90 + ":" + "n" * 64
     assert len(TickMessage(key, NOW, NOW).encode().encode()) < MAX_MESSAGE_BYTES
+    longest = TickMessage(key, NOW, NOW, look="s" * MAX_LOOK_CHARS, share=100_000)
+    assert len(longest.encode().encode()) < MAX_MESSAGE_BYTES and decode_tick(longest.encode()) == longest
+
+
+def test_a_look_carries_its_stamp_and_share_and_a_timer_message_is_as_before() -> None:
+    look = TickMessage("rg:vmss", NOW, NOW + timedelta(seconds=5), look="rid|W/\"datetime'2026'\"", share=3)
+    data = json.loads(look.encode())
+    assert data["look"] == "rid|W/\"datetime'2026'\"" and data["share"] == 3
+    assert decode_tick(look.encode()) == look
+    assert set(json.loads(TickMessage("rg:vmss", NOW, NOW).encode())) == {"v", "target", "enqueuedAt", "notBefore"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ('"look": ""', "look"),
+        ('"look": 5', "look"),
+        ('"look": "' + "x" * (MAX_LOOK_CHARS + 1) + '"', "look"),
+        ('"share": 0', "share"),
+        ('"share": true', "share"),
+        ('"share": 2.5', "share"),
+        ('"share": 1000001', "share"),
+    ],
+)
+def test_a_bad_look_or_share_is_refused_with_the_reason(extra: str, says: str) -> None:
+    body = (
+        '{"v":1,"target":"rg:x","enqueuedAt":"2026-11-29T22:00:00Z","notBefore":"2026-11-29T22:00:00Z",' + extra + "}"
+    )
+    with pytest.raises(TickMessageError, match=says):
+        decode_tick(body)
+
+
+def test_queued_looks_send_a_delayed_tick_and_a_bad_queue_setting_is_a_port_error() -> None:
+    sender = RecordingSender()
+    looks = QueuedLooks(lambda: sender, lambda: NOW)
+    looks.ask("rg:vmss", "rid|etag", 2, 7)
+    (message,) = sender.messages
+    assert message == TickMessage("rg:vmss", NOW, NOW + timedelta(seconds=7), look="rid|etag", share=2)
+    assert sender.sent == [("rg:vmss", 7)]
+
+    def broken() -> RecordingSender:
+        raise ValueError("TICK_QUEUE: not a queue name")
+
+    with pytest.raises(PortError, match="TICK_QUEUE"):
+        QueuedLooks(broken, lambda: NOW).ask("rg:vmss", "rid|etag", 1, 5)
 
 
 # ---- which targets have work ---------------------------------------------------------------------
@@ -191,6 +238,7 @@ def test_the_burst_goes_at_once_and_200_targets_fit_in_one_tick_interval_by_defa
 class RecordingSender:
     def __init__(self, fail_for: set[str] | None = None) -> None:
         self.sent: list[tuple[str, int]] = []
+        self.messages: list[TickMessage] = []
         self.fail_for = fail_for or set()
 
     def send(self, message: TickMessage, delay_seconds: int) -> None:
@@ -199,6 +247,7 @@ class RecordingSender:
         decoded = decode_tick(message.encode())
         assert decoded.not_before == decoded.enqueued_at + timedelta(seconds=delay_seconds)
         self.sent.append((message.target, delay_seconds))
+        self.messages.append(decoded)
 
 
 def test_fan_out_sends_one_message_per_target_with_work_spread_and_reports_the_rest() -> None:
@@ -216,6 +265,8 @@ def test_fan_out_sends_one_message_per_target_with_work_spread_and_reports_the_r
     assert result.idle == 10
     assert sender.sent[0][1] == 0 and sender.sent[-1][1] == spread(50, fanout.budget)[-1] > 0
     assert "49 target(s) enqueued" in result.summary() and "1 not sent (rg:vmss007)" in result.summary()
+    # Each message says how many targets have work: their earlier looks are spaced by that much more.
+    assert {m.share for m in sender.messages} == {50} and all(m.look is None for m in sender.messages)
 
 
 def test_the_single_target_of_the_vmss_settings_is_found_by_its_key() -> None:

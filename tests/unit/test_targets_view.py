@@ -22,6 +22,7 @@ def test_knob_settings_use_the_app_setting_names_and_one_value_per_setting() -> 
         "FAILURE_THRESHOLD",
         "PROGRESS_DEADLINE_SECONDS",
         "UPGRADE_RETRY_SECONDS",
+        "LOOK_INTERVAL_SECONDS",
         "MIN_HEALTHY_INSTANCES",
         "ROLLBACK_REIMAGE",
         "LATENCY_RATIO",
