@@ -36,6 +36,7 @@ import json
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ from emulator.funchost.environment import connection_string, resolve_placeholder
 LEASE_SECONDS = 600
 FOUND_WAIT_SECONDS = 0.1
 FIRST_EMPTY_WAIT_SECONDS = 0.2
+# How long stopping waits for running invocations to settle their messages (within stop()'s own 10 s join).
+DRAIN_SECONDS = 9.0
 _QUEUE_NAME_RE = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TIMESPAN_RE = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?$")
 
@@ -236,6 +239,12 @@ class QueueTrigger:
                 if stop.wait(delay):
                     break
         finally:
+            # Stopping drains the invocations already running (their messages are settled with these
+            # clients) before closing the clients, as the host's graceful shutdown lets them finish.
+            deadline = time.monotonic() + DRAIN_SECONDS
+            with hosted.changed:
+                while hosted.running > 0 and time.monotonic() < deadline:
+                    hosted.changed.wait(0.1)
             client.close()
             poison.close()
 
