@@ -2,7 +2,9 @@
 makespan against its lower bound and rollback latency (``bench/makespan.py``), start latency
 (``bench/startlatency.py``).
 
-Written to docs/performance.md. Each part runs the product's own code in the shape it runs in Azure:
+Written to docs/performance.md, the raw figures to docs/performance.json and the plots (docs/perf-*.png) rendered
+from that JSON by ``bench/plots.py`` (its docstring lists the JSON's keys and what each plot shows). Each part
+runs the product's own code in the shape it runs in Azure:
 
 * **Cold start** (``bench/coldstart.py``): fresh interpreters importing ``azure.functions``, then
   ``azure.functions`` + ``azure.data.tables``, then those and the blob trigger's SDK-type binding extension,
@@ -590,7 +592,9 @@ def report_lines(f: Figures, command: str) -> list[str]:
         f"Python {platform.python_version()}, {os.cpu_count()} cores. Load average when it started: "
         f"{f.load[0]:.1f} / {f.load[1]:.1f} / {f.load[2]:.1f}"
         + (" (the machine was shared with other work: figures were taken under load)." if f.load[0] > 1 else "."),
-        "How it measures: bench/perf.py (its docstring). Tables only: no plots (matplotlib is not a dependency).",
+        "How it measures: bench/perf.py (its docstring). The raw figures: [performance.json](performance.json) "
+        "(its keys: bench/plots.py); the plots (at the end) are rendered from it by bench/plots.py "
+        "(`python -m bench.plots` renders them again without measuring).",
         "",
         "## Cold start",
         "",
@@ -714,7 +718,25 @@ def report_lines(f: Figures, command: str) -> list[str]:
         lines += makespan.report_lines(f.makespans, f.rollbacks)
     if f.start is not None:
         lines += startlatency.report_lines(f.start)
-    return lines
+    return lines + plot_lines()
+
+
+def plot_lines() -> list[str]:
+    """The generated part's links to the plots of ``bench.plots`` (written next to docs/performance.md)."""
+    return [
+        "## Plots",
+        "",
+        "Rendered from performance.json by bench/plots.py, from the run above.",
+        "",
+        "![Makespan per step against the lower bound's schedule, per size](perf-makespan.png)",
+        "",
+        "![ARM requests per rollout by operation, the product against the naive controller](perf-arm-requests.png)",
+        "",
+        "![Tick wall time (fleet read, probes, rest) and CPU time against the 1 s target](perf-tick.png)",
+        "",
+        "![Cold start: import time and peak memory per row against the 1.3 x target](perf-coldstart.png)",
+        "",
+    ]
 
 
 COLD_RUNS_DEFAULT = 7
@@ -748,6 +770,10 @@ def main(argv: list[str] | None = None) -> int:
             kept = text[text.index(KEPT) :] if KEPT in text else ""
         DOCS.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
         print(f"written to {DOCS}")
+        from bench import plots
+
+        for path in plots.write_all(figures, DOCS.parent, "make bench"):
+            print(f"written to {path}")
     return 0
 
 
