@@ -289,6 +289,8 @@ def _size(n: int) -> str:
 
 def plot_makespan(data: dict[str, Any]) -> Figure:
     """One axes per size, one row per step (the canary first, at the top)."""
+    from matplotlib.artist import Artist
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     section = data["makespan"]
@@ -333,7 +335,7 @@ def plot_makespan(data: dict[str, Any]) -> Figure:
             fontsize=10,
         )
     axes[-1].set_xlabel("time after start_release (s)")
-    legend = [
+    legend: list[Artist] = [
         Patch(color=COLORS["start"], label="start_release to the canary's write"),
         Patch(color=COLORS["upgrade"], label="upgrade"),
         Patch(color=COLORS["bake"], label="bake"),
@@ -342,8 +344,6 @@ def plot_makespan(data: dict[str, Any]) -> Figure:
         Patch(color=COLORS["tick"], label="tick phase (tick start to the next write)"),
         Patch(color="#777777", label="the lower bound's schedule"),
     ]
-    from matplotlib.lines import Line2D
-
     legend += [
         Line2D([], [], color=COLORS["target"], linestyle="--", label="lower bound"),
         Line2D([], [], color="black", label="makespan (-> Succeeded)"),
