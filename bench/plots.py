@@ -445,7 +445,8 @@ def plot_tick(data: dict[str, Any]) -> Figure:
         ax.axhline(target, color=COLORS["target"], linestyle="--", label=f"target: under {target:g} s wall")
         ax.grid(axis="y", alpha=0.3)
         ax.set_ylim(0, max(target, *big["wall_s"], *big["cpu_s"], *(max(s["wall_s"]) for s in sizes)) * 1.15)
-    right.legend(loc="upper right", fontsize=8)
+    handles, labels = right.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("Tick cost of the controller process: wall time (fleet read, probes, rest) and CPU time")
     return fig
 
