@@ -718,25 +718,7 @@ def report_lines(f: Figures, command: str) -> list[str]:
         lines += makespan.report_lines(f.makespans, f.rollbacks)
     if f.start is not None:
         lines += startlatency.report_lines(f.start)
-    return lines + plot_lines()
-
-
-def plot_lines() -> list[str]:
-    """The generated part's links to the plots of ``bench.plots`` (written next to docs/performance.md)."""
-    return [
-        "## Plots",
-        "",
-        "Rendered from performance.json by bench/plots.py, from the run above.",
-        "",
-        "![Makespan per step against the lower bound's schedule, per size](perf-makespan.png)",
-        "",
-        "![ARM requests per rollout by operation, the product against the naive controller](perf-arm-requests.png)",
-        "",
-        "![Tick wall time (fleet read, probes, rest) and CPU time against the 1 s target](perf-tick.png)",
-        "",
-        "![Cold start: import time and peak memory per row against the 1.3 x target](perf-coldstart.png)",
-        "",
-    ]
+    return lines
 
 
 COLD_RUNS_DEFAULT = 7
@@ -761,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure_all(
         sizes, args.cold_runs, args.naive_budget_seconds, makespan_sizes=makespan_sizes, start_runs=args.start_runs
     )
-    lines = report_lines(figures, "make bench")
+    from bench import plots
+
+    lines = report_lines(figures, "make bench") + plots.report_lines()
     print("\n".join(lines))
     if not args.no_write:
         kept = ""
@@ -770,8 +754,6 @@ def main(argv: list[str] | None = None) -> int:
             kept = text[text.index(KEPT) :] if KEPT in text else ""
         DOCS.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
         print(f"written to {DOCS}")
-        from bench import plots
-
         for path in plots.write_all(figures, DOCS.parent, "make bench"):
             print(f"written to {path}")
     return 0

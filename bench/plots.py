@@ -529,6 +529,24 @@ def render(data: dict[str, Any], out_dir: Path) -> list[Path]:
     return written
 
 
+def report_lines() -> list[str]:
+    """docs/performance.md's links to the plots (after the tables of ``bench.perf.report_lines``)."""
+    return [
+        "## Plots",
+        "",
+        "Rendered from performance.json by bench/plots.py, from the run above.",
+        "",
+        "![Makespan per step against the lower bound's schedule, per size](perf-makespan.png)",
+        "",
+        "![ARM requests per rollout by operation, the product against the naive controller](perf-arm-requests.png)",
+        "",
+        "![Tick wall time (fleet read, probes, rest) and CPU time against the 1 s target](perf-tick.png)",
+        "",
+        "![Cold start: import time and peak memory per row against the 1.3 x target](perf-coldstart.png)",
+        "",
+    ]
+
+
 def write_all(f: Figures, out_dir: Path, command: str) -> list[Path]:
     """The run's JSON (``out_dir/performance.json``) and the plots rendered from it."""
     data = figures_json(f, command)

@@ -1,8 +1,7 @@
 """The smallest size of each benchmark of ``make bench``'s docs/performance.md (bench/perf.py), so they never
 rot: the emulator and the controller each in their own process, the naive controller, the cold start, and
 the report rendered from their figures; the makespan against its lower bound, the rollback latency of a broken
-release and the start latency through the local Functions host (bench/makespan.py, bench/startlatency.py); the
-figures' JSON and the plots rendered from it (bench/plots.py), in a temporary directory.
+release and the start latency through the local Functions host (bench/makespan.py, bench/startlatency.py).
 Figures are printed (``-s``); counts and orderings are asserted, no timing."""
 
 from __future__ import annotations
@@ -53,8 +52,9 @@ def test_the_performance_benchmarks_run_at_their_smallest_size(
     figures = Figures(
         cold, [run], [naive], budgeted, 30, 1, 50, (0.0, 0.0, 0.0), makespans=[span], rollbacks=[rollback], start=start
     )
-    print("\n" + "\n".join(report_lines(figures, "pytest")))
-    # The JSON and the plots as `make bench` writes them next to docs/performance.md, here in a temporary directory.
+    print("\n" + "\n".join(report_lines(figures, "pytest") + plots.report_lines()))
+    # The figures' JSON and the plots rendered from it (bench/plots.py) as `make bench` writes them next to
+    # docs/performance.md, here in a temporary directory; checked below, and rendered again from the JSON alone.
     written = plots.write_all(figures, tmp_path / "docs", "pytest")
     print("\n".join(f"written {p}" for p in written))
 

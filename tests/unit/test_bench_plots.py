@@ -178,7 +178,7 @@ def _bars(ax: Any) -> list[tuple[float, float, int, str]]:
 
 
 def test_the_report_links_every_plot_and_the_json() -> None:
-    text = "\n".join(report_lines(small_figures(), "test"))
+    text = "\n".join(report_lines(small_figures(), "test") + plots.report_lines())
     assert "no plots" not in text
     assert "[performance.json](performance.json)" in text
     for name in plots.PLOTS:
