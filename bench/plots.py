@@ -30,7 +30,9 @@ The JSON (``figures_json``; times in seconds, memory in MiB, counts as integers;
                         sizes: [{instances, phase, batches, makespan_s, lower_bound_s, ratio, start_s,
                                  upgrade_s, bake_s, tick_s, refused, throttled_s, ticks, tick_wall_median_s,
                                  steps: [{name, write_s, ready_s, acted_s, lost_s, waiting_s, idle_ticks_s,
-                                          tick_phase_s}]}]}
+                                          tick_phase_s}],
+                                 and any other plain (number, string, boolean) field of
+                                 ``bench.makespan.Makespan`` under its own name}]}
                         (step times: seconds after start_release; write_s: the step's accepted manualupgrade,
                         ready_s: its upgrade done (the canary: and baked), acted_s: the next step's write (the
                         last step: -> Succeeded recorded); lost_s = acted_s - ready_s = waiting_s + idle_ticks_s
@@ -55,6 +57,7 @@ The plots (``render``), each a PNG in the output directory:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -114,7 +117,13 @@ def _makespan(m: Any) -> dict[str, Any]:
                 "tick_phase_s": s.tick_phase_s,
             }
         )
-    return {
+    # Any other plain field of the dataclass too, under its own name; the keys below keep their meaning.
+    more = {
+        f.name: getattr(m, f.name)
+        for f in dataclasses.fields(m)
+        if isinstance(getattr(m, f.name), bool | int | float | str) and f.name not in ("timings", "steps")
+    }
+    return more | {
         "instances": m.instances,
         "phase": m.phase,
         "batches": m.batches,

@@ -5,6 +5,7 @@ real run at the smallest sizes is tests/integration/test_perf_bench.py."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import struct
 import subprocess
@@ -70,7 +71,9 @@ def small_figures() -> Figures:
         for i in range(1, 4):
             steps.append(Step(f"batch {i}", t + 4.0, t + 5.0 + tick_phase, 0.9, 0.0, 0.1 + tick_phase))
             t += 5.0 + tick_phase
-        return Makespan(n, "Succeeded", 3, t, 26.0, 0.8, steps, ticks=30, tick_wall_median_s=0.1)
+        return Makespan(
+            n, "Succeeded", 3, t, 26.0, 0.8, steps, ticks=30, tick_wall_median_s=0.1, timings=(4.0, 10.0, 1.0)
+        )
 
     rollbacks = [
         Rollback(10, "extension", "RolledBack", "0", 3.0, 0, 2.1, 6.1, 12.1, True, 4.0, "install_nginx.sh", True),
@@ -119,6 +122,7 @@ def test_the_json_has_every_section_with_the_figures_read_from_the_dataclasses()
     assert tick["wall_s"] == f.runs[1].tick_wall_s and tick["fleet_read_s"] == f.runs[1].tick_observe_s
     span = data["makespan"]["sizes"][1]
     assert span["ratio"] == pytest.approx(f.makespans[1].ratio) and len(span["steps"]) == 4
+    assert (span["upgrade_s"], span["bake_s"], span["tick_s"]) == (4.0, 10.0, 1.0) and span["ticks"] == 30
     canary, batch = span["steps"][0], span["steps"][1]
     # The step's write: its ready time less its upgrade (and, for the canary, the bake).
     assert canary["write_s"] == pytest.approx(0.8) and batch["write_s"] == pytest.approx(16.0)
@@ -126,6 +130,19 @@ def test_the_json_has_every_section_with_the_figures_read_from_the_dataclasses()
         assert s["lost_s"] == pytest.approx(s["waiting_s"] + s["idle_ticks_s"] + s["tick_phase_s"])
     assert [r["mode"] for r in data["rollback"]] == ["extension", "http500"]
     assert data["start_latency"]["median_s"] == pytest.approx(0.58)
+
+
+def test_a_makespan_field_added_later_is_carried_into_the_json_under_its_own_name() -> None:
+    @dataclasses.dataclass
+    class Later(Makespan):
+        skipped_s: float = 0.0
+        honoured: bool = False
+
+    base = small_figures().makespans[0]
+    later = Later(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, skipped_s=900.0, honoured=True)
+    entry = json.loads(json.dumps(plots._makespan(later)))
+    assert entry["skipped_s"] == 900.0 and entry["honoured"] is True
+    assert entry["ratio"] == pytest.approx(later.ratio) and len(entry["steps"]) == len(base.steps)
 
 
 def test_every_plot_is_written_as_a_png_and_the_makespan_plot_has_one_row_per_step(tmp_path: Path) -> None:
