@@ -135,13 +135,15 @@ def test_the_json_has_every_section_with_the_figures_read_from_the_dataclasses()
 def test_a_makespan_field_added_later_is_carried_into_the_json_under_its_own_name() -> None:
     @dataclasses.dataclass
     class Later(Makespan):
-        skipped_s: float = 0.0
-        honoured: bool = False
+        added_later_s: float = 0.0
+        added_later_flag: bool = False
 
     base = small_figures().makespans[0]
-    later = Later(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, skipped_s=900.0, honoured=True)
+    later = Later(
+        **{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, added_later_s=900.0, added_later_flag=True
+    )
     entry = json.loads(json.dumps(plots._makespan(later)))
-    assert entry["skipped_s"] == 900.0 and entry["honoured"] is True
+    assert entry["added_later_s"] == 900.0 and entry["added_later_flag"] is True
     assert entry["ratio"] == pytest.approx(later.ratio) and len(entry["steps"]) == len(base.steps)
 
 
