@@ -171,6 +171,10 @@ def test_every_plot_is_written_as_a_png_and_the_makespan_plot_has_one_row_per_st
         lines = {round(line.get_xdata()[0], 6) for line in ax.get_lines()}
         assert round(size["lower_bound_s"], 6) in lines and round(size["makespan_s"], 6) in lines
     assert axes[-1].get_xlabel() == "time after start_release (s)"
+    # Two runs of one size (the timer only, the engine's next looks honoured) are told apart in their titles.
+    data["makespan"]["sizes"][0]["honoured"], data["makespan"]["sizes"][1]["honoured"] = False, True
+    titles = [ax.get_title() for ax in plots.plot_makespan(data).get_axes()]
+    assert "the timer only" in titles[0] and "next looks honoured" in titles[1]
 
     arm = plots.plot_arm_requests(data)
     assert all(ax.get_xscale() == "log" for ax in arm.get_axes())
