@@ -2,7 +2,9 @@
 makespan against its lower bound and rollback latency (``bench/makespan.py``), start latency
 (``bench/startlatency.py``).
 
-Written to docs/performance.md. Each part runs the product's own code in the shape it runs in Azure:
+Written to docs/performance.md, the raw figures to docs/performance.json and the plots (docs/perf-*.png) rendered
+from that JSON by ``bench/plots.py`` (its docstring lists the JSON's keys and what each plot shows). Each part
+runs the product's own code in the shape it runs in Azure:
 
 * **Cold start** (``bench/coldstart.py``): fresh interpreters importing ``azure.functions``, then
   ``azure.functions`` + ``azure.data.tables``, then those and the blob trigger's SDK-type binding extension,
@@ -590,7 +592,9 @@ def report_lines(f: Figures, command: str) -> list[str]:
         f"Python {platform.python_version()}, {os.cpu_count()} cores. Load average when it started: "
         f"{f.load[0]:.1f} / {f.load[1]:.1f} / {f.load[2]:.1f}"
         + (" (the machine was shared with other work: figures were taken under load)." if f.load[0] > 1 else "."),
-        "How it measures: bench/perf.py (its docstring). Tables only: no plots (matplotlib is not a dependency).",
+        "How it measures: bench/perf.py (its docstring). The raw figures: [performance.json](performance.json) "
+        "(its keys: bench/plots.py); the plots (at the end) are rendered from it by bench/plots.py "
+        "(`python -m bench.plots` renders them again without measuring).",
         "",
         "## Cold start",
         "",
@@ -739,7 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure_all(
         sizes, args.cold_runs, args.naive_budget_seconds, makespan_sizes=makespan_sizes, start_runs=args.start_runs
     )
-    lines = report_lines(figures, "make bench")
+    from bench import plots
+
+    lines = report_lines(figures, "make bench") + plots.report_lines()
     print("\n".join(lines))
     if not args.no_write:
         kept = ""
@@ -748,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             kept = text[text.index(KEPT) :] if KEPT in text else ""
         DOCS.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
         print(f"written to {DOCS}")
+        for path in plots.write_all(figures, DOCS.parent, "make bench"):
+            print(f"written to {path}")
     return 0
 
 

@@ -6,15 +6,20 @@ Figures are printed (``-s``); counts and orderings are asserted, no timing."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import plots
 from bench.coldstart import app_env, median_of
 from bench.makespan import measure_makespan, measure_rollback
 from bench.perf import Figures, emulator_process, report_lines, run_controller, run_naive
 from bench.startlatency import measure_start
+from tests.unit.test_bench_plots import png_size, walk_numbers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,7 +52,11 @@ def test_the_performance_benchmarks_run_at_their_smallest_size(
     figures = Figures(
         cold, [run], [naive], budgeted, 30, 1, 50, (0.0, 0.0, 0.0), makespans=[span], rollbacks=[rollback], start=start
     )
-    print("\n" + "\n".join(report_lines(figures, "pytest")))
+    print("\n" + "\n".join(report_lines(figures, "pytest") + plots.report_lines()))
+    # The figures' JSON and the plots rendered from it (bench/plots.py) as `make bench` writes them next to
+    # docs/performance.md, here in a temporary directory; checked below, and rendered again from the JSON alone.
+    written = plots.write_all(figures, tmp_path / "docs", "pytest")
+    print("\n".join(f"written {p}" for p in written))
 
     assert run.phase == "Succeeded" and run.ticks > 0
     # One look at the fleet = the scale set GET + one VM list page + one NIC list page (10 < a page of 50).
@@ -75,3 +84,42 @@ def test_the_performance_benchmarks_run_at_their_smallest_size(
     # Start: each upload started exactly one canary upgrade, after the trigger fired, after the upload.
     assert len(start.runs) == 2
     assert all(r.canary_upgrades == 1 and 0 <= r.to_trigger_s <= r.to_upgrade_s for r in start.runs)
+
+    # The JSON: every section, with the figures of this run in it.
+    data = json.loads((tmp_path / "docs" / "performance.json").read_text())
+    assert data["schema"] == plots.SCHEMA
+    for section in plots.SECTIONS:
+        assert walk_numbers(data[section]), f"{section}: no numbers"
+    assert data["arm_requests"]["product"][0]["writes"] == run.writes
+    assert data["arm_requests"]["product"][0]["by_operation"] == dict(sorted(run.by_operation.items()))
+    assert data["tick"]["sizes"][0]["wall_s"] == run.tick_wall_s
+    assert [s["name"] for s in data["makespan"]["sizes"][0]["steps"]] == [s.name for s in span.steps]
+    assert data["rollback"][0]["to_recorded_s"] == rollback.to_recorded_s
+    assert len(data["start_latency"]["runs"]) == 2
+    # The plots: real PNGs of a readable size, the makespan one with a row per step of this run.
+    for name in plots.PLOTS:
+        width, height = png_size(tmp_path / "docs" / name)
+        assert 500 <= width <= 3000 and 250 <= height <= 3000, (name, width, height)
+    [ax] = plots.plot_makespan(data).get_axes()
+    assert [t.get_text() for t in ax.get_yticklabels()] == [s.name for s in span.steps]
+    # Rendered again from the JSON alone, in a fresh interpreter.
+    again = tmp_path / "again"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.plots",
+            "--json",
+            str(tmp_path / "docs" / "performance.json"),
+            "--out",
+            str(again),
+        ],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    for name in plots.PLOTS:
+        png_size(again / name)
