@@ -17,15 +17,12 @@ is to be matched (at most ``MAX_BODY_BYTES`` of it, gzip or deflate content deco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import http.client
-import io
 import re
 import socket
 import time
 import zlib
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -80,47 +77,44 @@ class HttpProber:
 
     async def _probe_one(self, target: ProbeTarget) -> ProbeResult:
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
         writer: asyncio.StreamWriter | None = None
         try:
-            reader, opened = await self._bounded(
-                asyncio.open_connection(target.address, self.port, limit=MAX_HEAD_BYTES)
-            )
-            writer = opened
-            opened.write(self._request(target.address))
-            status, reason, headers = _parse_head(await self._bounded(reader.readuntil(b"\r\n\r\n")))
-            if status != self.expect_status:
-                return ProbeResult(False, f"{status} {reason} (expected {self.expect_status})")
-            if self.pattern is not None:
-                body = _decoded(await self._bounded(_read_body(reader, headers)), headers)
-                if not self.pattern.search(body.decode("utf-8", "replace")):
-                    return ProbeResult(False, f"body did not match {self.pattern.pattern!r}")
+            # One timeout per step: the connection, the response's head, the body (moved on at each step).
+            async with asyncio.timeout(self.timeout) as step:
+                reader, opened = await asyncio.open_connection(target.address, self.port, limit=MAX_HEAD_BYTES)
+                writer = opened
+                opened.write(self._request(target.address))
+                step.reschedule(loop.time() + self.timeout)
+                status, reason, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+                if status != self.expect_status:
+                    return ProbeResult(False, f"{status} {reason} (expected {self.expect_status})")
+                if self.pattern is not None:
+                    step.reschedule(loop.time() + self.timeout)
+                    body = _decoded(await _read_body(reader, headers), headers)
+                    if not self.pattern.search(body.decode("utf-8", "replace")):
+                        return ProbeResult(False, f"body did not match {self.pattern.pattern!r}")
             elapsed_ms = (time.monotonic() - started) * 1000
             return ProbeResult(True, f"{status} in {elapsed_ms:.0f} ms", elapsed_ms)
         except TimeoutError:
             return ProbeResult(False, f"timed out after {self.timeout:g} s")
-        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
-            got = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
-            if not got:
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
                 return ProbeResult(False, "connection failed: closed without a response")
             return ProbeResult(False, "connection failed: the response was cut short")
         except OSError as exc:
             return ProbeResult(False, f"connection failed: {_root_cause(exc)}")
-        except (asyncio.LimitOverrunError, _BadResponseError, http.client.HTTPException, ValueError, zlib.error) as exc:
+        except (asyncio.LimitOverrunError, _BadResponseError, ValueError, zlib.error) as exc:
             return ProbeResult(False, f"probe error: {str(exc)[:200] or type(exc).__name__}")
         finally:
             if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await self._bounded(writer.wait_closed())
+                writer.close()  # the loop closes the socket at its next turn; nothing to wait for
 
     def _request(self, address: str) -> bytes:
         return (
             f"GET {self.path} HTTP/1.1\r\nHost: {_host(address)}:{self.port}\r\nUser-Agent: {USER_AGENT}\r\n"
             "Accept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
-
-    async def _bounded(self, step: Awaitable[T]) -> T:
-        return await asyncio.wait_for(step, self.timeout)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
@@ -138,19 +132,25 @@ def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _parse_head(head: bytes) -> tuple[int, str, http.client.HTTPMessage]:
-    """``HTTP/1.1 200 OK\\r\\n`` + headers -> (status, reason, headers)."""
-    line, _, rest = head.partition(b"\r\n")
-    parts = line.decode("iso-8859-1").split(None, 2)
+def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    """``HTTP/1.1 200 OK\\r\\n`` + header lines -> (status, reason, {lower-case header name: value}); a header
+    sent more than once has its values joined with ", " (RFC 9110, 5.3)."""
+    lines = head.decode("iso-8859-1").split("\r\n")
+    parts = lines[0].split(None, 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not (parts[1].isdigit() and len(parts[1]) == 3):
-        raise _BadResponseError(f"not an HTTP response: {line[:80]!r}")
-    headers = http.client.parse_headers(io.BytesIO(rest))
+        raise _BadResponseError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            key = name.strip().lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
     return int(parts[1]), parts[2].strip() if len(parts) > 2 else "", headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: http.client.HTTPMessage) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, headers: Mapping[str, str]) -> bytes:
     """At most ``MAX_BODY_BYTES`` of the body as sent (chunked transfer coding undone)."""
-    if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+    if "chunked" in (headers.get("transfer-encoding") or "").lower():
         body = bytearray()
         while len(body) < MAX_BODY_BYTES:
             size = int((await reader.readline()).split(b";", 1)[0].strip() or b"x", 16)
@@ -160,7 +160,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: http.client.HTTPMess
             if len(body) < MAX_BODY_BYTES:
                 await reader.readexactly(2)  # the CRLF after the chunk
         return bytes(body)
-    length = headers.get("Content-Length")
+    length = headers.get("content-length")
     if length is not None:
         try:
             return await reader.readexactly(min(int(length), MAX_BODY_BYTES))
@@ -172,9 +172,9 @@ async def _read_body(reader: asyncio.StreamReader, headers: http.client.HTTPMess
     return bytes(body)
 
 
-def _decoded(body: bytes, headers: http.client.HTTPMessage) -> bytes:
+def _decoded(body: bytes, headers: Mapping[str, str]) -> bytes:
     """The body with its gzip or deflate content coding undone (what the probe asked to accept)."""
-    coding = (headers.get("Content-Encoding") or "").strip().lower()
+    coding = (headers.get("content-encoding") or "").strip().lower()
     if coding == "gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, MAX_BODY_BYTES)
     if coding == "deflate":  # zlib-wrapped as the RFC says, or raw deflate as some servers send it
