@@ -22,7 +22,8 @@ Written to docs/performance.md. Each part runs the product's own code in the sha
   with the budgets on, to count the 429s it draws.
 * **Tick cost** at the largest size: each tick's wall time and CPU time (``time.process_time``, every thread
   of the controller process), the controller process's peak resident memory (``VmHWM``) and its peak thread
-  count (sampled every 5 ms), over loopback.
+  count (sampled every 5 ms), over loopback. ``--tick-cost-only`` runs this rollout alone and prints its table
+  (with each tick's figures) without writing docs/performance.md.
 """
 
 from __future__ import annotations
