@@ -900,7 +900,11 @@ def _read_lists(first: _ListRead, second: _ListRead) -> tuple[list[Json], list[J
     The two are independent reads (the VM list and the NIC list), so a look takes about as long as the longer
     of them instead of their sum, with the same requests as one after the other. A failure of either fails the
     look with its mapped error (``first``'s when both fail, as when ``first`` ran alone first) and stops the
-    other at its next page; the thread is always joined before this returns or raises."""
+    other at its next page; the thread is always joined before this returns or raises.
+
+    The two lists go through two clients (compute and network), each with its own pipeline, token policy and
+    HTTP session; what they share is the credential, whose token cache MSAL guards with a lock (msal
+    token_cache.py, ``TokenCache``: ``self._lock = threading.RLock()``)."""
     stop = threading.Event()
 
     def read(one: _ListRead) -> list[Json]:
