@@ -85,7 +85,7 @@ def run_rollout(
     )
     compute = build_compute(settings, lro_poll_interval_s=0.05)
     store = build_store(settings)
-    service = build_service(settings, compute=compute, store=store, prober=HttpProber(settings.probe, max_workers=64))
+    service = build_service(settings, compute=compute, store=store, prober=HttpProber(settings.probe, max_in_flight=64))
     url = service.release_container_url or ""
     # The script the scale set runs now must exist in the release container: pre-flight refuses a release
     # whose rollback could not restore it (rollout/preflight.py).

@@ -24,7 +24,8 @@ runs the product's own code in the shape it runs in Azure:
   with the budgets on, to count the 429s it draws.
 * **Tick cost** at the largest size: each tick's wall time and CPU time (``time.process_time``, every thread
   of the controller process), the controller process's peak resident memory (``VmHWM``) and its peak thread
-  count (sampled every 5 ms), over loopback.
+  count (sampled every 5 ms), over loopback. ``--tick-cost-only`` runs this rollout alone and prints its table
+  (with each tick's figures) without writing docs/performance.md.
 """
 
 from __future__ import annotations
@@ -577,6 +578,22 @@ def measure_all(
     )
 
 
+def measure_tick_cost(size: int, say: Callable[[str], None] = print) -> ControllerRun:
+    """The tick cost alone: the product's rollout of ``size`` instances, as ``measure_all`` runs it at its
+    largest size (Azurite, the emulator in its own process with its budgets, the controller in another)."""
+    from emulator.azurite import run_azurite
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp,
+        run_azurite() as azurite,
+        emulator_process(Path(tmp) / "arm", address_base="127.0.70.1", instance_port=8080) as emu,
+    ):
+        say(f"{size} instances: the product's controller")
+        run = run_controller(emu, azurite.connection_string, size, f"product-{size}")
+        say(f"  {run.phase}, {run.ticks} ticks, ARM {dict(sorted(run.by_operation.items()))}")
+        return run
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -693,6 +710,20 @@ def report_lines(f: Figures, command: str) -> list[str]:
         )
         + f" ({'zero 429s: met' if zero_429 else '429s: missed'}).",
         "",
+    ]
+    lines += tick_cost_lines(big)
+    from bench import makespan, startlatency
+
+    if f.makespans or f.rollbacks:
+        lines += makespan.report_lines(f.makespans, f.rollbacks)
+    if f.start is not None:
+        lines += startlatency.report_lines(f.start)
+    return lines
+
+
+def tick_cost_lines(big: ControllerRun) -> list[str]:
+    """The "Tick cost" section, from the largest size's controller run."""
+    return [
         f"## Tick cost at {big.instances:,} instances",
         "",
         "The controller process alone (the emulator, its instances and Azurite are other processes), over "
@@ -712,13 +743,6 @@ def report_lines(f: Figures, command: str) -> list[str]:
         f"| peak thread count of the controller process | {big.peak_threads} | | not one per instance |",
         "",
     ]
-    from bench import makespan, startlatency
-
-    if f.makespans or f.rollbacks:
-        lines += makespan.report_lines(f.makespans, f.rollbacks)
-    if f.start is not None:
-        lines += startlatency.report_lines(f.start)
-    return lines
 
 
 COLD_RUNS_DEFAULT = 7
@@ -737,8 +761,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--makespan-sizes", default=None, help="fleet sizes of the makespan runs (default: --sizes)")
     parser.add_argument("--start-runs", type=int, default=20, help="uploads timed for the start latency (median)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    parser.add_argument(
+        "--tick-cost-only",
+        action="store_true",
+        help="only the tick cost at the last of --sizes (one rollout of the product's controller); print only",
+    )
     args = parser.parse_args(given)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.tick_cost_only:
+        run = measure_tick_cost(sizes[-1])
+        print("\n".join(tick_cost_lines(run)))
+        print(
+            "per tick (wall / CPU / fleet read / probes, ms): "
+            + ", ".join(
+                f"{w * 1000:.0f}/{c * 1000:.0f}/{o * 1000:.0f}/{p * 1000:.0f}"
+                for w, c, o, p in zip(
+                    run.tick_wall_s, run.tick_cpu_s, run.tick_observe_s, run.tick_probe_s, strict=True
+                )
+            )
+        )
+        return 0
     makespan_sizes = None if args.makespan_sizes is None else [int(s) for s in args.makespan_sizes.split(",") if s]
     figures = measure_all(
         sizes, args.cold_runs, args.naive_budget_seconds, makespan_sizes=makespan_sizes, start_runs=args.start_runs

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from emulator.arm import render
 from emulator.arm.model import API_VERSION, IMAGE_ID, JSON, ArmError, Instance, Operation, ScaleSet
@@ -24,6 +24,7 @@ from emulator.arm.writes import ModelWrites
 if TYPE_CHECKING:
     from emulator.arm.emulator import ArmEmulator
 
+T = TypeVar("T")
 ScaleSetHandler = Callable[[ScaleSet, Request, re.Match[str]], Answer]
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _VMSS = _SUB + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute/virtualMachineScaleSets/(?P<name>[^/]+)"
@@ -243,7 +244,7 @@ class ArmApi:
         if select and select not in ("instanceView", "instanceView/statuses"):
             raise ArmError(400, "InvalidParameter", f"The value '{select}' of $select is not supported.")
         flt = req.query.get("$filter", "")
-        predicate: Callable[[JSON], bool] = lambda vm: True  # noqa: E731
+        predicate: Callable[[JSON], bool] | None = None
         if flt:
             norm = re.sub(r"\s+", " ", flt.strip().lower())
             if norm not in VM_FILTERS:
@@ -251,11 +252,16 @@ class ArmApi:
             predicate = VM_FILTERS[norm]
         with self._fleet.lock:
             insts = scale_set.instances_in_order()
-        vms = [self._vm_json(scale_set, i, instance_view=bool(expand or select)) for i in insts]
-        if select == "instanceView/statuses":
-            for vm in vms:
+
+        def one(inst: Instance) -> JSON:
+            vm = self._vm_json(scale_set, inst, instance_view=bool(expand or select))
+            if select == "instanceView/statuses":
                 vm["properties"]["instanceView"] = {"statuses": vm["properties"]["instanceView"]["statuses"]}
-        return 200, {}, self._page([vm for vm in vms if predicate(vm)], req)
+            return vm
+
+        if predicate is None:  # no $filter: only the page's VMs are rendered
+            return 200, {}, self._page(insts, req, one)
+        return 200, {}, self._page([vm for vm in map(one, insts) if predicate(vm)], req)
 
     # -- Flexible orchestration: standalone VMs and NICs of the resource group ------------------------------
     def _check_subscription(self, req: Request, m: re.Match[str]) -> None:
@@ -298,8 +304,7 @@ class ArmApi:
                 if wanted is None or render.vmss_id(sub, s.resource_group, s.name).lower() == wanted
                 for i in s.instances_in_order()
             ]
-        vms = [self._flex_vm_json(s, i, instance_view=bool(expand)) for s, i in members]
-        return 200, {}, self._page(vms, req)
+        return 200, {}, self._page(members, req, lambda member: self._flex_vm_json(*member, instance_view=bool(expand)))
 
     def _flexible_vm(self, req: Request, m: re.Match[str]) -> Answer:
         """One Flexible VM: GET (``$expand=instanceView``), GET instanceView, POST reimage."""
@@ -325,12 +330,9 @@ class ArmApi:
         self._check_subscription(req, m)
         sub = self._emu.subscription_id
         with self._fleet.lock:
-            nics = [
-                render.nic_json(s, i, sub)
-                for s in self._fleet.flexible_sets_in(m["rg"])
-                for i in s.instances_in_order()
-            ]
-        return 200, {}, self._page(nics, req)
+            members = [(s, i) for s in self._fleet.flexible_sets_in(m["rg"]) for i in s.instances_in_order()]
+            nics = self._page(members, req, lambda member: render.nic_json(*member, sub))
+        return 200, {}, nics
 
     def _get_rg_nic(self, req: Request, m: re.Match[str]) -> Answer:
         self._check_subscription(req, m)
@@ -346,9 +348,13 @@ class ArmApi:
         )
 
     def _list_nics(self, scale_set: ScaleSet, req: Request, m: re.Match[str]) -> Answer:
+        sub = self._emu.subscription_id
         with self._fleet.lock:
-            nics = [render.nic_json(scale_set, i, self._emu.subscription_id) for i in scale_set.instances_in_order()]
-        return 200, {}, self._page(nics, req)
+            nics = self._page(scale_set.instances_in_order(), req, lambda i: render.nic_json(scale_set, i, sub))
+        return 200, {}, nics
 
-    def _page(self, items: list[Any], req: Request) -> JSON:
-        return render.page(items, req.path, req.query, page_size=self._emu.page_size, base_url=self._emu.url)
+    def _page(self, items: Sequence[T], req: Request, one: Callable[[T], JSON] | None = None) -> JSON:
+        """One page of ``items``; ``one`` renders each item of that page alone."""
+        return render.page(
+            items, req.path, req.query, page_size=self._emu.page_size, base_url=self._emu.url, render=one
+        )

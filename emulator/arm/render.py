@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from emulator.arm.model import (
@@ -28,6 +29,8 @@ from emulator.arm.model import (
     Operation,
     ScaleSet,
 )
+
+T = TypeVar("T")
 
 
 def vmss_id(subscription_id: str, resource_group: str, name: str) -> str:
@@ -472,13 +475,24 @@ def operation_status_json(op: Operation) -> JSON:
     return doc
 
 
-def page(items: list[Any], path: str, query: dict[str, str], *, page_size: int, base_url: str) -> JSON:
-    """One page of a list (``$skiptoken`` = offset) with ``nextLink`` while more remain."""
+def page(
+    items: Sequence[T],
+    path: str,
+    query: dict[str, str],
+    *,
+    page_size: int,
+    base_url: str,
+    render: Callable[[T], Any] | None = None,
+) -> JSON:
+    """One page of a list (``$skiptoken`` = offset) with ``nextLink`` while more remain. ``render``: each
+    item of the page is rendered by it (only those of the page: a list of 1,000 VMs renders 50 per page,
+    not 1,000), else the items are the page's JSON as they are."""
     try:
         skip = int(query.get("$skiptoken", "0"))
     except ValueError as err:
         raise ArmError(400, "InvalidParameter", "Invalid $skiptoken.") from err
-    out: JSON = {"value": items[skip : skip + page_size]}
+    chosen = items[skip : skip + page_size]
+    out: JSON = {"value": list(chosen) if render is None else [render(item) for item in chosen]}
     if skip + page_size < len(items):
         q = {k: v for k, v in query.items() if k != "$skiptoken"}
         q["$skiptoken"] = str(skip + page_size)

@@ -4,7 +4,8 @@ Design decisions
 ----------------
 * **Few, predictable calls.** ``observe`` is exactly one scale set GET, one paged VM list with
   ``$expand=instanceView`` and one paged NIC listing, whatever the fleet size (docs/design.md,
-  "Layers": few ARM calls; Compute throttles per scale set). There is no per-instance GET anywhere.
+  "Layers": few ARM calls; Compute throttles per scale set). There is no per-instance GET anywhere. The
+  VM list and the NIC list are independent: they are read at once, on two threads (``_read_lists``).
 * **Both orchestration modes, one adapter.** The mode is read from the scale set. Uniform: the scale
   set's VM list and NIC listing. Flexible: ``VirtualMachines_List`` of the resource group filtered by
   the scale set, and the resource group's NIC list; instance ids are VM names, which ``manualupgrade``
@@ -40,9 +41,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
@@ -606,22 +608,21 @@ class AzureCompute:
         if _is_flexible(fleet):
             return self._observe_flexible(fleet, str(vmss.get("id") or self._scale_set_id()))
         scale_set = self._scale_set_path()
-        with _mapped_errors(f"list VMs of {self.vmss_name}"):
-            vms = list(
-                _list_json(
-                    self._compute,
-                    f"{scale_set}/virtualMachines",
-                    {"api-version": COMPUTE_LIST_API_VERSION, "$expand": "instanceView"},
-                )
-            )
-        with _mapped_errors(f"list NICs of {self.vmss_name}"):
-            ips = parse_private_ips(
-                _list_json(
-                    self._network,
-                    f"{scale_set}/networkInterfaces",
-                    {"api-version": NETWORK_VMSS_NIC_LIST_API_VERSION},
-                )
-            )
+        vms, nics = _read_lists(
+            _ListRead(
+                f"list VMs of {self.vmss_name}",
+                self._compute,
+                f"{scale_set}/virtualMachines",
+                {"api-version": COMPUTE_LIST_API_VERSION, "$expand": "instanceView"},
+            ),
+            _ListRead(
+                f"list NICs of {self.vmss_name}",
+                self._network,
+                f"{scale_set}/networkInterfaces",
+                {"api-version": NETWORK_VMSS_NIC_LIST_API_VERSION},
+            ),
+        )
+        ips = parse_private_ips(nics)
         instances = tuple(
             instance_view_from_vm(vm, self.extension_name, ips.get(str(vm.get("instanceId")))) for vm in vms
         )
@@ -641,26 +642,25 @@ class AzureCompute:
         the fleet size; the NIC listing covers the whole resource group, so a group shared with many
         other VMs makes it longer (docs/design.md, "Flexible orchestration")."""
         group = self._group_path()
-        with _mapped_errors(f"list VMs of {self.vmss_name}"):
-            vms = list(
-                _list_json(
-                    self._compute,
-                    f"{group}/providers/Microsoft.Compute/virtualMachines",
-                    {
-                        "api-version": COMPUTE_LIST_API_VERSION,
-                        "$filter": flexible_vm_filter(scale_set_id),
-                        "$expand": "instanceView",
-                    },
-                )
-            )
-        with _mapped_errors(f"list NICs of resource group {self.resource_group}"):
-            ips = parse_private_ips_by_vm(
-                _list_json(
-                    self._network,
-                    f"{group}/providers/Microsoft.Network/networkInterfaces",
-                    {"api-version": NETWORK_LIST_API_VERSION},
-                )
-            )
+        vms, nics = _read_lists(
+            _ListRead(
+                f"list VMs of {self.vmss_name}",
+                self._compute,
+                f"{group}/providers/Microsoft.Compute/virtualMachines",
+                {
+                    "api-version": COMPUTE_LIST_API_VERSION,
+                    "$filter": flexible_vm_filter(scale_set_id),
+                    "$expand": "instanceView",
+                },
+            ),
+            _ListRead(
+                f"list NICs of resource group {self.resource_group}",
+                self._network,
+                f"{group}/providers/Microsoft.Network/networkInterfaces",
+                {"api-version": NETWORK_LIST_API_VERSION},
+            ),
+        )
+        ips = parse_private_ips_by_vm(nics)
         # The filter is the server's; a VM of another scale set in the answer would be upgraded by name.
         own = scale_set_id.lower()
         members = [vm for vm in vms if str(_get(vm, "properties", "virtualMachineScaleSet", "id") or "").lower() == own]
@@ -854,27 +854,72 @@ _LIST_ERROR_MAP: dict[int, type[HttpResponseError]] = {
 }
 
 
-def _list_json(client: Any, path: str, params: dict[str, str]) -> Iterator[Json]:
-    """Every element of a paged ARM list, as the REST JSON it came in, following ``nextLink``.
+def _list_json(client: Any, path: str, params: dict[str, str], stop: threading.Event | None = None) -> Iterator[Json]:
+    """Every element of a paged ARM list, as the REST JSON it came in, following ``nextLink`` (until ``stop``
+    is set: then no further page is asked for).
 
     The request goes through the client's own pipeline (``send_request``: the token, the bounded retries, the
     timeouts) and fails as the SDK's list operation would; what is skipped is the SDK turning each element
     into a model, which the adapter would turn back into a dict (``as_dict``). At 1,000 instances that round
-    trip cost about a second of CPU per look at the fleet (docs/performance.md, "Tick cost")."""
+    trip cost about a second of CPU per look at the fleet (docs/performance.md, "Tick cost"). The page's JSON
+    is the one the pipeline's ``ContentDecodePolicy`` already parsed (``deserialized_data`` of the pipeline
+    response, which ``send_request`` returns when asked with ``_return_pipeline_response``, as azure-core's
+    own LRO polling asks for it: azure/core/polling/base_polling.py ``request_status``), not parsed a
+    second time."""
     from azure.core.exceptions import map_error
     from azure.core.rest import HttpRequest
     from azure.mgmt.core.exceptions import ARMErrorFormat
 
     request: HttpRequest | None = HttpRequest("GET", path, params=params)
     while request is not None:
-        response = client.send_request(request)
+        answer = client.send_request(request, _return_pipeline_response=True)
+        response = answer.http_response
         if response.status_code != 200:
             map_error(status_code=response.status_code, response=response, error_map=_LIST_ERROR_MAP)
             raise HttpResponseError(response=response, error_format=ARMErrorFormat)
-        body = response.json()
+        body = answer.context.get("deserialized_data")
+        if not isinstance(body, Mapping):  # not decoded as JSON by the pipeline (no JSON content type)
+            body = response.json()
         yield from body.get("value") or ()
         next_link = body.get("nextLink")
-        request = HttpRequest("GET", str(next_link)) if next_link else None
+        request = HttpRequest("GET", str(next_link)) if next_link and not (stop and stop.is_set()) else None
+
+
+class _ListRead(NamedTuple):
+    """One paged list of a look at the fleet: what a failure is called, the client, the path and the query."""
+
+    action: str
+    client: Any
+    path: str
+    params: dict[str, str]
+
+
+def _read_lists(first: _ListRead, second: _ListRead) -> tuple[list[Json], list[Json]]:
+    """Both lists of a look at once: ``second`` on a thread of its own while this thread pages through ``first``.
+
+    The two are independent reads (the VM list and the NIC list), so a look takes about as long as the longer
+    of them instead of their sum, with the same requests as one after the other. A failure of either fails the
+    look with its mapped error (``first``'s when both fail, as when ``first`` ran alone first) and stops the
+    other at its next page; the thread is always joined before this returns or raises.
+
+    The two lists go through two clients (compute and network), each with its own pipeline, token policy and
+    HTTP session; what they share is the credential, whose token cache MSAL guards with a lock (msal
+    token_cache.py, ``TokenCache``: ``self._lock = threading.RLock()``)."""
+    stop = threading.Event()
+
+    def read(one: _ListRead) -> list[Json]:
+        try:
+            with _mapped_errors(one.action):
+                return list(_list_json(one.client, one.path, one.params, stop))
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arm-list") as pool:
+        later = pool.submit(read, second)
+        firsts = read(first)  # raising here leaves the with block only when ``second`` has ended
+        seconds = later.result()
+    return firsts, seconds
 
 
 def _wait_until_done_or_deadline(poller: Any) -> None:

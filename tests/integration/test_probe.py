@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
-from rollout.adapters.probe import HttpProber
+from rollout.adapters.probe import MAX_BODY_BYTES, HttpProber
 from rollout.ports import ProbeTarget
 from rollout.settings import ProbeSettings
 
@@ -93,3 +97,153 @@ def test_an_expected_status_other_than_200(servers: int) -> None:
 
 def test_nothing_to_probe_is_no_work() -> None:
     assert HttpProber().probe([]) == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# What a probe reads, answer by answer: the HTTP server below says exactly what goes on the wire.
+
+RAW_ADDRESS = "127.0.31.9"
+WELCOME = b"<title>Welcome to nginx!</title>"
+
+
+def _raw_answer(kind: str) -> bytes:
+    """The bytes a server sends back for ``kind``."""
+    if kind == "chunked":
+        parts = [b"<html><title>Welcome ", b"to nginx!</title>", b"</html>"]
+        chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in parts)
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    if kind in ("gzip", "deflate", "raw-deflate"):
+        wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "raw-deflate": -zlib.MAX_WBITS}[kind]
+        packer = zlib.compressobj(wbits=wbits)
+        body = packer.compress(WELCOME) + packer.flush()
+        coding = "gzip" if kind == "gzip" else "deflate"
+        return b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+            coding.encode(),
+            len(body),
+            body,
+        )
+    if kind == "until-close":  # HTTP/1.0 style: no length, the body ends with the connection
+        return b"HTTP/1.0 200 OK\r\n\r\n" + WELCOME
+    if kind == "short":  # fewer bytes than Content-Length says, then the connection closes
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + WELCOME
+    if kind == "redirect":
+        return b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n"
+    if kind == "late-match":  # the pattern only after the first MAX_BODY_BYTES
+        body = b"x" * MAX_BODY_BYTES + WELCOME
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    if kind == "garbage":
+        return b"SSH-2.0-OpenSSH_9.6\r\n\r\n"
+    if kind == "nothing":
+        return b""
+    raise AssertionError(kind)
+
+
+class _RawServer:
+    """Answers every connection with ``kind``'s bytes, then closes it; counts the requests it holds at once
+    (read, not yet answered: each is a probe in flight)."""
+
+    def __init__(self, kind: str, delay: float = 0.0) -> None:
+        self.kind, self.delay = kind, delay
+        self.listener = socket.create_server((RAW_ADDRESS, 0), backlog=512)
+        self.port = int(self.listener.getsockname()[1])
+        self.held = self.most_held = self.requests = 0
+        self.seen: list[bytes] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="raw-server", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="raw-server", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                head += chunk
+            with self._lock:
+                self.requests += 1
+                self.seen.append(head)
+                self.held += 1
+                self.most_held = max(self.most_held, self.held)
+            time.sleep(self.delay)
+            with self._lock:
+                self.held -= 1
+            conn.sendall(_raw_answer(self.kind))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern", "ok", "detail"),
+    [
+        ("chunked", "Welcome to nginx", True, "200 in"),
+        ("gzip", "Welcome to nginx", True, "200 in"),
+        ("deflate", "Welcome to nginx", True, "200 in"),
+        ("raw-deflate", "Welcome to nginx", True, "200 in"),
+        ("until-close", "Welcome to nginx", True, "200 in"),
+        ("short", "Welcome to nginx", True, "200 in"),
+        ("late-match", "Welcome to nginx", False, "body did not match 'Welcome to nginx'"),
+        ("redirect", None, False, "301 Moved Permanently (expected 200)"),
+        ("garbage", None, False, "probe error: not an HTTP response"),
+        ("nothing", None, False, "connection failed: closed without a response"),
+    ],
+)
+def test_what_a_probe_reads_from_each_kind_of_answer(kind: str, pattern: str | None, ok: bool, detail: str) -> None:
+    server = _RawServer(kind)
+    try:
+        prober = HttpProber(
+            ProbeSettings(port=server.port, path="/health?x=1", body_pattern=pattern, timeout_seconds=2)
+        )
+        [(instance, result)] = prober.probe([ProbeTarget("7", RAW_ADDRESS)]).items()
+    finally:
+        server.close()
+    assert instance == "7" and result.ok is ok and result.detail.startswith(detail), result
+    assert (result.latency_ms is not None) is ok
+    # One GET of the path, on a connection of its own that asks to be closed; redirects are not followed.
+    [request] = server.seen
+    lines = request.decode().split("\r\n")
+    assert lines[0] == "GET /health?x=1 HTTP/1.1"
+    assert f"Host: {RAW_ADDRESS}:{server.port}" in lines and "Connection: close" in lines
+
+
+def test_probes_share_one_thread_and_a_bounded_number_of_connections() -> None:
+    """300 probes of a server that takes 50 ms to answer: at most ``max_in_flight`` in flight at once, several
+    at once (not one after the other), and no thread made for them."""
+    server = _RawServer("chunked", delay=0.05)
+    before = {t.ident for t in threading.enumerate()}
+    made: set[str] = set()
+    probing = threading.Event()
+
+    def watch() -> None:
+        while not probing.wait(0.002):
+            made.update(t.name for t in threading.enumerate() if t.ident not in before and t.name != "raw-server")
+
+    watcher = threading.Thread(target=watch, name="raw-server", daemon=True)  # not counted either
+    watcher.start()
+    try:
+        prober = HttpProber(ProbeSettings(port=server.port, timeout_seconds=5), max_in_flight=16)
+        started = time.monotonic()
+        results = prober.probe([ProbeTarget(str(i), RAW_ADDRESS) for i in range(300)])
+        elapsed = time.monotonic() - started
+    finally:
+        probing.set()
+        watcher.join()
+        server.close()
+    assert len(results) == 300 and all(r.ok for r in results.values())
+    assert server.requests == 300
+    assert 2 <= server.most_held <= 16
+    assert elapsed < 300 * 0.05 / 2  # concurrent: well under the 15 s one after the other would take
+    assert made == set()  # the event loop runs in the calling thread
+
+
+def test_a_caller_inside_an_event_loop_gets_its_probes(servers: int) -> None:
+    async def caller() -> dict[str, Any]:
+        return HttpProber(ProbeSettings(port=servers, timeout_seconds=1)).probe(targets()[:2])
+
+    results = asyncio.run(caller())
+    assert results["0"].ok and not results["1"].ok
