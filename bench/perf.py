@@ -20,6 +20,9 @@ Written to docs/performance.md. Each part runs the product's own code in the sha
   into a loop over the REST API, one ``instanceView`` GET and one ``manualupgrade`` per instance, batches of
   the same size. It runs without budgets (it could not finish under them), and once more, one pass only,
   with the budgets on, to count the 429s it draws.
+* **Makespan and rollback latency** (``bench/makespan.py``): on a second emulator process whose clock skips idle
+  time (``--skip-clock``), shared with the controller process (``bench/clockdriver.py``), at the issue's real
+  timings; the parts above run on real time.
 * **Tick cost** at the largest size: each tick's wall time and CPU time (``time.process_time``, every thread
   of the controller process), the controller process's peak resident memory (``VmHWM``) and its peak thread
   count (sampled every 5 ms), over loopback.
