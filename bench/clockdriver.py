@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from emulator.clock import SkipClock
 
@@ -101,7 +101,7 @@ class ClockApi(Protocol):
 class AdminClockApi:
     """``ClockApi`` through an admin call ``admin(method, path, body) -> JSON``."""
 
-    def __init__(self, admin: Callable[[str, str, object], object]) -> None:
+    def __init__(self, admin: Callable[[str, str, Any], Any]) -> None:
         self._admin = admin
 
     @staticmethod

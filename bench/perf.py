@@ -362,11 +362,11 @@ def _next_look(outcome: object) -> float | None:
     return look.timestamp() if isinstance(look, datetime) else None
 
 
-def _admin_client(config: dict[str, Any]) -> Callable[[str, str, object], object]:
+def _admin_client(config: dict[str, Any]) -> Callable[[str, str, Any], Any]:
     """The emulator's admin API from the controller process (its url, CA bundle and the benchmark's token)."""
     session = requests.Session()
 
-    def admin(method: str, path: str, body: object) -> object:
+    def admin(method: str, path: str, body: Any) -> Any:
         response = session.request(
             method,
             f"{config['url']}/_admin/{path}",
