@@ -134,3 +134,35 @@ def test_the_driver_does_not_jump_backwards_or_past_a_time_already_reached() -> 
     driver = Driver(ours, emu, poll_s=0.0)
     driver.sleep_until(ours.time() - 10)
     assert driver.stats.jumps == 0 and ours.offset == 0
+
+
+def test_the_makespan_of_a_run_on_the_shared_clock_counts_its_next_looks_and_skipped_time() -> None:
+    from bench.makespan import analyse_makespan
+    from bench.perf import ControllerRun
+
+    t0 = 1_800_000_010.0  # 10 s after a timer start (a multiple of 30)
+    # The canary written at once, ready after 120 + 300 s; one batch written at 430, ready at 550, the end at 560.
+    run = ControllerRun(
+        instances=2,
+        phase="Succeeded",
+        seconds=4.0,
+        tick_wall_s=[0.1, 0.1, 0.1],
+        tick_cpu_s=[0.1, 0.1, 0.1],
+        peak_rss_mib=50,
+        peak_threads=3,
+        release_started_at=t0,
+        tick_log=[(t0 + 130, t0 + 130.1), (t0 + 430, t0 + 430.1), (t0 + 560, t0 + 560.1)],
+        events=[("PhaseChanged", t0 + 560.05, "Promoting -> Succeeded")],
+        upgrades=[(t0 + 0.5, 202, ["0"]), (t0 + 430.05, 202, ["1"])],
+        tick_why=["timer", "next look", "next look"],
+        next_looks=[None, t0 + 430, t0 + 550, None],
+        next_look_supported=True,
+        clock={"jumps": 5, "jumped_s": 555.0, "event_jumps": 2, "settle_s": 0.1},
+    )
+    span = analyse_makespan(run)
+    assert span.timings == (120.0, 300, 30.0) and span.lower_bound_s == 120 + 300 + 120
+    assert span.makespan_s == pytest.approx(560.05) and span.batches == 1
+    assert span.next_look_ticks == 2 and span.next_look_supported and span.skipped_s == 555.0
+    assert span.wall_s == 4.0 and span.start_phase_s == pytest.approx(10.0)
+    assert [s.name for s in span.steps] == ["canary", "batch 1"]
+    assert span.steps[0].lost_s == pytest.approx(430.05 - 420.5)
