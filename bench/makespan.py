@@ -34,6 +34,7 @@ visibility delay, picked up within the queue trigger's polling interval; the def
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ from bench.perf import ControllerRun, Emulator, run_controller
 UPGRADE_S = 120.0  # the upgrade time
 BAKE_S = 300  # the bake
 TICK_S = 30.0  # the shipped timer's period (rollout/settings.py DEFAULT_TICK_SCHEDULE, "*/30 * * * * *")
+_RUNS = itertools.count(1)
 
 
 def _phase_event(run: ControllerRun, after: str) -> float | None:
@@ -171,7 +173,7 @@ def measure_makespan(
         emu,
         storage,
         instances,
-        f"makespan-{instances}{'-looks' if honour_next_look else ''}",
+        f"makespan-{instances}-{next(_RUNS)}",  # a scale set (and a target) of its own per run: no duplicate release
         table_prefix,
         upgrade_seconds=upgrade_s,
         bake_seconds=bake_s,
