@@ -15,7 +15,8 @@ which something is due) plus its delivery delay. In Azure that look is a tick-qu
 delay, and a queue trigger picks up a message within its polling interval: up to host.json's
 ``extensions.queues.maxPollingInterval``, 1 minute when unset (MicrosoftDocs/azure-docs,
 articles/azure-functions/functions-bindings-storage-queue.md, host.json settings: "The default value of
-maxPollingInterval is 00:01:00 (1 min)"; the interval grows up to it while the queue is empty). The benchmark's
+maxPollingInterval is 00:01:00 (1 min)"; the interval grows exponentially up to it while polls find nothing:
+Azure/azure-webjobs-sdk issue 2967). The benchmark's
 default delay is the ``maxPollingInterval`` this repository's host.json sets, else 0 (``default_look_delay``):
 it sets none today, so a next look is taken as delivered on time; pass another delay to model a late pick-up.
 """
