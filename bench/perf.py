@@ -252,7 +252,7 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
         compute=compute,
         store=store,
         prober=TimedProber(settings.probe),
-        clock=None if vclock is None else _ServiceClock(vclock),
+        clock=vclock,  # the service's Clock port (its ``now()``) on the shared clock; None: the system clock
     )
     url = service.release_container_url or ""
     release = Release(
@@ -343,16 +343,6 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
         "next_look_supported": hasattr(outcome, "next_look") if rollout_id else False,
         "clock": None if driver is None else asdict(driver.stats),
     }
-
-
-class _ServiceClock:
-    """The service's ``Clock`` port on the shared clock."""
-
-    def __init__(self, clock: SkipClock) -> None:
-        self._clock = clock
-
-    def now(self) -> datetime:
-        return self._clock.now()
 
 
 def _next_look(outcome: object) -> float | None:
