@@ -1,10 +1,20 @@
 """Makespan against its lower bound, and rollback latency (issue 13), part of ``bench/perf.py``.
 
 The emulator in its own process, synthetic instances, the product's controller in a process of its own
-(``bench.perf.run_controller``). The clock is **not** scaled: the emulator and the engine run on real time with
-the issue's scaled-down ratios applied directly (upgrade 120 s -> 4 s, bake 300 s -> 10 s, the shipped timer's
-30 s -> a tick every 1 s, batches of 20%). Ticks start on a fixed 1 s schedule, as the timer fires; the
-queue hop of the fan-out (timer -> queue -> ``advance_target``) is not in the loop.
+(``bench.perf.run_controller``), at the issue's **real timings**: upgrades take 120 s, the bake 300 s, the shipped
+timer (``ROLLOUT_TICK_SCHEDULE``, ``*/30 * * * * *``) ticks every 30 s, batches of 20%. They run on a **shared
+clock that skips idle time** (``emulator/clock.py``, ``bench/clockdriver.py``): virtual time = real time + an
+offset that both processes add; it runs at real speed while anything computes (a tick, the emulator's applies),
+and the driver in the controller process jumps it, when both sides are idle, to the earlier of the next tick and
+the emulator's next pending event (an upgrade due to finish). A tick's own compute therefore counts at 1x against
+the real timings, and a rollout of 17 minutes of virtual time takes seconds to a couple of minutes of wall time.
+The queue hop of the fan-out (timer -> queue -> ``advance_target``) is not in the loop.
+
+Each size runs twice when the product asks for its own next looks (``Outcome.next_look``; read with ``getattr``,
+so a product without it runs the timer-only pass alone): **timer only** (next looks ignored), and **next looks
+honoured**: a tick also at each next look, delivered ``look_delay`` seconds late (a tick-queue message with a
+visibility delay, picked up within the queue trigger's polling interval; the default is the
+``maxPollingInterval`` this repository's host.json sets, else 0: ``bench.clockdriver.default_look_delay``).
 
 * **Makespan**: from ``start_release`` to the rollout's ``-> Succeeded`` event. The lower bound is what the
   policy allows at best: the canary's upgrade + the bake + each batch's upgrade, back to back. Where the rest
@@ -13,24 +23,28 @@ queue hop of the fan-out (timer -> queue -> ``advance_target``) is not in the lo
   next tick* runs from ready to the first tick that starts after it; *ticks that did not act* from there to the
   start of the tick that wrote the next step (e.g. the bake starts at the tick that first sees the canary
   healthy, not when its upgrade ends); *tick phase* from that tick's start to its write. Throttling: the
-  ``manualupgrade`` calls answered 429 and the time from the first refused call to the accepted one.
+  ``manualupgrade`` calls answered 429 and the time from the first refused call to the accepted one. All in
+  virtual seconds; the wall time of each run besides.
 * **Rollback latency**: a broken release (``fail_release`` in ``emulator/arm/controls.py``: its install fails,
-  or it serves 500s). From the canary's first failing observation (the start of the tick that recorded the
-  first ``HealthCheckFailed`` or ``-> RollingBack``) to the rollback's ``manualupgrade`` of the canary, to the
-  baseline being back on the canary (that call + the upgrade time) and to the controller recording
-  ``-> RolledBack`` (after the reimage the shipped ``ROLLBACK_REIMAGE`` asks for).
+  or it serves 500s), on the same clock and timings. From the canary's first failing observation (the start of
+  the tick that recorded the first ``HealthCheckFailed`` or ``-> RollingBack``) to the rollback's
+  ``manualupgrade`` of the canary, to the baseline being back on the canary (that call + the upgrade time) and to
+  the controller recording ``-> RolledBack`` (after the reimage the shipped ``ROLLBACK_REIMAGE`` asks for).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.clockdriver import default_look_delay
 from bench.perf import ControllerRun, Emulator, run_controller
 
-UPGRADE_S = 4.0  # 120 s scaled by 1/30
-BAKE_S = 10  # 300 s scaled by 1/30 (the issue's ratio: 10 s)
-TICK_S = 1.0  # the shipped timer's 30 s (rollout/settings.py DEFAULT_TICK_SCHEDULE) scaled by 1/30
+UPGRADE_S = 120.0  # the issue's upgrade time
+BAKE_S = 300  # the issue's bake
+TICK_S = 30.0  # the shipped timer's period (rollout/settings.py DEFAULT_TICK_SCHEDULE, "*/30 * * * * *")
+_RUNS = itertools.count(1)
 
 
 def _phase_event(run: ControllerRun, after: str) -> float | None:
@@ -65,6 +79,15 @@ class Makespan:
     ticks: int = 0
     tick_wall_median_s: float = 0.0
     timings: tuple[float, float, float] = (UPGRADE_S, BAKE_S, TICK_S)  # upgrade, bake, tick period (seconds)
+    # On the shared clock: whether next looks were honoured and their delivery delay, the ticks they caused,
+    # whether the product asks for them at all, the run's wall time and the virtual time the clock skipped.
+    honoured: bool = False
+    look_delay_s: float = 0.0
+    next_look_ticks: int = 0
+    next_look_supported: bool = False
+    wall_s: float = 0.0
+    skipped_s: float = 0.0
+    start_phase_s: float = 0.0  # where ``start_release`` fell in the timer's period (seconds after a start)
 
     @property
     def ratio(self) -> float:
@@ -123,25 +146,45 @@ def analyse_makespan(
         ticks=run.ticks,
         tick_wall_median_s=walls[len(walls) // 2] if walls else 0.0,
         timings=(upgrade_s, bake_s, tick_s),
+        next_look_ticks=sum(1 for why in run.tick_why if why == "next look"),
+        next_look_supported=run.next_look_supported,
+        wall_s=run.seconds,
+        skipped_s=float((run.clock or {}).get("jumped_s", 0.0)),
+        start_phase_s=t0 % tick_s if tick_s > 0 else 0.0,
     )
 
 
 def measure_makespan(
-    emu: Emulator, storage: str, instances: int, table_prefix: str | None = None, *, scale: float = 1.0
+    emu: Emulator,
+    storage: str,
+    instances: int,
+    table_prefix: str | None = None,
+    *,
+    honour_next_look: bool = False,
+    look_delay: float | None = None,
+    upgrade_s: float = UPGRADE_S,
+    bake_s: int = BAKE_S,
+    tick_s: float = TICK_S,
 ) -> Makespan:
-    """``scale``: the timings multiplied by it (CI runs them at half: the same ratios, half the wait)."""
-    upgrade_s, bake_s, tick_s = UPGRADE_S * scale, round(BAKE_S * scale), TICK_S * scale
+    """One rollout on the shared clock (``emu`` started with ``skip_clock=True``). ``look_delay``: the next
+    looks' delivery delay (None: ``default_look_delay()``, host.json's ``maxPollingInterval`` or 0)."""
+    delay = default_look_delay() if look_delay is None else look_delay
     run = run_controller(
         emu,
         storage,
         instances,
-        f"makespan-{instances}",
+        f"makespan-{instances}-{next(_RUNS)}",  # a scale set (and a target) of its own per run: no duplicate release
         table_prefix,
         upgrade_seconds=upgrade_s,
         bake_seconds=bake_s,
         tick_period=tick_s,
+        skip_clock=True,
+        honour_next_look=honour_next_look,
+        look_delay=delay,
     )
-    return analyse_makespan(run, upgrade_s, bake_s, tick_s)
+    span = analyse_makespan(run, upgrade_s, bake_s, tick_s)
+    span.honoured, span.look_delay_s = honour_next_look, delay if honour_next_look else 0.0
+    return span
 
 
 @dataclass
@@ -159,6 +202,8 @@ class Rollback:
     upgrade_s: float
     canary_release: str | None  # the release the emulator says the canary serves at the end
     canary_latest: bool | None  # the canary on the scale set's model (the baseline's, written back) at the end
+    honoured: bool = False  # next looks honoured (on the shared clock)
+    wall_s: float = 0.0  # the run's wall time
 
 
 def measure_rollback(
@@ -168,22 +213,28 @@ def measure_rollback(
     table_prefix: str | None = None,
     mode: str = "extension",
     *,
-    scale: float = 1.0,
+    honour_next_look: bool = False,
+    look_delay: float | None = None,
 ) -> Rollback:
-    upgrade_s = UPGRADE_S * scale
+    """A broken release on the shared clock (``emu`` started with ``skip_clock=True``), the makespan's timings."""
     run = run_controller(
         emu,
         storage,
         instances,
         f"rollback-{mode}-{instances}",
         table_prefix,
-        upgrade_seconds=upgrade_s,
-        bake_seconds=round(BAKE_S * scale),
-        tick_period=TICK_S * scale,
+        upgrade_seconds=UPGRADE_S,
+        bake_seconds=BAKE_S,
+        tick_period=TICK_S,
         fail_pattern="install_nginx.v1",
         fail_mode=mode,
+        skip_clock=True,
+        honour_next_look=honour_next_look,
+        look_delay=default_look_delay() if look_delay is None else look_delay,
     )
-    return analyse_rollback(run, mode, upgrade_s)
+    back = analyse_rollback(run, mode, UPGRADE_S)
+    back.honoured, back.wall_s = honour_next_look, run.seconds
+    return back
 
 
 def analyse_rollback(run: ControllerRun, mode: str, upgrade_s: float = UPGRADE_S) -> Rollback:
@@ -224,43 +275,60 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
+def _mode(m: Makespan) -> str:
+    return f"next looks honoured (+{m.look_delay_s:g} s)" if m.honoured else "timer only"
+
+
 def report_lines(spans: list[Makespan], rollbacks: list[Rollback]) -> list[str]:
     upgrade_s, bake_s, tick_s = spans[0].timings if spans else (UPGRADE_S, BAKE_S, TICK_S)
+    supported = any(m.next_look_supported for m in spans)
     lines = [
         "## Makespan against its lower bound",
         "",
-        f"The issue's ratios scaled down by {120 / upgrade_s:g}, on real time (the emulator and the engine do not "
-        f"share a scaled clock): upgrades take {upgrade_s:g} s (120 s), bake {bake_s:g} s (300 s), a tick every "
-        f"{tick_s:g} s (the shipped timer's 30 s), batches of 20% after a canary of 1. The emulator in its own process,"
-        " synthetic instances, the controller in its own process ticking on a fixed schedule (the timer -> queue hop "
-        "of the fan-out is not in the loop). Makespan: `start_release` to the rollout's `-> Succeeded` event. Lower "
-        "bound: canary upgrade + bake + each batch's upgrade, back to back (bench/makespan.py).",
+        f"The issue's timings: upgrades take {upgrade_s:g} s, bake {bake_s:g} s, the shipped timer ticks every "
+        f"{tick_s:g} s (`*/{tick_s:g} * * * * *`), batches of 20% after a canary of 1. The emulator in its own "
+        "process, synthetic instances, the controller in its own process; both on a shared clock that runs at real "
+        "speed while anything computes and skips the idle waits (a tick's compute counts at 1x; figures are "
+        "virtual seconds, wall time besides). The timer -> queue hop of the fan-out is not in the loop. "
+        "Makespan: `start_release` to the rollout's `-> Succeeded` event. Lower bound: canary upgrade + bake + "
+        "each batch's upgrade, back to back (bench/makespan.py, bench/clockdriver.py).",
         "",
-        "| instances | result | batches | lower bound | makespan | makespan / lower bound | target | "
+        "Timer only: ticks on the timer's schedule alone. Next looks honoured: also a tick at each time the engine "
+        "asked for one (`Outcome.next_look`), delivered after the queue's polling delay shown."
+        + (
+            ""
+            if supported or not spans
+            else " **This product's outcomes carry no `next_look`**: honouring them changes nothing, so only the "
+            "timer-only pass ran."
+        ),
+        "",
+        "| instances | ticks by | result | batches | lower bound | makespan | makespan / lower bound | target | "
         "start to canary write | waiting for the next tick | ticks that did not act | tick phase | "
-        "throttling (429s) | ticks | tick wall (median) |",
-        "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "throttling (429s) | ticks (by next look) | tick wall (median) | wall time | skipped |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in spans:
         lines.append(
-            f"| {m.instances:,} | {m.phase} | {m.batches} | {m.lower_bound_s:.1f} s | {m.makespan_s:.1f} s "
-            f"| **{m.ratio:.2f}** | at most 1.05: {'met' if m.ratio <= 1.05 else 'missed'} | {_s(m.start_s)} "
-            f"| {_s(m.total('waiting_s'))} | {_s(m.total('idle_ticks_s'))} | {_s(m.total('tick_phase_s'))} "
-            f"| {_s(m.throttled_s)} ({m.refused}) | {m.ticks} | {_s(m.tick_wall_median_s)} |"
+            f"| {m.instances:,} | {_mode(m)} | {m.phase} | {m.batches} | {m.lower_bound_s:.1f} s "
+            f"| {m.makespan_s:.1f} s | **{m.ratio:.3f}** | at most 1.05: {'met' if m.ratio <= 1.05 else 'missed'} "
+            f"| {_s(m.start_s)} | {_s(m.total('waiting_s'))} | {_s(m.total('idle_ticks_s'))} "
+            f"| {_s(m.total('tick_phase_s'))} | {_s(m.throttled_s)} ({m.refused}) | {m.ticks} ({m.next_look_ticks}) "
+            f"| {_s(m.tick_wall_median_s)} | {m.wall_s:.1f} s | {m.skipped_s:.0f} s |"
         )
-    if spans:
-        m = spans[-1]
+    largest = max((m.instances for m in spans), default=0)
+    for m in (m for m in spans if m.instances == largest):  # each pass at the largest size
         lines += [
             "",
-            f"Per step at {m.instances:,} instances (seconds after `start_release`; lost = next write - ready):",
+            f"Per step at {m.instances:,} instances, {_mode(m)} (virtual seconds after `start_release`, which fell "
+            f"{m.start_phase_s:.1f} s after a timer start; lost = next write - ready):",
             "",
             "| step | ready | next write | lost | waiting for the next tick | ticks that did not act | tick phase |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for s in m.steps:
+        for st in m.steps:
             lines.append(
-                f"| {s.name} | {s.ready:.2f} | {s.acted:.2f} | {s.lost_s:.2f} | {s.waiting_s:.2f} "
-                f"| {s.idle_ticks_s:.2f} | {s.tick_phase_s:.2f} |"
+                f"| {st.name} | {st.ready:.2f} | {st.acted:.2f} | {st.lost_s:.2f} | {st.waiting_s:.2f} "
+                f"| {st.idle_ticks_s:.2f} | {st.tick_phase_s:.2f} |"
             )
     if rollbacks:
         lines += [
@@ -268,7 +336,9 @@ def report_lines(spans: list[Makespan], rollbacks: list[Rollback]) -> list[str]:
             "## Rollback latency",
             "",
             f"A broken release on {rollbacks[0].instances:,} synthetic instances (`fail_release`: its install "
-            "fails, or it installs and serves 500s), the same timings and tick. From the canary's first failing "
+            "fails, or it installs and serves 500s), the same timings, tick and shared clock"
+            + (", next looks honoured" if rollbacks[0].honoured else ", timer only")
+            + ". From the canary's first failing "
             "observation (the start of the tick that recorded the first `HealthCheckFailed` or `-> RollingBack`; "
             "a failed install is definite, served errors count towards `FAILURE_THRESHOLD`, 3 by default). "
             "The rollback writes the baseline's model, then upgrades the canary back; with the shipped "
@@ -277,14 +347,14 @@ def report_lines(spans: list[Makespan], rollbacks: list[Rollback]) -> list[str]:
             "| release fails by | result | failing observations | to the rollback's `manualupgrade` "
             f"| to the baseline back on the canary (+ {rollbacks[0].upgrade_s:g} s upgrade) "
             "| to `-> RolledBack` recorded "
-            "| reimaged | the canary at the end: release served, on the model |",
-            "|---|---|---:|---:|---:|---:|---|---|",
+            "| reimaged | the canary at the end: release served, on the model | wall time |",
+            "|---|---|---:|---:|---:|---:|---|---|---:|",
         ]
         for r in rollbacks:
             lines.append(
                 f"| {r.mode} | {r.phase} | {r.failing_observations} | {_s(r.to_rollback_write_s)} "
                 f"| {_s(r.to_baseline_s)} | {_s(r.to_recorded_s)} | {'yes' if r.reimaged else 'no'} "
-                f"| {r.canary_release} / {r.canary_latest} |"
+                f"| {r.canary_release} / {r.canary_latest} | {r.wall_s:.1f} s |"
             )
         lines.append("")
     return lines

@@ -22,6 +22,9 @@ runs the product's own code in the shape it runs in Azure:
   into a loop over the REST API, one ``instanceView`` GET and one ``manualupgrade`` per instance, batches of
   the same size. It runs without budgets (it could not finish under them), and once more, one pass only,
   with the budgets on, to count the 429s it draws.
+* **Makespan and rollback latency** (``bench/makespan.py``): on a second emulator process whose clock skips idle
+  time (``--skip-clock``), shared with the controller process (``bench/clockdriver.py``), at the issue's real
+  timings; the parts above run on real time.
 * **Tick cost** at the largest size: each tick's wall time and CPU time (``time.process_time``, every thread
   of the controller process), the controller process's peak resident memory (``VmHWM``) and its peak thread
   count (sampled every 5 ms), over loopback. ``--tick-cost-only`` runs this rollout alone and prints its table
@@ -43,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,7 +54,9 @@ from typing import Any, ClassVar
 import requests
 
 from bench.armprocess import ArmProcess, arm_process
+from bench.clockdriver import AdminClockApi, Driver, next_tick_at
 from bench.coldstart import ColdStart, app_env, median_of
+from emulator.clock import SkipClock
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "performance.md"
@@ -103,11 +108,15 @@ class Emulator(ArmProcess):
 
 
 @contextlib.contextmanager
-def emulator_process(state_dir: Path, *, address_base: str, instance_port: int) -> Iterator[Emulator]:
+def emulator_process(
+    state_dir: Path, *, address_base: str, instance_port: int, skip_clock: bool = False
+) -> Iterator[Emulator]:
+    """``skip_clock``: on a clock that skips idle time (the makespan benchmark's shared clock)."""
     args = [
         *("--address-base", address_base, "--instance-port", str(instance_port)),
         *("--upgrade-seconds", str(UPGRADE_SECONDS), "--retry-after", "0.2"),
         *("--read-limit", f"{READ_LIMIT[0]}/{READ_LIMIT[1]}"),
+        *(("--skip-clock",) if skip_clock else ()),
     ]
     with arm_process(("emulator", "serve"), args, state_dir, TOKEN) as (process, info):
         yield Emulator(process, info["url"], info["ca_bundle"], info["subscription_id"], TOKEN, instance_port)
@@ -137,6 +146,13 @@ class ControllerRun:
     # Every manualupgrade the emulator answered: (epoch seconds, status, instance ids).
     upgrades: list[tuple[float, int, list[str]]] = field(default_factory=list)
     final_view: dict[str, Any] = field(default_factory=dict)  # the emulator's admin view of the scale set at the end
+    # On the shared clock (``skip_clock``): why each tick ran ("timer", "next look"), the next look each outcome
+    # asked for (epoch seconds or None; ``start_release``'s first), whether the product's outcomes have
+    # ``next_look`` at all, and the driver's jumps (bench.clockdriver.DriverStats as a dict).
+    tick_why: list[str] = field(default_factory=list)
+    next_looks: list[float | None] = field(default_factory=list)
+    next_look_supported: bool = False
+    clock: dict[str, Any] | None = None
 
     @property
     def ticks(self) -> int:
@@ -218,13 +234,29 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
             finally:
                 phases["probe"] += time.monotonic() - t0
 
+    # ``skip_clock``: the emulator runs on a clock that skips idle time (``--skip-clock``); this process keeps
+    # the same virtual time (bench/clockdriver.py) and the service reads it, so the issue's real timings run
+    # in seconds of wall time. The offset starts at the emulator's (earlier runs moved it).
+    vclock: SkipClock | None = None
+    driver: Driver | None = None
+    if config.get("skip_clock"):
+        vclock = SkipClock()
+        driver = Driver(vclock, AdminClockApi(_admin_client(config)))
+        vclock.advance(driver.emulator.state().offset)
+    clock_time = vclock.time if vclock is not None else time.time
     built = build_compute(settings)
     # The adapter exactly as the composition root made it, with the timing subclass on top.
     compute = TimedCompute.__new__(TimedCompute)
     compute.__dict__.update(built.__dict__)
     store = build_store(settings)
     # The prober as the app builds it (rollout.bootstrap.build_target_service: HttpProber(target.probe)).
-    service = build_service(settings, compute=compute, store=store, prober=TimedProber(settings.probe))
+    service = build_service(
+        settings,
+        compute=compute,
+        store=store,
+        prober=TimedProber(settings.probe),
+        clock=vclock,  # the service's Clock port (its ``now()``) on the shared clock; None: the system clock
+    )
     url = service.release_container_url or ""
     release = Release(
         ReleaseKind.SCRIPT, "install_nginx", 1, "install_nginx.v1.sh", f"{url}/install_nginx.v1.sh", "b" * 64
@@ -248,12 +280,19 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
     # ``tick_period``: ticks start on a fixed schedule (multiples of the period, as the timer's schedule fires;
     # a tick that overruns skips the starts it covered, as the timer's singleton lock does). Otherwise the
     # next tick starts ``TICK_GAP_S`` after the end of one.
+    # On the shared clock the driver jumps to each tick's start: the timer's, or (``honour_next_look``) the
+    # engine's own earlier next look delivered ``look_delay`` seconds late (bench/clockdriver.py).
     period = float(config.get("tick_period", 0))
-    tick_log: list[tuple[float, float]] = []  # (start, end), epoch seconds
+    honour = bool(config.get("honour_next_look"))
+    look_delay = float(config.get("look_delay", 0.0))
+    tick_log: list[tuple[float, float]] = []  # (start, end), epoch seconds (virtual on the shared clock)
+    tick_why: list[str] = []  # each tick: "timer" or "next look"
+    looks: list[float | None] = []  # the next look each outcome asked for (epoch seconds), start_release's first
     rollout_id = ""
-    release_started_at = time.time()
+    release_started_at = clock_time()
     try:
         outcome = service.start_release(release)
+        looks.append(_next_look(outcome))
         if outcome.status is not OutcomeStatus.ADVANCED:
             raise RuntimeError(f"the release did not start: {outcome.status}: {outcome.message}")
         rollout_id = outcome.rollout_id or ""
@@ -263,15 +302,20 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
             phase = current.phase.value
             if current.phase.is_terminal:
                 break
-            if period > 0:
+            if driver is not None:
+                at, why = next_tick_at(clock_time(), period, looks[-1] if honour else None, look_delay)
+                driver.sleep_until(at)
+                tick_why.append(why)
+            elif period > 0:
                 now = time.time()
                 time.sleep(period - now % period)
-            w0, c0, e0 = time.monotonic(), time.process_time(), time.time()
+            w0, c0, e0 = time.monotonic(), time.process_time(), clock_time()
             phases.update(observe=0.0, probe=0.0)
-            service.tick()
+            outcome = service.tick()
+            looks.append(_next_look(outcome))
             walls.append(time.monotonic() - w0)
             cpus.append(time.process_time() - c0)
-            tick_log.append((e0, time.time()))
+            tick_log.append((e0, clock_time()))
             observe_s.append(phases["observe"])
             probe_s.append(phases["probe"])
             if period <= 0:
@@ -297,7 +341,37 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
         "release_started_at": release_started_at,
         "tick_log": tick_log,
         "events": events,
+        "tick_why": tick_why,
+        "next_looks": looks,
+        "next_look_supported": hasattr(outcome, "next_look") if rollout_id else False,
+        "clock": None if driver is None else asdict(driver.stats),
     }
+
+
+def _next_look(outcome: object) -> float | None:
+    """The engine's own next look (``Outcome.next_look``, a service-clock datetime; absent on products that do
+    not ask for one), as epoch seconds."""
+    look = getattr(outcome, "next_look", None)
+    return look.timestamp() if isinstance(look, datetime) else None
+
+
+def _admin_client(config: dict[str, Any]) -> Callable[[str, str, Any], Any]:
+    """The emulator's admin API from the controller process (its url, CA bundle and the benchmark's token)."""
+    session = requests.Session()
+
+    def admin(method: str, path: str, body: Any) -> Any:
+        response = session.request(
+            method,
+            f"{config['url']}/_admin/{path}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json=body,
+            verify=config["ca_bundle"],
+            timeout=60,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    return admin
 
 
 def run_controller(
@@ -312,10 +386,15 @@ def run_controller(
     tick_period: float = 0.0,
     fail_pattern: str | None = None,
     fail_mode: str = "extension",
+    skip_clock: bool = False,
+    honour_next_look: bool = False,
+    look_delay: float = 0.0,
 ) -> ControllerRun:
     """The product's rollout of ``instances`` synthetic instances; the controller in its own process.
     ``upgrade_seconds``: this scale set's upgrade time (else the emulator's); ``tick_period``: ticks on a fixed
-    schedule (else ``TICK_GAP_S`` after each tick); ``fail_pattern``: releases matching it fail to install."""
+    schedule (else ``TICK_GAP_S`` after each tick); ``fail_pattern``: releases matching it fail to install.
+    ``skip_clock``: on the shared clock (the emulator started with it, bench/clockdriver.py), the ticks on the
+    timer's schedule and, with ``honour_next_look``, at the engine's next looks ``look_delay`` seconds late."""
     body: dict[str, Any] = {}
     if upgrade_seconds is not None:
         body["upgrade_seconds"] = upgrade_seconds
@@ -334,6 +413,9 @@ def run_controller(
         "instances": instances,
         "bake_seconds": bake_seconds,
         "tick_period": tick_period,
+        "skip_clock": skip_clock,
+        "honour_next_look": honour_next_look,
+        "look_delay": look_delay,
     }
     try:
         out = subprocess.run(
@@ -347,6 +429,8 @@ def run_controller(
         if out.returncode != 0:
             raise RuntimeError(f"the controller process failed: {out.stderr[-3000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])
+        if skip_clock:  # nobody ticks any more: jump over what the emulator still has pending
+            drain(emu)
         emu.admin("POST", "idle", {"timeout": 60})
         by_op, throttled = emu.requests_by_operation()
         upgrades = [
@@ -368,6 +452,18 @@ def run_controller(
     # The batches after the canary: every accepted manualupgrade but the canary's.
     run.batches = by_op.get("POST manualupgrade", 0) - throttled.get("POST manualupgrade", 0) - 1
     return run
+
+
+def drain(emu: Emulator) -> None:
+    """Jump the emulator's clock over every operation it still has waiting, letting each finish."""
+    api = AdminClockApi(lambda method, path, body: emu.admin(method, path, body))
+    clock = SkipClock()
+    clock.advance(api.state().offset)
+    driver = Driver(clock, api)
+    state = driver.settle()
+    while state.next_event is not None:
+        driver.sleep_until(state.next_event)
+        state = driver.settle()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -510,6 +606,7 @@ def measure_all(
     *,
     makespan_sizes: list[int] | None = None,
     start_runs: int = 20,
+    look_delay: float | None = None,
 ) -> Figures:
     from bench.makespan import measure_makespan, measure_rollback
     from bench.startlatency import measure_start
@@ -548,20 +645,34 @@ def measure_all(
             budgeted = run_naive(
                 emu, sizes[-1], f"naive-budgets-{sizes[-1]}", budgets=True, max_seconds=naive_budget_seconds
             )
-            makespans = []
-            for size in sizes if makespan_sizes is None else makespan_sizes:
-                say(f"{size} instances: makespan against its lower bound")
-                makespans.append(measure_makespan(emu, storage, size))
-                say(f"  {makespans[-1].makespan_s:.1f} s, {makespans[-1].ratio:.2f} × the lower bound")
             small = min(sizes)
-            rollbacks = []
-            for mode in ("extension", "http500"):
-                say(f"{small} instances: rollback latency, the release fails by {mode}")
-                rollbacks.append(measure_rollback(emu, storage, small, mode=mode))
-                say(f"  {rollbacks[-1].phase}, {rollbacks[-1].to_baseline_s} s to the baseline")
             say(f"{small} instances: start latency, {start_runs} uploads")
             start = measure_start(emu, storage, small, start_runs)
             say(f"  median {start.median_s:.2f} s")
+        # The makespan and the rollback on the shared clock (bench/clockdriver.py): an emulator of their own,
+        # whose clock skips idle time (the benchmarks above run on real time).
+        makespans: list[Any] = []
+        rollbacks: list[Any] = []
+        with emulator_process(
+            Path(tmp) / "arm-clock", address_base="127.0.80.1", instance_port=8080, skip_clock=True
+        ) as emu:
+            for size in sizes if makespan_sizes is None else makespan_sizes:
+                say(f"{size} instances: makespan against its lower bound, timer only (shared clock)")
+                makespans.append(measure_makespan(emu, storage, size, look_delay=look_delay))
+                m = makespans[-1]
+                say(f"  {m.makespan_s:.1f} s, {m.ratio:.3f} × the lower bound, {m.wall_s:.1f} s of wall time")
+                if m.next_look_supported:
+                    say(f"{size} instances: makespan, next looks honoured")
+                    makespans.append(measure_makespan(emu, storage, size, honour_next_look=True, look_delay=look_delay))
+                    m = makespans[-1]
+                    say(f"  {m.makespan_s:.1f} s, {m.ratio:.3f} × the lower bound, {m.next_look_ticks} next looks")
+            honour = any(m.next_look_supported for m in makespans)
+            for mode in ("extension", "http500"):
+                say(f"{small} instances: rollback latency, the release fails by {mode}")
+                rollbacks.append(
+                    measure_rollback(emu, storage, small, mode=mode, honour_next_look=honour, look_delay=look_delay)
+                )
+                say(f"  {rollbacks[-1].phase}, {rollbacks[-1].to_baseline_s} s to the baseline")
     return Figures(
         cold,
         runs,
@@ -760,6 +871,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-budget-seconds", type=float, default=60.0)
     parser.add_argument("--makespan-sizes", default=None, help="fleet sizes of the makespan runs (default: --sizes)")
     parser.add_argument("--start-runs", type=int, default=20, help="uploads timed for the start latency (median)")
+    parser.add_argument(
+        "--look-delay",
+        type=float,
+        default=None,
+        help="seconds a next look's queue message is picked up late (default: host.json's maxPollingInterval, else 0)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     parser.add_argument(
         "--tick-cost-only",
@@ -783,7 +900,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     makespan_sizes = None if args.makespan_sizes is None else [int(s) for s in args.makespan_sizes.split(",") if s]
     figures = measure_all(
-        sizes, args.cold_runs, args.naive_budget_seconds, makespan_sizes=makespan_sizes, start_runs=args.start_runs
+        sizes,
+        args.cold_runs,
+        args.naive_budget_seconds,
+        makespan_sizes=makespan_sizes,
+        start_runs=args.start_runs,
+        look_delay=args.look_delay,
     )
     from bench import plots
 

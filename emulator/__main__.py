@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from emulator.arm import DEFAULT_SUBSCRIPTION, ArmEmulator
+from emulator.clock import SkipClock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a resource scope the caller may read (repeatable); none given = everything readable",
     )
     serve.add_argument("--image", action="append", default=[], metavar="ID", help="register an image id (repeatable)")
+    serve.add_argument(
+        "--skip-clock",
+        action="store_true",
+        help="run on a clock that skips idle time, jumped through POST /_admin/clock (emulator/clock.py); "
+        "default: real time",
+    )
     serve.add_argument("--info-file", type=Path, default=None, help="also write the startup JSON here")
     return parser
 
@@ -115,6 +122,7 @@ def serve(args: argparse.Namespace) -> int:
         read_limit=_read_limit(args.read_limit),
         region=args.region,
         flexible_model_applied=args.flexible_model_applied,
+        clock=SkipClock() if args.skip_clock else None,
     )
     for image_id in args.image:
         emu.add_image(image_id)

@@ -156,7 +156,7 @@ class _PageHandler(BaseHTTPRequestHandler):
             self.wfile = counting.inner
         bytes_in = len(getattr(self, "raw_requestline", b"")) + len(self.headers.as_bytes())
         self.server.runtime.record(
-            RequestRecord(time.time(), status, time.monotonic() - started, bytes_in, counting.count),
+            RequestRecord(self.server.runtime.clock(), status, time.monotonic() - started, bytes_in, counting.count),
             time.thread_time() - cpu_started,
         )
 
@@ -285,8 +285,10 @@ class SyntheticRuntime:
         port: int = 80,
         rules: FailureRules | None = None,
         serve: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.address = address
+        self.clock = clock  # epoch seconds the request records carry: real time, or the emulator's clock
         self.port = port
         self.serve = serve
         self.rules = rules if rules is not None else FailureRules()

@@ -30,7 +30,7 @@ from rollout.fanout import Fanout, QueuedLooks, ReadBudget
 from rollout.fleet import UNROUTED_KEY, Fleet, TargetsLoader, implicit_config
 from rollout.groups import GroupService
 from rollout.model import FleetView
-from rollout.ports import Compute, SignalSource
+from rollout.ports import Clock, Compute, SignalSource
 from rollout.releases import ExtensionDefaults
 from rollout.service import RolloutService
 from rollout.settings import (
@@ -126,9 +126,10 @@ def build_service(
     compute: AzureCompute | None = None,
     store: TableStateStore | None = None,
     prober: HttpProber | None = None,
+    clock: Clock | None = None,
 ) -> RolloutService:
     """The service of the ``VMSS_*`` scale set. An adapter passed in replaces the one built from settings
-    (the benchmarks tune timings and keep the adapters to close them)."""
+    (the benchmarks tune timings and keep the adapters to close them; the makespan benchmark gives its clock)."""
     return build_target_service(
         settings,
         implicit_config(settings).targets()[0],
@@ -136,6 +137,7 @@ def build_service(
         blobs=build_release_blobs(settings),
         compute=compute,
         prober=prober,
+        clock=clock,
     )
 
 
@@ -172,10 +174,12 @@ def build_target_service(
     target_key: str | None = None,
     compute: AzureCompute | None = None,
     prober: HttpProber | None = None,
+    clock: Clock | None = None,
 ) -> RolloutService:
     """The service of one target: its scale set, policy and probe; the store and blobs are shared.
     ``target_key`` replaces the target's own key (the unrouted partition only); ``compute`` and
-    ``prober`` replace the adapters built for the target."""
+    ``prober`` replace the adapters built for the target; ``clock`` the system clock (benchmarks on a
+    shared virtual clock)."""
     compute = compute or build_compute(settings, target.ref)
     return RolloutService(
         target_key=target_key or target.key,
@@ -183,7 +187,7 @@ def build_target_service(
         prober=prober or HttpProber(target.probe),
         store=store,
         notifier=LogNotifier(),
-        clock=SystemClock(),
+        clock=clock or SystemClock(),
         policy=target.policy,
         extension=ExtensionDefaults(
             extension_name=settings.extension_name,

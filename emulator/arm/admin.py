@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.arm.model import JSON, ArmError, ScaleSet
 from emulator.arm.routes import RouteTable
+from emulator.clock import SkipClock
 from emulator.runtime import InstanceModel, InstanceRuntime
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class AdminApi:
             .add("GET", r"/images", lambda b, q, m: (200, {"images": e.images()}))
             .add("DELETE", r"/images", self._after(e.clear_images, {"images": []}))
             .add("POST", r"/idle", lambda b, q, m: self._idle(b))
+            .add("GET", r"/clock", lambda b, q, m: (200, self.clock()))
+            .add("POST", r"/clock", lambda b, q, m: self._advance_clock(b))
             .add("POST", r"/monitor", lambda b, q, m: (200, e.monitor.configure(b or {})))
             .add("GET", r"/monitor", lambda b, q, m: (200, e.monitor.describe()))
             .add("GET", _SS, lambda b, q, m: (200, e.describe(m["rg"], m["name"])))
@@ -122,6 +125,35 @@ class AdminApi:
     def _idle(self, body: JSON) -> AdminAnswer:
         self._emu.wait_idle(float(body.get("timeout", 30)))
         return 200, {}
+
+    def clock(self) -> JSON:
+        """The emulator's clock (emulator/clock.py), for whoever drives one that skips idle time: ``now`` (epoch
+        seconds, virtual), ``offset`` (virtual - real), ``next_event_in`` (seconds until the next waiting
+        operation is due, or None) and ``in_flight`` (operations due whose applies are not handed to the pool
+        yet, plus applies running on it)."""
+        clock = self._emu.clock
+        next_event_in, in_flight = self._emu.operations.pending()
+        return {
+            "skips": clock.skips,
+            "now": clock.time(),
+            "offset": clock.offset if isinstance(clock, SkipClock) else 0.0,
+            "next_event_in": next_event_in,
+            "in_flight": in_flight,
+        }
+
+    def _advance_clock(self, body: JSON) -> AdminAnswer:
+        """``{"advance": seconds}``: jump a clock that skips idle time forward (400 on a real-time emulator, or
+        for a negative or non-numeric jump)."""
+        clock = self._emu.clock
+        if not isinstance(clock, SkipClock):
+            raise ArmError(
+                400, "InvalidParameter", "this emulator runs on real time (start it with --skip-clock to jump it)"
+            )
+        seconds = body.get("advance")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ArmError(400, "InvalidParameter", f"advance must be a number of seconds >= 0, not {seconds!r}")
+        clock.advance(float(seconds))
+        return 200, self.clock()
 
     def _inject_fault(self, body: JSON) -> AdminAnswer:
         self._emu.inject_fault(

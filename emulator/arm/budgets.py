@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from emulator.arm.model import JSON, ArmError
@@ -24,14 +25,21 @@ from emulator.arm.model import JSON, ArmError
 
 @dataclass
 class TokenBucket:
+    """Refilled by ``clock`` (seconds, monotonic): real time, or the emulator's clock (``emulator/clock.py``)."""
+
     capacity: float = 12.0
     per_minute: float = 4.0
     tokens: float = 12.0
-    stamp: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    stamp: float = field(default=-1.0)
+
+    def __post_init__(self) -> None:
+        if self.stamp < 0:
+            self.stamp = self.clock()
 
     def take(self) -> float:
         """Take one token; return 0 on success, else the seconds until one is available."""
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.per_minute / 60.0)
         self.stamp = now
         if self.tokens >= 1.0:
@@ -47,8 +55,8 @@ class Throttle:
     capacity: float = 12.0
     per_minute: float = 4.0
 
-    def new_bucket(self) -> TokenBucket:
-        return TokenBucket(capacity=self.capacity, per_minute=self.per_minute, tokens=self.capacity)
+    def new_bucket(self, clock: Callable[[], float] = time.monotonic) -> TokenBucket:
+        return TokenBucket(capacity=self.capacity, per_minute=self.per_minute, tokens=self.capacity, clock=clock)
 
     def as_tuple(self) -> tuple[float, float]:
         return (self.capacity, self.per_minute)
@@ -168,8 +176,9 @@ class ReadLimit:
 class ReadBuckets:
     """One read bucket per (subscription, region), created full on first use. The caller holds the lock."""
 
-    def __init__(self, limit: ReadLimit | None) -> None:
+    def __init__(self, limit: ReadLimit | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
+        self._clock = clock  # refills by it (real time, or the emulator's clock)
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self.throttled = 0  # reads answered 429 so far (benchmarks, tests)
 
@@ -186,7 +195,10 @@ class ReadBuckets:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = TokenBucket(
-                capacity=self.limit.capacity, per_minute=self.limit.per_second * 60.0, tokens=self.limit.capacity
+                capacity=self.limit.capacity,
+                per_minute=self.limit.per_second * 60.0,
+                tokens=self.limit.capacity,
+                clock=self._clock,
             )
             self._buckets[key] = bucket
         wait = bucket.take()

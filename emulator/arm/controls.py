@@ -15,6 +15,7 @@ from emulator.arm.model import JSON, ScaleSet
 from emulator.arm.operations import OperationRunner
 from emulator.arm.requestlog import RequestLog, RequestRecord
 from emulator.arm.semantics import Semantics
+from emulator.clock import Clock
 from emulator.synthetic import FailureRule
 
 T = TypeVar("T")
@@ -48,6 +49,7 @@ class ArmControls:
     log: RequestLog
     reads: ReadBuckets
     region: str
+    clock: Clock
 
     def set_timings(
         self,
@@ -83,7 +85,7 @@ class ArmControls:
         with self.fleet.lock:
             self._throttle = None if capacity is None else Throttle(capacity, per_minute)
             for scale_set in self.fleet.scale_sets():
-                scale_set.bucket = None if self._throttle is None else self._throttle.new_bucket()
+                scale_set.bucket = None if self._throttle is None else self._throttle.new_bucket(self.clock.monotonic)
 
     def spend_budget(self, scale_set: ScaleSet) -> None:
         """A model/upgrade write on ``scale_set``: one token, or 429 (``budgets.Throttle.spend``)."""

@@ -36,6 +36,7 @@ from emulator.arm.routes import Answer
 from emulator.arm.semantics import Semantics
 from emulator.arm.server import ArmServer, tls_context
 from emulator.certs import generate_certs
+from emulator.clock import REAL_TIME, Clock
 from emulator.runtime import InstanceModel, InstanceRuntime
 from emulator.serving import Lifecycle, serve_in_background, shut_down
 from emulator.synthetic import FailureRules, SyntheticRuntime
@@ -69,8 +70,12 @@ class ArmEmulator(ArmControls, Lifecycle):
         read_limit: tuple[float, float] | None = None,
         region: str = "westeurope",
         flexible_model_applied: str = "absent",
+        clock: Clock | None = None,
     ) -> None:
         self.host, self.port, self.token = host, port, token
+        # Real time unless given one that skips idle time (emulator/clock.py; the makespan benchmark's switch
+        # ``python -m emulator serve --skip-clock``): every time-based behaviour below reads it.
+        self.clock: Clock = clock or REAL_TIME
         self.subscription_id = subscription_id
         self.instance_port = instance_port
         self.default_upgrade_seconds = upgrade_seconds
@@ -79,7 +84,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         self._throttle = None if throttle is None else Throttle(*throttle)
         # ARM's subscription read bucket (budgets.ReadLimit: 250, 25 a second in Azure), per subscription and
         # region; this emulator is one region. None: reads are never throttled.
-        self.reads = ReadBuckets(None if read_limit is None else ReadLimit(*read_limit))
+        self.reads = ReadBuckets(None if read_limit is None else ReadLimit(*read_limit), self.clock.monotonic)
         self.region = region
         self.semantics = Semantics()
         self.set_semantics(
@@ -87,7 +92,7 @@ class ArmEmulator(ArmControls, Lifecycle):
             upgrade_while_updating=upgrade_while_updating,
             flexible_model_applied=flexible_model_applied,
         )
-        self.fleet = Fleet(address_base)
+        self.fleet = Fleet(address_base, self.clock)
         self.access = ImageAccess(self.fleet.lock, readable_scopes)
         self.operations = OperationRunner(self.fleet, self.semantics, workers)
         self.faults = FaultTable()
@@ -195,7 +200,7 @@ class ArmEmulator(ArmControls, Lifecycle):
             upgrade_seconds=self.default_upgrade_seconds if upgrade_seconds is None else upgrade_seconds,
             runtime_factory=runtime_factory or self._synthetic_factory(rules, serve),
             rules=rules,
-            bucket=None if self._throttle is None else self._throttle.new_bucket(),
+            bucket=None if self._throttle is None else self._throttle.new_bucket(self.clock.monotonic),
             tags=dict(tags or {}),
         )
         self.fleet.add(scale_set)
@@ -239,7 +244,7 @@ class ArmEmulator(ArmControls, Lifecycle):
         port = self.instance_port
 
         def factory(address: str, initial: InstanceModel) -> InstanceRuntime:
-            return SyntheticRuntime(address, initial, port=port, rules=rules, serve=serve)
+            return SyntheticRuntime(address, initial, port=port, rules=rules, serve=serve, clock=self.clock.time)
 
         return factory
 

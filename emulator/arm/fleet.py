@@ -18,11 +18,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from emulator.arm.model import VM_TYPE, VMSS_TYPE, ArmError, Instance, ScaleSet
+from emulator.clock import REAL_TIME, Clock
 
 
 class Fleet:
-    def __init__(self, address_base: str = "127.0.10.1") -> None:
+    def __init__(self, address_base: str = "127.0.10.1", clock: Clock = REAL_TIME) -> None:
         self.lock = threading.RLock()
+        self.clock = clock  # the emulator's clock: real time, or one that skips idle time (emulator/clock.py)
         self._scale_sets: dict[tuple[str, str], ScaleSet] = {}
         self._next_address = int(ipaddress.IPv4Address(address_base))
         self._address_base = address_base
@@ -140,11 +142,12 @@ class Fleet:
             break
         else:
             raise RuntimeError(f"could not bind an instance address: {last_error}")
-        inst = Instance(instance_id, address, runtime, applied=model, seq=seq)
+        at = self.clock.now()
+        inst = Instance(instance_id, address, runtime, applied=model, seq=seq, changed=at, created=at)
         with self.lock:
             scale_set.instances[instance_id] = inst
             if provisioning:
-                inst.begin_work("Creating")
+                inst.begin_work("Creating", at)
         return inst
 
     def stop_instances(self, scale_set: ScaleSet) -> None:

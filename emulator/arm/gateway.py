@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from emulator.arm.budgets import READS_REMAINING_HEADER
-from emulator.arm.model import ArmError, now
+from emulator.arm.model import ArmError
 from emulator.arm.requestlog import RequestRecord, redact
 from emulator.arm.routes import Answer, Request
 
@@ -63,4 +63,4 @@ class Gateway:
             return 500, {}, {"error": {"code": "InternalServerError", "message": repr(err)}}
         finally:
             if not path.startswith("/_admin/"):
-                self._emu.log.append(RequestRecord(method, path, query, redact(parsed), status, now()))
+                self._emu.log.append(RequestRecord(method, path, query, redact(parsed), status, self._emu.clock.now()))

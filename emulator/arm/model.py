@@ -197,21 +197,22 @@ class Instance:
     seq: int = 0  # creation order within the scale set (Flexible instance ids are names, not numbers)
     created: datetime = field(default_factory=now)
 
-    def begin_work(self, provisioning_state: str) -> None:
-        """The instance starts an apply: Updating/Creating, its extension transitioning."""
+    def begin_work(self, provisioning_state: str, at: datetime | None = None) -> None:
+        """The instance starts an apply: Updating/Creating, its extension transitioning. ``at``: the emulator
+        clock's time (None: real time)."""
         self.updating = True
         self.provisioning_state = provisioning_state
         self.extension_state = "transitioning"
-        self.changed = now()
+        self.changed = at or now()
 
-    def finish_work(self, model: Model, result: ExtensionResult) -> None:
+    def finish_work(self, model: Model, result: ExtensionResult, at: datetime | None = None) -> None:
         """An apply ended: the instance is on ``model``; the extension's result decides its state."""
         self.applied = model
         self.updating = False
         self.extension_result = result
         self.extension_state = "succeeded" if result.succeeded else "failed"
         self.provisioning_state = "Succeeded" if result.succeeded else "Failed"
-        self.changed = now()
+        self.changed = at or now()
 
 
 @dataclass

@@ -40,7 +40,6 @@ import json
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -289,7 +288,7 @@ class MonitorApi:
     def sample_cpu(self) -> None:
         """One CPU sample of every instance whose runtime reports its CPU time; the samples of instances
         that are gone are dropped."""
-        at = time.time()
+        at = self._emu.clock.time()
         present: set[str] = set()
         for scale_set in self._emu.fleet.scale_sets():
             with self._emu.fleet.lock:
@@ -368,7 +367,7 @@ class MonitorApi:
         if bad:
             raise _bad_request(f"Unknown aggregation {bad[0]!r}; valid: {', '.join(_AGGREGATIONS)}")
         try:
-            start, end = parse_timespan(req.query.get("timespan"), datetime.now(UTC), timedelta(hours=1))
+            start, end = parse_timespan(req.query.get("timespan"), self._emu.clock.now(), timedelta(hours=1))
             interval_text = (req.query.get("interval") or "PT1M").strip()
             grain = end - start if interval_text.upper() == "FULL" else parse_duration(interval_text)
             filters = parse_filter(req.query.get("$filter"))
@@ -497,7 +496,7 @@ class MonitorApi:
         timespan = body.get("timespan")
         try:
             start, end = parse_timespan(
-                timespan if isinstance(timespan, str) else None, datetime.now(UTC), timedelta(days=1)
+                timespan if isinstance(timespan, str) else None, self._emu.clock.now(), timedelta(days=1)
             )
         except ValueError as err:
             raise ArmError(400, "BadArgumentError", str(err)) from err

@@ -12,6 +12,10 @@
   operation then ends ``Failed`` (the SDK poller raises), as Azure reports ``VMExtensionProvisioningError``.
 * **Reimage** re-runs the instance's *own* (applied) model from a clean image; it never moves an
   instance to a newer model (that is what manualupgrade is for).
+* **The clock.** The upgrade time is waited on the emulator's clock (``emulator/clock.py``): real time by
+  default; with a clock that skips idle time, until its virtual time reaches the operation's due time, woken
+  by a jump. ``pending()`` says what a driver of such a clock needs: the next due time and whether work is in
+  flight (operations due but not yet handed to the pool, applies running on it).
 """
 
 from __future__ import annotations
@@ -22,20 +26,33 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from emulator.arm.fleet import Fleet
-from emulator.arm.model import ArmError, Instance, Model, Operation, ScaleSet, now
+from emulator.arm.model import ArmError, Instance, Model, Operation, ScaleSet
 from emulator.arm.semantics import Semantics
+from emulator.clock import Clock
 from emulator.runtime import ExtensionResult
 
 
 class OperationRunner:
     def __init__(self, fleet: Fleet, semantics: Semantics, workers: int = 32) -> None:
         self._fleet = fleet
+        self._clock: Clock = fleet.clock
         self._semantics = semantics
         self._workers = workers
         self._operations: dict[str, Operation] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._timers: list[threading.Thread] = []  # one per operation waiting out its upgrade time
         self._stopping = threading.Event()
+        self._due: dict[str, float] = {}  # op id -> when its applies go to the pool (clock.monotonic())
+        self._running = 0  # applies handed to the pool and not finished
+
+    def pending(self) -> tuple[float | None, int]:
+        """(seconds until the next waiting operation is due, or None; the work in flight: applies running on
+        the pool plus operations already due whose applies are not handed over yet)."""
+        with self._fleet.lock:
+            now = self._clock.monotonic()
+            due = [at - now for at in self._due.values()]
+            ahead = [d for d in due if d > 0]
+            return (min(ahead) if ahead else None), self._running + sum(1 for d in due if d <= 0)
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="arm-upgrade")
@@ -43,6 +60,7 @@ class OperationRunner:
     def cancel_waiting(self) -> None:
         """Operations still waiting out their upgrade time will not start their applies."""
         self._stopping.set()
+        self._clock.wake()
 
     def stop(self) -> None:
         """Cancel waiting operations, finish running applies."""
@@ -61,12 +79,16 @@ class OperationRunner:
     def new(self, kind: str, scale_set: ScaleSet, pending: set[str]) -> Operation:
         """A new operation over ``pending`` instances (none: it has ended already)."""
         op = Operation(
-            op_id=str(uuid.uuid4()), kind=kind, location=scale_set.location, started=now(), pending=set(pending)
+            op_id=str(uuid.uuid4()),
+            kind=kind,
+            location=scale_set.location,
+            started=self._clock.now(),
+            pending=set(pending),
         )
         with self._fleet.lock:
             self._operations[op.op_id] = op
             if not op.pending:
-                op.ended = now()
+                op.ended = self._clock.now()
         return op
 
     def wait_idle(self, timeout: float = 30.0) -> None:
@@ -106,7 +128,7 @@ class OperationRunner:
                     continue  # already being upgraded: no second apply
                 if not reimage and self._semantics.latest(scale_set, inst):
                     continue  # already latest: a no-op
-                inst.begin_work("Updating")
+                inst.begin_work("Updating", self._clock.now())
                 inst.upgrades += 1
                 to_run.append((inst, inst.applied if reimage else model))
             op = self.new(
@@ -121,24 +143,35 @@ class OperationRunner:
 
         The delay is waited once per operation on its own small thread (not per instance on a pool
         worker), so upgrading 500 instances takes about ``delay``, as a parallel upgrade in Azure does,
-        and the pool's workers only do real work (nginx runtimes run scripts there)."""
+        and the pool's workers only do real work (nginx runtimes run scripts there). It is waited on the
+        emulator's clock, until ``due``: a clock that skips idle time wakes the thread when it jumps."""
 
         def release() -> None:
-            # Waits on the stop event so emu.stop() never sits through a long upgrade_seconds.
-            if delay > 0 and self._stopping.wait(delay):
-                return
-            for inst, model in jobs:
-                if self._stopping.is_set() or self._pool is None:
+            try:
+                # Waits on the stop event too, so emu.stop() never sits through a long upgrade_seconds.
+                if delay > 0 and self._clock.wait_until(due, self._stopping):
                     return
-                try:
-                    self._pool.submit(self._run, inst, model, op, reimage)
-                except RuntimeError:  # the pool shut down under us: stop() is running
-                    return
+                for inst, model in jobs:
+                    if self._stopping.is_set() or self._pool is None:
+                        return
+                    try:
+                        with self._fleet.lock:
+                            self._running += 1
+                        self._pool.submit(self._run, inst, model, op, reimage)
+                    except RuntimeError:  # the pool shut down under us: stop() is running
+                        with self._fleet.lock:
+                            self._running -= 1
+                        return
+            finally:
+                with self._fleet.lock:
+                    self._due.pop(op.op_id, None)
 
         if not jobs:
             return
         timer = threading.Thread(target=release, name=f"arm-op-{op.op_id[:8]}", daemon=True)
         with self._fleet.lock:
+            due = self._clock.monotonic() + delay
+            self._due[op.op_id] = due
             self._timers = [t for t in self._timers if t.is_alive()] + [timer]
         timer.start()
 
@@ -149,9 +182,10 @@ class OperationRunner:
         except Exception as err:  # a broken runtime is an extension failure, not a dead worker
             result = ExtensionResult(succeeded=False, exit_code=None, stderr=repr(err), message=str(err))
         with self._fleet.lock:
-            inst.finish_work(model, result)
+            self._running -= 1
+            inst.finish_work(model, result, self._clock.now())
             op.pending.discard(inst.instance_id)
             if not result.succeeded:
                 op.failures.append(inst.instance_id)
             if not op.pending and op.ended is None:
-                op.ended = now()
+                op.ended = self._clock.now()
