@@ -257,6 +257,9 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
         prober=TimedProber(settings.probe),
         clock=vclock,  # the service's Clock port (its ``now()``) on the shared clock; None: the system clock
     )
+    # The engine's own next looks are delivered by the driver below (a tick at their time, with their stamp),
+    # not through the tick queue as advance_target does.
+    service.looks = None
     url = service.release_container_url or ""
     release = Release(
         ReleaseKind.SCRIPT, "install_nginx", 1, "install_nginx.v1.sh", f"{url}/install_nginx.v1.sh", "b" * 64
@@ -290,9 +293,11 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
     looks: list[float | None] = []  # the next look each outcome asked for (epoch seconds), start_release's first
     rollout_id = ""
     release_started_at = clock_time()
+    pending: tuple[float, str] | None = None  # the look the engine asked for and has not had: (when, stamp)
     try:
         outcome = service.start_release(release)
         looks.append(_next_look(outcome))
+        pending = _asked(outcome)
         if outcome.status is not OutcomeStatus.ADVANCED:
             raise RuntimeError(f"the release did not start: {outcome.status}: {outcome.message}")
         rollout_id = outcome.rollout_id or ""
@@ -302,8 +307,9 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
             phase = current.phase.value
             if current.phase.is_terminal:
                 break
+            why = "timer"
             if driver is not None:
-                at, why = next_tick_at(clock_time(), period, looks[-1] if honour else None, look_delay)
+                at, why = next_tick_at(clock_time(), period, pending[0] if honour and pending else None, look_delay)
                 driver.sleep_until(at)
                 tick_why.append(why)
             elif period > 0:
@@ -311,8 +317,18 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
                 time.sleep(period - now % period)
             w0, c0, e0 = time.monotonic(), time.process_time(), clock_time()
             phases.update(observe=0.0, probe=0.0)
-            outcome = service.tick()
+            # A look is delivered with its stamp, as advance_target passes the message's; a look whose rollout
+            # changed since is superseded by the service without a read. The latest ask replaces the pending
+            # look (an older one would be superseded); a look that asked for no other ends the chain, a timer
+            # tick that asked for none leaves it (rollout.cadence).
+            look = pending[1] if why == "next look" and pending else None
+            outcome = service.tick(look=look)
             looks.append(_next_look(outcome))
+            asked = _asked(outcome)
+            if asked is not None:
+                pending = asked
+            elif look is not None:
+                pending = None
             walls.append(time.monotonic() - w0)
             cpus.append(time.process_time() - c0)
             tick_log.append((e0, clock_time()))
@@ -346,6 +362,12 @@ def _controller_child(config: dict[str, Any]) -> dict[str, Any]:
         "next_look_supported": hasattr(outcome, "next_look") if rollout_id else False,
         "clock": None if driver is None else asdict(driver.stats),
     }
+
+
+def _asked(outcome: object) -> tuple[float, str] | None:
+    """The look ``outcome`` asks for, as (epoch seconds, the rollout's stamp), or None."""
+    at, stamp = _next_look(outcome), getattr(outcome, "look_stamp", None)
+    return (at, stamp) if at is not None and isinstance(stamp, str) else None
 
 
 def _next_look(outcome: object) -> float | None:
