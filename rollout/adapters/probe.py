@@ -91,11 +91,12 @@ class HttpProber:
         try:
             # One timeout per step: the connection, the response's head, the body (moved on at each step).
             async with asyncio.timeout(self.timeout) as step:
-                reader, writer = await asyncio.open_connection(target.address, self.port)
                 http = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
-                wire = _Wire(http, reader, h11.NEED_DATA)
                 request = h11.Request(method="GET", target=self.path, headers=self._headers(target.address))
-                writer.write(http.send(request) + http.send(h11.EndOfMessage()))
+                request_bytes = http.send(request) + http.send(h11.EndOfMessage())
+                reader, writer = await asyncio.open_connection(target.address, self.port)
+                wire = _Wire(http, reader, h11.NEED_DATA)
+                writer.write(request_bytes)
                 step.reschedule(loop.time() + self.timeout)
                 while isinstance(event := await wire.next_event(), h11.InformationalResponse):
                     pass  # a 1xx: the response is still to come

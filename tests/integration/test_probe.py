@@ -259,11 +259,13 @@ def test_the_body_step_is_bounded_by_the_timeout(kind: str) -> None:
 
 
 def test_a_path_that_is_not_a_request_target_is_named() -> None:
-    """A space in PROBE_PATH: the probe says so and sends nothing, rather than a request line a server misreads."""
+    """A space in PROBE_PATH: the probe says so and does not connect, rather than send a request line a server
+    misreads."""
     server = _RawServer("chunked")
     try:
         prober = HttpProber(ProbeSettings(port=server.port, path="/a b", timeout_seconds=2))
         [result] = prober.probe([ProbeTarget("7", RAW_ADDRESS)]).values()
+        time.sleep(0.2)  # time for a connection, had there been one, to reach the server
     finally:
         server.close()
     assert not result.ok and result.detail.startswith("probe error: Illegal target characters"), result
