@@ -57,3 +57,25 @@ def test_the_compute_adapter_makes_its_clients_at_first_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, cwd=REPO
     )
     assert out.stdout.split("\n")[:2] == ["[]", "1 False"], out.stdout + out.stderr
+
+
+def test_the_http_library_of_the_probes_loads_with_the_first_probe_only() -> None:
+    """h11 (the probes' HTTP/1.1) costs about 5 ms and 0.3 MiB of import: importing the app does not load it,
+    the first probe does."""
+    code = (
+        "import sys\n"
+        "import function_app\n"
+        "print('h11' in sys.modules)\n"
+        "from rollout.adapters.probe import HttpProber\n"
+        "from rollout.ports import ProbeTarget\n"
+        "from rollout.settings import ProbeSettings\n"
+        "prober = HttpProber(ProbeSettings(port=9, timeout_seconds=2))\n"
+        "[result] = prober.probe([ProbeTarget('0', '127.0.0.1')]).values()\n"
+        "print('h11' in sys.modules, result.detail)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, cwd=REPO
+    )
+    assert out.stdout.split("\n")[:2] == ["False", "True connection failed: connection refused"], (
+        out.stdout + out.stderr
+    )

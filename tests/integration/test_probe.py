@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from rollout.adapters.probe import MAX_BODY_BYTES, HttpProber
+from rollout.model import ProbeResult
 from rollout.ports import ProbeTarget
 from rollout.settings import ProbeSettings
 
@@ -126,6 +127,14 @@ def _raw_answer(kind: str) -> bytes:
         return b"HTTP/1.0 200 OK\r\n\r\n" + WELCOME
     if kind == "short":  # fewer bytes than Content-Length says, then the connection closes
         return b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + WELCOME
+    if kind == "chunk-short":  # a chunk of 0x40 bytes announced, 32 sent, then the connection closes
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + WELCOME
+    if kind == "not-gzip":  # says gzip, is not
+        return b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(WELCOME), WELCOME)
+    if kind == "continue":  # an interim 1xx answer before the response
+        return b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(WELCOME), WELCOME)
+    if kind == "long-head":  # 1 MiB of headers: far past what the probe buffers of a head (MAX_HEAD_BYTES)
+        return b"HTTP/1.1 200 OK\r\nX-Filler: " + b"x" * 1024 * 1024 + b"\r\n\r\n"
     if kind == "redirect":
         return b"HTTP/1.1 301 Moved Permanently\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n"
     if kind == "late-match":  # the pattern only after the first MAX_BODY_BYTES
@@ -138,6 +147,18 @@ def _raw_answer(kind: str) -> bytes:
     raise AssertionError(kind)
 
 
+SLOW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+
+
+def _raw_pieces(kind: str) -> list[tuple[float, bytes]]:
+    """(pause, bytes) pieces a server sends back for ``kind``, the pause before each."""
+    if kind == "stall":  # the head and the body's first bytes at once, then nothing for 5 s
+        return [(0.0, SLOW_HEAD + b"<title>"), (5.0, b"")]
+    if kind == "trickle":  # the head at once, then a byte of the body every 20 ms (1,000 bytes: 20 s)
+        return [(0.0, SLOW_HEAD)] + [(0.02, b"x")] * 1000
+    return [(0.0, _raw_answer(kind))]
+
+
 class _RawServer:
     """Answers every connection with ``kind``'s bytes, then closes it; counts the requests it holds at once
     (read, not yet answered: each is a probe in flight)."""
@@ -146,7 +167,7 @@ class _RawServer:
         self.kind, self.delay = kind, delay
         self.listener = socket.create_server((RAW_ADDRESS, 0), backlog=512)
         self.port = int(self.listener.getsockname()[1])
-        self.held = self.most_held = self.requests = 0
+        self.held = self.most_held = self.requests = self.sent = 0
         self.seen: list[bytes] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="raw-server", daemon=True).start()
@@ -172,7 +193,10 @@ class _RawServer:
             time.sleep(self.delay)
             with self._lock:
                 self.held -= 1
-            conn.sendall(_raw_answer(self.kind))
+            for pause, piece in _raw_pieces(self.kind):
+                time.sleep(pause)
+                conn.sendall(piece)
+                self.sent += len(piece)
 
     def close(self) -> None:
         self.listener.close()
@@ -186,7 +210,12 @@ class _RawServer:
         ("deflate", "Welcome to nginx", True, "200 in"),
         ("raw-deflate", "Welcome to nginx", True, "200 in"),
         ("until-close", "Welcome to nginx", True, "200 in"),
-        ("short", "Welcome to nginx", True, "200 in"),
+        # A body cut short fails the probe, whatever part of it came (as curl and urllib3 treat it).
+        ("short", "Welcome to nginx", False, "probe error: peer closed connection without sending complete message"),
+        ("chunk-short", "Welcome to nginx", False, "probe error: peer closed connection without sending complete"),
+        ("not-gzip", "Welcome to nginx", False, "probe error: Error -3 while decompressing data: incorrect header"),
+        ("continue", "Welcome to nginx", True, "200 in"),
+        ("long-head", None, False, "probe error: not an HTTP response"),
         ("late-match", "Welcome to nginx", False, "body did not match 'Welcome to nginx'"),
         ("redirect", None, False, "301 Moved Permanently (expected 200)"),
         ("garbage", None, False, "probe error: not an HTTP response"),
@@ -209,6 +238,38 @@ def test_what_a_probe_reads_from_each_kind_of_answer(kind: str, pattern: str | N
     lines = request.decode().split("\r\n")
     assert lines[0] == "GET /health?x=1 HTTP/1.1"
     assert f"Host: {RAW_ADDRESS}:{server.port}" in lines and "Connection: close" in lines
+
+
+@pytest.mark.parametrize("kind", ["stall", "trickle"])
+def test_the_body_step_is_bounded_by_the_timeout(kind: str) -> None:
+    """A body that stops coming, and one that keeps coming a byte at a time: either way the body step ends at the
+    timeout (one bound for the whole body, not one per read)."""
+    server = _RawServer(kind)
+    try:
+        prober = HttpProber(ProbeSettings(port=server.port, body_pattern="Welcome to nginx", timeout_seconds=0.5))
+        started = time.monotonic()
+        [result] = prober.probe([ProbeTarget("7", RAW_ADDRESS)]).values()
+        elapsed = time.monotonic() - started
+        sent_by_then = server.sent
+    finally:
+        server.close()
+    assert result == ProbeResult(False, "timed out after 0.5 s")
+    assert 0.5 <= elapsed < 1.5  # the head came at once: the body step's 0.5 s, not the server's 5 s or 20 s
+    assert sent_by_then > len(SLOW_HEAD) + (5 if kind == "trickle" else 0)  # the trickle was still trickling
+
+
+def test_a_path_that_is_not_a_request_target_is_named() -> None:
+    """A space in PROBE_PATH: the probe says so and does not connect, rather than send a request line a server
+    misreads."""
+    server = _RawServer("chunked")
+    try:
+        prober = HttpProber(ProbeSettings(port=server.port, path="/a b", timeout_seconds=2))
+        [result] = prober.probe([ProbeTarget("7", RAW_ADDRESS)]).values()
+        time.sleep(0.2)  # time for a connection, had there been one, to reach the server
+    finally:
+        server.close()
+    assert not result.ok and result.detail.startswith("probe error: Illegal target characters"), result
+    assert server.seen == []
 
 
 def test_probes_share_one_thread_and_a_bounded_number_of_connections() -> None:
