@@ -346,8 +346,8 @@ def plot_makespan(data: dict[str, Any]) -> Figure:
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(
             f"{_size(m['instances'])}{_variant(m)}: makespan {m['makespan_s']:.1f} s = {m['ratio']:.2f} x the "
-            f"lower bound {m['lower_bound_s']:.1f} s (target at most {section['target_ratio']:g} x); "
-            f"upgrade {upgrade_s:g} s, bake {bake_s:g} s, a tick every {m['tick_s']:g} s",
+            f"lower bound {m['lower_bound_s']:.1f} s\n(target at most {section['target_ratio']:g} x; "
+            f"upgrade {upgrade_s:g} s, bake {bake_s:g} s, a tick every {m['tick_s']:g} s)",
             fontsize=10,
         )
     axes[-1].set_xlabel("time after start_release (s)")
