@@ -101,6 +101,7 @@ class Tick:
     status: str  # the outcome's status, or "error" (a PortError, logged by advance_target)
     table_requests: int
     table_writes: int
+    look: bool = False  # the engine's own next look (rollout.cadence), not a message of a timer run
 
 
 @dataclass
@@ -134,6 +135,7 @@ class WavesReport:
     setup_seconds: float
     wall_seconds: float
     unmatched_ticks: int = 0
+    look_ticks: int = 0  # ticks of the engine's own next looks (delayed messages, not of a timer run)
     blob_seconds: float = math.nan  # the blob trigger's run: receiving the release and starting wave 1
     notes: list[str] = field(default_factory=list)
 
@@ -195,7 +197,8 @@ class _Observer:
         message = getattr(self.local, "message", None)
         if message is None:
             return
-        status = str(record.args[1]) if isinstance(record.args, tuple) and len(record.args) == 3 else "error"
+        # "advance_target %s: %s %s%s": target, status, message, and the next look it asked for (or "").
+        status = str(record.args[1]) if isinstance(record.args, tuple) and len(record.args) >= 3 else "error"
         tick = Tick(
             target=message.target,
             enqueued_at=message.enqueued_at,
@@ -204,6 +207,7 @@ class _Observer:
             status=status,
             table_requests=self.local.requests,
             table_writes=self.local.writes,
+            look=getattr(message, "look", None) is not None,
         )
         self.local.message = None
         with self.lock:
@@ -466,6 +470,7 @@ def _run(
         setup_seconds=setup_seconds,
         wall_seconds=time.monotonic() - wall,
         unmatched_ticks=unmatched,
+        look_ticks=sum(1 for t in observer.ticks if t.look),
         blob_seconds=max((i.duration_s for i in invocations if i.function == "release_uploaded"), default=math.nan),
     )
 
@@ -487,6 +492,8 @@ def _periods(config: WavesConfig, timers: list[Any], observer: _Observer) -> tup
     ticks_by_run: dict[int, list[Tick]] = {i: [] for i in range(len(runs))}
     unmatched = 0
     for tick in observer.ticks:
+        if tick.look:
+            continue  # the engine's own next look: counted apart (look_ticks)
         index = next(
             (i for i, run in enumerate(runs) if run.fanout_started <= tick.enqueued_at <= run.fanout_ended), None
         )
@@ -569,6 +576,8 @@ def report_lines(report: WavesReport, command: str) -> list[str]:
         f"fanned out; {report.timer_skipped} firing(s) skipped).",
         f"- Timer to end of tick, all runs: median {_fmt(_median(all_latencies))}, "
         f"p95 {_fmt(_pct(all_latencies, 0.95))}, max {_fmt(max(all_latencies, default=math.nan))}.",
+        f"- Ticks of the engine's own next looks (delayed messages while an upgrade runs or a bake ends, "
+        f"`LOOK_INTERVAL_SECONDS`), besides the timer runs' ticks: {report.look_ticks}.",
         f"- ARM 429s: **{report.read_429s}** on subscription reads, **{report.write_429s}** on scale-set writes "
         f"(the emulator's read bucket counted {report.reads_throttled} refused reads).",
         f"- Timer firings skipped because the previous run was still going (the singleton): {report.timer_skipped}. "

@@ -41,6 +41,11 @@ def stamp(rollout: Rollout) -> str:
     return f"{rollout.id}|{rollout.etag or rollout.updated_at.isoformat()}"
 
 
+def rollout_of(stamp_text: str) -> str:
+    """The rollout id a stamp (``stamp``) names."""
+    return stamp_text.split("|", 1)[0]
+
+
 def next_look(rollout: Rollout | None, policy: RolloutPolicy, now: datetime, share: int = 1) -> datetime | None:
     """The time the engine wants to look at ``rollout`` again, or None (the timer is enough).
 

@@ -629,11 +629,13 @@ class RolloutService:
         target, rollouts = self._load()
         held = next((r for r in rollouts if r.id == target.active_rollout_id), None)
         if look is not None and (held is None or not held.phase.is_active or cadence.stamp(held) != look):
+            # The outcome names the rollout the look was for and the phase it is in now (it may have ended).
+            looked_at = next((r for r in rollouts if r.id == cadence.rollout_of(look)), None)
             return Outcome(
                 OutcomeStatus.IDLE,
                 "an earlier look was superseded: the rollout has changed since it was asked for",
-                held.id if held else None,
-                held.phase if held else None,
+                looked_at.id if looked_at else cadence.rollout_of(look),
+                looked_at.phase if looked_at else None,
             )
         if held is None or not held.phase.is_active:
             with log_context(target=self.target_key):

@@ -73,6 +73,7 @@ def test_a_superseded_look_reads_nothing() -> None:
     world.clock.advance(5)
     outcome = world.service.tick(look=f"{rid}|an older ETag")
     assert outcome.status is OutcomeStatus.IDLE and "superseded" in outcome.message
+    assert outcome.rollout_id == rid  # the log line names the rollout the look was for
     assert outcome.next_look is None
     assert observes(world) == before  # no ARM read
     assert len(looks.asks) == 1  # the start's only
@@ -226,3 +227,14 @@ def test_a_whole_rollout_with_looks_is_close_to_its_lower_bound_and_keeps_one_ch
     assert with_looks.most_current_looks_pending == 1
     assert with_looks.acted_looks <= with_looks.makespan / 5 + 7
     assert {share for _, _, share, _ in looks.asks} == {1}
+
+
+def test_a_look_that_arrives_after_its_rollout_ended_names_it_and_reads_nothing() -> None:
+    world, looks = world_with_looks(policy=RolloutPolicy(bake_seconds=60, look_interval_seconds=5))
+    rid = world.service.start_release(script(1)).rollout_id or ""
+    first = looks.asks[0][1]
+    assert world.tick_until(Phase.SUCCEEDED, rollout_id=rid) is Phase.SUCCEEDED
+    before = observes(world)
+    late = world.service.tick(look=first)
+    assert "superseded" in late.message and late.rollout_id == rid and late.phase is Phase.SUCCEEDED
+    assert observes(world) == before and late.next_look is None

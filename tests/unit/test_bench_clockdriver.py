@@ -60,8 +60,8 @@ def test_the_look_delay_is_host_jsons_max_polling_interval_or_zero(tmp_path: Pat
     host.write_text(json.dumps({"extensions": {"queues": {"maxPollingInterval": "soon"}}}))
     with pytest.raises(ValueError, match="TimeSpan"):
         default_look_delay(host)
-    # This repository's host.json sets none today: a next look is taken as delivered on time.
-    assert default_look_delay() == 0.0
+    # This repository's host.json sets 2 s (the engine's own next looks are delayed queue messages).
+    assert default_look_delay() == 2.0
 
 
 def test_the_next_look_is_read_when_the_outcome_has_one() -> None:
