@@ -62,6 +62,7 @@ from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
+from rollout.adapters.lazy import LazyClient
 from rollout.model import ExtensionSpec, FleetView, InstanceView, ModelSpec
 from rollout.ports import AccessDeniedError, ConflictError, NotFoundError, PortError, TransientError
 from rollout.releases import image_unreadable_reason
@@ -550,45 +551,38 @@ class AzureCompute:
 
         # The clients (and the SDKs behind them) are made at first use: a process that only serves
         # reads from the state store never imports azure.mgmt.compute or azure.mgmt.network.
-        self._clients_lock = threading.Lock()
-        self._compute_client: ComputeManagementClient | None = None
-        self._network_client: NetworkManagementClient | None = None
+        self._compute_client: LazyClient[ComputeManagementClient] = LazyClient(self._make_compute)
+        self._network_client: LazyClient[NetworkManagementClient] = LazyClient(self._make_network)
         # Images may live in another subscription: one compute client each, made when first needed.
         self._credential = credential
         self._client_kwargs = client_kwargs
         self._image_clients: dict[str, ComputeManagementClient] = {}
         self._orchestration_mode: str | None = None  # from the last scale set GET
 
+    def _make_compute(self) -> ComputeManagementClient:
+        from azure.mgmt.compute import ComputeManagementClient
+
+        return ComputeManagementClient(self._credential, self.subscription_id, **self._client_kwargs())
+
+    def _make_network(self) -> NetworkManagementClient:
+        from azure.mgmt.network import NetworkManagementClient
+
+        return NetworkManagementClient(self._credential, self.subscription_id, **self._client_kwargs())
+
     @property
     def _compute(self) -> ComputeManagementClient:
-        with self._clients_lock:  # one client even when two threads make the first call at once
-            if self._compute_client is None:
-                from azure.mgmt.compute import ComputeManagementClient
-
-                self._compute_client = ComputeManagementClient(
-                    self._credential, self.subscription_id, **self._client_kwargs()
-                )
-            return self._compute_client
+        return self._compute_client.get()
 
     @property
     def _network(self) -> NetworkManagementClient:
-        with self._clients_lock:
-            if self._network_client is None:
-                from azure.mgmt.network import NetworkManagementClient
-
-                self._network_client = NetworkManagementClient(
-                    self._credential, self.subscription_id, **self._client_kwargs()
-                )
-            return self._network_client
+        return self._network_client.get()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close the clients' HTTP sessions (pooled connections), those that were made."""
-        if self._compute_client is not None:
-            self._compute_client.close()
-        if self._network_client is not None:
-            self._network_client.close()
+        self._compute_client.close()
+        self._network_client.close()
         for client in self._image_clients.values():
             client.close()
 

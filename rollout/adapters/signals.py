@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from rollout.adapters.lazy import LazyClient
 from rollout.model import FleetView
 from rollout.ports import PortError, SignalSource, TransientError
 from rollout.settings import DEFAULT_SIGNALS_LOGS_ENDPOINT, DEFAULT_SIGNALS_LOGS_QUERY
@@ -539,22 +539,21 @@ class _ArmMetrics:
         self._arm_endpoint = arm_endpoint.rstrip("/")
         self._ca_bundle = ca_bundle
         self._timeout_s = timeout_s
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client: LazyClient[Any] = LazyClient(self._make_client)
+
+    def _make_client(self) -> Any:
+        from azure.mgmt.monitor import MonitorManagementClient  # lazy: not at app import
+
+        return MonitorManagementClient(
+            self._credential,
+            self.subscription_id,
+            base_url=self._arm_endpoint,
+            credential_scopes=[self._arm_endpoint + "/.default"],
+            **_client_options(self._timeout_s, self._ca_bundle),
+        )
 
     def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from azure.mgmt.monitor import MonitorManagementClient  # lazy: not at app import
-
-                self._client = MonitorManagementClient(
-                    self._credential,
-                    self.subscription_id,
-                    base_url=self._arm_endpoint,
-                    credential_scopes=[self._arm_endpoint + "/.default"],
-                    **_client_options(self._timeout_s, self._ca_bundle),
-                )
-            return self._client
+        return self._client.get()
 
     def list(
         self, metricnames: Sequence[str], dimension: str, aggregation: str, start: datetime, end: datetime
@@ -585,8 +584,7 @@ class _ArmMetrics:
         return body
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
 
 class ScaleSetMetricsSource:
@@ -677,18 +675,17 @@ class LogAnalyticsSource:
         self._endpoint = endpoint.rstrip("/")
         self._ca_bundle = ca_bundle
         self._timeout_s = timeout_s
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client: LazyClient[Any] = LazyClient(self._make_client)
+
+    def _make_client(self) -> Any:
+        from azure.monitor.query import LogsQueryClient  # lazy: not at app import
+
+        return LogsQueryClient(
+            self._credential, endpoint=self._endpoint, **_client_options(self._timeout_s, self._ca_bundle)
+        )
 
     def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from azure.monitor.query import LogsQueryClient  # lazy: not at app import
-
-                self._client = LogsQueryClient(
-                    self._credential, endpoint=self._endpoint, **_client_options(self._timeout_s, self._ca_bundle)
-                )
-            return self._client
+        return self._client.get()
 
     def read(self, instance_ids: Sequence[str], start: datetime, end: datetime) -> dict[str, InstanceSignals]:
         _validate_window(start, end)
@@ -714,8 +711,7 @@ class LogAnalyticsSource:
         return logs_signals(raw, instance_ids, self.scale_set_name, start, end, computer_names=names)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._client.close()
 
 
 # --------------------------------------------------------------------------------------------------
