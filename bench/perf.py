@@ -82,6 +82,16 @@ def peak_rss_mib() -> float:
 # The emulator in its own process
 
 
+def count_writes(by_operation: dict[str, int]) -> int:
+    """The ARM writes among requests counted by operation (model writes and upgrades: ``WRITES``)."""
+    return sum(n for op, n in by_operation.items() if op in WRITES)
+
+
+def count_reads(by_operation: dict[str, int]) -> int:
+    """The ARM reads among requests counted by operation."""
+    return sum(n for op, n in by_operation.items() if op.startswith("GET "))
+
+
 @dataclass
 class Emulator(ArmProcess):
     ADMIN_TIMEOUT: ClassVar[float] = 300.0  # creating or listing 1,000 instances takes a while
@@ -160,11 +170,11 @@ class ControllerRun:
 
     @property
     def writes(self) -> int:
-        return sum(n for op, n in self.by_operation.items() if op in WRITES)
+        return count_writes(self.by_operation)
 
     @property
     def reads(self) -> int:
-        return sum(n for op, n in self.by_operation.items() if op.startswith("GET "))
+        return count_reads(self.by_operation)
 
     @property
     def observations(self) -> int:
@@ -504,11 +514,11 @@ class NaiveRun:
 
     @property
     def writes(self) -> int:
-        return sum(n for op, n in self.by_operation.items() if op in WRITES)
+        return count_writes(self.by_operation)
 
     @property
     def reads(self) -> int:
-        return sum(n for op, n in self.by_operation.items() if op.startswith("GET "))
+        return count_reads(self.by_operation)
 
 
 class NaiveController:
