@@ -421,12 +421,7 @@ class MonitorApi:
                 out[address] = [(t, 100.0 if ok else 0.0) for t, ok in probes]
             return out
         assert scale_set is not None
-        with self._emu.fleet.lock:
-            instances = scale_set.instances_in_order()
-        for inst in instances:
-            runtime = inst.runtime
-            if not isinstance(runtime, ObservableRuntime):
-                continue
+        for inst, runtime in self._observable(scale_set):
             key = self.vm_name(scale_set, inst)
             if spec.name == "Percentage CPU":
                 points = self._cpu_percent(inst, start, end)
@@ -517,16 +512,17 @@ class MonitorApi:
             )
         return 200, {}, {"tables": [table]}
 
+    def _observable(self, scale_set: ScaleSet) -> list[tuple[Instance, ObservableRuntime]]:
+        """The scale set's instances, in order, whose runtime reports what they served (and their CPU)."""
+        with self._emu.fleet.lock:
+            instances = scale_set.instances_in_order()
+        return [(inst, inst.runtime) for inst in instances if isinstance(inst.runtime, ObservableRuntime)]
+
     def nginx_summary(self, start: datetime, end: datetime) -> JSON:
         """The default query over ``NginxAccess_CL``: one row per computer with requests in the window."""
         rows: list[list[Any]] = []
         for scale_set in self._emu.fleet.scale_sets():
-            with self._emu.fleet.lock:
-                instances = scale_set.instances_in_order()
-            for inst in instances:
-                runtime = inst.runtime
-                if not isinstance(runtime, ObservableRuntime):
-                    continue
+            for inst, runtime in self._observable(scale_set):
                 records = runtime.requests_between(start.timestamp(), end.timestamp())
                 if not records:
                     continue  # summarize makes no group without rows
