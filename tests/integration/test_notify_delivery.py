@@ -16,8 +16,7 @@ from pathlib import Path
 
 import azure.functions as func
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
+from azure.storage.queue import QueueClient, QueueServiceClient
 
 import function_app
 from emulator import appindex
@@ -25,6 +24,7 @@ from emulator.funchost import LocalFunctionsHost, QueueOptions
 from rollout.adapters.notify import DeliveryError, EventGridChannel, NotificationQueue, WebhookChannel
 from rollout.model import EventKind, Phase, RolloutEvent
 from rollout.notifications import Envelope, Notification, NotificationKind, notification_for
+from tests.fixtures.appenv import queued_notifications
 from tests.fixtures.azurite import AzuriteNames, AzuriteService
 from tests.fixtures.receiver import Receiver, run_receiver
 
@@ -93,13 +93,7 @@ def _note(kind: str = "RollingBack") -> Notification:
 
 
 def _poisoned(azurite: AzuriteService, queue_name: str) -> list[Envelope]:
-    with QueueClient.from_connection_string(
-        azurite.connection_string, f"{queue_name}-poison", message_decode_policy=TextBase64DecodePolicy()
-    ) as poison:
-        try:
-            return [Envelope.decode(str(m.content)) for m in poison.peek_messages(max_messages=32)]
-        except ResourceNotFoundError:
-            return []
+    return queued_notifications(azurite.connection_string, f"{queue_name}-poison")
 
 
 def test_each_channel_gets_its_payload_failures_retry_with_backoff_and_dead_letter_after_the_bound(

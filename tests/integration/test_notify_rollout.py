@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.timer import TimerRequest
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 import function_app
 from emulator import appindex
@@ -23,7 +21,7 @@ from emulator.funchost import LocalFunctionsHost, QueueOptions
 from rollout import bootstrap
 from rollout.model import EventKind, Phase
 from rollout.notifications import Envelope, NotificationKind
-from tests.fixtures.appenv import app_under_test, drain_tick_queue, fire_release_uploaded
+from tests.fixtures.appenv import app_under_test, drain_tick_queue, fire_release_uploaded, queued_notifications
 from tests.fixtures.receiver import Receiver, run_receiver
 
 pytestmark = pytest.mark.integration
@@ -71,13 +69,7 @@ def _rollout(
 
 
 def _queued(env: dict[str, str], queue: str) -> list[Envelope]:
-    with QueueClient.from_connection_string(
-        env["TickQueue"], queue, message_decode_policy=TextBase64DecodePolicy()
-    ) as client:
-        try:
-            return [Envelope.decode(str(m.content)) for m in client.peek_messages(max_messages=32)]
-        except ResourceNotFoundError:
-            return []
+    return queued_notifications(env["TickQueue"], queue)
 
 
 def test_a_rollout_completes_the_same_when_every_channel_fails(
