@@ -221,6 +221,8 @@ IdArg = Annotated[
 WatchOpt = Annotated[bool, typer.Option("--watch", "-w", help="Redraw until it ends; exit code as `release --wait`.")]
 IntervalOpt = Annotated[float, typer.Option("--interval", min=0.2, max=300, help="Seconds between polls.")]
 EventsOpt = Annotated[int, typer.Option("--events", min=0, max=1000, help="How many of the last events to show.")]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the verdict; the exit code says it.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Give up waiting after this many seconds.")]
 
 
 @_command("get")
@@ -395,10 +397,8 @@ def release(
             help="Or its blob endpoint, used with DefaultAzureCredential.",
         ),
     ] = None,
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Wait for the verdict; the exit code says it.")
-    ] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Give up waiting after this many seconds.")] = 3600,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600,
     interval: IntervalOpt = 2.0,
     events: EventsOpt = 5,
 ) -> int:
@@ -469,10 +469,8 @@ def undo(
         str | None, typer.Option("--target", help="The scale set (<resource group>:<name>); default: VMSS_*'s.")
     ] = None,
     reason: ReasonOpt = None,
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Wait for the verdict; the exit code says it.")
-    ] = False,
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Give up waiting after this many seconds.")] = 3600,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 3600,
     interval: IntervalOpt = 2.0,
     events: EventsOpt = 5,
 ) -> int:
